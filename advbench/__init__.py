@@ -1,0 +1,57 @@
+"""advbench: adversarial attacks and robustness benchmarks for dense and compressed PyTorch models.
+
+The core imports no concrete attack at import time; :func:`create_attack` and :func:`list_attacks`
+load :mod:`advbench.attacks` on first use.
+
+>>> import advbench
+>>> "pgd" in advbench.list_attacks()
+True
+>>> attack = advbench.create_attack("pgd", norm="linf", eps="8/255", steps=5)
+>>> attack.steps, round(attack.eps, 5)
+(5, 0.03137)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from advbench.attack import ATTACKS, Attack, AttackOutput
+from advbench.checkpoints import load_model
+from advbench.threat import ThreatModel, parse_eps
+
+__version__ = "0.1.0"
+
+
+def _load_attacks() -> None:
+    import advbench.attacks  # noqa: F401  (registers every attack)
+
+
+def list_attacks(pattern: str | None = None) -> list[str]:
+    """Names of the registered attacks, optionally filtered by a wildcard pattern."""
+    _load_attacks()
+    return ATTACKS.names(pattern)
+
+
+def create_attack(name: str, **hyperparameters: Any) -> Attack:
+    """Build the attack registered as ``name`` with keyword-only ``hyperparameters``."""
+    _load_attacks()
+    return ATTACKS.get(name)(**hyperparameters)
+
+
+def evaluate(*args: Any, **kwargs: Any):
+    """Cascade evaluation; see :func:`advbench.evaluate.evaluate` for the arguments."""
+    from advbench.evaluate import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)
+
+
+__all__ = [
+    "Attack",
+    "AttackOutput",
+    "ThreatModel",
+    "create_attack",
+    "evaluate",
+    "list_attacks",
+    "load_model",
+    "parse_eps",
+]

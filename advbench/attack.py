@@ -1,0 +1,387 @@
+"""The attack protocol: :class:`Attack` (hyperparameters only) and :class:`AttackOutput`.
+
+Following foolbox 3, an attack object holds only validated, keyword-only hyperparameters and is
+immutable once built; the model is passed at call time::
+
+    attack = create_attack("pgd", norm="linf", eps=0.1, steps=20)
+    out = attack(model, x, y, generator=torch.Generator().manual_seed(0))
+
+The base :meth:`Attack.__call__` owns the invariants (DESIGN.md, "Contracts"): it checks the input
+(NCHW float in [0,1], finite, labels that fit), puts the model in eval mode with frozen parameters
+and restores both afterwards, draws random targets from the explicit generator, and checks that the
+returned points are finite, inside the box and within the budget.  A broken invariant raises
+:class:`~advbench.errors.BudgetError`; it is never a warning.  Subclasses only write the loop in
+:meth:`Attack._attack`, talking to the model through an :class:`AttackContext` that counts queries
+and gradients per sample.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from advbench.errors import BudgetError, ConfigError, InputError
+from advbench.registry import Registry
+from advbench.threat import NORMS, ThreatModel, parse_eps
+
+
+@dataclass
+class AttackOutput:
+    """What every attack returns.
+
+    ``x_adv`` is the projected, clipped adversarial batch.  ``success`` says whether ``x_adv`` is
+    misclassified (untargeted) or classified as ``target`` (targeted); ``success_step`` is the step
+    at which it first succeeded (0 = the starting point, -1 = never).  ``n_gradients`` and
+    ``n_queries`` count, per sample, input-gradient computations and forward passes.  Min-max
+    recipes also fill ``weights`` (batch, K) and ``weight_trace`` (steps, batch, K).
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    success_step: torch.Tensor
+    n_gradients: torch.Tensor
+    n_queries: torch.Tensor
+    adv_pred: torch.Tensor
+    target: torch.Tensor | None = None
+    loss_trace: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    weight_trace: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_gradients(self) -> int:
+        return int(self.n_gradients.sum())
+
+    @property
+    def total_queries(self) -> int:
+        return int(self.n_queries.sum())
+
+
+@dataclass
+class RawResult:
+    """What :meth:`Attack._attack` hands back to the base class."""
+
+    x_adv: torch.Tensor
+    adv_pred: torch.Tensor | None = None
+    success_step: torch.Tensor | None = None
+    loss_trace: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    weight_trace: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class AttackContext:
+    """The attack's view of one call: model access with per-sample cost accounting."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        targeted: bool,
+        threat: ThreatModel,
+        generator: torch.Generator,
+    ) -> None:
+        self.model = model
+        self.x = x
+        self.labels = labels
+        self.targeted = targeted
+        self.threat = threat
+        self.generator = generator
+        self.n_queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        self.n_gradients = torch.zeros_like(self.n_queries)
+        self._checked = False
+
+    def _forward(self, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        try:
+            logits = self.model(x)
+        except RuntimeError as err:
+            if self._checked:
+                raise
+            raise InputError(
+                f"input of shape {tuple(self.x.shape)} does not fit the model ({err}); "
+                "check the dataset and model input shapes"
+            ) from err
+        if not self._checked:
+            check_logits(logits, x.shape[0], self.labels)
+            self._checked = True
+        if idx is None:
+            self.n_queries += 1
+        else:
+            self.n_queries[idx] += 1
+        return logits
+
+    def logits(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward pass without gradient; counts one query for each sample in ``idx``."""
+        with torch.no_grad():
+            return self._forward(x, idx)
+
+    def loss_and_grad(
+        self, x: torch.Tensor, idx: torch.Tensor | None, loss_fn
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits, per-sample loss and input gradient of ``loss_fn`` at ``x``."""
+        labels = self.labels if idx is None else self.labels[idx]
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self._forward(x, idx)
+            loss = loss_fn(logits, labels, self.targeted)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        if idx is None:
+            self.n_gradients += 1
+        else:
+            self.n_gradients[idx] += 1
+        return logits.detach(), loss.detach(), grad
+
+    def is_success(self, logits: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample goal test for logits of the samples ``idx``."""
+        labels = self.labels if idx is None else self.labels[idx]
+        pred = logits.argmax(dim=1)
+        return pred == labels if self.targeted else pred != labels
+
+
+def check_logits(logits: torch.Tensor, n: int, labels: torch.Tensor) -> None:
+    """The model must return (N, C) logits and every label must be a class index below C."""
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != n:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise InputError(f"the model must return logits of shape (batch, classes); got {shape}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
+        raise InputError(
+            f"labels must lie in [0, {logits.shape[1] - 1}] for a model with {logits.shape[1]} classes; "
+            f"got values in [{int(labels.min())}, {int(labels.max())}]"
+        )
+
+
+def validate_batch(x: Any, y: Any, name: str = "x") -> None:
+    """Check the input contract: NCHW floating tensor in [0,1], finite, and (N,) integer labels."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise InputError(f"{name} must be a floating tensor with values in [0,1], got dtype {x.dtype}")
+    if x.ndim != 4:
+        raise InputError(f"{name} must be a NCHW batch (4 dims), got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"{name} contains NaN or infinite values; clean the input before attacking")
+    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise InputError(
+            f"{name} must lie in [0,1] (normalization belongs inside the model wrapper); "
+            f"got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]"
+        )
+    if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.shape[0] != x.shape[0]:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise InputError(f"labels must be a 1-D tensor with one entry per sample ({x.shape[0]}), got {shape}")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise InputError(f"labels must be an integer tensor, got dtype {y.dtype}")
+
+
+class _FrozenAfterInit(type):
+    """Metaclass that makes instances immutable once ``__init__`` has finished."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        obj = super().__call__(*args, **kwargs)
+        object.__setattr__(obj, "_frozen", True)
+        return obj
+
+
+class Attack(metaclass=_FrozenAfterInit):
+    """Base class of every attack.  Subclasses set the class attributes and write ``_attack``.
+
+    Class attributes: ``name`` (registry name), ``norms`` (supported norms), ``kind``
+    (``'white-box'`` or ``'black-box'``), ``supports_targeted``.
+    """
+
+    name: ClassVar[str] = ""
+    norms: ClassVar[tuple[str, ...]] = NORMS
+    kind: ClassVar[str] = "white-box"
+    supports_targeted: ClassVar[bool] = True
+
+    def __init__(self, *, norm: str = "linf", eps: float | str = 8 / 255, targeted: bool = False,
+                 early_stop: bool = True) -> None:
+        if norm not in self.norms:
+            raise ConfigError(
+                f"attack '{self.name}' does not support norm '{norm}'; it supports {', '.join(self.norms)}"
+            )
+        self.threat = ThreatModel(norm, parse_eps(eps))
+        if targeted and not self.supports_targeted:
+            raise ConfigError(f"attack '{self.name}' has no targeted mode; use targeted=False")
+        self.targeted = bool(targeted)
+        self.early_stop = bool(early_stop)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if self.__dict__.get("_frozen"):
+            raise AttributeError(
+                f"{type(self).__name__} is immutable once built; create a new attack to change '{key}'"
+            )
+        object.__setattr__(self, key, value)
+
+    @property
+    def norm(self) -> str:
+        return self.threat.norm
+
+    @property
+    def eps(self) -> float:
+        return self.threat.eps
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor arguments as resolved (JSON-friendly), for records and config hashes."""
+        params: dict[str, Any] = {}
+        for klass in type(self).__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            signature = inspect.signature(init).parameters
+            for pname, spec in signature.items():
+                if pname == "self" or spec.kind in (spec.VAR_KEYWORD, spec.VAR_POSITIONAL) or pname in params:
+                    continue
+                params[pname] = getattr(self, pname) if pname in ("norm", "eps") else self.__dict__.get(pname)
+            if not any(spec.kind == spec.VAR_KEYWORD for spec in signature.values()):
+                break
+        return {"name": self.name, **{k: v for k, v in sorted(params.items()) if _jsonable(v)}}
+
+    def with_eps(self, eps: float) -> Attack:
+        """A copy of this attack with another budget (attacks are immutable)."""
+        params = self.hyperparameters()
+        params.pop("name")
+        params["eps"] = eps
+        return type(self)(**params)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items() if k != "name")
+        return f"{type(self).__name__}({params})"
+
+    # -- the invariant-owning entry point ---------------------------------------------------------
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        target: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> AttackOutput:
+        """Attack ``model`` at ``x`` (true labels ``y``); ``target`` only in targeted mode."""
+        validate_batch(x, y)
+        generator = _generator_for(x.device, generator)
+        expected = getattr(model, "input_shape", None)
+        if expected is not None and tuple(x.shape[1:]) != tuple(expected):
+            raise InputError(
+                f"input of shape {tuple(x.shape)} does not fit the model, which expects (N, "
+                f"{', '.join(map(str, expected))}); check the dataset and the model"
+            )
+        if target is not None and not self.targeted:
+            raise ConfigError("a target was given to an untargeted attack; build it with targeted=True")
+        state = _freeze(model)
+        try:
+            if self.targeted:
+                target = self._resolve_target(model, x, y, target, generator)
+            labels = target if self.targeted else y
+            ctx = AttackContext(model, x, labels, targeted=self.targeted, threat=self.threat,
+                                generator=generator)
+            raw = self._attack(ctx, x)
+            if raw.adv_pred is None:
+                raw.adv_pred = ctx.logits(raw.x_adv).argmax(dim=1)
+        finally:
+            _restore(model, state)
+        return self._finish(ctx, x, raw, target)
+
+    def _resolve_target(self, model, x, y, target, generator) -> torch.Tensor:
+        if target is not None:
+            if not isinstance(target, torch.Tensor) or target.shape != y.shape:
+                raise InputError(f"target must be a tensor of shape {tuple(y.shape)}")
+            if bool((target == y).any()):
+                raise InputError("a target equals the true label for some samples; pick other classes")
+            return target.to(y.device)
+        with torch.no_grad():
+            n_classes = model(x[:1]).shape[1]
+        offset = torch.randint(1, n_classes, y.shape, generator=generator, device=y.device)
+        return (y + offset) % n_classes
+
+    def _finish(self, ctx: AttackContext, x: torch.Tensor, raw: RawResult, target) -> AttackOutput:
+        x_adv = raw.x_adv.detach()
+        if x_adv.shape != x.shape or x_adv.dtype != x.dtype:
+            raise BudgetError(
+                f"attack '{self.name}' returned shape {tuple(x_adv.shape)} / {x_adv.dtype}, "
+                f"expected {tuple(x.shape)} / {x.dtype}"
+            )
+        if not bool(torch.isfinite(x_adv).all()):
+            raise BudgetError(f"attack '{self.name}' returned non-finite values")
+        inside = self.threat.contains(x_adv, x)
+        if not bool(inside.all()):
+            worst = self.threat.norm
+            raise BudgetError(
+                f"attack '{self.name}' left the {worst} ball of radius {self.threat.eps} or the [0,1] box "
+                f"for {int((~inside).sum())} samples; this is a bug in the attack"
+            )
+        labels = target if self.targeted else ctx.labels
+        success = raw.adv_pred == labels if self.targeted else raw.adv_pred != labels
+        step = raw.success_step
+        if step is None:
+            step = torch.full_like(ctx.n_queries, -1)
+        step = torch.where(success, step, torch.full_like(step, -1))
+        return AttackOutput(
+            x_adv=x_adv,
+            success=success,
+            success_step=step,
+            n_gradients=ctx.n_gradients,
+            n_queries=ctx.n_queries,
+            adv_pred=raw.adv_pred,
+            target=target,
+            loss_trace=raw.loss_trace,
+            weights=raw.weights,
+            weight_trace=raw.weight_trace,
+            extras=raw.extras,
+        )
+
+    def _attack(self, ctx: AttackContext, x: torch.Tensor) -> RawResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str, list, tuple, dict))
+
+
+def _generator_for(device: torch.device, generator: torch.Generator | None) -> torch.Generator:
+    """A generator on ``device``: the given one, or one seeded from it (or from 0) when devices differ."""
+    if generator is not None and generator.device == device:
+        return generator
+    seed = 0 if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _freeze(model: nn.Module) -> tuple[bool, list[bool]]:
+    state = (model.training, [p.requires_grad for p in model.parameters()])
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return state
+
+
+def _restore(model: nn.Module, state: tuple[bool, list[bool]]) -> None:
+    training, flags = state
+    model.train(training)
+    for p, flag in zip(model.parameters(), flags):
+        p.requires_grad_(flag)
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def register_attack(name: str):
+    """Class decorator: register an :class:`Attack` subclass under ``name`` and set its ``name``."""
+
+    def decorate(cls: type[Attack]) -> type[Attack]:
+        cls.name = name
+        ATTACKS.add(name, cls)
+        return cls
+
+    return decorate
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON-safe float: NaN/inf become None."""
+    return value if math.isfinite(value) else None

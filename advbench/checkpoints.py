@@ -1,0 +1,195 @@
+"""Safe checkpoint reading and writing.
+
+* The native format is safetensors plus a JSON sidecar (``model.safetensors`` → ``model.json``)
+  holding the architecture, dataset, input shape, class count, normalization, training config and
+  test accuracy.  The same JSON is also stored in the safetensors header metadata, so a lone file
+  still loads.
+* ``.pt`` / ``.pth`` files are read with ``torch.load(weights_only=True)``: a pickle that would need to
+  run code is refused with :class:`~advbench.errors.UnsafeCheckpointError`, which says how to convert it.
+* State dicts brought by users are normalised: ``module.`` prefixes (DataParallel) are stripped, and
+  ``torch.nn.utils.prune`` pairs ``<layer>.weight_orig`` × ``<layer>.weight_mask`` become ``<layer>.weight``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advbench.errors import CheckpointError, MissingPathError, UnsafeCheckpointError
+
+SIDECAR_KEY = "advbench"
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``model.safetensors`` → ``model.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (checkpoint identity in config hashes and provenance)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def normalize_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip ``module.`` prefixes and fold ``weight_orig``/``weight_mask`` prune pairs into ``weight``."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        out[key] = value
+    for key in [k for k in out if k.endswith("_orig")]:
+        base = key[: -len("_orig")]
+        mask = out.pop(base + "_mask", None)
+        orig = out.pop(key)
+        out[base] = orig * mask if mask is not None else orig
+    return out
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}); it may be corrupt") from err
+    return tensors, meta
+
+
+def _read_torch(path: Path) -> dict[str, Any]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f"{path} is a pickle that needs to run code to load, so it was refused ({str(err).splitlines()[0]}). "
+            "Re-save only the tensors, in a trusted environment: "
+            "torch.save(model.state_dict(), 'clean.pt') or safetensors.torch.save_file(model.state_dict(), "
+            "'model.safetensors')"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"{path} could not be read as a torch checkpoint ({err}); it may be corrupt") from err
+    return obj
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read tensors from a safetensors or torch file without executing pickled code."""
+    state, _ = read_checkpoint(path)
+    return state
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors (normalised, see module doc) and metadata (sidecar JSON, else header metadata)."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingPathError(f"checkpoint not found: {path}")
+    meta: dict[str, Any] = {}
+    if path.suffix == ".safetensors":
+        tensors, header = _read_safetensors(path)
+        if SIDECAR_KEY in header:
+            meta = json.loads(header[SIDECAR_KEY])
+    elif path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        obj = _read_torch(path)
+        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise CheckpointError(f"{path} does not hold a state dict of tensors (got {type(obj).__name__})")
+        tensors = obj
+    else:
+        raise CheckpointError(f"{path}: unknown checkpoint format '{path.suffix}'; use .safetensors, .pt or .pth")
+    side = sidecar_path(path)
+    if side.exists() and side != path:
+        try:
+            meta = json.loads(side.read_text())
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"sidecar {side} is not valid JSON (line {err.lineno}): {err.msg}") from err
+    return normalize_state_dict(tensors), meta
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write ``model``'s state as safetensors plus the JSON sidecar; returns the safetensors path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: checkpoints are written as .safetensors; change the file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    text = json.dumps(metadata, indent=2, sort_keys=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={SIDECAR_KEY: text})
+    tmp.replace(path)
+    sidecar_path(path).write_text(text + "\n")
+    return path
+
+
+def load_model(
+    path_or_name: str | Path,
+    *,
+    arch: str | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+) -> nn.Module:
+    """Return a module that takes [0,1] images, from a checkpoint path or a model name.
+
+    A path is read safely (see module doc) and rebuilt from its sidecar metadata; ``arch``,
+    ``input_shape`` and ``num_classes`` may fill in metadata a foreign checkpoint lacks.  A name such as
+    ``'small_cnn'`` or ``'timm:resnet18'`` builds a fresh, untrained model and then needs
+    ``input_shape`` and ``num_classes``.
+
+    >>> m = load_model("mlp", input_shape=(1, 8, 8), num_classes=10)
+    >>> m(torch.rand(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
+    """
+    from advbench.models import create_model
+
+    text = str(path_or_name)
+    looks_like_path = Path(text).suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt") or "/" in text
+    if not looks_like_path:
+        if input_shape is None or num_classes is None:
+            raise CheckpointError(f"building a fresh '{text}' needs input_shape=(C, H, W) and num_classes=")
+        return create_model(text, input_shape=input_shape, num_classes=num_classes)
+    state, meta = read_checkpoint(text)
+    arch = arch or meta.get("arch")
+    shape = input_shape or meta.get("input_shape")
+    classes = num_classes or meta.get("num_classes")
+    if not arch or not shape or not classes:
+        raise CheckpointError(
+            f"{text} has no sidecar metadata ({sidecar_path(text).name}) naming arch, input_shape and "
+            "num_classes; pass them to load_model(..., arch=, input_shape=, num_classes=)"
+        )
+    norm = meta.get("normalization", {})
+    model = create_model(arch, input_shape=tuple(shape), num_classes=int(classes),
+                         mean=norm.get("mean"), std=norm.get("std"))
+    if not any(k.startswith("net.") for k in state):
+        state = {**{f"net.{k}": v for k, v in state.items()},
+                 **{k: v for k, v in model.state_dict().items() if not k.startswith("net.")}}
+    model_state = model.state_dict()
+    missing = sorted(set(model_state) - set(state))
+    unexpected = sorted(set(state) - set(model_state))
+    wrong = sorted(k for k in set(state) & set(model_state) if state[k].shape != model_state[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            part for part in (
+                f"missing {missing[:4]}" if missing else "",
+                f"unexpected {unexpected[:4]}" if unexpected else "",
+                f"shape mismatch in {wrong[:4]}" if wrong else "",
+            ) if part
+        )
+        raise CheckpointError(f"{text} does not match architecture '{arch}' {tuple(shape)}: {detail}")
+    model.load_state_dict(state)
+    model.checkpoint_meta = meta
+    model.checkpoint_path = text
+    model.eval()
+    return model

@@ -1,0 +1,82 @@
+"""A generic name → object registry used for everything pluggable.
+
+Modelled on timm's ``register_model`` / ``list_models``: entries are added with a decorator,
+looked up by name, and listed with optional shell-style wildcard filters.
+
+>>> reg = Registry("colour")
+>>> @reg.register("red")
+... def make_red():
+...     return "#f00"
+>>> reg.get("red")()
+'#f00'
+>>> reg.names("r*")
+['red']
+>>> reg.get("blue")
+Traceback (most recent call last):
+...
+advbench.errors.UnknownNameError: unknown colour 'blue'; known colours: red
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from advbench.errors import DuplicateNameError, UnknownNameError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to objects (classes or factories).
+
+    Registering a name twice raises :class:`DuplicateNameError`; looking up an unknown name raises
+    :class:`UnknownNameError` whose message lists every known name.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator that registers its target under ``name`` (default: the target's ``__name__``)."""
+
+        def decorate(obj: T) -> T:
+            key = name or getattr(obj, "__name__", None)
+            if not key:
+                raise DuplicateNameError(f"cannot register an unnamed {self.kind}; pass name=...")
+            self.add(key, obj)
+            return obj
+
+        return decorate
+
+    def add(self, name: str, obj: T) -> None:
+        """Register ``obj`` under ``name``."""
+        if name in self._entries:
+            raise DuplicateNameError(
+                f"{self.kind} '{name}' is already registered (by {self._entries[name]!r}); pick another name"
+            )
+        self._entries[name] = obj
+
+    def get(self, name: str) -> T:
+        """Return the entry called ``name`` or raise an error that lists the known names."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self._entries)) or "(none registered)"
+            raise UnknownNameError(f"unknown {self.kind} '{name}'; known {self.kind}s: {known}") from None
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Sorted names, optionally filtered by a wildcard pattern such as ``'pgd*'``."""
+        keys = sorted(self._entries)
+        return [k for k in keys if pattern is None or fnmatch.fnmatchcase(k, pattern)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,10 @@
+"""Concrete attacks.  Importing this package registers every attack in ``advbench.attack.ATTACKS``.
+
+Adding an attack takes one file with a ``@register_attack`` decorator, one import line here and one
+row in the test table (``tests/test_attack_registry.py``).
+"""
+
+from advbench.attacks import (
+    pgd,  # noqa: F401
+    torchattacks_adapter,  # noqa: F401
+)
