@@ -364,7 +364,7 @@ def _freeze(model: nn.Module) -> tuple[bool, list[bool]]:
 def _restore(model: nn.Module, state: tuple[bool, list[bool]]) -> None:
     training, flags = state
     model.train(training)
-    for p, flag in zip(model.parameters(), flags):
+    for p, flag in zip(model.parameters(), flags, strict=True):
         p.requires_grad_(flag)
 
 

@@ -56,7 +56,9 @@ def parse_eps(value: str | float | int) -> float:
         try:
             eps = float(Fraction(text)) if "/" in text else float(text)
         except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"cannot read eps '{value}': give a number such as 0.1 or a fraction such as 8/255")
+            raise ConfigError(
+                f"cannot read eps '{value}': give a number such as 0.1 or a fraction such as 8/255"
+            ) from None
     if not math.isfinite(eps) or eps < 0:
         raise ConfigError(f"eps must be >= 0, got {eps} (from '{value}')")
     return eps
