@@ -227,20 +227,25 @@ class Attack(metaclass=_FrozenAfterInit):
     def eps(self) -> float:
         return self.threat.eps
 
-    def hyperparameters(self) -> dict[str, Any]:
-        """The constructor arguments as resolved (JSON-friendly), for records and config hashes."""
-        params: dict[str, Any] = {}
-        for klass in type(self).__mro__:
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        """The keyword arguments the constructor accepts (following ``**kwargs`` up to the base)."""
+        names: list[str] = []
+        for klass in cls.__mro__:
             init = klass.__dict__.get("__init__")
             if init is None:
                 continue
             signature = inspect.signature(init).parameters
-            for pname, spec in signature.items():
-                if pname == "self" or spec.kind in (spec.VAR_KEYWORD, spec.VAR_POSITIONAL) or pname in params:
-                    continue
-                params[pname] = getattr(self, pname) if pname in ("norm", "eps") else self.__dict__.get(pname)
+            names += [p for p, spec in signature.items()
+                      if p != "self" and spec.kind not in (spec.VAR_KEYWORD, spec.VAR_POSITIONAL) and p not in names]
             if not any(spec.kind == spec.VAR_KEYWORD for spec in signature.values()):
                 break
+        return names
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor arguments as resolved (JSON-friendly), for records and config hashes."""
+        params = {p: getattr(self, p) if p in ("norm", "eps") else self.__dict__.get(p)
+                  for p in self.parameter_names()}
         return {"name": self.name, **{k: v for k, v in sorted(params.items()) if _jsonable(v)}}
 
     def with_eps(self, eps: float) -> Attack:

@@ -79,9 +79,9 @@ def parse_eps_list(value: str | float | list | tuple) -> list[float]:
 
 def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-sample norm of a perturbation batch (``l0`` counts non-zero coordinates)."""
-    flat = delta.reshape(delta.shape[0], -1)
+    flat = delta.flatten(1)
     if norm == "linf":
-        return flat.abs().amax(dim=1)
+        return flat.abs().amax(dim=1) if flat.shape[1] else flat.sum(dim=1)
     if norm == "l2":
         return flat.norm(p=2, dim=1)
     if norm == "l1":

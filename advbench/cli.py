@@ -1,0 +1,353 @@
+"""The ``advbench`` console script: a thin typer layer over the library.
+
+Human-readable tables go to stdout; progress bars and log messages go to stderr; with ``--json`` the
+only thing on stdout is one JSON object.  Every user error ends in a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from advbench.errors import AdvbenchError, ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adversarial attacks and robustness benchmarks.")
+results_app = typer.Typer(no_args_is_help=True, help="Inspect and export the results store.")
+app.add_typer(results_app, name="results")
+out = Console(width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True)
+log = logging.getLogger("advbench")
+
+DEFAULT_STORE = "advbench-results.db"
+
+
+class Listable(str, Enum):
+    attacks = "attacks"
+    models = "models"
+    datasets = "datasets"
+    defenses = "defenses"
+
+
+class Norm(str, Enum):
+    linf = "linf"
+    l2 = "l2"
+    l1 = "l1"
+    l0 = "l0"
+
+
+class ExportFormat(str, Enum):
+    csv = "csv"
+    json = "json"
+
+
+class WandbMode(str, Enum):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+@app.command("list")
+def list_cmd(what: Listable = typer.Argument(..., help="attacks, models, datasets or defenses")) -> None:
+    """List the registered names of one kind."""
+    import advbench
+    from advbench.models import list_models
+
+    if what is Listable.attacks:
+        from advbench.attack import ATTACKS
+
+        table = Table("attack", "norms", "kind", "targeted")
+        for name in advbench.list_attacks():
+            cls = ATTACKS.get(name)
+            table.add_row(name, ",".join(cls.norms), cls.kind, "yes" if cls.supports_targeted else "no")
+        out.print(table)
+        return
+    if what is Listable.models:
+        names = list_models() + ["timm:<architecture>"]
+    elif what is Listable.datasets:
+        from advbench.datasets import list_datasets
+
+        names = list_datasets()
+    else:
+        from advbench.defenses import list_defenses
+
+        names = list_defenses()
+    for name in names:
+        out.print(name)
+
+
+@app.command()
+def train(
+    model: str = typer.Option(..., "--model", help="architecture, e.g. small_cnn, lenet5, timm:resnet18"),
+    dataset: str = typer.Option(..., "--dataset", help="digits, mnist5k, cifar10:/path, imagefolder:/path, ..."),
+    out_path: Path = typer.Option(..., "--out", help="where to write the .safetensors checkpoint"),
+    epochs: int = typer.Option(10, "--epochs"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    adversarial: str | None = typer.Option(None, "--adversarial", help="'pgd' for PGD adversarial training"),
+    adv_eps: str = typer.Option("0.1", "--adv-eps", help="training eps (fractions such as 8/255 allowed)"),
+    adv_norm: Norm = typer.Option(Norm.linf, "--adv-norm"),
+    adv_steps: int = typer.Option(10, "--adv-steps"),
+    augment: bool = typer.Option(False, "--augment", help="albumentations training augmentation"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train a classifier (standard or PGD adversarial) and save it as safetensors + JSON sidecar."""
+    from advbench.threat import parse_eps
+    from advbench.training import TrainConfig, train_and_save
+
+    cfg = TrainConfig(arch=model, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                      adversarial=adversarial, adv_norm=adv_norm.value, adv_eps=parse_eps(adv_eps),
+                      adv_steps=adv_steps, augment=augment)
+    meta = train_and_save(cfg, out_path)
+    err.print(f"saved {out_path} (test accuracy {meta['test_accuracy']:.4f})")
+
+
+def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``--param pgd.steps=20`` → ``{'pgd': {'steps': 20}}`` (values parsed as JSON when possible)."""
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        attack, dot, name = key.partition(".")
+        if not sep or not dot or not attack or not name:
+            raise ConfigError(f"--param '{item}' must look like ATTACK.NAME=VALUE, e.g. pgd.steps=20")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params.setdefault(attack, {})[name] = value
+    return params
+
+
+def _accepts(attack: str, pname: str) -> bool:
+    import advbench
+    from advbench.attack import ATTACKS
+
+    advbench.list_attacks()
+    return pname in ATTACKS.get(attack).parameter_names()
+
+
+def print_run_table(records: list[dict[str, Any]], title: str = "robustness") -> None:
+    """One row per (model, eps) with clean and robust accuracy, ASR and cost."""
+    table = Table(title=title)
+    for col in ("model", "norm", "eps", "clean acc", "robust acc", "ASR", "broken by", "gradients", "queries",
+                "time s"):
+        table.add_column(col, justify="right" if col not in ("model", "broken by") else "left")
+    for rec in records:
+        metrics, cost = rec["metrics"], rec.get("cost", {})
+        curve = metrics.get("curve") or [{"eps": metrics.get("eps"), "robust_accuracy": metrics["robust_accuracy"],
+                                          "attack_success_rate": metrics["attack_success_rate"],
+                                          "per_attack": metrics.get("per_attack", {})}]
+        for i, point in enumerate(curve):
+            broken = ", ".join(f"{k}:{v['broken']}" for k, v in point.get("per_attack", {}).items())
+            table.add_row(rec["config"]["model"].get("name", "?"), rec["config"]["norm"], _fmt(point["eps"]),
+                          _fmt(metrics["clean_accuracy"]), _fmt(point["robust_accuracy"]),
+                          _fmt(point["attack_success_rate"]), broken,
+                          _fmt(cost.get("gradients")) if i == 0 else "", _fmt(cost.get("queries")) if i == 0 else "",
+                          _fmt(cost.get("wall_time_s")) if i == 0 else "")
+    out.print(table)
+
+
+@app.command()
+def run(
+    model: str = typer.Option(..., "--model", help="checkpoint path(s) or model name(s), comma separated"),
+    dataset: str = typer.Option(..., "--dataset"),
+    attack: str = typer.Option("pgd", "--attack", help="attack name(s), comma separated: run as a cascade"),
+    norm: Norm = typer.Option(Norm.linf, "--norm"),
+    eps: str = typer.Option("8/255", "--eps", help="one or more budgets, comma separated; 8/255 style allowed"),
+    n_samples: int = typer.Option(500, "--n-samples"),
+    steps: int | None = typer.Option(None, "--steps", help="iterations for every attack that has steps"),
+    param: list[str] = typer.Option([], "--param", help="per-attack hyperparameter, e.g. square.n_queries=1000"),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    store: Path = typer.Option(Path(DEFAULT_STORE), "--store", help="SQLite results store"),
+    force: bool = typer.Option(False, "--force", help="rerun even if this config is already stored"),
+    wandb: bool = typer.Option(False, "--wandb", help="log to Weights & Biases"),
+    wandb_project: str = typer.Option("advbench", "--wandb-project"),
+    wandb_mode: WandbMode | None = typer.Option(None, "--wandb-mode"),
+    device: str = typer.Option("cpu", "--device"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+) -> None:
+    """Attack one or more models with an attack cascade at one or more eps; store and print the result."""
+    from advbench.runner import RunSpec
+    from advbench.runner import run as run_one
+    from advbench.threat import parse_eps_list
+
+    attacks = _split(attack)
+    params = _parse_params(param)
+    if steps is not None:
+        for name in attacks:
+            if _accepts(name, "steps"):
+                params.setdefault(name, {}).setdefault("steps", steps)
+    eps_values = parse_eps_list(eps)
+    wandb_opts = None
+    if wandb:
+        from advbench.tracking import resolve_wandb_mode
+
+        mode, message = resolve_wandb_mode(wandb_mode.value if wandb_mode else None)
+        if message:
+            err.print(message)
+        wandb_opts = {"project": wandb_project, "mode": mode}
+    records, skipped = [], []
+    for model_spec in _split(model):
+        spec = RunSpec(model=model_spec, dataset=dataset, attacks=attacks, eps=eps_values, norm=norm.value,
+                       n_samples=n_samples, seed=seed, batch_size=batch_size, attack_params=params, device=device)
+        outcome = run_one(spec, store=store, force=force, wandb=wandb_opts, progress=True)
+        if outcome.skipped:
+            err.print(f"[yellow]{model_spec}: already in {store} (config {outcome.record['config_hash'][:12]}); "
+                      "skipped, pass --force to rerun[/yellow]")
+        records.append(outcome.record)
+        skipped.append(outcome.skipped)
+    for rec in records:
+        for warning in rec["metrics"].get("warnings", []):
+            err.print(f"[red]warning[/red] {warning['name']}: {warning['message']}")
+    if as_json:
+        payloads = [_json_payload(rec, was_skipped) for rec, was_skipped in zip(records, skipped, strict=True)]
+        obj = payloads[0] if len(payloads) == 1 else {"runs": payloads}
+        sys.stdout.write(json.dumps(obj) + "\n")
+    else:
+        print_run_table(records)
+        err.print(f"stored in {store}")
+
+
+def _json_payload(record: dict[str, Any], skipped: bool) -> dict[str, Any]:
+    payload = dict(record["metrics"])
+    payload.update({"cost": record.get("cost", {}), "config_hash": record["config_hash"],
+                    "model": record["config"]["model"].get("name"), "dataset": record["config"]["dataset"],
+                    "skipped": skipped, "run_id": record.get("id")})
+    return payload
+
+
+@results_app.command("list")
+def results_list(store: Path = typer.Option(Path(DEFAULT_STORE), "--store")) -> None:
+    """List the stored runs, newest first."""
+    from advbench.store import ResultsStore
+
+    _require_store(store)
+    with ResultsStore(store) as db:
+        rows = db.list_runs()
+    table = Table("id", "hash", "name", "status", "created", "clean acc", "robust acc")
+    for row in rows:
+        table.add_row(str(row["id"]), row["config_hash"][:12], str(row.get("name")), str(row.get("status")),
+                      str(row.get("created_at")), _fmt(row.get("clean_accuracy")), _fmt(row.get("robust_accuracy")))
+    out.print(table)
+
+
+@results_app.command("show")
+def results_show(
+    run_id: str = typer.Argument(..., help="run id or config-hash prefix"),
+    store: Path = typer.Option(Path(DEFAULT_STORE), "--store"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show one stored run."""
+    from advbench.store import ResultsStore
+
+    _require_store(store)
+    with ResultsStore(store) as db:
+        record = db.get_run(int(run_id) if run_id.isdigit() else run_id)
+    if as_json:
+        sys.stdout.write(json.dumps(record) + "\n")
+    else:
+        print_run_table([record], title=f"run {record.get('id')} ({record['config_hash'][:12]})")
+
+
+@results_app.command("export")
+def results_export(
+    fmt: ExportFormat = typer.Option(ExportFormat.csv, "--format"),
+    output: Path | None = typer.Option(None, "--out", help="file to write (default: stdout)"),
+    store: Path = typer.Option(Path(DEFAULT_STORE), "--store"),
+) -> None:
+    """Export every run as CSV (one row per run) or JSON (full records)."""
+    from advbench.store import ResultsStore
+
+    _require_store(store)
+    with ResultsStore(store) as db:
+        text = db.export(fmt.value, output)
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        err.print(f"wrote {output}")
+
+
+def _require_store(store: Path) -> None:
+    from advbench.errors import MissingPathError
+
+    if not store.exists():
+        raise MissingPathError(f"results store {store} does not exist; run `advbench run ... --store {store}` first")
+
+
+@app.command()
+def demo(
+    dataset: str = typer.Option("digits", "--dataset", help="digits (fast) or mnist5k"),
+    out_dir: Path = typer.Option(Path("demo-out"), "--out-dir"),
+    eps: str = typer.Option("0.05,0.1,0.2", "--eps"),
+    n_samples: int = typer.Option(300, "--n-samples"),
+    wandb: bool = typer.Option(False, "--wandb"),
+) -> None:
+    """Train a small CNN, then evaluate it under FGSM, PGD, APGD-CE and Square at several eps."""
+    from advbench.runner import RunSpec
+    from advbench.runner import run as run_one
+    from advbench.training import TrainConfig, train_and_save
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / f"small_cnn-{dataset}.safetensors"
+    if not ckpt.exists():
+        meta = train_and_save(TrainConfig(arch="small_cnn", dataset=dataset, epochs=15 if dataset == "digits" else 4), ckpt)
+        err.print(f"trained {ckpt} (test accuracy {meta['test_accuracy']:.4f})")
+    params = {"pgd": {"steps": 20}, "apgd-ce": {"steps": 20}, "square": {"n_queries": 500}}
+    spec = RunSpec(model=str(ckpt), dataset=dataset, attacks=["fgsm", "pgd", "apgd-ce", "square"], eps=eps,
+                   n_samples=n_samples, attack_params=params)
+    wandb_opts = None
+    if wandb:
+        from advbench.tracking import resolve_wandb_mode
+
+        mode, message = resolve_wandb_mode(None)
+        if message:
+            err.print(message)
+        wandb_opts = {"project": "advbench-demo", "mode": mode}
+    outcome = run_one(spec, store=out_dir / "results.db", wandb=wandb_opts)
+    print_run_table([outcome.record], title=f"small_cnn on {dataset}")
+    err.print(f"store: {out_dir / 'results.db'}  (try: advbench results list --store {out_dir / 'results.db'})")
+
+
+def main() -> None:
+    """Entry point: run the app, turning advbench errors into one-line messages (exit code 2)."""
+    logging.basicConfig(level=os.environ.get("ADVBENCH_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except AdvbenchError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing partial was written to the store")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
