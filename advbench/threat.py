@@ -208,6 +208,8 @@ class ThreatModel:
         """A random point of the set around ``x`` (uniform in the linf ball; random direction and
         radius for l2/l1; ``eps`` random coordinates for l0), already projected."""
         n = x.shape[0]
+        if n == 0:
+            return x.clone()
         d = x[0].numel()
         kw = {"generator": generator, "device": x.device, "dtype": x.dtype}
         if self.norm == "linf":

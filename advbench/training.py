@@ -93,7 +93,7 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True) -> tuple[nn.Mod
             loss.backward()
             optimiser.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     model.eval()
     test_acc = accuracy(model, data.x_test, data.y_test)

@@ -6,9 +6,9 @@
 * PGD-CW: PGD on the Carlini & Wagner margin (Carlini & Wagner, S&P 2017) instead of cross-entropy.
 
 One loop serves every norm: the step is ``threat.ascent_direction`` and the projection is the exact
-``threat.project`` onto ball ∩ box.  With ``early_stop`` (the default) a sample leaves the loop as soon
-as an iterate reaches the goal, so it costs no further gradients; without it the last iterate is
-returned, as in the reference implementations.
+``threat.project`` onto ball ∩ box.  With ``early_stop`` (the default) the start point is checked with
+one forward pass, and a sample leaves the loop as soon as an iterate reaches the goal, so it costs no
+further gradients; without it the last iterate is returned, as in the reference implementations.
 """
 
 from __future__ import annotations
@@ -57,14 +57,22 @@ class PGD(Attack):
     def _attack(self, ctx: AttackContext, x: torch.Tensor) -> RawResult:
         threat = self.threat
         n = x.shape[0]
-        x_cur = threat.random_init(x, ctx.generator) if self.random_start else x.clone()
-        x_out = x_cur.clone()
+        x_out = x.clone()
         adv_pred = torch.empty(n, dtype=torch.long, device=x.device)
         first = torch.full((n,), -1, dtype=torch.long, device=x.device)
         trace = torch.full((self.steps, n), float("nan"), device=x.device)
         active = torch.arange(n, device=x.device)
-        xa, xc = x_cur, x
+        if self.early_stop:  # one forward at the clean point: samples already at the goal cost no gradient
+            clean_logits = ctx.logits(x, active)
+            hit = ctx.is_success(clean_logits, active)
+            first[hit] = 0
+            adv_pred[hit] = clean_logits.argmax(1)[hit]
+            active = active[~hit]
+        xc = x[active]
+        xa = threat.random_init(xc, ctx.generator) if self.random_start else xc.clone()
         for t in range(self.steps + 1):
+            if active.numel() == 0:
+                break
             if t == self.steps:
                 logits = ctx.logits(xa, active)
             else:

@@ -1,0 +1,616 @@
+"""Embedded SQLite store of evaluation run records.
+
+A *run record* is the JSON-able dict the evaluation code produces (config, config hash, code and
+library versions, metrics, cost, status and per-sample outcomes).  :class:`ResultsStore` keeps one
+row per config hash in the ``runs`` table and one row per (sample, eps) in ``samples``:
+
+* the file is an ordinary SQLite database in WAL journal mode with ``synchronous=FULL`` and foreign
+  keys on, so a process killed at any point leaves either the whole run or nothing of it;
+* every write (:meth:`ResultsStore.write_run`) is one ``BEGIN IMMEDIATE`` transaction that holds
+  the single writer lock, so two processes may open the same file; the other one waits up to
+  ``busy_timeout`` seconds instead of failing;
+* a finished run is "done" (:meth:`ResultsStore.has_run`), so an interrupted sweep can skip it on
+  restart; a failed run is retried and replaced.
+
+>>> store = ResultsStore(":memory:")
+>>> rid = store.write_run({"config_hash": "ab" * 32, "config": {"attack": "pgd"},
+...                        "metrics": {"robust_accuracy": 0.5}})
+>>> store.has_run("ab" * 32), store.get_run(rid)["metrics"]
+(True, {'robust_accuracy': 0.5})
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import re
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from advbench.errors import ConfigError, StoreError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+"""Stored in ``PRAGMA user_version``; bumped whenever the schema changes."""
+
+STATUSES = ("finished", "failed")
+REQUIRED_KEYS = ("config_hash", "config", "metrics")
+SAMPLE_COLUMNS = (
+    "sample_index",
+    "eps",
+    "label",
+    "clean_pred",
+    "clean_correct",
+    "robust",
+    "adv_pred",
+    "broken_by",
+    "perturbation_norm",
+)
+SUMMARY_METRICS = ("clean_accuracy", "robust_accuracy", "attack_success_rate")
+EXPORT_FORMATS = ("json", "csv")
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_MIN_PREFIX = 6
+_LIST_HINT = "run `advbench results list` to see the stored runs and their ids"
+
+_SCHEMA = """
+CREATE TABLE runs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    config_hash   TEXT UNIQUE NOT NULL,
+    name          TEXT,
+    status        TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    config_json   TEXT NOT NULL,
+    code_version  TEXT,
+    versions_json TEXT,
+    device        TEXT,
+    metrics_json  TEXT NOT NULL,
+    cost_json     TEXT,
+    error         TEXT
+);
+CREATE TABLE samples (
+    run_id            INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    sample_index      INTEGER,
+    eps               REAL,
+    label             INTEGER,
+    clean_pred        INTEGER,
+    clean_correct     INTEGER,
+    robust            INTEGER,
+    adv_pred          INTEGER,
+    broken_by         TEXT,
+    perturbation_norm REAL,
+    extra_json        TEXT
+);
+CREATE INDEX samples_run_id ON samples(run_id);
+CREATE INDEX runs_created_at ON runs(created_at);
+"""
+
+_BOOL_COLUMNS = ("clean_correct", "robust")
+
+
+def _json_default(value: Any) -> Any:
+    """Make numpy/torch scalars and arrays, paths and sets JSON-able; anything else is an error."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"run record key {key!r} is not JSON-serialisable ({exc}); convert tensors and other objects "
+            "to plain numbers, strings, lists and dicts before storing the record"
+        ) from exc
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _scalar(value: Any) -> Any:
+    """A plain Python scalar for an SQLite column (numpy/torch scalars are unwrapped)."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _sample_row(run_id: int, index: int, sample: Mapping[str, Any]) -> tuple[Any, ...]:
+    """One ``samples`` row: the known columns, then every other key as ``extra_json``."""
+    if not isinstance(sample, Mapping):
+        raise StoreError(f"samples[{index}] is a {type(sample).__name__}, not a dict; every sample must be a dict")
+    values: list[Any] = [run_id]
+    for column in SAMPLE_COLUMNS:
+        value = _scalar(sample.get(column))
+        if column in _BOOL_COLUMNS and value is not None:
+            value = int(bool(value))
+        elif value is not None and not isinstance(value, (str, int, float)):
+            raise StoreError(
+                f"samples[{index}][{column!r}] is a {type(value).__name__}; it must be a number, a string or None"
+            )
+        values.append(value)
+    extra = {k: v for k, v in sample.items() if k not in SAMPLE_COLUMNS}
+    values.append(_dumps(extra, f"samples[{index}]") if extra else None)
+    return tuple(values)
+
+
+def _sample_dict(row: sqlite3.Row) -> dict[str, Any]:
+    sample = {column: row[column] for column in SAMPLE_COLUMNS}
+    for column in _BOOL_COLUMNS:
+        if sample[column] is not None:
+            sample[column] = bool(sample[column])
+    if row["extra_json"]:
+        sample.update(json.loads(row["extra_json"]))
+    return sample
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    """Flatten nested dicts into ``prefix.key`` columns, keeping only scalars (lists are skipped)."""
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            _flatten(inner, f"{prefix}.{key}" if prefix else str(key), out)
+    elif value is None or isinstance(value, (str, int, float, bool)):
+        out[prefix] = value
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` atomically: temp file in the same directory, fsync, ``os.replace``."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise IsADirectoryError(f"{target} is a directory")
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise StoreError(f"cannot write {target}: {exc}; choose a writable file path") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, target)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise StoreError(f"cannot write {target}: {exc}; choose a writable file path") from exc
+        raise
+    try:  # make the rename itself durable; not possible on every platform
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+class ResultsStore:
+    """SQLite-backed store of run records, one row per config hash.
+
+    Args:
+        path: the database file (parent directories are created), or ``":memory:"``.
+        busy_timeout: seconds a write waits for another process holding the writer lock.
+
+    Raises:
+        StoreError: ``path`` is a directory, cannot be read, is not an SQLite database, is some
+            other SQLite database, or was written by a newer advbench.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+        self.path = path if path == ":memory:" else Path(path)
+        self._conn: sqlite3.Connection | None = None
+        if isinstance(self.path, Path):
+            self._check_file(self.path)
+        try:
+            conn = sqlite3.connect(
+                os.fspath(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=True
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot open results store {self.path}: {exc}; check the path and its permissions"
+            ) from exc
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if isinstance(self.path, Path) and str(mode).lower() != "wal":
+                logger.warning("results store %s: journal_mode is %s, not wal", self.path, mode)
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._conn = conn
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            self._conn = None
+            raise StoreError(
+                f"{self.path} is not a readable advbench results store ({exc}); "
+                "point to another file or move this one away"
+            ) from exc
+        except BaseException:
+            conn.close()
+            self._conn = None
+            raise
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _check_file(path: Path) -> None:
+        if path.is_dir():
+            raise StoreError(
+                f"results store path {path} is a directory; give a file path such as {path / 'results.db'}"
+            )
+        if path.exists():
+            try:
+                with path.open("rb") as fh:
+                    header = fh.read(len(_SQLITE_MAGIC))
+            except OSError as exc:
+                raise StoreError(f"cannot read results store {path}: {exc}; check its permissions") from exc
+            if header and header != _SQLITE_MAGIC:
+                raise StoreError(
+                    f"{path} is not an SQLite database (corrupt or some other file); "
+                    "point to another file or move this one away"
+                )
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the directory of results store {path}: {exc}") from exc
+
+    def _init_schema(self) -> None:
+        conn = self.conn
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        with self._transaction():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # re-read under the write lock
+            if version == 0:
+                tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                if tables:
+                    raise StoreError(
+                        f"{self.path} is an SQLite database but not an advbench results store "
+                        f"(tables: {', '.join(sorted(tables))}); use another file"
+                    )
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this advbench supports "
+                    f"({SCHEMA_VERSION}); upgrade advbench"
+                )
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The open connection; :class:`StoreError` once the store is closed."""
+        if self._conn is None:
+            raise StoreError(f"results store {self.path} is closed; open a new ResultsStore")
+        return self._conn
+
+    class _Tx:
+        def __init__(self, conn: sqlite3.Connection, begin: str) -> None:
+            self.conn, self.begin = conn, begin
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.conn.execute(self.begin)
+            return self.conn
+
+        def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+            if exc_type is None:
+                try:
+                    self.conn.execute("COMMIT")
+                    return
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+
+    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> ResultsStore._Tx:
+        return ResultsStore._Tx(self.conn, begin)
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({os.fspath(self.path)!r})"
+
+    # ------------------------------------------------------------------ writes
+    def has_run(self, config_hash: str) -> bool:
+        """Whether a *finished* run with ``config_hash`` is stored (failed runs are retried)."""
+        row = self.conn.execute(
+            "SELECT 1 FROM runs WHERE config_hash = ? AND status = 'finished'", (config_hash,)
+        ).fetchone()
+        return row is not None
+
+    def write_run(self, record: Mapping[str, Any], *, force: bool = False) -> int:
+        """Store ``record`` and all its samples in one transaction; return the new run id.
+
+        An existing *failed* run with the same config hash is replaced; an existing *finished* one
+        is replaced only with ``force=True``.  Any error rolls the whole write back.
+
+        Raises:
+            StoreError: a required key is missing or invalid, the run exists and ``force`` is
+                false, or the database could not be written.
+        """
+        if not isinstance(record, Mapping):
+            raise StoreError(f"a run record must be a dict, got {type(record).__name__}")
+        for key in REQUIRED_KEYS:
+            if key not in record:
+                raise StoreError(
+                    f"run record has no {key!r} key (required: {', '.join(REQUIRED_KEYS)}); "
+                    "store the dict produced by the evaluation"
+                )
+        config_hash = record["config_hash"]
+        if not isinstance(config_hash, str) or not config_hash:
+            raise StoreError(f"run record 'config_hash' must be a non-empty string, got {config_hash!r}")
+        for key in ("config", "metrics"):
+            if not isinstance(record[key], Mapping):
+                raise StoreError(f"run record {key!r} must be a dict, got {type(record[key]).__name__}")
+        status = record.get("status") or "finished"
+        if status not in STATUSES:
+            raise StoreError(f"run record 'status' is {status!r}; use one of {', '.join(STATUSES)}")
+        samples = record.get("samples") or []
+        if not isinstance(samples, Iterable) or isinstance(samples, (str, bytes, Mapping)):
+            raise StoreError(f"run record 'samples' must be a list of dicts, got {type(samples).__name__}")
+        config = record["config"]
+        name = record.get("name")
+        if name is None and isinstance(config.get("name"), str):
+            name = config["name"]
+        error = record.get("error")
+        row = (
+            config_hash,
+            None if name is None else str(name),
+            status,
+            record.get("created_at") or _now(),
+            _dumps(dict(config), "config"),
+            record.get("code_version"),
+            _dumps(record.get("versions"), "versions"),
+            record.get("device"),
+            _dumps(dict(record["metrics"]), "metrics"),
+            _dumps(record.get("cost"), "cost"),
+            None if error is None else str(error),
+        )
+        try:
+            with self._transaction() as conn:
+                existing = conn.execute("SELECT id, status FROM runs WHERE config_hash = ?", (config_hash,)).fetchone()
+                if existing is not None:
+                    if existing["status"] == "finished" and not force:
+                        raise StoreError(
+                            f"a finished run with config hash {config_hash[:12]} is already stored "
+                            f"(id {existing['id']}); pass force=True (CLI: --force) to replace it"
+                        )
+                    conn.execute("DELETE FROM runs WHERE id = ?", (existing["id"],))
+                cursor = conn.execute(
+                    "INSERT INTO runs (config_hash, name, status, created_at, config_json, code_version, "
+                    "versions_json, device, metrics_json, cost_json, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    row,
+                )
+                run_id = int(cursor.lastrowid)
+                conn.executemany(
+                    f"INSERT INTO samples (run_id, {', '.join(SAMPLE_COLUMNS)}, extra_json) "
+                    f"VALUES ({', '.join('?' * (len(SAMPLE_COLUMNS) + 2))})",
+                    _iter_sample_rows(run_id, samples),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not write run {config_hash[:12]} to {self.path}: {exc}") from exc
+        logger.debug("stored run %s (%s) in %s", run_id, config_hash[:12], self.path)
+        return run_id
+
+    # ------------------------------------------------------------------ reads
+    def _resolve_id(self, key: int | str) -> int:
+        conn = self.conn
+        if isinstance(key, bool) or not isinstance(key, (int, str)):
+            raise StoreError(f"a run key must be an integer id or a config hash, got {type(key).__name__}")
+        if isinstance(key, int):
+            row = conn.execute("SELECT id FROM runs WHERE id = ?", (key,)).fetchone()
+            if row is None:
+                raise StoreError(f"no run with id {key} in {self.path}; {_LIST_HINT}")
+            return int(row[0])
+        text = key.strip()
+        row = conn.execute("SELECT id FROM runs WHERE config_hash = ?", (text,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        if len(text) >= _MIN_PREFIX and _HEX.match(text):
+            rows = conn.execute(
+                "SELECT id, config_hash FROM runs WHERE substr(config_hash, 1, ?) = ? ORDER BY id",
+                (len(text), text.lower()),
+            ).fetchall()
+            if len(rows) == 1:
+                return int(rows[0]["id"])
+            if len(rows) > 1:
+                matches = ", ".join(f"{r['id']} ({r['config_hash'][:12]})" for r in rows[:10])
+                raise StoreError(
+                    f"config hash prefix {text!r} matches {len(rows)} runs: {matches}; give more characters or the id"
+                )
+        if text.isdigit():
+            return self._resolve_id(int(text))
+        raise StoreError(
+            f"no run with id or config hash {key!r} in {self.path} (hash prefixes need at least "
+            f"{_MIN_PREFIX} characters); {_LIST_HINT}"
+        )
+
+    def _record(self, row: sqlite3.Row, samples: list[dict[str, Any]] | None) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "id": row["id"],
+            "config_hash": row["config_hash"],
+            "name": row["name"],
+            "config": _loads(row["config_json"]),
+            "code_version": row["code_version"],
+            "versions": _loads(row["versions_json"]),
+            "device": row["device"],
+            "metrics": _loads(row["metrics_json"]),
+            "cost": _loads(row["cost_json"]),
+            "status": row["status"],
+            "error": row["error"],
+            "created_at": row["created_at"],
+        }
+        if samples is not None:
+            record["samples"] = samples
+        return record
+
+    def _samples(self, run_id: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM samples WHERE run_id = ? ORDER BY rowid", (run_id,))
+        return [_sample_dict(r) for r in rows]
+
+    def get_run(self, key: int | str, *, with_samples: bool = False) -> dict[str, Any]:
+        """The stored record for an integer id, a config hash or a unique hash prefix (>= 6 chars).
+
+        Raises:
+            StoreError: no run (or more than one run) matches ``key``.
+        """
+        with self._transaction("BEGIN") as conn:  # one snapshot for the run and its samples
+            run_id = self._resolve_id(key)
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            return self._record(row, self._samples(run_id) if with_samples else None)
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Summaries of every run, newest first: ids, status and the main metrics."""
+        rows = self.conn.execute("SELECT * FROM runs ORDER BY created_at DESC, id DESC").fetchall()
+        summaries = []
+        for row in rows:
+            metrics = _loads(row["metrics_json"]) or {}
+            summary = {
+                "id": row["id"],
+                "config_hash": row["config_hash"],
+                "name": row["name"],
+                "status": row["status"],
+                "created_at": row["created_at"],
+            }
+            summary.update({m: metrics.get(m) for m in SUMMARY_METRICS})
+            summary["error"] = row["error"]
+            summaries.append(summary)
+        return summaries
+
+    def samples(self, run_id: int | str) -> list[dict[str, Any]]:
+        """Per-sample outcomes of one run (id, config hash or hash prefix), in insertion order."""
+        with self._transaction("BEGIN"):
+            return self._samples(self._resolve_id(run_id))
+
+    def count_samples(self, run_id: int | str) -> int:
+        """Number of sample rows stored for one run."""
+        with self._transaction("BEGIN") as conn:
+            rid = self._resolve_id(run_id)
+            return int(conn.execute("SELECT COUNT(*) FROM samples WHERE run_id = ?", (rid,)).fetchone()[0])
+
+    def export(self, fmt: str, out_path: str | os.PathLike[str] | None = None) -> str:
+        """Every run as ``"json"`` (full records with samples) or ``"csv"`` (one row per run).
+
+        The CSV has ``id, config_hash, name, status, created_at, code_version, device, error`` and
+        then the scalar leaves of ``config``, ``metrics`` and ``cost`` as ``config.x``,
+        ``metrics.robust_accuracy``, ... columns.  With ``out_path`` the text is also written there
+        atomically.
+
+        Raises:
+            ConfigError: ``fmt`` is not ``"json"`` or ``"csv"``.
+            StoreError: ``out_path`` cannot be written.
+        """
+        fmt_norm = str(fmt).lower().strip()
+        if fmt_norm not in EXPORT_FORMATS:
+            raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+        with self._transaction("BEGIN") as conn:
+            rows = conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
+            with_samples = fmt_norm == "json"
+            records = [self._record(r, self._samples(r["id"]) if with_samples else None) for r in rows]
+        if fmt_norm == "json":
+            text = json.dumps(records, indent=2, sort_keys=False, default=_json_default) + "\n"
+        else:
+            text = _records_to_csv(records)
+        if out_path is not None:
+            atomic_write_text(out_path, text)
+        return text
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check`` plus a foreign-key check: ``"ok"`` or the problems found."""
+        problems = [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
+        fk = self.conn.execute("PRAGMA foreign_key_check").fetchall()
+        if fk:
+            problems += [f"foreign key violation in {r[0]} rowid {r[1]}" for r in fk]
+            problems = [p for p in problems if p != "ok"]
+        return "\n".join(problems)
+
+    def __len__(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+
+def _iter_sample_rows(run_id: int, samples: Iterable[Mapping[str, Any]]) -> Iterator[tuple[Any, ...]]:
+    for index, sample in enumerate(samples):
+        yield _sample_row(run_id, index, sample)
+
+
+_CSV_FIXED = ("id", "config_hash", "name", "status", "created_at", "code_version", "device", "error")
+
+
+def _records_to_csv(records: list[dict[str, Any]]) -> str:
+    flat_rows: list[dict[str, Any]] = []
+    columns: dict[str, list[str]] = {"config": [], "metrics": [], "cost": []}
+    seen: set[str] = set()
+    for record in records:
+        flat = {key: record.get(key) for key in _CSV_FIXED}
+        for group in columns:
+            leaves: dict[str, Any] = {}
+            _flatten(record.get(group) or {}, group, leaves)
+            for key in leaves:
+                if key not in seen:
+                    seen.add(key)
+                    columns[group].append(key)
+            flat.update(leaves)
+        flat_rows.append(flat)
+    header = list(_CSV_FIXED) + [c for group in columns.values() for c in sorted(group)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for flat in flat_rows:
+        writer.writerow({k: _csv_value(v) for k, v in flat.items()})
+    return buffer.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return value
+
+
+__all__ = ["ResultsStore", "SCHEMA_VERSION", "atomic_write_text"]

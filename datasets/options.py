@@ -1,0 +1,44 @@
+"""Parsing of ``key=value`` option lists such as the ``n=500,classes=4`` in ``synthetic:n=500,classes=4``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from advbench.errors import DatasetError
+
+
+def parse_options(text: str | None, schema: Mapping[str, Callable[[str], Any]], *, where: str) -> dict[str, Any]:
+    """Parse ``"k=v,k=v"`` into a dict, converting each value with ``schema[k]``.
+
+    ``where`` names the data set in error messages.  Unknown keys, duplicates, items without ``=``
+    and values the converter rejects raise :class:`DatasetError` naming the offending option.
+    """
+    result: dict[str, Any] = {}
+    if text is None or not text.strip():
+        return result
+    valid = ", ".join(sorted(schema)) or "(none)"
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise DatasetError(f"{where}: option '{item}' is not of the form key=value; valid options: {valid}")
+        if key not in schema:
+            raise DatasetError(f"{where}: unknown option '{key}'; valid options: {valid}")
+        if key in result:
+            raise DatasetError(f"{where}: option '{key}' is given twice; give it once")
+        try:
+            result[key] = schema[key](value)
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"{where}: option '{key}' has invalid value '{value}' ({exc})") from None
+    return result
+
+
+def require_range(where: str, key: str, value: int, lo: int, hi: int) -> int:
+    """Return ``value`` if ``lo <= value <= hi``, else raise :class:`DatasetError` naming option ``key``."""
+    if not lo <= value <= hi:
+        raise DatasetError(f"{where}: option '{key}' must be between {lo} and {hi}, got {value}")
+    return value

@@ -1,0 +1,171 @@
+"""Invariants over the whole attack registry: budget and box, determinism, success semantics,
+targeted mode, early stop, immutability and input validation.
+
+The table below is the one row to add with a new attack: cheap hyperparameters for tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import advbench
+from advbench.attack import ATTACKS
+from advbench.errors import BudgetError, ConfigError, InputError, UnknownNameError
+
+FAST = {
+    "fgsm": {},
+    "pgd": {"steps": 5},
+    "pgd-cw": {"steps": 5},
+    "ta-pgd": {"steps": 5},
+    "apgd-ce": {"steps": 5},
+    "apgd-dlr": {"steps": 5},
+    "apgd-t": {"steps": 5},
+    "fab": {"steps": 5},
+    "fab-t": {"steps": 5},
+    "square": {"n_queries": 40},
+    "cw": {"steps": 10, "c": 10.0, "lr": 0.05},
+    "deepfool": {"steps": 10},
+    "autoattack": {},
+}
+ALL = advbench.list_attacks()
+
+
+def test_every_registered_attack_has_a_test_row() -> None:
+    assert sorted(FAST) == sorted(ALL)
+
+
+def _cases():
+    for name in ALL:
+        for norm in ATTACKS.get(name).norms:
+            yield name, norm
+
+
+def _eps(norm: str) -> float:
+    return {"linf": 0.15, "l2": 1.0, "l1": 3.0, "l0": 6}[norm]
+
+
+@pytest.mark.parametrize("name,norm", list(_cases()))
+def test_budget_box_determinism_and_success(name, norm, digits_model, digits_batch) -> None:
+    x, y = digits_batch[0][:24], digits_batch[1][:24]
+    attack = advbench.create_attack(name, norm=norm, eps=_eps(norm), **FAST[name])
+    out1 = attack(digits_model, x, y, generator=torch.Generator().manual_seed(5))
+    out2 = attack(digits_model, x, y, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(out1.x_adv, out2.x_adv), "same seed must give the same result"
+    assert bool(attack.threat.contains(out1.x_adv, x).all())
+    assert float(out1.x_adv.min()) >= 0 and float(out1.x_adv.max()) <= 1
+    with torch.no_grad():
+        pred = digits_model(out1.x_adv).argmax(1)
+    assert torch.equal(out1.success, pred != y), "success must mean misclassified"
+    assert bool((out1.success_step[out1.success] >= 0).all()) and bool((out1.success_step[~out1.success] == -1).all())
+    assert out1.total_queries > 0
+    assert bool((out1.n_queries >= 1).all())
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if ATTACKS.get(n).supports_targeted])
+def test_targeted_success_means_target_class(name, digits_model, digits_batch) -> None:
+    x, y = digits_batch[0][:16], digits_batch[1][:16]
+    norm = ATTACKS.get(name).norms[0]
+    attack = advbench.create_attack(name, norm=norm, eps=_eps(norm) * 2, targeted=True, **FAST[name])
+    out = attack(digits_model, x, y, generator=torch.Generator().manual_seed(1))
+    assert out.target is not None and bool((out.target != y).all())
+    with torch.no_grad():
+        pred = digits_model(out.x_adv).argmax(1)
+    assert torch.equal(out.success, pred == out.target)
+    given = (y + 3) % 10
+    out_given = attack(digits_model, x, y, target=given, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out_given.target, given)
+    assert torch.equal(out_given.success, digits_model(out_given.x_adv).argmax(1) == given)
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if not ATTACKS.get(n).supports_targeted])
+def test_untargeted_only_attacks_refuse_targeted_mode(name) -> None:
+    norm = ATTACKS.get(name).norms[0]
+    with pytest.raises(ConfigError, match="targeted"):
+        advbench.create_attack(name, norm=norm, eps=_eps(norm), targeted=True)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_already_misclassified_samples_cost_nothing_more(name, digits_model, digits_batch) -> None:
+    """With early stop, a sample that already fails costs one query and no gradient."""
+    x, y = digits_batch[0][:8], digits_batch[1][:8]
+    wrong = (y + 1) % 10  # labels the model does not predict: every sample is 'already misclassified'
+    norm = ATTACKS.get(name).norms[0]
+    out = advbench.create_attack(name, norm=norm, eps=_eps(norm), **FAST[name])(digits_model, x, wrong)
+    assert bool(out.success.all())
+    assert torch.equal(out.x_adv, x)
+    assert out.total_gradients == 0
+    assert bool((out.n_queries == 1).all())
+    assert bool((out.success_step == 0).all())
+
+
+def test_model_state_is_restored(digits_model, digits_batch) -> None:
+    x, y = digits_batch
+    digits_model.train()
+    flags = [p.requires_grad for p in digits_model.parameters()]
+    advbench.create_attack("pgd", eps=0.1, steps=2)(digits_model, x[:4], y[:4])
+    assert digits_model.training
+    assert [p.requires_grad for p in digits_model.parameters()] == flags
+    digits_model.eval()
+
+
+def test_attacks_are_immutable() -> None:
+    attack = advbench.create_attack("pgd", eps=0.1)
+    with pytest.raises(AttributeError, match="immutable"):
+        attack.steps = 3
+    assert attack.with_eps(0.2).eps == 0.2 and attack.eps == 0.1
+
+
+def test_pgd_early_stop_saves_gradients(digits_model, digits_batch) -> None:
+    x, y = digits_batch
+    eager = advbench.create_attack("pgd", eps=0.3, steps=20, random_start=False)
+    full = advbench.create_attack("pgd", eps=0.3, steps=20, random_start=False, early_stop=False)
+    out_e, out_f = eager(digits_model, x, y), full(digits_model, x, y)
+    assert out_f.total_gradients == 20 * x.shape[0]
+    assert out_e.total_gradients < out_f.total_gradients / 2
+    assert bool(out_e.success.all())
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda x, y: (x + 1.0, y), r"\[0,1\]"),
+        (lambda x, y: (x.masked_fill(torch.zeros_like(x, dtype=torch.bool).index_fill(0, torch.tensor([0]), True),
+                                     float("nan")), y), "NaN"),
+        (lambda x, y: (x[:, :, :4, :4], y), "does not fit the model"),
+        (lambda x, y: (x.flatten(1), y), "NCHW"),
+        (lambda x, y: (x.double().to(torch.int64), y), "floating"),
+        (lambda x, y: (x, y[:-1]), "one entry per sample"),
+        (lambda x, y: (x, y + 20), "labels must lie"),
+    ],
+)
+def test_bad_input_gets_clear_error(mutate, match, digits_model, digits_batch) -> None:
+    x, y = mutate(*digits_batch)
+    with pytest.raises(InputError, match=match):
+        advbench.create_attack("pgd", eps=0.1, steps=1)(digits_model, x, y)
+
+
+def test_bad_hyperparameters_get_clear_errors() -> None:
+    with pytest.raises(ConfigError, match="eps must be >= 0"):
+        advbench.create_attack("pgd", eps=-0.1)
+    with pytest.raises(ConfigError, match="does not support norm 'l1'"):
+        advbench.create_attack("square", norm="l1", eps=1.0)
+    with pytest.raises(ConfigError, match="steps"):
+        advbench.create_attack("pgd", steps=0)
+    with pytest.raises(UnknownNameError, match="known attacks: .*pgd"):
+        advbench.create_attack("no-such-attack")
+    with pytest.raises(TypeError):
+        advbench.create_attack("pgd", 0.1)
+
+
+def test_budget_violation_is_an_error(digits_model, digits_batch) -> None:
+    from advbench.attack import Attack, RawResult
+
+    class Broken(Attack):
+        name = "broken"
+
+        def _attack(self, ctx, x):
+            return RawResult(x_adv=(x + 0.5).clamp(0, 1))
+
+    with pytest.raises(BudgetError, match="left the linf ball"):
+        Broken(eps=0.1)(digits_model, *digits_batch)
