@@ -24,7 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adversarial 
 results_app = typer.Typer(no_args_is_help=True, help="Inspect and export the results store.")
 app.add_typer(results_app, name="results")
 out = Console(width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("advbench")
 
 DEFAULT_STORE = "advbench-results.db"
@@ -311,7 +311,8 @@ def demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / f"small_cnn-{dataset}.safetensors"
     if not ckpt.exists():
-        meta = train_and_save(TrainConfig(arch="small_cnn", dataset=dataset, epochs=15 if dataset == "digits" else 4), ckpt)
+        epochs = 15 if dataset == "digits" else 4
+        meta = train_and_save(TrainConfig(arch="small_cnn", dataset=dataset, epochs=epochs), ckpt)
         err.print(f"trained {ckpt} (test accuracy {meta['test_accuracy']:.4f})")
     params = {"pgd": {"steps": 20}, "apgd-ce": {"steps": 20}, "square": {"n_queries": 500}}
     spec = RunSpec(model=str(ckpt), dataset=dataset, attacks=["fgsm", "pgd", "apgd-ce", "square"], eps=eps,
@@ -333,7 +334,7 @@ def main() -> None:
     """Entry point: run the app, turning advbench errors into one-line messages (exit code 2)."""
     logging.basicConfig(level=os.environ.get("ADVBENCH_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer returns the exit code (130 after Ctrl-C) in this mode
     except AdvbenchError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
         sys.exit(2)
@@ -351,3 +352,7 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(130)
         raise
+    if code == 130:
+        err.print("interrupted; nothing partial was written to the store")
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -22,6 +22,11 @@ def _feasible_points(x: torch.Tensor, tm: ThreatModel, n: int, gen: torch.Genera
     return x + delta * scale  # the box is convex and contains x, so scaling towards x stays inside
 
 
+def _project_np(tm: ThreatModel, v: np.ndarray, x: np.ndarray) -> np.ndarray:
+    shape = (1, 1, 1, v.size)
+    return tm.project(torch.tensor(v).reshape(shape), torch.tensor(x).reshape(shape)).flatten().numpy()
+
+
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.5), ("l1", 0.8)])
 def test_projection_satisfies_variational_inequality(norm: str, eps: float) -> None:
     """p = proj(v) iff (v - p)·(z - p) <= 0 for every feasible z: checked on many random z."""
@@ -44,11 +49,11 @@ def test_projection_matches_numerical_solver(norm: str, eps: float) -> None:
     for _ in range(5):
         x = rng.random(4)
         v = x + rng.normal(scale=0.6, size=4)
-        ours = tm.project(torch.tensor(v).reshape(1, 1, 2, 2), torch.tensor(x).reshape(1, 1, 2, 2)).flatten().numpy()
+        ours = _project_np(tm, v, x)
         p = 2 if norm == "l2" else 1
-        cons = [{"type": "ineq", "fun": lambda d: eps - np.linalg.norm(d, p)}]
+        cons = [{"type": "ineq", "fun": lambda d, p=p: eps - np.linalg.norm(d, p)}]
         best = min(
-            (minimize(lambda d: np.sum((d - (v - x)) ** 2), start, bounds=list(zip(-x, 1 - x, strict=True)),
+            (minimize(lambda d, t=v - x: np.sum((d - t) ** 2), start, bounds=list(zip(-x, 1 - x, strict=True)),
                       constraints=cons, method="SLSQP", options={"ftol": 1e-12, "maxiter": 500})
              for start in (np.zeros(4), np.clip(v - x, -x, 1 - x) * 0.5)),
             key=lambda r: r.fun,
@@ -64,7 +69,7 @@ def test_l0_projection_matches_brute_force() -> None:
         for _ in range(10):
             x = rng.random(5)
             v = x + rng.normal(scale=0.7, size=5)
-            ours = tm.project(torch.tensor(v).reshape(1, 1, 1, 5), torch.tensor(x).reshape(1, 1, 1, 5)).flatten().numpy()
+            ours = _project_np(tm, v, x)
             best = np.inf
             for subset in itertools.combinations(range(5), k):
                 cand = x.copy()
