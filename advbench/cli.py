@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from advbench.errors import AdvbenchError, ConfigError
+from advbench.sanity import SanityWarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adversarial attacks and robustness benchmarks.")
 results_app = typer.Typer(no_args_is_help=True, help="Inspect and export the results store.")
@@ -333,6 +335,7 @@ def demo(
 def main() -> None:
     """Entry point: run the app, turning advbench errors into one-line messages (exit code 2)."""
     logging.basicConfig(level=os.environ.get("ADVBENCH_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    warnings.simplefilter("ignore", SanityWarning)  # recorded in the run and printed once by the command itself
     try:
         code = app(standalone_mode=False)  # typer returns the exit code (130 after Ctrl-C) in this mode
     except AdvbenchError as exc:

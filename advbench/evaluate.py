@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from advbench.attack import Attack, validate_batch
 from advbench.errors import ConfigError
+from advbench.progress import progress_bar
 from advbench.sanity import BlackBoxStrongerWarning, ZeroGradientWarning, emit, zero_gradient_fraction
 from advbench.threat import parse_eps, perturbation_norm
 
@@ -185,8 +185,8 @@ def evaluate(
     per_eps: list[EpsResult] = []
     samples: list[dict[str, Any]] = []
     kept: dict[float, torch.Tensor] = {}
-    bar = tqdm(total=len(eps_sorted) * len(plan[eps_sorted[0]]), desc="attacking", disable=not progress,
-               unit="attack", leave=False)
+    bar = progress_bar(total=len(eps_sorted) * len(plan[eps_sorted[0]]), desc="attacking", unit="attack",
+                       enabled=progress, leave=False)
     for eps_value in eps_sorted:
         per_attack: dict[str, dict[str, Any]] = {}
         white_box_ran = False

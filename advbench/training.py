@@ -14,10 +14,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from advbench.checkpoints import save_checkpoint
 from advbench.errors import ConfigError
+from advbench.progress import progress_bar
 from advbench.records import now_iso
 
 
@@ -77,7 +77,7 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True) -> tuple[nn.Mod
     pipeline = training_augmentation(data, seed=cfg.seed) if cfg.augment else None
     n = data.x_train.shape[0]
     steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc=f"train {cfg.arch}", disable=not progress, unit="batch")
+    bar = progress_bar(total=cfg.epochs * steps_per_epoch, desc=f"train {cfg.arch}", unit="batch", enabled=progress)
     for _epoch in range(cfg.epochs):
         order = torch.randperm(n, generator=generator)
         for i in range(0, n, cfg.batch_size):

@@ -165,3 +165,18 @@ def test_ctrl_c_leaves_the_store_consistent(tmp_path, ckpt) -> None:
         assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
         assert db.execute("select count(*) from runs").fetchone()[0] == 1
         assert db.execute("select count(*) from samples").fetchone()[0] == 20
+
+
+def test_run_logs_to_wandb_offline(monkeypatch, capsys, tmp_path, ckpt) -> None:
+    """--wandb with no API key falls back to offline, says so, and writes an offline run (no network)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc key either
+    code, out, err = cli(monkeypatch, capsys, "run", "--model", str(ckpt), "--dataset", "digits", "--attack", "pgd",
+                         "--eps", "0.05,0.1", "--n-samples", "16", "--steps", "3", "--store", str(tmp_path / "w.db"),
+                         "--wandb", "--json")
+    assert code == 0, err
+    assert "offline" in err and json.loads(out)["n"] == 16
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

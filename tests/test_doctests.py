@@ -1,0 +1,27 @@
+"""Docstring examples run as tests (the public API docs must stay true)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "advbench",
+    "advbench.registry",
+    "advbench.threat",
+    "advbench.losses",
+    "advbench.checkpoints",
+    "advbench.evaluate",
+    "advbench.records",
+    "advbench.datasets",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
