@@ -71,3 +71,22 @@ def get_loss(name: str, kappa: float = 0.0) -> LossFn:
     if name == "cw":
         return make_cw_loss(kappa)
     return LOSSES.get(name)
+
+
+@LOSSES.register("dlr")
+def dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False) -> torch.Tensor:
+    """Difference-of-logits-ratio loss (Croce & Hein, ICML 2020), to maximise.
+
+    Untargeted: ``-(Z_y - max_{j != y} Z_j) / (Z_(1) - Z_(3))`` with ``Z_(k)`` the k-th largest logit.
+    Targeted (``labels`` are the targets): ``-(max_{j != t} Z_j - Z_t) / (Z_(1) - (Z_(3) + Z_(4)) / 2)``.
+    The paper's targeted numerator uses the true class' logit; this form uses the best other class, which
+    is the same while the true class leads and needs no second label tensor.  Needs at least 4 classes
+    when targeted (3 untargeted).
+    """
+    ordered = logits.sort(dim=1, descending=True).values
+    label_logit = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    if targeted:
+        scale = ordered[:, 0] - (ordered[:, 2] + ordered[:, 3]) / 2 + 1e-12
+        return -(others - label_logit) / scale
+    return -(label_logit - others) / (ordered[:, 0] - ordered[:, 2] + 1e-12)

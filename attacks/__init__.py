@@ -5,6 +5,7 @@ row in the test table (``tests/test_attack_registry.py``).
 """
 
 from advbench.attacks import (
+    apgd,  # noqa: F401
     pgd,  # noqa: F401
     torchattacks_adapter,  # noqa: F401
 )

@@ -18,6 +18,7 @@ FAST = {
     "pgd": {"steps": 5},
     "pgd-cw": {"steps": 5},
     "ta-pgd": {"steps": 5},
+    "apgd": {"steps": 5},
     "apgd-ce": {"steps": 5},
     "apgd-dlr": {"steps": 5},
     "apgd-t": {"steps": 5},

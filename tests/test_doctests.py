@@ -16,6 +16,7 @@ MODULES = [
     "advbench.evaluate",
     "advbench.records",
     "advbench.datasets",
+    "advbench.attacks.apgd",
 ]
 
 

@@ -48,3 +48,21 @@ def test_cw_margin_hand_computed() -> None:
     # the 'wrong logit' is the real max over the other classes, not 0 as in the released TF code
     neg = torch.tensor([[-5.0, -1.0, -3.0]])
     assert torch.allclose(cw_margin(neg, torch.tensor([1])), torch.tensor([2.0]))
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_native_apgd_is_as_strong_as_torchattacks_apgd(loss, digits_model, digits_test) -> None:
+    """Same budget and iterations: the native APGD's robust accuracy is within 2 points of torchattacks'
+    (both use random starts, so they differ slightly), and not weaker than plain PGD."""
+    x, y = digits_test
+    eps, steps = 0.08, 20
+    ours = evaluate(digits_model, x, y, attacks=["apgd"], eps=[eps],
+                    attack_kwargs={"apgd": {"steps": steps, "loss": loss}}, sanity_checks=False)
+    theirs = evaluate(digits_model, x, y, attacks=["apgd-ce" if loss == "ce" else "apgd-dlr"], eps=[eps],
+                      attack_kwargs={"apgd-ce": {"steps": steps}, "apgd-dlr": {"steps": steps}}, sanity_checks=False)
+    pgd = evaluate(digits_model, x, y, attacks=["pgd"], eps=[eps], attack_kwargs={"pgd": {"steps": steps}},
+                   sanity_checks=False)
+    ra, rb, rp = (r.per_eps[0].robust_accuracy for r in (ours, theirs, pgd))
+    assert 0.05 < rb < 0.95
+    assert abs(ra - rb) <= 0.02
+    assert ra <= rp + 0.01
