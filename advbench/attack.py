@@ -18,7 +18,6 @@ and gradients per sample.
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -385,8 +384,3 @@ def register_attack(name: str):
         return cls
 
     return decorate
-
-
-def finite_or_none(value: float) -> float | None:
-    """JSON-safe float: NaN/inf become None."""
-    return value if math.isfinite(value) else None

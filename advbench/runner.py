@@ -68,8 +68,11 @@ def prepare(spec: RunSpec):
     from advbench import create_attack
     from advbench.datasets import load_dataset
 
-    for name in spec.attacks:  # fail fast on unknown names and bad hyperparameters
-        create_attack(name, norm=spec.norm, eps=spec.eps[0], **spec.attack_params.get(name, {}))
+    # fail fast on unknown names and bad hyperparameters, before any data is loaded
+    attacks = [create_attack(name, norm=spec.norm, eps=spec.eps[0], **spec.attack_params.get(name, {}))
+               .hyperparameters() for name in spec.attacks]
+    for params in attacks:
+        params.pop("eps", None)
     identity = _model_identity(spec.model)
     if "path" in identity:
         model = load_model(spec.model)
@@ -94,12 +97,6 @@ def prepare(spec: RunSpec):
     n = data.x_test.shape[0] if spec.n_samples is None else min(spec.n_samples, data.x_test.shape[0])
     x, y = data.x_test[:n].to(spec.device), data.y_test[:n].to(spec.device)
     model = model.to(spec.device)
-    attacks = []
-    for name in spec.attacks:
-        params = create_attack(name, norm=spec.norm, eps=spec.eps[0], **spec.attack_params.get(name, {}))
-        hp = params.hyperparameters()
-        hp.pop("eps", None)
-        attacks.append(hp)
     config = {
         "model": identity,
         "arch": getattr(model, "arch", meta.get("arch")),
