@@ -176,6 +176,8 @@ class ThreatModel:
     # -- geometry -------------------------------------------------------------------------------
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Exact projection of ``x_adv`` onto the ball around ``x`` intersected with [0,1]."""
+        if self.norm == "linf":  # the set is a box: three element-wise ops
+            return torch.minimum(torch.maximum(x_adv, x - self.eps), x + self.eps).clamp_(0.0, 1.0)
         delta = self.project_delta(x_adv - x, x)
         return (x + delta).clamp(0.0, 1.0)
 

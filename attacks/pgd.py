@@ -73,15 +73,22 @@ class PGD(Attack):
         for t in range(self.steps + 1):
             if active.numel() == 0:
                 break
+            idx = None if active.numel() == n else active  # no index bookkeeping while nobody has left
             if t == self.steps:
-                logits = ctx.logits(xa, active)
+                logits = ctx.logits(xa, idx)
             else:
-                logits, loss, grad = ctx.loss_and_grad(xa, active, self._loss_fn)
-                trace[t, active] = loss
-            hit = ctx.is_success(logits, active)
+                logits, loss, grad = ctx.loss_and_grad(xa, idx, self._loss_fn)
+                if idx is None:
+                    trace[t] = loss
+                else:
+                    trace[t, active] = loss
             pred = logits.argmax(dim=1)
-            newly = hit & (first[active] < 0)
-            first[active[newly]] = t
+            labels = ctx.labels if idx is None else ctx.labels[active]
+            hit = pred == labels if ctx.targeted else pred != labels
+            if idx is None:
+                first = torch.where(hit & (first < 0), t, first)
+            else:
+                first[active[hit & (first[active] < 0)]] = t
             if t == self.steps:
                 adv_pred[active] = pred
                 x_out[active] = xa

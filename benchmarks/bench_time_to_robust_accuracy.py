@@ -1,0 +1,170 @@
+"""Time to a robust-accuracy number: advbench ``pgd`` with early stop vs torchattacks PGD on every sample.
+
+Setup: an undefended ``small_cnn`` trained on sklearn digits (1x8x8), evaluated with linf PGD-50 on
+the digits test samples it classifies correctly (``--all-samples`` keeps the whole test set).  Both
+sides use the same step size ``alpha`` (default 2.5*eps/steps) and **no random start**
+(``random_start=False``), so their iterations are identical until a sample is first misclassified:
+
+* ``advbench``: ``create_attack("pgd", early_stop=True)``; a sample leaves the loop as soon as it is
+  misclassified (already-misclassified samples cost one forward).  Robust accuracy = 1 - mean(success).
+* ``torchattacks``: ``torchattacks.PGD(model, eps, alpha, steps=50, random_start=False)(x, y)`` runs all 50
+  steps on every sample, then one forward pass gives the predictions (included in its time).
+
+Because advbench keeps the *first* misclassified iterate and torchattacks the *last* iterate, advbench's
+robust accuracy can only be lower or equal; the goal is equal or within one point.  Speed goal:
+``torchattacks_time / advbench_time >= 2`` at an eps where robust accuracy is below 20% and at eps 0.1.
+Timings are medians over interleaved repeats after a warm-up, in one process.
+
+Run: ``.venv/bin/python benchmarks/bench_time_to_robust_accuracy.py [--quick] [--json]``
+"""
+
+from __future__ import annotations
+
+import os
+
+for _key, _value in (("WANDB_MODE", "disabled"), ("HF_HUB_OFFLINE", "1"), ("NO_ALBUMENTATIONS_UPDATE", "1")):
+    os.environ.setdefault(_key, _value)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+
+
+def measure(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> tuple[dict, dict]:
+    """Warm up every function, then time ``repeats`` rounds in rotating order (same process)."""
+    names = list(fns)
+    results: dict[str, Any] = {}
+    for _ in range(warmup):
+        for name in names:
+            results[name] = fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            results[name] = fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times, results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="~30 s smoke run: 3 repeats")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--eps", default="0.1,0.2",
+                   help="comma-separated linf budgets (default 0.1,0.2; 0.2 brings robust accuracy below 20%%)")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--alpha-factor", type=float, default=2.5, help="alpha = factor*eps/steps (default 2.5)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--all-samples", action="store_true", help="use the whole test set, not only correct samples")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 7, 3 with --quick)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads (default: torch's default). On a shared machine 1 is far less noisy")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    args.eps = [float(e) for e in args.eps.split(",")]
+    args.repeats = args.repeats or (3 if args.quick else 7)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import torchattacks
+    from advbench.datasets import load_dataset
+
+    import advbench
+    from advbench.training import TrainConfig, train_classifier
+
+    model, meta = train_classifier(TrainConfig(arch="small_cnn", dataset="digits", epochs=args.epochs, seed=args.seed),
+                                   progress=False)
+    model.eval()  # parameters stay trainable, as a user's model would be; advbench freezes them itself
+    data = load_dataset("digits", seed=args.seed)
+    x, y = data.x_test.contiguous(), data.y_test.contiguous()
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    if not args.all_samples:
+        x, y = x[correct].contiguous(), y[correct].contiguous()
+    n = x.shape[0]
+
+    rows = []
+    for eps in args.eps:
+        alpha = args.alpha_factor * eps / args.steps
+        attack = advbench.create_attack("pgd", norm="linf", eps=eps, steps=args.steps, step_size=alpha,
+                                        random_start=False, early_stop=True)
+        ta = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=args.steps, random_start=False)
+
+        def run_advbench(attack=attack):
+            out = attack(model, x, y, generator=torch.Generator().manual_seed(args.seed))
+            return out, (y.numel() - int(out.success.sum())) / y.numel()
+
+        def run_torchattacks(ta=ta):
+            xa = ta(x, y)
+            with torch.no_grad():
+                pred = model(xa).argmax(1)
+            return pred, int((pred == y).sum()) / y.numel()
+
+        times, results = measure({"advbench": run_advbench, "torchattacks": run_torchattacks}, args.repeats)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        out, ra_adv = results["advbench"]
+        pred, ra_ta = results["torchattacks"]
+        rows.append({
+            "eps": eps, "alpha": alpha, "median_seconds": med, "all_seconds": times,
+            "robust_accuracy_advbench": ra_adv, "robust_accuracy_torchattacks": ra_ta,
+            "difference_points": round(100 * (ra_ta - ra_adv), 6) + 0.0,
+            "samples_disagreeing": int((out.success != (pred != y)).sum()),
+            "within_one_point": abs(ra_ta - ra_adv) <= 0.01 + 1e-12,
+            "gradients_advbench": out.total_gradients, "gradients_torchattacks": n * args.steps,
+            "speedup_torchattacks_over_advbench": med["torchattacks"] / med["advbench"],
+            "gradient_ratio": n * args.steps / max(1, out.total_gradients),
+        })
+    report = {
+        "benchmark": "time_to_robust_accuracy",
+        "setup": {"dataset": "digits", "arch": "small_cnn", "epochs": args.epochs,
+                  "test_accuracy": meta["test_accuracy"],
+                  "samples": "whole test set" if args.all_samples else "correctly classified test samples", "n": n,
+                  "steps": args.steps, "alpha": f"{args.alpha_factor}*eps/steps", "random_start": False,
+                  "repeats": args.repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                  "torchattacks": torchattacks.__version__, "python": platform.python_version()},
+        "rows": rows,
+        "goals": {"speedup": ">= 2 at eps 0.1 and at an eps with robust accuracy < 20%",
+                  "robust_accuracy": "equal or within one point"},
+    }
+    if args.json:
+        print(json.dumps(report))
+        return report
+    s = report["setup"]
+    print(f"PGD-{args.steps} linf, alpha={args.alpha_factor}*eps/steps, random_start=False on both sides | small_cnn "
+          f"on digits (test acc {meta['test_accuracy']:.3f}), {n} {s['samples']} | threads={s['threads']} "
+          f"repeats={args.repeats} (median)")
+    print(f"{'eps':>6} {'advbench s':>11} {'torchatt s':>11} {'RA advbench':>12} {'RA torchatt':>12} "
+          f"{'diff pts':>9} {'grads adv':>10} {'grads ta':>9} {'grad ratio':>10} {'speedup':>8}")
+    for r in rows:
+        m = r["median_seconds"]
+        print(f"{r['eps']:>6g} {m['advbench']:>11.4f} {m['torchattacks']:>11.4f} "
+              f"{r['robust_accuracy_advbench']:>12.4f} {r['robust_accuracy_torchattacks']:>12.4f} "
+              f"{r['difference_points']:>9.2f} {r['gradients_advbench']:>10} {r['gradients_torchattacks']:>9} "
+              f"{r['gradient_ratio']:>9.2f}x {r['speedup_torchattacks_over_advbench']:>7.2f}x")
+    for r in rows:
+        print(f"RATIO torchattacks_time/advbench_time eps={r['eps']:g} = {r['speedup_torchattacks_over_advbench']:.3f}")
+        status = "OK" if r["within_one_point"] else "NOT within one point"
+        print(f"robust accuracy eps={r['eps']:g}: advbench {r['robust_accuracy_advbench']:.4f}, torchattacks "
+              f"{r['robust_accuracy_torchattacks']:.4f} ({status}; {r['samples_disagreeing']} samples differ)")
+    if not any(r["robust_accuracy_advbench"] < 0.2 for r in rows):
+        print("note: no eps brought robust accuracy below 20%; pass a larger --eps")
+    print("grad ratio = torchattacks gradients / advbench gradients: the speedup early stopping alone can give")
+    print("goals: speedup >= 2; robust accuracies equal or within one point "
+          "(advbench keeps the first misclassified iterate, so it can only be <= torchattacks)")
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
