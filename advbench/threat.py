@@ -183,11 +183,19 @@ class ThreatModel:
 
     def project_delta(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Project a perturbation so that ``x + delta`` is in the set (``x`` may broadcast)."""
+        x_b = x.expand_as(delta) if x.shape != delta.shape else x
+        return self.project_delta_bounds(delta, -x_b, 1 - x_b)
+
+    def project_delta_bounds(self, delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Project ``delta`` onto the ball ∩ ``[lo, hi]`` (bounds shaped like ``delta``, ``lo <= 0 <= hi``).
+
+        A universal perturbation shared by several inputs uses the intersection of their boxes:
+        ``lo = max_i(-x_i)``, ``hi = min_i(1 - x_i)``.
+        """
         shape = delta.shape
         n = shape[0]
-        x_b = x.expand_as(delta) if x.shape != shape else x
-        lo = (-x_b).reshape(n, -1)
-        hi = (1 - x_b).reshape(n, -1)
+        lo = lo.reshape(n, -1)
+        hi = hi.reshape(n, -1)
         flat = delta.reshape(n, -1)
         if self.norm == "linf":
             out = flat.clamp(-self.eps, self.eps).clamp(lo, hi)

@@ -6,6 +6,9 @@ row in the test table (``tests/test_attack_registry.py``).
 
 from advbench.attacks import (
     apgd,  # noqa: F401
+    ensemble,  # noqa: F401
     pgd,  # noqa: F401
     torchattacks_adapter,  # noqa: F401
+    transforms,  # noqa: F401
+    universal,  # noqa: F401
 )

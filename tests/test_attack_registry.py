@@ -28,12 +28,47 @@ FAST = {
     "cw": {"steps": 10, "c": 10.0, "lr": 0.05},
     "deepfool": {"steps": 10},
     "autoattack": {},
+    "minmax-ensemble": {"steps": 5},
+    "avg-ensemble": {"steps": 5},
+    "minmax-universal": {"steps": 5, "k": 4},
+    "avg-universal": {"steps": 5, "k": 4},
+    "minmax-transform": {"steps": 5},
+    "eot": {"steps": 5},
 }
-ALL = advbench.list_attacks()
+EVERY = advbench.list_attacks()
+MULTI = [n for n in EVERY if getattr(ATTACKS.get(n), "multi_domain", False)]
+ALL = [n for n in EVERY if n not in MULTI]  # single-model attacks; multi-domain ones take other victims
 
 
 def test_every_registered_attack_has_a_test_row() -> None:
-    assert sorted(FAST) == sorted(ALL)
+    assert sorted(FAST) == sorted(EVERY)
+
+
+@pytest.mark.parametrize("name", MULTI)
+def test_multidomain_budget_determinism_and_success(name, digits_model, digits_batch) -> None:
+    """Success means every domain is fooled: every ensemble member / every group member / every transform."""
+    from advbench.attacks.ensemble import ModelEnsemble
+    from advbench.attacks.transforms import TRANSFORMS
+
+    x, y = digits_batch[0][:16], digits_batch[1][:16]
+    victim = ModelEnsemble([digits_model, digits_model]) if "ensemble" in name else digits_model
+    attack = advbench.create_attack(name, eps=0.3, **FAST[name])
+    out1 = attack(victim, x, y, generator=torch.Generator().manual_seed(2))
+    out2 = attack(victim, x, y, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(out1.x_adv, out2.x_adv)
+    assert bool(attack.threat.contains(out1.x_adv, x).all())
+    with torch.no_grad():
+        fooled = digits_model(out1.x_adv).argmax(1) != y
+    if "universal" in name:
+        fooled = fooled.reshape(-1, 4).all(1).repeat_interleave(4)
+    if name in ("minmax-transform", "eot"):
+        identity = attack.transforms.index("identity")
+        assert torch.equal(out1.extras["domain_success"][:, identity], fooled)
+        assert bool((fooled | ~out1.success).all())
+        assert TRANSFORMS.get("hflip").apply(x, None).shape == x.shape
+    else:
+        assert torch.equal(out1.success, fooled)
+    assert out1.weights is not None and torch.allclose(out1.weights.sum(1), torch.ones(out1.weights.shape[0]))
 
 
 def _cases():
