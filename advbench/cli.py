@@ -140,16 +140,40 @@ def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
-def _accepts(attack: str, pname: str) -> bool:
+def _attack_class(attack: str):
     import advbench
     from advbench.attack import ATTACKS
 
     advbench.list_attacks()
-    return pname in ATTACKS.get(attack).parameter_names()
+    return ATTACKS.get(attack)
+
+
+def _accepts(attack: str, pname: str) -> bool:
+    return pname in _attack_class(attack).parameter_names()
+
+
+def print_multidomain_table(record: dict[str, Any]) -> None:
+    """One row per eps: ASR over all domains, mean ASR, and per-domain ASR / mean learned weight."""
+    metrics = record["metrics"]
+    names = list(metrics["weights"])
+    table = Table(title=f"{metrics['attack']} on {record['config']['model'].get('name')} (n={metrics['n']})")
+    for col in ("eps", "ASR_all", "ASR_avg", *(f"{n} ASR / w" for n in names)):
+        table.add_column(col, justify="right")
+    points = metrics.get("curve") or [metrics]
+    for point in points:
+        table.add_row(_fmt(point["eps"]), _fmt(point["asr_all"]), _fmt(point["asr_avg"]),
+                      *(f"{point['per_domain'][n]:.3f} / {point['weights'][n]:.3f}" for n in names))
+    out.print(table)
 
 
 def print_run_table(records: list[dict[str, Any]], title: str = "robustness") -> None:
     """One row per (model, eps) with clean and robust accuracy, ASR and cost."""
+    multi = [r for r in records if "asr_all" in r["metrics"]]
+    for record in multi:
+        print_multidomain_table(record)
+    records = [r for r in records if "asr_all" not in r["metrics"]]
+    if not records:
+        return
     table = Table(title=title)
     for col in ("model", "norm", "eps", "clean acc", "robust acc", "ASR", "broken by", "gradients", "queries",
                 "time s"):
@@ -178,6 +202,13 @@ def run(
     eps: str = typer.Option("8/255", "--eps", help="one or more budgets, comma separated; 8/255 style allowed"),
     n_samples: int = typer.Option(500, "--n-samples"),
     steps: int | None = typer.Option(None, "--steps", help="iterations for every attack that has steps"),
+    gamma: float | None = typer.Option(None, "--gamma", help="min-max: weight regulariser (inf = averaging)"),
+    alpha: float | None = typer.Option(None, "--alpha", help="min-max: inverse step size of the perturbation"),
+    beta: float | None = typer.Option(None, "--beta", help="min-max: inverse step size of the domain weights"),
+    loss: str | None = typer.Option(None, "--loss", help="cw or ce, for attacks that take a loss"),
+    kappa: float | None = typer.Option(None, "--kappa", help="C&W margin confidence"),
+    k: int | None = typer.Option(None, "--k", help="universal: inputs per shared perturbation"),
+    transforms: str | None = typer.Option(None, "--transforms", help="minmax-transform/eot families, comma list"),
     param: list[str] = typer.Option([], "--param", help="per-attack hyperparameter, e.g. square.n_queries=1000"),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(256, "--batch-size"),
@@ -190,16 +221,22 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Attack one or more models with an attack cascade at one or more eps; store and print the result."""
-    from advbench.runner import RunSpec
+    from advbench.runner import RunSpec, run_multidomain
     from advbench.runner import run as run_one
     from advbench.threat import parse_eps_list
 
     attacks = _split(attack)
     params = _parse_params(param)
-    if steps is not None:
-        for name in attacks:
-            if _accepts(name, "steps"):
-                params.setdefault(name, {}).setdefault("steps", steps)
+    shared = {"steps": steps, "gamma": gamma, "alpha": alpha, "beta": beta, "loss": loss, "kappa": kappa, "k": k,
+              "transforms": transforms}
+    for pname, value in shared.items():
+        if value is None:
+            continue
+        takers = [name for name in attacks if _accepts(name, pname)]
+        if not takers:
+            raise ConfigError(f"--{pname} does not apply to {', '.join(attacks)}")
+        for name in takers:
+            params.setdefault(name, {}).setdefault(pname, value)
     eps_values = parse_eps_list(eps)
     wandb_opts = None
     if wandb:
@@ -210,10 +247,19 @@ def run(
             err.print(message)
         wandb_opts = {"project": wandb_project, "mode": mode}
     records, skipped = [], []
-    for model_spec in _split(model):
-        spec = RunSpec(model=model_spec, dataset=dataset, attacks=attacks, eps=eps_values, norm=norm.value,
+    model_specs = _split(model)
+    multi = [name for name in attacks if getattr(_attack_class(name), "multi_domain", False)]
+    if multi and len(attacks) > 1:
+        raise ConfigError(f"min-max recipe {multi[0]} runs on its own, not in a cascade with {', '.join(attacks)}")
+    groups = [model_specs] if multi and multi[0].endswith("-ensemble") else [[m] for m in model_specs]
+    for group in groups:
+        spec = RunSpec(model=group[0], dataset=dataset, attacks=attacks, eps=eps_values, norm=norm.value,
                        n_samples=n_samples, seed=seed, batch_size=batch_size, attack_params=params, device=device)
-        outcome = run_one(spec, store=store, force=force, wandb=wandb_opts, progress=True)
+        if multi:
+            outcome = run_multidomain(spec, group, store=store, force=force, wandb=wandb_opts, progress=True)
+        else:
+            outcome = run_one(spec, store=store, force=force, wandb=wandb_opts, progress=True)
+        model_spec = ",".join(group)
         if outcome.skipped:
             err.print(f"[yellow]{model_spec}: already in {store} (config {outcome.record['config_hash'][:12]}); "
                       "skipped, pass --force to rerun[/yellow]")

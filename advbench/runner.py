@@ -63,46 +63,73 @@ def _model_identity(spec: str) -> dict[str, Any]:
     return {"name": spec}
 
 
-def prepare(spec: RunSpec):
-    """Load the model and the evaluation samples; returns (model, x, y, config)."""
+def resolve_attack_params(spec: RunSpec) -> list[dict[str, Any]]:
+    """Build every attack once (unknown names and bad hyperparameters fail here, before any data is
+    loaded) and return their hyperparameters without eps, for the config."""
     from advbench import create_attack
-    from advbench.datasets import load_dataset
 
-    # fail fast on unknown names and bad hyperparameters, before any data is loaded
     attacks = [create_attack(name, norm=spec.norm, eps=spec.eps[0], **spec.attack_params.get(name, {}))
                .hyperparameters() for name in spec.attacks]
     for params in attacks:
         params.pop("eps", None)
-    identity = _model_identity(spec.model)
+    return attacks
+
+
+@dataclass
+class Victim:
+    """A loaded model with the data set it is evaluated on and its provenance."""
+
+    model: torch.nn.Module
+    data: Any
+    identity: dict[str, Any]
+    split_seed: int
+    arch: str | None
+
+
+def load_victim(model_spec: str, dataset: str, *, seed: int = 0, device: str = "cpu") -> Victim:
+    """Load a checkpoint (or build a fresh named model) and the data set, and check that they fit.
+
+    The test split is drawn with the checkpoint's training seed, so a model is never evaluated on
+    samples it was trained on."""
+    from advbench.datasets import load_dataset
+
+    identity = _model_identity(model_spec)
     if "path" in identity:
-        model = load_model(spec.model)
+        model = load_model(model_spec)
         meta = getattr(model, "checkpoint_meta", {})
         split_seed = int(meta.get("training", {}).get("seed", 0))
+        data = load_dataset(dataset, seed=split_seed)
     else:
         meta, split_seed = {}, 0
-    data = load_dataset(spec.dataset, seed=split_seed)
-    if "path" not in identity:
+        data = load_dataset(dataset, seed=split_seed)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.seed)
+            torch.manual_seed(seed)
             mean, std = data.channel_stats()
-            model = load_model(spec.model, input_shape=data.input_shape, num_classes=data.num_classes)
+            model = load_model(model_spec, input_shape=data.input_shape, num_classes=data.num_classes)
             model.mean.copy_(torch.tensor(mean).reshape(model.mean.shape))
             model.std.copy_(torch.tensor(std).reshape(model.std.shape))
     expected = tuple(getattr(model, "input_shape", data.input_shape))
     if expected != tuple(data.input_shape) or getattr(model, "num_classes", data.num_classes) != data.num_classes:
         raise InputError(
-            f"model {spec.model} expects inputs {expected} with {getattr(model, 'num_classes', '?')} classes, but "
-            f"dataset {spec.dataset} gives {tuple(data.input_shape)} with {data.num_classes} classes"
+            f"model {model_spec} expects inputs {expected} with {getattr(model, 'num_classes', '?')} classes, but "
+            f"dataset {dataset} gives {tuple(data.input_shape)} with {data.num_classes} classes"
         )
+    return Victim(model.to(device), data, identity, split_seed, getattr(model, "arch", meta.get("arch")))
+
+
+def prepare(spec: RunSpec):
+    """Load the model and the evaluation samples; returns (model, x, y, config)."""
+    attacks = resolve_attack_params(spec)
+    victim = load_victim(spec.model, spec.dataset, seed=spec.seed, device=spec.device)
+    data = victim.data
     n = data.x_test.shape[0] if spec.n_samples is None else min(spec.n_samples, data.x_test.shape[0])
     x, y = data.x_test[:n].to(spec.device), data.y_test[:n].to(spec.device)
-    model = model.to(spec.device)
     config = {
-        "model": identity,
-        "arch": getattr(model, "arch", meta.get("arch")),
+        "model": victim.identity,
+        "arch": victim.arch,
         "dataset": spec.dataset,
         "split": "test",
-        "split_seed": split_seed,
+        "split_seed": victim.split_seed,
         "n_samples": n,
         "norm": spec.norm,
         "eps": spec.eps,
@@ -110,7 +137,7 @@ def prepare(spec: RunSpec):
         "seed": spec.seed,
         "batch_size": spec.batch_size,
     }
-    return model, x, y, config
+    return victim.model, x, y, config
 
 
 def build_record(config: dict[str, Any], result: EvaluationResult, device: str) -> dict[str, Any]:
@@ -175,3 +202,76 @@ def log_to_wandb(record: dict[str, Any], result: EvaluationResult, **options: An
     tags = [record["config"]["norm"], *(a["name"] for a in record["config"]["attacks"])]
     with WandbSink(name=record["name"], config=record["config"], tags=tags, **options) as sink:
         sink.log_record(record, images=images)
+
+
+def run_multidomain(
+    spec: RunSpec,
+    models: list[str],
+    *,
+    store: Any = None,
+    force: bool = False,
+    wandb: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> RunOutcome:
+    """Run one min-max recipe (``spec.attacks`` holds exactly one); several ``models`` form an ensemble."""
+    from advbench.attacks.ensemble import ModelEnsemble
+    from advbench.multidomain_eval import evaluate_multidomain
+    from advbench.store import ResultsStore
+
+    if len(spec.attacks) != 1:
+        raise ConfigError("a min-max recipe runs on its own, not in a cascade: pass exactly one --attack")
+    attack = spec.attacks[0]
+    params = resolve_attack_params(spec)
+    victims = [load_victim(m, spec.dataset, seed=spec.seed, device=spec.device) for m in models]
+    if len({v.split_seed for v in victims}) > 1:
+        log.warning("the models were trained with different split seeds; evaluating on the split of %s", models[0])
+    if attack.endswith("-ensemble"):
+        names = [v.identity.get("name", m) for v, m in zip(victims, models, strict=True)]
+        model = ModelEnsemble([v.model for v in victims], names=names)
+    elif len(victims) != 1:
+        raise ConfigError(f"'{attack}' attacks one model at a time")
+    else:
+        model = victims[0].model
+    data = victims[0].data
+    n = data.x_test.shape[0] if spec.n_samples is None else min(spec.n_samples, data.x_test.shape[0])
+    x, y = data.x_test[:n].to(spec.device), data.y_test[:n].to(spec.device)
+    config = {
+        "models": [v.identity for v in victims],
+        "model": victims[0].identity if len(victims) == 1 else {"name": "+".join(v.identity["name"] for v in victims)},
+        "dataset": spec.dataset,
+        "split": "test",
+        "split_seed": victims[0].split_seed,
+        "n_samples": n,
+        "norm": spec.norm,
+        "eps": spec.eps,
+        "attacks": params,
+        "seed": spec.seed,
+        "batch_size": spec.batch_size,
+    }
+    digest = config_hash(config)
+    db = ResultsStore(store) if isinstance(store, (str, Path)) else store
+    try:
+        if db is not None and not force and db.has_run(digest):
+            return RunOutcome(record=db.get_run(digest), skipped=True)
+        result = evaluate_multidomain(model, x, y, attack=attack, eps=spec.eps, norm=spec.norm,
+                                      params=spec.attack_params.get(attack, {}), batch_size=spec.batch_size,
+                                      seed=spec.seed, progress=progress)
+        record = {
+            "config": config, "config_hash": digest,
+            "name": f"{config['model']['name']}|{spec.dataset}|{attack}|{spec.norm}",
+            "code_version": code_version(), "versions": package_versions(), "device": device_name(spec.device),
+            "metrics": result.summary(), "cost": result.cost, "status": "finished", "error": None,
+            "created_at": now_iso(), "samples": result.samples,
+        }
+        if db is not None:
+            record["id"] = db.write_run(record, force=True)
+    finally:
+        if db is not None and db is not store:
+            db.close()
+    if wandb is not None:
+        from advbench.tracking import WandbSink
+
+        with WandbSink(name=record["name"], config=config, tags=[spec.norm, attack], **wandb) as sink:
+            sink.log_record(record)
+            sink.log_weight_trace(record["metrics"]["weight_trace"], list(record["metrics"]["weights"]))
+    return RunOutcome(record=record, skipped=False)

@@ -247,6 +247,16 @@ class WandbSink:
         """Log a dict of metrics (``run.log``), optionally at ``step``."""
         self._run.log(dict(metrics), step=step)
 
+    def log_weight_trace(self, trace: Sequence[Sequence[float]], names: Sequence[str]) -> None:
+        """The min-max engine's mean learned weight per domain over the iterations, as a line plot."""
+        if not trace or not names:
+            return
+        steps = list(range(len(trace)))
+        series = [[float(row[i]) for row in trace] for i in range(len(names))]
+        plot = self._wandb.plot.line_series(xs=steps, ys=series, keys=list(names), title="Learned domain weights",
+                                            xname="iteration")
+        self._run.log({"weight_trace": plot})
+
     def log_record(self, record: Mapping[str, Any], *, images: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Log a run record: config, summary metrics, the eps curve, the sample table and images.
 

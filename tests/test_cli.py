@@ -180,3 +180,33 @@ def test_run_logs_to_wandb_offline(monkeypatch, capsys, tmp_path, ckpt) -> None:
     assert "offline" in err and json.loads(out)["n"] == 16
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_minmax_ensemble_and_universal_from_the_cli(monkeypatch, capsys, tmp_path, ckpt, digits_model) -> None:
+    store = str(tmp_path / "mm.db")
+    second = digits_model.checkpoint_file
+    code, out, err = cli(monkeypatch, capsys, "run", "--attack", "minmax-ensemble", "--model", f"{ckpt},{second}",
+                         "--dataset", "digits", "--eps", "0.1,0.2", "--steps", "5", "--gamma", "4", "--alpha", "8",
+                         "--beta", "50", "--loss", "cw", "--kappa", "10", "--n-samples", "40", "--store", store,
+                         "--json")
+    assert code == 0, err
+    payload = json.loads(out)
+    for key in ("asr_all", "asr_avg", "per_domain", "weights", "curve", "config_hash", "weight_trace"):
+        assert key in payload
+    assert list(payload["weights"]) == ["mlp", "digits_cnn"]
+    assert abs(sum(payload["weights"].values()) - 1) < 1e-5
+    assert payload["curve"][0]["asr_all"] <= payload["curve"][1]["asr_all"] + 1e-9
+    code, out, err = cli(monkeypatch, capsys, "run", "--attack", "minmax-universal", "--model", str(ckpt),
+                         "--dataset", "digits", "--k", "5", "--eps", "0.3", "--steps", "5", "--n-samples", "40",
+                         "--store", store, "--json")
+    assert code == 0, err
+    uni = json.loads(out)
+    assert uni["n"] % 5 == 0 and len(uni["weights"]) == 5 and 0 <= uni["asr_all"] <= uni["asr_avg"] <= 1
+    code, _, err = cli(monkeypatch, capsys, "run", "--attack", "minmax-ensemble,pgd", "--model", str(ckpt),
+                       "--dataset", "digits", "--eps", "0.1", "--store", store)
+    assert code == 2 and "not in a cascade" in err
+    code, _, err = cli(monkeypatch, capsys, "run", "--attack", "pgd", "--model", str(ckpt), "--dataset", "digits",
+                       "--gamma", "3", "--store", store)
+    assert code == 2 and "--gamma does not apply" in err
+    code, out, _ = cli(monkeypatch, capsys, "results", "list", "--store", store)
+    assert code == 0 and out.count("finished") == 2
