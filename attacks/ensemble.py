@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from advbench.attacks.multidomain import MultiDomainAttack, domain_success
 from torch import nn
 
 from advbench.attack import AttackContext, register_attack
+from advbench.attacks.multidomain import MultiDomainAttack, domain_success
 from advbench.errors import ConfigError
 
 

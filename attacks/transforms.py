@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from advbench.attacks.multidomain import MultiDomainAttack, domain_success
 
 from advbench.attack import AttackContext, register_attack
+from advbench.attacks.multidomain import MultiDomainAttack, domain_success
 from advbench.errors import ConfigError
 from advbench.registry import Registry
 

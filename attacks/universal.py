@@ -9,9 +9,9 @@ A batch of N inputs is split into N / k consecutive groups of ``k``; each group 
 from __future__ import annotations
 
 import torch
-from advbench.attacks.multidomain import MultiDomainAttack, domain_success
 
 from advbench.attack import AttackContext, register_attack
+from advbench.attacks.multidomain import MultiDomainAttack, domain_success
 from advbench.errors import ConfigError, InputError
 
 

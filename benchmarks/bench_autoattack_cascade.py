@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     import torchattacks
-    from advbench.datasets import load_dataset
 
+    from advbench.datasets import load_dataset
     from advbench.evaluate import evaluate
     from advbench.training import TrainConfig, train_classifier
 

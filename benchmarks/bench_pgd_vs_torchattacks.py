@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     import torchattacks
-    from advbench.datasets import load_dataset
 
     import advbench
+    from advbench.datasets import load_dataset
     from advbench.training import TrainConfig, train_classifier
 
     t0 = time.perf_counter()

@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     import torchattacks
-    from advbench.datasets import load_dataset
 
     import advbench
+    from advbench.datasets import load_dataset
     from advbench.training import TrainConfig, train_classifier
 
     model, meta = train_classifier(TrainConfig(arch="small_cnn", dataset="digits", epochs=args.epochs, seed=args.seed),

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from advbench.datasets.data import ClassificationData
 
+from advbench.datasets.data import ClassificationData
 from advbench.errors import InputError
 
 if TYPE_CHECKING:

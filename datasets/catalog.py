@@ -12,7 +12,6 @@ import operator
 from typing import Protocol
 
 from advbench.datasets.data import ClassificationData
-
 from advbench.errors import DatasetError
 from advbench.registry import Registry
 

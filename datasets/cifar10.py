@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from advbench.datasets.catalog import DATASETS
 from advbench.datasets.data import ClassificationData, int64_labels, uint8_images
 from advbench.datasets.safe_pickle import safe_load_pickle
-
 from advbench.errors import DatasetError, MissingPathError
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from advbench.datasets.catalog import DATASETS, reject_argument
 from advbench.datasets.data import ClassificationData, int64_labels
 from advbench.datasets.splits import stratified_split

@@ -16,12 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
 from advbench.datasets.catalog import DATASETS
 from advbench.datasets.data import ClassificationData, int64_labels, uint8_images
 from advbench.datasets.options import parse_options, require_range
 from advbench.datasets.splits import stratified_split
-from PIL import Image
-
 from advbench.errors import DatasetError, MissingPathError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})

@@ -6,10 +6,10 @@ import importlib.resources
 from pathlib import Path
 
 import numpy as np
+
 from advbench.datasets.catalog import DATASETS, reject_argument
 from advbench.datasets.data import ClassificationData, int64_labels, uint8_images
 from advbench.datasets.splits import stratified_split
-
 from advbench.errors import DatasetError, MissingPathError
 
 N_TEST = 1000

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from advbench.datasets.catalog import DATASETS
 from advbench.datasets.data import ClassificationData, int64_labels
 from advbench.datasets.options import parse_options, require_range
 from advbench.datasets.splits import stratified_split
-
 from advbench.errors import DatasetError
 
 DEFAULTS = {"n": 600, "classes": 4, "size": 8, "channels": 1}

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from advbench.datasets import (
     DATASETS,
     ClassificationData,
@@ -19,8 +21,6 @@ from advbench.datasets import (
 )
 from advbench.datasets.safe_pickle import safe_load_pickle
 from advbench.datasets.splits import stratified_split
-from PIL import Image
-
 from advbench.errors import DatasetError, InputError, MissingPathError, UnknownNameError
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

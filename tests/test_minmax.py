@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from advbench.attacks.ensemble import ModelEnsemble
 from scipy.optimize import minimize
 
 import advbench
+from advbench.attacks.ensemble import ModelEnsemble
 from advbench.errors import ConfigError, InputError, UnknownNameError
 from advbench.losses import cw_margin
 from advbench.minmax import APGDA, project_simplex
