@@ -161,6 +161,9 @@ class APGDA:
             beta_step *= self.beta_decay
             w_trace.append(w.clone())
             l_trace.append(losses.detach().clone())
+        while len(w_trace) < self.steps + 1:  # stopped early: frozen weights and losses stay as they are
+            w_trace.append(w_trace[-1])
+            l_trace.append(l_trace[-1])
         return MinMaxResult(delta=delta.detach(), weights=w, weight_trace=torch.stack(w_trace),
                             loss_trace=torch.stack(l_trace), success=success, losses=losses.detach(),
                             first_success=first, gradient_calls=grad_calls, forward_calls=fwd_calls)

@@ -60,11 +60,25 @@ def _crop_resize(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return kornia.geometry.transform.crop_and_resize(x, boxes, (h, w))
 
 
+def _kornia(name: str):
+    """A kornia op by dotted name, imported on first use (kornia is not needed to import advbench)."""
+
+    def call(*args):
+        import kornia
+
+        fn = kornia
+        for part in name.split("."):
+            fn = getattr(fn, part)
+        return fn(*args)
+
+    return call
+
+
 _register("identity", lambda x, p: x)
-_register("hflip", lambda x, p: x.flip(-1))
-_register("vflip", lambda x, p: x.flip(-2))
-_register("brightness", lambda x, p: (x + 0.1).clamp(0, 1))
-_register("gamma", lambda x, p: x.clamp_min(1e-6) ** 1.3)
+_register("hflip", lambda x, p: _kornia("geometry.transform.hflip")(x))
+_register("vflip", lambda x, p: _kornia("geometry.transform.vflip")(x))
+_register("brightness", lambda x, p: _kornia("enhance.adjust_brightness")(x, 0.1))
+_register("gamma", lambda x, p: _kornia("enhance.adjust_gamma")(x.clamp_min(1e-6), 1.3))
 _register("crop_resize", _crop_resize, lambda n, g, d: torch.rand((n, 2), generator=g, device=d))
 _register("rotation", _rotate, lambda n, g, d: (torch.rand(n, generator=g, device=d) * 2 - 1) * 15.0)
 

@@ -4,9 +4,12 @@ engine (Wang et al., NeurIPS 2021, "universal perturbation over multiple example
 intersection of the inputs' boxes.
 
 A batch of N inputs is split into N / k consecutive groups of ``k``; each group gets its own delta.
+:func:`stream_universal` instead finds one delta for a whole data set, streamed in batches.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -67,3 +70,82 @@ class AvgUniversal(_UniversalBase):
     """The averaging baseline for universal perturbations (weights fixed to 1/K)."""
 
     averaging = True
+
+
+@dataclass
+class StreamedUniversal:
+    """One perturbation for a whole data set, and the learned weight of every input."""
+
+    delta: torch.Tensor  # (1, C, H, W)
+    weights: torch.Tensor  # (N,) on the simplex
+    success: torch.Tensor  # (N,) per input at the final delta
+    loss_history: list[float]
+
+    @property
+    def asr(self) -> float:
+        return float(self.success.float().mean())
+
+
+def stream_universal(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    norm: str = "linf",
+    eps: float | str = 0.2,
+    epochs: int = 5,
+    batch_size: int = 128,
+    alpha: float | None = None,
+    beta: float | None = None,
+    gamma: float = 4.0,
+    kappa: float = 50.0,
+    averaging: bool = False,
+    generator: torch.Generator | None = None,
+) -> StreamedUniversal:
+    """A universal perturbation over a whole data set, streamed in batches (a stochastic APGDA).
+
+    Every input is a domain with its own weight; each batch takes a delta step on the weighted C&W margin
+    of its inputs and an ascent step on their weights, after which the full weight vector is projected
+    onto the simplex.  ``x_i + delta`` stays in [0,1] for every input: delta lives in the ball
+    intersected with all the inputs' boxes.  ``averaging=True`` keeps the weights uniform.
+    """
+    from advbench.attacks.multidomain import DEFAULT_STEPS, domain_loss, domain_success
+    from advbench.minmax import project_simplex
+    from advbench.threat import ThreatModel
+
+    if epochs < 1 or batch_size < 1:
+        raise ConfigError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if x.shape[0] < 1:
+        raise InputError("stream_universal needs at least one input")
+    threat = ThreatModel(norm, eps)
+    default_alpha, default_beta = DEFAULT_STEPS[threat.norm]
+    step, w_step = 1.0 / (alpha or default_alpha), 1.0 / (beta or default_beta)
+    n = x.shape[0]
+    lo, hi = (-x).amax(dim=0, keepdim=True), (1 - x).amin(dim=0, keepdim=True)
+    delta = torch.zeros_like(lo)
+    w = torch.full((n,), 1.0 / n, device=x.device)
+    generator = generator or torch.Generator(device=x.device).manual_seed(0)
+    history = []
+    training = model.training
+    model.eval()
+    try:
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=generator, device=x.device)
+            for b in range(0, n, batch_size):
+                idx = order[b : b + batch_size]
+                leaf = delta.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    losses = domain_loss(model(x[idx] + leaf), y[idx], loss="cw", kappa=kappa, targeted=False)
+                    (grad,) = torch.autograd.grad((w[idx] * losses).sum(), leaf)
+                delta = threat.project_delta_bounds(delta - step * threat.ascent_direction(grad), lo, hi)
+                if not averaging:
+                    w = w.clone()
+                    w[idx] = w[idx] + w_step * (losses.detach() - gamma * (w[idx] - 1.0 / n))
+                    w = project_simplex(w[None])[0]
+                history.append(float(losses.detach().mean()))
+        with torch.no_grad():
+            success = torch.cat([domain_success(model(x[b : b + batch_size] + delta), y[b : b + batch_size], False)
+                                 for b in range(0, n, batch_size)])
+    finally:
+        model.train(training)
+    return StreamedUniversal(delta=delta.detach(), weights=w, success=success, loss_history=history)

@@ -210,3 +210,16 @@ def test_minmax_ensemble_and_universal_from_the_cli(monkeypatch, capsys, tmp_pat
     assert code == 2 and "--gamma does not apply" in err
     code, out, _ = cli(monkeypatch, capsys, "results", "list", "--store", store)
     assert code == 0 and out.count("finished") == 2
+
+
+def test_minmax_run_logs_weight_trace_to_wandb_offline(monkeypatch, capsys, tmp_path, ckpt, digits_model) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    code, out, err = cli(monkeypatch, capsys, "run", "--attack", "minmax-ensemble", "--model",
+                         f"{ckpt},{digits_model.checkpoint_file}", "--dataset", "digits", "--eps", "0.2", "--steps",
+                         "3", "--n-samples", "20", "--store", str(tmp_path / "w.db"), "--wandb", "--wandb-mode",
+                         "offline", "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["weight_trace"]) == 4
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

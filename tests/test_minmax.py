@@ -177,3 +177,20 @@ def test_bad_inputs_get_clear_errors(digits_model, digits_batch) -> None:
         advbench.create_attack("minmax-ensemble", eps=0.1, gamma=-1.0)
     with pytest.raises(UnknownNameError, match="unknown transform 'sepia'.*hflip"):
         advbench.create_attack("minmax-transform", eps=0.1, transforms="identity,sepia")
+
+
+def test_streamed_universal_perturbation_over_a_data_set(digits_model, digits_test) -> None:
+    from advbench.attacks.universal import stream_universal
+
+    x, y = digits_test[0][:200], digits_test[1][:200]
+    res = stream_universal(digits_model, x, y, eps=0.3, epochs=3, batch_size=64,
+                           generator=torch.Generator().manual_seed(0))
+    assert res.delta.shape == (1, *x.shape[1:])
+    x_adv = x + res.delta
+    assert float(x_adv.min()) >= -1e-6 and float(x_adv.max()) <= 1 + 1e-6, "valid for every input"
+    assert float(res.delta.abs().max()) <= 0.3 + 1e-6
+    assert torch.allclose(res.weights.sum(), torch.tensor(1.0)) and bool((res.weights >= 0).all())
+    with torch.no_grad():
+        assert torch.equal(res.success, digits_model(x_adv).argmax(1) != y)
+    flat = stream_universal(digits_model, x, y, eps=0.3, epochs=1, batch_size=64, averaging=True)
+    assert torch.allclose(flat.weights, torch.full((200,), 1 / 200))
