@@ -215,6 +215,7 @@ def test_minmax_ensemble_and_universal_from_the_cli(monkeypatch, capsys, tmp_pat
 def test_minmax_run_logs_weight_trace_to_wandb_offline(monkeypatch, capsys, tmp_path, ckpt, digits_model) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # the suite disables W&B through the environment
     code, out, err = cli(monkeypatch, capsys, "run", "--attack", "minmax-ensemble", "--model",
                          f"{ckpt},{digits_model.checkpoint_file}", "--dataset", "digits", "--eps", "0.2", "--steps",
                          "3", "--n-samples", "20", "--store", str(tmp_path / "w.db"), "--wandb", "--wandb-mode",
