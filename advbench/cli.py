@@ -242,10 +242,11 @@ def run(
     if wandb:
         from advbench.tracking import resolve_wandb_mode
 
-        mode, message = resolve_wandb_mode(wandb_mode.value if wandb_mode else None)
+        mode, message = resolve_wandb_mode(wandb_mode.value if wandb_mode else None, dir=store.resolve().parent)
         if message:
             err.print(message)
-        wandb_opts = {"project": wandb_project, "mode": mode}
+        # W&B's local files go next to the results store (``<store dir>/wandb``), not into the working directory
+        wandb_opts = {"project": wandb_project, "mode": mode, "dir": str(store.resolve().parent)}
     records, skipped = [], []
     model_specs = _split(model)
     multi = [name for name in attacks if getattr(_attack_class(name), "multi_domain", False)]
@@ -369,10 +370,10 @@ def demo(
     if wandb:
         from advbench.tracking import resolve_wandb_mode
 
-        mode, message = resolve_wandb_mode(None)
+        mode, message = resolve_wandb_mode(None, dir=out_dir.resolve())
         if message:
             err.print(message)
-        wandb_opts = {"project": "advbench-demo", "mode": mode}
+        wandb_opts = {"project": "advbench-demo", "mode": mode, "dir": str(out_dir.resolve())}
     outcome = run_one(spec, store=out_dir / "results.db", wandb=wandb_opts)
     print_run_table([outcome.record], title=f"small_cnn on {dataset}")
     err.print(f"store: {out_dir / 'results.db'}  (try: advbench results list --store {out_dir / 'results.db'})")
