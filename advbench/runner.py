@@ -140,24 +140,51 @@ def prepare(spec: RunSpec):
     return victim.model, x, y, config
 
 
-def build_record(config: dict[str, Any], result: EvaluationResult, device: str) -> dict[str, Any]:
-    """The store record of a finished evaluation."""
-    summary = result.summary()
-    cost = summary.pop("cost")
+def make_record(config: dict[str, Any], *, name: str, metrics: dict[str, Any], cost: dict[str, Any],
+                samples: list[dict[str, Any]], device: str) -> dict[str, Any]:
+    """A finished run's store record: config and hash, provenance, metrics, cost, per-sample rows."""
     return {
         "config": config,
         "config_hash": config_hash(config),
-        "name": f"{config['model'].get('name')}|{config['dataset']}|{config['norm']}",
+        "name": name,
         "code_version": code_version(),
         "versions": package_versions(),
         "device": device_name(device),
-        "metrics": summary,
+        "metrics": metrics,
         "cost": cost,
         "status": "finished",
         "error": None,
         "created_at": now_iso(),
-        "samples": result.samples,
+        "samples": samples,
     }
+
+
+def build_record(config: dict[str, Any], result: EvaluationResult, device: str) -> dict[str, Any]:
+    """The store record of a finished cascade evaluation."""
+    summary = result.summary()
+    cost = summary.pop("cost")
+    return make_record(config, name=f"{config['model'].get('name')}|{config['dataset']}|{config['norm']}",
+                       metrics=summary, cost=cost, samples=result.samples, device=device)
+
+
+def execute(config: dict[str, Any], compute, *, store: Any = None, force: bool = False) -> RunOutcome:
+    """Return the stored record for ``config`` unless ``force``; otherwise ``compute()`` -> (record, result)
+    and write the record in one transaction.  Nothing is written if ``compute`` is interrupted."""
+    from advbench.store import ResultsStore
+
+    digest = config_hash(config)
+    db = ResultsStore(store) if isinstance(store, (str, Path)) else store
+    try:
+        if db is not None and not force and db.has_run(digest):
+            log.info("run %s is already in the store; skipped (pass --force to rerun)", digest[:12])
+            return RunOutcome(record=db.get_run(digest), skipped=True)
+        record, result = compute()
+        if db is not None:
+            record["id"] = db.write_run(record, force=True)
+    finally:
+        if db is not None and db is not store:
+            db.close()
+    return RunOutcome(record=record, skipped=False, result=result)
 
 
 def run(
@@ -169,27 +196,18 @@ def run(
     progress: bool = True,
 ) -> RunOutcome:
     """Evaluate ``spec`` unless its config hash is stored; write the record and log it to W&B."""
-    from advbench.store import ResultsStore
-
     model, x, y, config = prepare(spec)
-    digest = config_hash(config)
-    db = ResultsStore(store) if isinstance(store, (str, Path)) else store
-    try:
-        if db is not None and not force and db.has_run(digest):
-            log.info("run %s is already in the store; skipped (pass --force to rerun)", digest[:12])
-            return RunOutcome(record=db.get_run(digest), skipped=True)
+
+    def compute():
         result = evaluate(model, x, y, attacks=spec.attacks, eps=spec.eps, norm=spec.norm,
                           attack_kwargs=spec.attack_params, batch_size=spec.batch_size, seed=spec.seed,
                           progress=progress)
-        record = build_record(config, result, spec.device)
-        if db is not None:
-            record["id"] = db.write_run(record, force=True)
-    finally:
-        if db is not None and db is not store:
-            db.close()
-    if wandb is not None:
-        log_to_wandb(record, result, **wandb)
-    return RunOutcome(record=record, skipped=False, result=result)
+        return build_record(config, result, spec.device), result
+
+    outcome = execute(config, compute, store=store, force=force)
+    if wandb is not None and not outcome.skipped:
+        log_to_wandb(outcome.record, outcome.result, **wandb)
+    return outcome
 
 
 def log_to_wandb(record: dict[str, Any], result: EvaluationResult, **options: Any) -> None:
@@ -216,7 +234,6 @@ def run_multidomain(
     """Run one min-max recipe (``spec.attacks`` holds exactly one); several ``models`` form an ensemble."""
     from advbench.attacks.ensemble import ModelEnsemble
     from advbench.multidomain_eval import evaluate_multidomain
-    from advbench.store import ResultsStore
 
     if len(spec.attacks) != 1:
         raise ConfigError("a min-max recipe runs on its own, not in a cascade: pass exactly one --attack")
@@ -248,30 +265,21 @@ def run_multidomain(
         "seed": spec.seed,
         "batch_size": spec.batch_size,
     }
-    digest = config_hash(config)
-    db = ResultsStore(store) if isinstance(store, (str, Path)) else store
-    try:
-        if db is not None and not force and db.has_run(digest):
-            return RunOutcome(record=db.get_run(digest), skipped=True)
+
+    def compute():
         result = evaluate_multidomain(model, x, y, attack=attack, eps=spec.eps, norm=spec.norm,
                                       params=spec.attack_params.get(attack, {}), batch_size=spec.batch_size,
                                       seed=spec.seed, progress=progress)
-        record = {
-            "config": config, "config_hash": digest,
-            "name": f"{config['model']['name']}|{spec.dataset}|{attack}|{spec.norm}",
-            "code_version": code_version(), "versions": package_versions(), "device": device_name(spec.device),
-            "metrics": result.summary(), "cost": result.cost, "status": "finished", "error": None,
-            "created_at": now_iso(), "samples": result.samples,
-        }
-        if db is not None:
-            record["id"] = db.write_run(record, force=True)
-    finally:
-        if db is not None and db is not store:
-            db.close()
-    if wandb is not None:
+        record = make_record(config, name=f"{config['model']['name']}|{spec.dataset}|{attack}|{spec.norm}",
+                             metrics=result.summary(), cost=result.cost, samples=result.samples, device=spec.device)
+        return record, result
+
+    outcome = execute(config, compute, store=store, force=force)
+    record = outcome.record
+    if wandb is not None and not outcome.skipped:
         from advbench.tracking import WandbSink
 
         with WandbSink(name=record["name"], config=config, tags=[spec.norm, attack], **wandb) as sink:
             sink.log_record(record)
             sink.log_weight_trace(record["metrics"]["weight_trace"], list(record["metrics"]["weights"]))
-    return RunOutcome(record=record, skipped=False)
+    return outcome

@@ -25,21 +25,28 @@ Run: ``.venv/bin/python benchmarks/bench_autoattack_cascade.py [--quick] [--json
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-for _key, _value in (("WANDB_MODE", "disabled"), ("HF_HUB_OFFLINE", "1"), ("NO_ALBUMENTATIONS_UPDATE", "1")):
-    os.environ.setdefault(_key, _value)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py, from any working directory
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
-import torch  # noqa: E402
+from _common import (  # noqa: E402
+    accuracy,
+    add_run_options,
+    apply_threads,
+    load_test_batch,
+    make_parser,
+    measure,
+    medians,
+    predict,
+    print_json,
+    print_ratio,
+    runtime_setup,
+    train_model,
+)
 
 CASCADE = ["apgd-ce", "apgd-t", "fab-t", "square"]
 MATCHED_KWARGS = {  # what torchattacks.AutoAttack(version="standard") builds
@@ -50,36 +57,13 @@ MATCHED_KWARGS = {  # what torchattacks.AutoAttack(version="standard") builds
 }
 
 
-def measure(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> tuple[dict, dict]:
-    """Warm up every function, then time ``repeats`` rounds in rotating order (same process)."""
-    names = list(fns)
-    results: dict[str, Any] = {}
-    for _ in range(warmup):
-        for name in names:
-            results[name] = fns[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            t0 = time.perf_counter()
-            results[name] = fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    return times, results
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="~30 s smoke run: undefended model only, 100 samples, 2 repeats")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p = make_parser(__doc__, "~30 s smoke run: undefended model only, 100 samples, 2 repeats")
     p.add_argument("--models", default=None,
                    help="comma-separated: standard, adversarial (default both; standard with --quick)")
     p.add_argument("--n", type=int, default=None, help="first n digits test samples (default 200, 100 with --quick)")
     p.add_argument("--eps", type=float, default=0.1)
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3, 2 with --quick)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default: torch's default). On a shared machine 1 is far less noisy")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_options(p, "timed repeats (default 3, 2 with --quick)")
     args = p.parse_args(argv)
     args.models = (args.models or ("standard" if args.quick else "standard,adversarial")).split(",")
     for m in args.models:
@@ -92,26 +76,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     import torchattacks
 
-    from advbench.datasets import load_dataset
     from advbench.evaluate import evaluate
-    from advbench.training import TrainConfig, train_classifier
 
     configs = {
-        "standard": TrainConfig(arch="small_cnn", dataset="digits", epochs=8, seed=args.seed),
-        "adversarial": TrainConfig(arch="small_cnn", dataset="digits", epochs=5, seed=args.seed, adversarial="pgd",
-                                   adv_eps=0.1, adv_steps=5),
+        "standard": {"arch": "small_cnn", "dataset": "digits", "epochs": 8, "seed": args.seed},
+        "adversarial": {"arch": "small_cnn", "dataset": "digits", "epochs": 5, "seed": args.seed,
+                        "adversarial": "pgd", "adv_eps": 0.1, "adv_steps": 5},
     }
-    data = load_dataset("digits", seed=args.seed)
-    x, y = data.x_test[: args.n].contiguous(), data.y_test[: args.n].contiguous()
+    x, y = load_test_batch("digits", args.seed, args.n)
 
     rows = []
     for name in args.models:
-        model, meta = train_classifier(configs[name], progress=False)
-        model.eval()  # parameters stay trainable, as a user's model would be; advbench freezes them itself
+        model, meta = train_model(**configs[name])  # eval mode, parameters trainable as a user's model would be
 
         def run_advbench(model=model):
             res = evaluate(model, x, y, attacks=CASCADE, eps=[args.eps], norm="linf", attack_kwargs=MATCHED_KWARGS,
@@ -121,12 +100,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def run_torchattacks(model=model):
             aa = torchattacks.AutoAttack(model, norm="Linf", eps=args.eps, version="standard", n_classes=10,
                                          seed=args.seed)
-            xa = aa(x, y)
-            with torch.no_grad():
-                return int((model(xa).argmax(1) == y).sum()) / y.numel()
+            return accuracy(predict(model, aa(x, y)), y)
 
         times, results = measure({"advbench": run_advbench, "torchattacks": run_torchattacks}, args.repeats)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = medians(times)
         res = results["advbench"]
         ra_adv = sum(s["robust"] for s in res.samples) / y.numel()  # exact count, not a float32 mean
         ra_ta = results["torchattacks"]
@@ -145,15 +122,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "setup": {"dataset": "digits", "arch": "small_cnn", "n": args.n, "norm": "linf", "eps": args.eps,
                   "advbench_attacks": CASCADE, "advbench_attack_kwargs": MATCHED_KWARGS,
                   "torchattacks": f"AutoAttack(version='standard', seed={args.seed})", "seed": args.seed,
-                  "repeats": args.repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                  "torchattacks_version": torchattacks.__version__, "python": platform.python_version(),
+                  **runtime_setup(args.repeats, torchattacks_key="torchattacks_version"),
                   "randomness": "per-attack seeds differ between the two sides; small robust-accuracy "
                                 "differences are expected"},
         "rows": rows,
         "goals": {"robust_accuracy": "within 0.5 points", "time_ratio": "advbench/torchattacks <= 1.0"},
     }
-    if args.json:
-        print(json.dumps(report))
+    if print_json(report, args):
         return report
     s = report["setup"]
     print(f"AutoAttack standard (APGD-CE, APGD-T, FAB-T: 10 steps, 1 restart; Square: 5000 queries) linf "
@@ -171,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            for k, v in r["advbench_per_attack"].items())
         print(f"advbench cascade ({r['model']}): {stages}")
     for r in rows:
-        print(f"RATIO advbench/torchattacks model={r['model']} = {r['ratio_advbench_over_torchattacks']:.3f}")
+        print_ratio(f"advbench/torchattacks model={r['model']}", r["ratio_advbench_over_torchattacks"])
         status = "OK" if r["within_half_point"] else "NOT within 0.5 points"
         print(f"robust accuracy model={r['model']}: advbench {r['robust_accuracy_advbench']:.4f}, torchattacks "
               f"{r['robust_accuracy_torchattacks']:.4f} ({status})")

@@ -26,41 +26,32 @@ Run: ``.venv/bin/python benchmarks/bench_pgd_overhead.py [--quick] [--json]``
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-for _key, _value in (("WANDB_MODE", "disabled"), ("HF_HUB_OFFLINE", "1"), ("NO_ALBUMENTATIONS_UPDATE", "1")):
-    os.environ.setdefault(_key, _value)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py, from any working directory
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _common import (  # noqa: E402
+    accuracy,
+    add_run_options,
+    apply_threads,
+    load_test_batch,
+    make_parser,
+    measure,
+    medians,
+    predict,
+    print_json,
+    print_ratio,
+    robust_accuracy,
+    runtime_setup,
+)
 
 INPUTS = {"mnist5k": (1, 28, 28), "digits": (1, 8, 8), "cifar-synthetic": (3, 32, 32)}
-
-
-def measure(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> tuple[dict, dict]:
-    """Warm up every function, then time ``repeats`` rounds in rotating order (same process)."""
-    names = list(fns)
-    results: dict[str, Any] = {}
-    for _ in range(warmup):
-        for name in names:
-            results[name] = fns[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            t0 = time.perf_counter()
-            results[name] = fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    return times, results
 
 
 def bare_pgd(model, x0: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int) -> torch.Tensor:
@@ -78,26 +69,18 @@ def load_batch(name: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
     if name == "cifar-synthetic":
         g = torch.Generator().manual_seed(seed)
         return torch.rand((n, *INPUTS[name]), generator=g), torch.randint(0, 10, (n,), generator=g)
-    from advbench.datasets import load_dataset
-
-    data = load_dataset(name, seed=seed)
-    return data.x_test[:n].contiguous(), data.y_test[:n].contiguous()
+    return load_test_batch(name, seed, n)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="~30 s smoke run: batch 128, steps 5,20, 3 repeats")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p = make_parser(__doc__, "~30 s smoke run: batch 128, steps 5,20, 3 repeats")
     p.add_argument("--arch", default="small_cnn", help="small_cnn, lenet5, mlp or resnet20")
     p.add_argument("--input", choices=sorted(INPUTS), default="mnist5k",
                    help="mnist5k test images (1x28x28, default), digits (1x8x8) or uniform noise 3x32x32")
     p.add_argument("--n", type=int, default=None, help="batch size (default 256, 128 with --quick)")
     p.add_argument("--steps", default=None, help="comma-separated step counts (default 10,50; 5,20 with --quick)")
     p.add_argument("--eps", type=float, default=0.1)
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, 3 with --quick)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default: torch's default). On a shared machine 1 is far less noisy")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_options(p, "timed repeats (default 5, 3 with --quick)")
     args = p.parse_args(argv)
     args.n = args.n or (128 if args.quick else 256)
     args.steps = [int(s) for s in (args.steps or ("5,20" if args.quick else "10,50")).split(",")]
@@ -107,8 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     import advbench
     from advbench.models import create_model
 
@@ -135,12 +117,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         def run_bare_predict(steps=steps, alpha=alpha):
             xa = bare_pgd(model, x, y, args.eps, alpha, steps)
-            with torch.no_grad():
-                return xa, model(xa).argmax(1)
+            return xa, predict(model, xa)
 
         times, results = measure({"advbench": run_native, "bare": run_bare, "bare_predict": run_bare_predict},
                                  args.repeats)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = medians(times)
         out = results["advbench"]
         rows.append({
             "steps": steps, "alpha": alpha, "median_seconds": med, "all_seconds": times,
@@ -148,19 +129,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ratio_vs_bare_predict": med["advbench"] / med["bare_predict"],
             "overhead_ms_per_step": (med["advbench"] - med["bare"]) / steps * 1e3,
             "max_abs_diff_x_adv": float((out.x_adv - results["bare"]).abs().max()),
-            "robust_accuracy_advbench": (y.numel() - int(out.success.sum())) / y.numel(),
-            "robust_accuracy_bare": int((results["bare_predict"][1] == y).sum()) / y.numel(),
+            "robust_accuracy_advbench": robust_accuracy(out.success, y),
+            "robust_accuracy_bare": accuracy(results["bare_predict"][1], y),
         })
     report = {
         "benchmark": "pgd_overhead",
         "setup": {"arch": args.arch, "input": args.input, "input_shape": list(shape), "n": args.n, "eps": args.eps,
-                  "weights": "seeded untrained init", "repeats": args.repeats, "threads": torch.get_num_threads(),
-                  "torch": torch.__version__, "python": platform.python_version()},
+                  "weights": "seeded untrained init", **runtime_setup(args.repeats)},
         "rows": rows,
         "goal": "advbench/bare <= 1.05",
     }
-    if args.json:
-        print(json.dumps(report))
+    if print_json(report, args):
         return report
     s = report["setup"]
     print(f"linf PGD, eps={args.eps}, alpha=2.5*eps/steps, no random start, early_stop=False | {args.arch} "
@@ -173,8 +152,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{r['steps']:>6} {m['advbench']:>11.4f} {m['bare']:>9.4f} {m['bare_predict']:>12.4f} {r['ratio']:>7.3f} "
               f"{r['ratio_vs_bare_predict']:>8.3f} {r['overhead_ms_per_step']:>12.3f} {r['max_abs_diff_x_adv']:>9.2g}")
     for r in rows:
-        print(f"RATIO advbench/bare steps={r['steps']} = {r['ratio']:.3f}")
-        print(f"RATIO advbench/bare_predict steps={r['steps']} = {r['ratio_vs_bare_predict']:.3f}")
+        print_ratio(f"advbench/bare steps={r['steps']}", r["ratio"])
+        print_ratio(f"advbench/bare_predict steps={r['steps']}", r["ratio_vs_bare_predict"])
     print("goal: advbench/bare <= 1.05")
     return report
 

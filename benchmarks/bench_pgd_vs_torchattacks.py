@@ -22,49 +22,35 @@ Run: ``.venv/bin/python benchmarks/bench_pgd_vs_torchattacks.py [--quick] [--jso
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-for _key, _value in (("WANDB_MODE", "disabled"), ("HF_HUB_OFFLINE", "1"), ("NO_ALBUMENTATIONS_UPDATE", "1")):
-    os.environ.setdefault(_key, _value)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py, from any working directory
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
-
-
-def measure(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> tuple[dict, dict]:
-    """Run every function ``warmup`` times, then ``repeats`` rounds in rotating order.
-
-    Returns ``(times, results)``: the list of wall times per name and each function's last result.
-    Interleaving the candidates spreads background load evenly over them.
-    """
-    names = list(fns)
-    results: dict[str, Any] = {}
-    for _ in range(warmup):
-        for name in names:
-            results[name] = fns[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            t0 = time.perf_counter()
-            results[name] = fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    return times, results
+from _common import (  # noqa: E402
+    accuracy,
+    add_run_options,
+    apply_threads,
+    load_test_batch,
+    make_parser,
+    measure,
+    medians,
+    predict,
+    print_json,
+    print_ratio,
+    robust_accuracy,
+    runtime_setup,
+    train_model,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="~30 s smoke run: digits (1x8x8), 10 steps, 3 repeats")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p = make_parser(__doc__, "~30 s smoke run: digits (1x8x8), 10 steps, 3 repeats")
     p.add_argument("--dataset", choices=["mnist5k", "digits"], default=None,
                    help="default mnist5k (1x28x28, so a step is not trivially cheap); digits with --quick")
     p.add_argument("--arch", default="small_cnn")
@@ -73,10 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="PGD steps (default 20, 10 with --quick)")
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--alpha", type=float, default=None, help="step size (default 2.5*eps/steps)")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per candidate (default 7, 3 with --quick)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default: torch's default). On a shared machine 1 is far less noisy")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_options(p, "timed repeats per candidate (default 7, 3 with --quick)")
     args = p.parse_args(argv)
     args.dataset = args.dataset or ("digits" if args.quick else "mnist5k")
     args.epochs = args.epochs or (8 if args.dataset == "digits" else 1)
@@ -88,31 +71,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     import torchattacks
 
     import advbench
-    from advbench.datasets import load_dataset
-    from advbench.training import TrainConfig, train_classifier
 
     t0 = time.perf_counter()
-    model, meta = train_classifier(
-        TrainConfig(arch=args.arch, dataset=args.dataset, epochs=args.epochs, seed=args.seed), progress=False
-    )
+    # eval mode; train_classifier leaves parameters trainable (requires_grad=True), as a user's model would be
+    model, meta = train_model(arch=args.arch, dataset=args.dataset, epochs=args.epochs, seed=args.seed)
     train_s = time.perf_counter() - t0
-    model.eval()  # train_classifier leaves parameters trainable (requires_grad=True), as a user's model would be
-    data = load_dataset(args.dataset, seed=args.seed)
-    x, y = data.x_test[: args.n].contiguous(), data.y_test[: args.n].contiguous()
+    x, y = load_test_batch(args.dataset, args.seed, args.n)
 
     common = {"norm": "linf", "eps": args.eps, "steps": args.steps, "step_size": args.alpha, "random_start": False}
     native_full = advbench.create_attack("pgd", early_stop=False, **common)
     native_es = advbench.create_attack("pgd", early_stop=True, **common)
     ta = torchattacks.PGD(model, eps=args.eps, alpha=args.alpha, steps=args.steps, random_start=False)
-
-    def predict(xa: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return model(xa).argmax(1)
 
     def run_native_full():
         return native_full(model, x, y, generator=torch.Generator().manual_seed(args.seed))
@@ -122,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def run_ta_predict():
         xa = ta(x, y)
-        return xa, predict(xa)
+        return xa, predict(model, xa)
 
     def run_ta_only():
         return ta(x, y)
@@ -133,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             p.requires_grad_(False)
         try:
             xa = ta(x, y)
-            return xa, predict(xa)
+            return xa, predict(model, xa)
         finally:
             for p, flag in zip(model.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
@@ -146,16 +119,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torchattacks_pgd_predict_frozen": run_ta_frozen,
     }
     times, results = measure(fns, args.repeats)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = medians(times)
 
     out_full, out_es = results["advbench_pgd_es_off"], results["advbench_pgd_es_on"]
     xa_ta, pred_ta = results["torchattacks_pgd_predict"]
     n = x.shape[0]
-    clean_acc = int((predict(x) == y).sum()) / y.numel()
+    clean_acc = accuracy(predict(model, x), y)
     ra = {
-        "advbench_es_off": (y.numel() - int(out_full.success.sum())) / y.numel(),
-        "advbench_es_on": (y.numel() - int(out_es.success.sum())) / y.numel(),
-        "torchattacks": int((pred_ta == y).sum()) / y.numel(),
+        "advbench_es_off": robust_accuracy(out_full.success, y),
+        "advbench_es_on": robust_accuracy(out_es.success, y),
+        "torchattacks": accuracy(pred_ta, y),
     }
     disagree = int((out_full.success != (pred_ta != y)).sum())
     max_diff = float((out_full.x_adv - xa_ta).abs().max())
@@ -171,8 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "setup": {
             "dataset": args.dataset, "arch": args.arch, "epochs": args.epochs, "test_accuracy": meta["test_accuracy"],
             "input_shape": list(x.shape[1:]), "n": n, "steps": args.steps, "eps": args.eps, "alpha": args.alpha,
-            "random_start": False, "repeats": args.repeats, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "torchattacks": torchattacks.__version__, "python": platform.python_version(),
+            "random_start": False, **runtime_setup(args.repeats, torchattacks_key="torchattacks"),
             "train_seconds": round(train_s, 2),
         },
         "median_seconds": med,
@@ -187,8 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratios": ratios,
         "goals": {"native_es_off/torchattacks": "<= 1.0 (stretch 0.9)"},
     }
-    if args.json:
-        print(json.dumps(report))
+    if print_json(report, args):
         return report
     s = report["setup"]
     print(f"PGD linf eps={args.eps} steps={args.steps} alpha={args.alpha:.4g} random_start=False | "
@@ -205,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"advbench(es=False) vs torchattacks success: {status}; max |x_adv diff| = {max_diff:.3g}")
     print("(early_stop=True keeps the first misclassified iterate, so its robust accuracy can only be <= the others)")
     for key, value in ratios.items():
-        print(f"RATIO {key} = {value:.3f}")
+        print_ratio(key, value)
     print("goal: native_es_off/torchattacks <= 1.0 (stretch 0.9)")
     return report
 

@@ -20,54 +20,41 @@ Run: ``.venv/bin/python benchmarks/bench_time_to_robust_accuracy.py [--quick] [-
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-for _key, _value in (("WANDB_MODE", "disabled"), ("HF_HUB_OFFLINE", "1"), ("NO_ALBUMENTATIONS_UPDATE", "1")):
-    os.environ.setdefault(_key, _value)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py, from any working directory
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
-
-
-def measure(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> tuple[dict, dict]:
-    """Warm up every function, then time ``repeats`` rounds in rotating order (same process)."""
-    names = list(fns)
-    results: dict[str, Any] = {}
-    for _ in range(warmup):
-        for name in names:
-            results[name] = fns[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            t0 = time.perf_counter()
-            results[name] = fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    return times, results
+from _common import (  # noqa: E402
+    accuracy,
+    add_run_options,
+    apply_threads,
+    load_test_batch,
+    make_parser,
+    measure,
+    medians,
+    predict,
+    print_json,
+    print_ratio,
+    robust_accuracy,
+    runtime_setup,
+    train_model,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="~30 s smoke run: 3 repeats")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p = make_parser(__doc__, "~30 s smoke run: 3 repeats")
     p.add_argument("--eps", default="0.1,0.2",
                    help="comma-separated linf budgets (default 0.1,0.2; 0.2 brings robust accuracy below 20%%)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--alpha-factor", type=float, default=2.5, help="alpha = factor*eps/steps (default 2.5)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--all-samples", action="store_true", help="use the whole test set, not only correct samples")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 7, 3 with --quick)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default: torch's default). On a shared machine 1 is far less noisy")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_options(p, "timed repeats (default 7, 3 with --quick)")
     args = p.parse_args(argv)
     args.eps = [float(e) for e in args.eps.split(",")]
     args.repeats = args.repeats or (3 if args.quick else 7)
@@ -76,21 +63,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     import torchattacks
 
     import advbench
-    from advbench.datasets import load_dataset
-    from advbench.training import TrainConfig, train_classifier
 
-    model, meta = train_classifier(TrainConfig(arch="small_cnn", dataset="digits", epochs=args.epochs, seed=args.seed),
-                                   progress=False)
-    model.eval()  # parameters stay trainable, as a user's model would be; advbench freezes them itself
-    data = load_dataset("digits", seed=args.seed)
-    x, y = data.x_test.contiguous(), data.y_test.contiguous()
-    with torch.no_grad():
-        correct = model(x).argmax(1) == y
+    # eval mode, parameters trainable as a user's model would be; advbench freezes them itself
+    model, meta = train_model(arch="small_cnn", dataset="digits", epochs=args.epochs, seed=args.seed)
+    x, y = load_test_batch("digits", args.seed)
+    correct = predict(model, x) == y
     if not args.all_samples:
         x, y = x[correct].contiguous(), y[correct].contiguous()
     n = x.shape[0]
@@ -104,16 +85,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         def run_advbench(attack=attack):
             out = attack(model, x, y, generator=torch.Generator().manual_seed(args.seed))
-            return out, (y.numel() - int(out.success.sum())) / y.numel()
+            return out, robust_accuracy(out.success, y)
 
         def run_torchattacks(ta=ta):
-            xa = ta(x, y)
-            with torch.no_grad():
-                pred = model(xa).argmax(1)
-            return pred, int((pred == y).sum()) / y.numel()
+            pred = predict(model, ta(x, y))
+            return pred, accuracy(pred, y)
 
         times, results = measure({"advbench": run_advbench, "torchattacks": run_torchattacks}, args.repeats)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = medians(times)
         out, ra_adv = results["advbench"]
         pred, ra_ta = results["torchattacks"]
         rows.append({
@@ -132,14 +111,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "test_accuracy": meta["test_accuracy"],
                   "samples": "whole test set" if args.all_samples else "correctly classified test samples", "n": n,
                   "steps": args.steps, "alpha": f"{args.alpha_factor}*eps/steps", "random_start": False,
-                  "repeats": args.repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                  "torchattacks": torchattacks.__version__, "python": platform.python_version()},
+                  **runtime_setup(args.repeats, torchattacks_key="torchattacks")},
         "rows": rows,
         "goals": {"speedup": ">= 2 at eps 0.1 and at an eps with robust accuracy < 20%",
                   "robust_accuracy": "equal or within one point"},
     }
-    if args.json:
-        print(json.dumps(report))
+    if print_json(report, args):
         return report
     s = report["setup"]
     print(f"PGD-{args.steps} linf, alpha={args.alpha_factor}*eps/steps, random_start=False on both sides | small_cnn "
@@ -154,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{r['difference_points']:>9.2f} {r['gradients_advbench']:>10} {r['gradients_torchattacks']:>9} "
               f"{r['gradient_ratio']:>9.2f}x {r['speedup_torchattacks_over_advbench']:>7.2f}x")
     for r in rows:
-        print(f"RATIO torchattacks_time/advbench_time eps={r['eps']:g} = {r['speedup_torchattacks_over_advbench']:.3f}")
+        print_ratio(f"torchattacks_time/advbench_time eps={r['eps']:g}", r["speedup_torchattacks_over_advbench"])
         status = "OK" if r["within_one_point"] else "NOT within one point"
         print(f"robust accuracy eps={r['eps']:g}: advbench {r['robust_accuracy_advbench']:.4f}, torchattacks "
               f"{r['robust_accuracy_torchattacks']:.4f} ({status}; {r['samples_disagreeing']} samples differ)")
