@@ -73,7 +73,15 @@ class TorchattacksAttack(Attack):
     def _make(self, model: nn.Module, n_classes: int, seed: int) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _targeted(self, ctx: AttackContext, x: torch.Tensor) -> RawResult | None:
+        """The targeted attack for methods torchattacks implements untargeted only (None: use torchattacks)."""
+        return None
+
     def _attack(self, ctx: AttackContext, x: torch.Tensor) -> RawResult:
+        if self.targeted:
+            own = self._targeted(ctx, x)
+            if own is not None:
+                return own
         n = x.shape[0]
         x_out = x.clone()
         first = torch.full((n,), -1, dtype=torch.long, device=x.device)
@@ -145,10 +153,13 @@ class _APGDBase(TorchattacksAttack):
 
 @register_attack("apgd-ce")
 class APGDCE(_APGDBase):
-    """APGD on cross-entropy (Croce & Hein 2020); untargeted only in torchattacks."""
+    """APGD on cross-entropy (Croce & Hein 2020).  torchattacks' APGD is untargeted only, so the targeted
+    mode runs advbench's native APGD (same algorithm) with the targeted loss."""
 
-    supports_targeted = False
     _loss = "ce"
+
+    def _targeted(self, ctx, x):
+        return _native_apgd(self, self._loss)._attack(ctx, x)
 
     def _make(self, model, n_classes, seed):
         import torchattacks
@@ -166,9 +177,11 @@ class APGDDLR(APGDCE):
 
 @register_attack("apgd-t")
 class APGDT(_APGDBase):
-    """Targeted APGD on the DLR loss over the top ``n_target_classes`` classes, for an untargeted goal."""
+    """Targeted APGD on the DLR loss over the top other classes, for an untargeted goal.  With
+    ``targeted=True`` the given (or random) target is the only one: native APGD on the targeted DLR loss."""
 
-    supports_targeted = False
+    def _targeted(self, ctx, x):
+        return _native_apgd(self, "dlr")._attack(ctx, x)
 
     def _make(self, model, n_classes, seed):
         import torchattacks
@@ -198,15 +211,15 @@ class FAB(TorchattacksAttack):
 
         return torchattacks.FAB(model, norm=_TA_NORM[self.norm], eps=self.eps, steps=self.steps,
                                 n_restarts=self.n_restarts, alpha_max=self.alpha_max, eta=self.eta,
-                                beta=self.beta, seed=seed, multi_targeted=self._multi_targeted,
+                                beta=self.beta, seed=seed, multi_targeted=self._multi_targeted and not self.targeted,
                                 n_classes=n_classes)
 
 
 @register_attack("fab-t")
 class FABT(FAB):
-    """FAB run against each of the top other classes in turn (multi-targeted), for an untargeted goal."""
+    """FAB run against each of the top other classes in turn (multi-targeted), for an untargeted goal.
+    With ``targeted=True`` it is torchattacks' FAB aimed at the given (or random) target."""
 
-    supports_targeted = False
     _multi_targeted = True
 
 
@@ -260,7 +273,6 @@ class DeepFool(TorchattacksAttack):
 
     norms = ("l2",)
     minimal_norm = True
-    supports_targeted = False
 
     def __init__(self, *, norm: str = "l2", eps: float | str = 0.5, steps: int = 50, overshoot: float = 0.02,
                  targeted: bool = False, early_stop: bool = True) -> None:
@@ -275,6 +287,24 @@ class DeepFool(TorchattacksAttack):
 
         return torchattacks.DeepFool(model, steps=self.steps, overshoot=self.overshoot)
 
+    def _targeted(self, ctx, x):
+        """Targeted DeepFool (native): linearise ``Z_t - Z_pred`` and take the minimal l2 step that crosses
+        it, with overshoot, until the target class wins; the result is projected onto the budget."""
+        x_adv = x.clone()
+        active = torch.arange(x.shape[0], device=x.device)
+        for _ in range(self.steps):
+            logits, _, grad = ctx.loss_and_grad(x_adv[active], active, _target_gap)
+            pred = logits.argmax(1)
+            moving = pred != ctx.labels[active]
+            if not bool(moving.any()):
+                break
+            active, grad, logits, pred = active[moving], grad[moving], logits[moving], pred[moving]
+            gap = logits.gather(1, ctx.labels[active, None]).squeeze(1) - logits.gather(1, pred[:, None]).squeeze(1)
+            flat = grad.flatten(1)
+            step = ((gap.abs() + 1e-4) / flat.square().sum(1).clamp_min(1e-12))[:, None] * flat
+            x_adv[active] = (x_adv[active] + (1 + self.overshoot) * step.reshape(grad.shape)).clamp(0, 1)
+        return RawResult(x_adv=self.threat.project(x_adv, x))
+
 
 @register_attack("autoattack")
 class AutoAttack(TorchattacksAttack):
@@ -283,7 +313,6 @@ class AutoAttack(TorchattacksAttack):
     attacks is :func:`advbench.evaluate` with ``attacks=['apgd-ce', 'apgd-t', 'fab-t', 'square']``."""
 
     norms = ("linf", "l2")
-    supports_targeted = False
 
     def __init__(self, *, norm: str = "linf", eps: float | str = 8 / 255, version: str = "standard",
                  targeted: bool = False, early_stop: bool = True) -> None:
@@ -297,3 +326,40 @@ class AutoAttack(TorchattacksAttack):
 
         return torchattacks.AutoAttack(model, norm=_TA_NORM[self.norm], eps=self.eps, version=self.version,
                                        n_classes=n_classes, seed=seed)
+
+    def _targeted(self, ctx, x):
+        """torchattacks' AutoAttack is untargeted; the targeted cascade is native APGD on the targeted CE
+        loss, then on the targeted DLR loss, then targeted FAB and targeted Square, each only on the samples
+        that have not reached the target yet."""
+        stages = [_native_apgd(self, "ce", steps=100), _native_apgd(self, "dlr", steps=100),
+                  FAB(norm=self.norm, eps=self.eps, targeted=True), Square(norm=self.norm, eps=self.eps, targeted=True)]
+        x_out = x.clone()
+        left = torch.arange(x.shape[0], device=x.device)
+        for stage in stages:
+            sub = AttackContext(ctx.model, x[left], ctx.labels[left], targeted=True, threat=self.threat,
+                                generator=ctx.generator)
+            raw = stage._attack(sub, x[left])
+            ctx.n_queries[left] += sub.n_queries
+            ctx.n_gradients[left] += sub.n_gradients
+            x_out[left] = raw.x_adv
+            with torch.no_grad():
+                reached = ctx.model(raw.x_adv).argmax(1) == ctx.labels[left]
+            ctx.n_queries[left] += 1
+            left = left[~reached]
+            if left.numel() == 0:
+                break
+        return RawResult(x_adv=x_out)
+
+
+def _target_gap(logits: torch.Tensor, target: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """``Z_t - Z_pred`` per sample (its gradient is DeepFool's linearisation towards the target)."""
+    pred = logits.argmax(1)
+    return logits.gather(1, target[:, None]).squeeze(1) - logits.gather(1, pred[:, None]).squeeze(1)
+
+
+def _native_apgd(attack: Attack, loss: str, steps: int | None = None):
+    """advbench's APGD with the same budget (and steps/rho when the caller has them), in targeted mode."""
+    from advbench.attacks.apgd import APGD
+
+    return APGD(norm=attack.norm, eps=attack.eps, steps=steps or getattr(attack, "steps", 100), loss=loss,
+                rho=getattr(attack, "rho", 0.75), targeted=True, early_stop=attack.early_stop)
