@@ -52,6 +52,13 @@ def normalize_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
         base = key[: -len("_orig")]
         mask = out.pop(base + "_mask", None)
         orig = out.pop(key)
+        if mask is not None:
+            if mask.shape != orig.shape:
+                raise CheckpointError(f"mask shape mismatch for '{base}': mask {tuple(mask.shape)} vs weight "
+                                      f"{tuple(orig.shape)}; the checkpoint is inconsistent")
+            if not bool(((mask == 0) | (mask == 1)).all()):
+                raise CheckpointError(f"the mask of '{base}' is not binary (values other than 0 and 1); "
+                                      "torch.nn.utils.prune masks hold only 0 and 1")
         out[base] = orig * mask if mask is not None else orig
     return out
 

@@ -286,6 +286,148 @@ def _json_payload(record: dict[str, Any], skipped: bool) -> dict[str, Any]:
     return payload
 
 
+class Structure(str, Enum):
+    unstructured = "unstructured"
+    filter = "filter"
+    channel = "channel"
+
+
+class PruneMethod(str, Enum):
+    admm = "admm"
+    magnitude = "magnitude"
+
+
+@app.command()
+def prune(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="the dense parent (.safetensors)"),
+    dataset: str = typer.Option(..., "--dataset"),
+    out_path: Path = typer.Option(..., "--out", help="the pruned child (.safetensors)"),
+    method: PruneMethod = typer.Option(PruneMethod.admm, "--method"),
+    structure: Structure = typer.Option(Structure.unstructured, "--structure"),
+    target: float | None = typer.Option(None, "--target", help="global pruning ratio in [0, 1), e.g. 0.9"),
+    per_layer: str | None = typer.Option(None, "--per-layer", help="conv1=0.8,conv2=0.92,... (see inspect)"),
+    quantize_bits: int | None = typer.Option(None, "--quantize-bits", help="ADMM-NN quantization width"),
+    adversarial: bool = typer.Option(False, "--adversarial", help="PGD training in the W-step and retraining"),
+    adv_eps: str = typer.Option("0.1", "--adv-eps"),
+    adv_steps: int = typer.Option(10, "--adv-steps"),
+    rho: float = typer.Option(1e-3, "--rho", help="initial ADMM penalty (grows by --rho-growth per round)"),
+    rho_growth: float = typer.Option(1.3, "--rho-growth"),
+    rounds: int = typer.Option(10, "--rounds", help="ADMM rounds"),
+    epochs_per_round: int = typer.Option(1, "--epochs-per-round"),
+    retrain_epochs: int = typer.Option(3, "--retrain-epochs", help="masked retraining epochs"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Prune (and optionally quantize) a dense checkpoint with ADMM or magnitude pruning."""
+    from advbench.compression import PruneConfig, parse_per_layer
+    from advbench.compression.pipeline import prune_checkpoint
+    from advbench.threat import parse_eps
+
+    cfg = PruneConfig(method=method.value, structure=structure.value, rounds=rounds, epochs_per_round=epochs_per_round,
+                      rho=rho, rho_growth=rho_growth, retrain_epochs=retrain_epochs, quantize_bits=quantize_bits,
+                      adversarial=adversarial, adv_eps=parse_eps(adv_eps), adv_steps=adv_steps, seed=seed)
+    meta = prune_checkpoint(checkpoint, dataset, cfg, out=out_path, target=target,
+                            per_layer=parse_per_layer(per_layer) if per_layer else None)
+    comp = meta["compression"]
+    err.print(f"saved {out_path}: {comp['compression_ratio']:.1f}x fewer weights, test accuracy "
+              f"{meta['test_accuracy']:.4f} (dense {comp['parent_test_accuracy']:.4f})")
+
+
+@app.command()
+def inspect(
+    checkpoint: Path = typer.Argument(..., help="a checkpoint (.safetensors, .pt, .pth)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Per-layer sparsity, compression ratio, parameter and FLOP counts of a checkpoint."""
+    from advbench.checkpoints import load_model
+    from advbench.compression import compression_stats
+    from advbench.compression.shrink import count_flops, count_params
+
+    model = load_model(checkpoint)
+    stats = compression_stats(model)
+    stats["params"] = count_params(model)
+    stats["flops"] = count_flops(model, model.input_shape)
+    stats["compression"] = {k: v for k, v in getattr(model, "checkpoint_meta", {}).get("compression", {}).items()
+                            if k in ("parent", "parent_sha256", "quantization", "targets")}
+    if as_json:
+        sys.stdout.write(json.dumps(stats) + "\n")
+        return
+    table = Table("layer", "shape", "params", "non-zero", "sparsity", title=str(checkpoint))
+    for name, layer in stats["per_layer"].items():
+        table.add_row(name, "x".join(map(str, layer["shape"])), str(layer["params"]), str(layer["nonzero"]),
+                      f"{layer['sparsity']:.3f}")
+    out.print(table)
+    out.print(f"compression ratio {stats['compression_ratio']:.2f}x ({stats['nonzero']}/{stats['weights']} weights "
+              f"non-zero); {stats['params']} parameters; {stats['flops']} multiply-accumulates per input")
+
+
+@app.command()
+def compare(
+    checkpoints: list[Path] = typer.Argument(..., help="the dense parent first, then its compressed children"),
+    dataset: str = typer.Option(..., "--dataset"),
+    attack: str = typer.Option("pgd", "--attack"),
+    norm: Norm = typer.Option(Norm.linf, "--norm"),
+    eps: str = typer.Option("0.05,0.1", "--eps"),
+    n_samples: int = typer.Option(500, "--n-samples"),
+    steps: int | None = typer.Option(None, "--steps"),
+    seed: int = typer.Option(0, "--seed"),
+    store: Path = typer.Option(Path(DEFAULT_STORE), "--store"),
+    plot: Path | None = typer.Option(None, "--plot", help="PNG path (default: next to the store)"),
+    wandb: bool = typer.Option(False, "--wandb"),
+    wandb_project: str = typer.Option("advbench", "--wandb-project"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Dense vs compressed: robust accuracy per eps, ASR, transfer ASR both ways, worst per-class drop,
+    compression and CPU latency, as one table and one plot; every model's run goes into the store."""
+    from advbench.compare import compare as run_compare
+    from advbench.compare import plot_comparison
+    from advbench.threat import parse_eps_list
+
+    if len(checkpoints) < 2:
+        raise ConfigError("compare needs the dense parent and at least one compressed child")
+    attacks = _split(attack)
+    params: dict[str, dict[str, Any]] = {}
+    if steps is not None:
+        for name in attacks:
+            if _accepts(name, "steps"):
+                params.setdefault(name, {})["steps"] = steps
+    report = run_compare([str(c) for c in checkpoints], dataset=dataset, attacks=attacks, eps=parse_eps_list(eps),
+                         norm=norm.value, n_samples=n_samples, attack_params=params, seed=seed, store=store)
+    png = plot_comparison(report, plot or store.resolve().parent / "compare.png")
+    report["plot"] = str(png)
+    if wandb:
+        from advbench.tracking import WandbSink, resolve_wandb_mode
+
+        mode, message = resolve_wandb_mode(None, dir=store.resolve().parent)
+        if message:
+            err.print(message)
+        with WandbSink(project=wandb_project, mode=mode, name=f"compare|{dataset}", tags=["compare", norm.value],
+                       dir=str(store.resolve().parent)) as sink:
+            import wandb as wandb_module
+
+            sink.log_metrics({"robust_accuracy_vs_eps": wandb_module.Image(str(png))})
+            sink.log_metrics({"comparison": wandb_module.Table(
+                columns=["model", "eps", "robust_accuracy", "compression_ratio"],
+                data=[[r["model"], p["eps"], p["robust_accuracy"], r["compression_ratio"]]
+                      for r in report["models"] for p in r["curve"]])})
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+        return
+    table = Table(title=f"dense vs compressed on {dataset} ({', '.join(attacks)}, {norm.value})")
+    for col in ("model", "compression", "sparsity", "clean acc", "eps", "robust acc", "ASR", "transfer from dense",
+                "transfer to dense", "worst class drop", "latency ms"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in report["models"]:
+        for i, point in enumerate(row["curve"]):
+            first = i == 0
+            table.add_row(row["model"] if first else "", f"{row['compression_ratio']:.1f}x" if first else "",
+                          _fmt(row["sparsity"]) if first else "", _fmt(row["clean_accuracy"]) if first else "",
+                          _fmt(point["eps"]), _fmt(point["robust_accuracy"]), _fmt(point["attack_success_rate"]),
+                          _fmt(point.get("transfer_asr_from_parent")), _fmt(point.get("transfer_asr_to_parent")),
+                          _fmt(point.get("worst_class_drop")), _fmt(row["latency_ms"]) if first else "")
+    out.print(table)
+    err.print(f"plot: {png}; runs stored in {store}")
+
+
 @results_app.command("list")
 def results_list(store: Path = typer.Option(Path(DEFAULT_STORE), "--store")) -> None:
     """List the stored runs, newest first."""

@@ -7,6 +7,7 @@ model is saved as safetensors with a JSON sidecar (see :mod:`advbench.checkpoint
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,61 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / max(1, x.shape[0])
 
 
+def fit(
+    model: nn.Module,
+    data,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    weight_decay: float = 0.0,
+    generator: torch.Generator,
+    attack=None,
+    pipeline=None,
+    penalty: Callable[[], torch.Tensor] | None = None,
+    after_step: Callable[[], None] | None = None,
+    optimiser: torch.optim.Optimizer | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> torch.optim.Optimizer:
+    """Adam epochs of cross-entropy on ``data.x_train`` (optionally on adversarial examples from ``attack``
+    and augmented by ``pipeline``), plus ``penalty()`` (e.g. the ADMM proximal term); ``after_step`` runs
+    after every optimiser step (e.g. to re-apply a pruning mask).  Returns the optimiser."""
+    from advbench.datasets import augment_batch
+
+    optimiser = optimiser or torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    n = data.x_train.shape[0]
+    steps_per_epoch = (n + batch_size - 1) // batch_size
+    bar = progress_bar(total=epochs * steps_per_epoch, desc=desc, unit="batch", enabled=progress)
+    for _epoch in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size]
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            if pipeline is not None:
+                xb = augment_batch(xb, pipeline)
+            if attack is not None:
+                xb = attack(model, xb, yb, generator=generator).x_adv
+            model.train()
+            loss = F.cross_entropy(model(xb), yb)
+            if penalty is not None:
+                loss = loss + penalty()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            if after_step is not None:
+                after_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    model.eval()
+    return optimiser
+
+
 def train_classifier(cfg: TrainConfig, *, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``cfg.arch`` on ``cfg.dataset``; returns the model and its sidecar metadata."""
     from advbench import create_attack
-    from advbench.datasets import augment_batch, load_dataset, training_augmentation
+    from advbench.datasets import load_dataset, training_augmentation
     from advbench.models import create_model
 
     data = load_dataset(cfg.dataset, seed=cfg.seed)
@@ -70,32 +122,12 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True) -> tuple[nn.Mod
     with torch.random.fork_rng(devices=[]):  # layer init uses torch's global generator
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.arch, input_shape=data.input_shape, num_classes=data.num_classes, mean=mean, std=std)
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     attack = None
     if cfg.adversarial == "pgd":
         attack = create_attack("pgd", norm=cfg.adv_norm, eps=cfg.adv_eps, steps=cfg.adv_steps, early_stop=False)
     pipeline = training_augmentation(data, seed=cfg.seed) if cfg.augment else None
-    n = data.x_train.shape[0]
-    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
-    bar = progress_bar(total=cfg.epochs * steps_per_epoch, desc=f"train {cfg.arch}", unit="batch", enabled=progress)
-    for _epoch in range(cfg.epochs):
-        order = torch.randperm(n, generator=generator)
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            xb, yb = data.x_train[idx], data.y_train[idx]
-            if pipeline is not None:
-                xb = augment_batch(xb, pipeline)
-            if attack is not None:
-                xb = attack(model, xb, yb, generator=generator).x_adv
-            model.train()
-            loss = F.cross_entropy(model(xb), yb)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
-    model.eval()
+    fit(model, data, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
+        generator=generator, attack=attack, pipeline=pipeline, desc=f"train {cfg.arch}", progress=progress)
     test_acc = accuracy(model, data.x_test, data.y_test)
     meta = {
         "arch": cfg.arch,

@@ -1,0 +1,21 @@
+"""Model compression: ADMM and magnitude pruning (unstructured, filter, channel), ADMM-NN quantization,
+masked retraining, physical shrinking of filter-pruned CNNs, and compression statistics."""
+
+from advbench.compression.admm import PruneConfig, PruneReport, admm_prune, apply_masks, compression_stats
+from advbench.compression.projections import STRUCTURES, project_sparse, quantize, sparsity_mask
+from advbench.compression.targets import parse_per_layer, prunable_layers, resolve_targets
+
+__all__ = [
+    "STRUCTURES",
+    "PruneConfig",
+    "PruneReport",
+    "admm_prune",
+    "apply_masks",
+    "compression_stats",
+    "parse_per_layer",
+    "project_sparse",
+    "prunable_layers",
+    "quantize",
+    "resolve_targets",
+    "sparsity_mask",
+]
