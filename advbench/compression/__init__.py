@@ -3,6 +3,7 @@ masked retraining, physical shrinking of filter-pruned CNNs, and compression sta
 
 from advbench.compression.admm import PruneConfig, PruneReport, admm_prune, apply_masks, compression_stats
 from advbench.compression.projections import STRUCTURES, project_sparse, quantize, sparsity_mask
+from advbench.compression.shrink import count_flops, count_params, shrink_model
 from advbench.compression.targets import parse_per_layer, prunable_layers, resolve_targets
 
 __all__ = [
@@ -12,10 +13,13 @@ __all__ = [
     "admm_prune",
     "apply_masks",
     "compression_stats",
+    "count_flops",
+    "count_params",
     "parse_per_layer",
     "project_sparse",
     "prunable_layers",
     "quantize",
     "resolve_targets",
+    "shrink_model",
     "sparsity_mask",
 ]
