@@ -33,20 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.p
 import argparse  # noqa: E402
 from typing import Any  # noqa: E402
 
-from _common import (  # noqa: E402
-    accuracy,
-    add_run_options,
-    apply_threads,
-    load_test_batch,
-    make_parser,
-    measure,
-    medians,
-    predict,
-    print_json,
-    print_ratio,
-    runtime_setup,
-    train_model,
-)
+import _common as bench  # noqa: E402
 
 CASCADE = ["apgd-ce", "apgd-t", "fab-t", "square"]
 MATCHED_KWARGS = {  # what torchattacks.AutoAttack(version="standard") builds
@@ -58,12 +45,12 @@ MATCHED_KWARGS = {  # what torchattacks.AutoAttack(version="standard") builds
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = make_parser(__doc__, "~30 s smoke run: undefended model only, 100 samples, 2 repeats")
+    p = bench.make_parser(__doc__, "~30 s smoke run: undefended model only, 100 samples, 2 repeats")
     p.add_argument("--models", default=None,
                    help="comma-separated: standard, adversarial (default both; standard with --quick)")
     p.add_argument("--n", type=int, default=None, help="first n digits test samples (default 200, 100 with --quick)")
     p.add_argument("--eps", type=float, default=0.1)
-    add_run_options(p, "timed repeats (default 3, 2 with --quick)")
+    bench.add_run_options(p, "timed repeats (default 3, 2 with --quick)")
     args = p.parse_args(argv)
     args.models = (args.models or ("standard" if args.quick else "standard,adversarial")).split(",")
     for m in args.models:
@@ -76,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    apply_threads(args)
+    bench.apply_threads(args)
     import torchattacks
 
     from advbench.evaluate import evaluate
@@ -86,11 +73,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "adversarial": {"arch": "small_cnn", "dataset": "digits", "epochs": 5, "seed": args.seed,
                         "adversarial": "pgd", "adv_eps": 0.1, "adv_steps": 5},
     }
-    x, y = load_test_batch("digits", args.seed, args.n)
+    x, y = bench.load_test_batch("digits", args.seed, args.n)
 
     rows = []
     for name in args.models:
-        model, meta = train_model(**configs[name])  # eval mode, parameters trainable as a user's model would be
+        model, meta = bench.train_model(**configs[name])  # eval mode, parameters trainable as a user's model would be
 
         def run_advbench(model=model):
             res = evaluate(model, x, y, attacks=CASCADE, eps=[args.eps], norm="linf", attack_kwargs=MATCHED_KWARGS,
@@ -100,10 +87,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def run_torchattacks(model=model):
             aa = torchattacks.AutoAttack(model, norm="Linf", eps=args.eps, version="standard", n_classes=10,
                                          seed=args.seed)
-            return accuracy(predict(model, aa(x, y)), y)
+            return bench.accuracy(bench.predict(model, aa(x, y)), y)
 
-        times, results = measure({"advbench": run_advbench, "torchattacks": run_torchattacks}, args.repeats)
-        med = medians(times)
+        times, results = bench.measure({"advbench": run_advbench, "torchattacks": run_torchattacks}, args.repeats)
+        med = bench.medians(times)
         res = results["advbench"]
         ra_adv = sum(s["robust"] for s in res.samples) / y.numel()  # exact count, not a float32 mean
         ra_ta = results["torchattacks"]
@@ -122,31 +109,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "setup": {"dataset": "digits", "arch": "small_cnn", "n": args.n, "norm": "linf", "eps": args.eps,
                   "advbench_attacks": CASCADE, "advbench_attack_kwargs": MATCHED_KWARGS,
                   "torchattacks": f"AutoAttack(version='standard', seed={args.seed})", "seed": args.seed,
-                  **runtime_setup(args.repeats, torchattacks_key="torchattacks_version"),
+                  **bench.runtime_setup(args.repeats, torchattacks_key="torchattacks_version"),
                   "randomness": "per-attack seeds differ between the two sides; small robust-accuracy "
                                 "differences are expected"},
         "rows": rows,
         "goals": {"robust_accuracy": "within 0.5 points", "time_ratio": "advbench/torchattacks <= 1.0"},
     }
-    if print_json(report, args):
+    if bench.print_json(report, args):
         return report
-    s = report["setup"]
-    print(f"AutoAttack standard (APGD-CE, APGD-T, FAB-T: 10 steps, 1 restart; Square: 5000 queries) linf "
-          f"eps={args.eps} | small_cnn on digits, first {args.n} test samples | threads={s['threads']} "
-          f"repeats={args.repeats} (median) | torch {s['torch']}, torchattacks {s['torchattacks_version']}")
-    print(f"{'model':<12} {'clean':>6} {'advbench s':>11} {'torchatt s':>11} {'RA advbench':>12} {'RA torchatt':>12} "
-          f"{'diff pts':>9} {'ratio':>7}")
-    for r in rows:
-        m = r["median_seconds"]
-        print(f"{r['model']:<12} {r['clean_accuracy']:>6.3f} {m['advbench']:>11.3f} {m['torchattacks']:>11.3f} "
-              f"{r['robust_accuracy_advbench']:>12.4f} {r['robust_accuracy_torchattacks']:>12.4f} "
-              f"{r['difference_points']:>9.2f} {r['ratio_advbench_over_torchattacks']:>7.3f}")
+    bench.print_title(f"AutoAttack standard (APGD-CE, APGD-T, FAB-T: 10 steps, 1 restart; Square: 5000 queries) "
+                      f"linf eps={args.eps} | small_cnn on digits, first {args.n} test samples",
+                      report["setup"], versions=("torch", "torchattacks_version"))
+    columns = [("model", "<12"), ("clean", ">6.3f"), ("advbench s", ">11.3f"), ("torchatt s", ">11.3f"),
+               ("RA advbench", ">12.4f"), ("RA torchatt", ">12.4f"), ("diff pts", ">9.2f"), ("ratio", ">7.3f")]
+    bench.print_table(columns, [
+        [r["model"], r["clean_accuracy"], r["median_seconds"]["advbench"], r["median_seconds"]["torchattacks"],
+         r["robust_accuracy_advbench"], r["robust_accuracy_torchattacks"], r["difference_points"],
+         r["ratio_advbench_over_torchattacks"]]
+        for r in rows
+    ])
     for r in rows:
         stages = ", ".join(f"{k}: {v['broken']}/{v['attacked']} broken in {v['wall_time_s']:.2f}s"
                            for k, v in r["advbench_per_attack"].items())
         print(f"advbench cascade ({r['model']}): {stages}")
     for r in rows:
-        print_ratio(f"advbench/torchattacks model={r['model']}", r["ratio_advbench_over_torchattacks"])
+        bench.print_ratio(f"advbench/torchattacks model={r['model']}", r["ratio_advbench_over_torchattacks"])
         status = "OK" if r["within_half_point"] else "NOT within 0.5 points"
         print(f"robust accuracy model={r['model']}: advbench {r['robust_accuracy_advbench']:.4f}, torchattacks "
               f"{r['robust_accuracy_torchattacks']:.4f} ({status})")

@@ -34,22 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.p
 import argparse  # noqa: E402
 from typing import Any  # noqa: E402
 
+import _common as bench  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _common import (  # noqa: E402
-    accuracy,
-    add_run_options,
-    apply_threads,
-    load_test_batch,
-    make_parser,
-    measure,
-    medians,
-    predict,
-    print_json,
-    print_ratio,
-    robust_accuracy,
-    runtime_setup,
-)
 
 INPUTS = {"mnist5k": (1, 28, 28), "digits": (1, 8, 8), "cifar-synthetic": (3, 32, 32)}
 
@@ -69,18 +56,18 @@ def load_batch(name: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
     if name == "cifar-synthetic":
         g = torch.Generator().manual_seed(seed)
         return torch.rand((n, *INPUTS[name]), generator=g), torch.randint(0, 10, (n,), generator=g)
-    return load_test_batch(name, seed, n)
+    return bench.load_test_batch(name, seed, n)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = make_parser(__doc__, "~30 s smoke run: batch 128, steps 5,20, 3 repeats")
+    p = bench.make_parser(__doc__, "~30 s smoke run: batch 128, steps 5,20, 3 repeats")
     p.add_argument("--arch", default="small_cnn", help="small_cnn, lenet5, mlp or resnet20")
     p.add_argument("--input", choices=sorted(INPUTS), default="mnist5k",
                    help="mnist5k test images (1x28x28, default), digits (1x8x8) or uniform noise 3x32x32")
     p.add_argument("--n", type=int, default=None, help="batch size (default 256, 128 with --quick)")
     p.add_argument("--steps", default=None, help="comma-separated step counts (default 10,50; 5,20 with --quick)")
     p.add_argument("--eps", type=float, default=0.1)
-    add_run_options(p, "timed repeats (default 5, 3 with --quick)")
+    bench.add_run_options(p, "timed repeats (default 5, 3 with --quick)")
     args = p.parse_args(argv)
     args.n = args.n or (128 if args.quick else 256)
     args.steps = [int(s) for s in (args.steps or ("5,20" if args.quick else "10,50")).split(",")]
@@ -90,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    apply_threads(args)
+    bench.apply_threads(args)
     import advbench
     from advbench.models import create_model
 
@@ -117,11 +104,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         def run_bare_predict(steps=steps, alpha=alpha):
             xa = bare_pgd(model, x, y, args.eps, alpha, steps)
-            return xa, predict(model, xa)
+            return xa, bench.predict(model, xa)
 
-        times, results = measure({"advbench": run_native, "bare": run_bare, "bare_predict": run_bare_predict},
+        times, results = bench.measure({"advbench": run_native, "bare": run_bare, "bare_predict": run_bare_predict},
                                  args.repeats)
-        med = medians(times)
+        med = bench.medians(times)
         out = results["advbench"]
         rows.append({
             "steps": steps, "alpha": alpha, "median_seconds": med, "all_seconds": times,
@@ -129,31 +116,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ratio_vs_bare_predict": med["advbench"] / med["bare_predict"],
             "overhead_ms_per_step": (med["advbench"] - med["bare"]) / steps * 1e3,
             "max_abs_diff_x_adv": float((out.x_adv - results["bare"]).abs().max()),
-            "robust_accuracy_advbench": robust_accuracy(out.success, y),
-            "robust_accuracy_bare": accuracy(results["bare_predict"][1], y),
+            "robust_accuracy_advbench": bench.robust_accuracy(out.success, y),
+            "robust_accuracy_bare": bench.accuracy(results["bare_predict"][1], y),
         })
     report = {
         "benchmark": "pgd_overhead",
         "setup": {"arch": args.arch, "input": args.input, "input_shape": list(shape), "n": args.n, "eps": args.eps,
-                  "weights": "seeded untrained init", **runtime_setup(args.repeats)},
+                  "weights": "seeded untrained init", **bench.runtime_setup(args.repeats)},
         "rows": rows,
         "goal": "advbench/bare <= 1.05",
     }
-    if print_json(report, args):
+    if bench.print_json(report, args):
         return report
-    s = report["setup"]
-    print(f"linf PGD, eps={args.eps}, alpha=2.5*eps/steps, no random start, early_stop=False | {args.arch} "
-          f"(untrained) on {args.input} {tuple(shape)}, batch {args.n} | threads={s['threads']} "
-          f"repeats={args.repeats} (median) | torch {s['torch']}")
-    print(f"{'steps':>6} {'advbench s':>11} {'bare s':>9} {'bare+pred s':>12} {'ratio':>7} {'vs+pred':>8} "
-          f"{'ovh ms/step':>12} {'max|dx|':>9}")
+    bench.print_title(f"linf PGD, eps={args.eps}, alpha=2.5*eps/steps, no random start, early_stop=False | "
+                      f"{args.arch} (untrained) on {args.input} {tuple(shape)}, batch {args.n}",
+                      report["setup"], versions=("torch",))
+    columns = [("steps", ">6"), ("advbench s", ">11.4f"), ("bare s", ">9.4f"), ("bare+pred s", ">12.4f"),
+               ("ratio", ">7.3f"), ("vs+pred", ">8.3f"), ("ovh ms/step", ">12.3f"), ("max|dx|", ">9.2g")]
+    bench.print_table(columns, [
+        [r["steps"], *(r["median_seconds"][k] for k in ("advbench", "bare", "bare_predict")), r["ratio"],
+         r["ratio_vs_bare_predict"], r["overhead_ms_per_step"], r["max_abs_diff_x_adv"]]
+        for r in rows
+    ])
     for r in rows:
-        m = r["median_seconds"]
-        print(f"{r['steps']:>6} {m['advbench']:>11.4f} {m['bare']:>9.4f} {m['bare_predict']:>12.4f} {r['ratio']:>7.3f} "
-              f"{r['ratio_vs_bare_predict']:>8.3f} {r['overhead_ms_per_step']:>12.3f} {r['max_abs_diff_x_adv']:>9.2g}")
-    for r in rows:
-        print_ratio(f"advbench/bare steps={r['steps']}", r["ratio"])
-        print_ratio(f"advbench/bare_predict steps={r['steps']}", r["ratio_vs_bare_predict"])
+        bench.print_ratio(f"advbench/bare steps={r['steps']}", r["ratio"])
+        bench.print_ratio(f"advbench/bare_predict steps={r['steps']}", r["ratio_vs_bare_predict"])
     print("goal: advbench/bare <= 1.05")
     return report
 

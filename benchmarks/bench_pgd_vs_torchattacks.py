@@ -31,26 +31,12 @@ import argparse  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
+import _common as bench  # noqa: E402
 import torch  # noqa: E402
-from _common import (  # noqa: E402
-    accuracy,
-    add_run_options,
-    apply_threads,
-    load_test_batch,
-    make_parser,
-    measure,
-    medians,
-    predict,
-    print_json,
-    print_ratio,
-    robust_accuracy,
-    runtime_setup,
-    train_model,
-)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = make_parser(__doc__, "~30 s smoke run: digits (1x8x8), 10 steps, 3 repeats")
+    p = bench.make_parser(__doc__, "~30 s smoke run: digits (1x8x8), 10 steps, 3 repeats")
     p.add_argument("--dataset", choices=["mnist5k", "digits"], default=None,
                    help="default mnist5k (1x28x28, so a step is not trivially cheap); digits with --quick")
     p.add_argument("--arch", default="small_cnn")
@@ -59,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="PGD steps (default 20, 10 with --quick)")
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--alpha", type=float, default=None, help="step size (default 2.5*eps/steps)")
-    add_run_options(p, "timed repeats per candidate (default 7, 3 with --quick)")
+    bench.add_run_options(p, "timed repeats per candidate (default 7, 3 with --quick)")
     args = p.parse_args(argv)
     args.dataset = args.dataset or ("digits" if args.quick else "mnist5k")
     args.epochs = args.epochs or (8 if args.dataset == "digits" else 1)
@@ -71,16 +57,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    apply_threads(args)
+    bench.apply_threads(args)
     import torchattacks
 
     import advbench
 
     t0 = time.perf_counter()
     # eval mode; train_classifier leaves parameters trainable (requires_grad=True), as a user's model would be
-    model, meta = train_model(arch=args.arch, dataset=args.dataset, epochs=args.epochs, seed=args.seed)
+    model, meta = bench.train_model(arch=args.arch, dataset=args.dataset, epochs=args.epochs, seed=args.seed)
     train_s = time.perf_counter() - t0
-    x, y = load_test_batch(args.dataset, args.seed, args.n)
+    x, y = bench.load_test_batch(args.dataset, args.seed, args.n)
 
     common = {"norm": "linf", "eps": args.eps, "steps": args.steps, "step_size": args.alpha, "random_start": False}
     native_full = advbench.create_attack("pgd", early_stop=False, **common)
@@ -95,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def run_ta_predict():
         xa = ta(x, y)
-        return xa, predict(model, xa)
+        return xa, bench.predict(model, xa)
 
     def run_ta_only():
         return ta(x, y)
@@ -106,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             p.requires_grad_(False)
         try:
             xa = ta(x, y)
-            return xa, predict(model, xa)
+            return xa, bench.predict(model, xa)
         finally:
             for p, flag in zip(model.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
@@ -118,17 +104,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torchattacks_pgd_only": run_ta_only,
         "torchattacks_pgd_predict_frozen": run_ta_frozen,
     }
-    times, results = measure(fns, args.repeats)
-    med = medians(times)
+    times, results = bench.measure(fns, args.repeats)
+    med = bench.medians(times)
 
     out_full, out_es = results["advbench_pgd_es_off"], results["advbench_pgd_es_on"]
     xa_ta, pred_ta = results["torchattacks_pgd_predict"]
     n = x.shape[0]
-    clean_acc = accuracy(predict(model, x), y)
+    clean_acc = bench.accuracy(bench.predict(model, x), y)
     ra = {
-        "advbench_es_off": robust_accuracy(out_full.success, y),
-        "advbench_es_on": robust_accuracy(out_es.success, y),
-        "torchattacks": accuracy(pred_ta, y),
+        "advbench_es_off": bench.robust_accuracy(out_full.success, y),
+        "advbench_es_on": bench.robust_accuracy(out_es.success, y),
+        "torchattacks": bench.accuracy(pred_ta, y),
     }
     disagree = int((out_full.success != (pred_ta != y)).sum())
     max_diff = float((out_full.x_adv - xa_ta).abs().max())
@@ -144,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "setup": {
             "dataset": args.dataset, "arch": args.arch, "epochs": args.epochs, "test_accuracy": meta["test_accuracy"],
             "input_shape": list(x.shape[1:]), "n": n, "steps": args.steps, "eps": args.eps, "alpha": args.alpha,
-            "random_start": False, **runtime_setup(args.repeats, torchattacks_key="torchattacks"),
+            "random_start": False, **bench.runtime_setup(args.repeats, torchattacks_key="torchattacks"),
             "train_seconds": round(train_s, 2),
         },
         "median_seconds": med,
@@ -159,24 +145,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratios": ratios,
         "goals": {"native_es_off/torchattacks": "<= 1.0 (stretch 0.9)"},
     }
-    if print_json(report, args):
+    if bench.print_json(report, args):
         return report
-    s = report["setup"]
-    print(f"PGD linf eps={args.eps} steps={args.steps} alpha={args.alpha:.4g} random_start=False | "
-          f"{args.arch} on {args.dataset} {tuple(s['input_shape'])}, batch {n}, clean acc {clean_acc:.3f} | "
-          f"threads={s['threads']} repeats={args.repeats} (median) | torch {s['torch']}, "
-          f"torchattacks {s['torchattacks']}")
-    print(f"{'candidate':<40} {'median s':>10} {'min s':>10} {'gradients':>10}")
+    bench.print_title(f"PGD linf eps={args.eps} steps={args.steps} alpha={args.alpha:.4g} random_start=False | "
+                      f"{args.arch} on {args.dataset} {tuple(x.shape[1:])}, batch {n}, clean acc {clean_acc:.3f}",
+                      report["setup"], versions=("torch", "torchattacks"))
     grads = {"advbench_pgd_es_off": out_full.total_gradients, "advbench_pgd_es_on": out_es.total_gradients}
-    for name in fns:
-        print(f"{name:<40} {med[name]:>10.4f} {min(times[name]):>10.4f} {grads.get(name, n * args.steps):>10}")
+    columns = [("candidate", "<40"), ("median s", ">10.4f"), ("min s", ">10.4f"), ("gradients", ">10")]
+    bench.print_table(columns, [[name, med[name], min(times[name]), grads.get(name, n * args.steps)] for name in fns])
     print(f"robust accuracy: advbench(es=False) {ra['advbench_es_off']:.4f}  torchattacks {ra['torchattacks']:.4f}  "
           f"advbench(es=True) {ra['advbench_es_on']:.4f}")
     status = "MATCH" if disagree == 0 else f"MISMATCH ({disagree} samples differ)"
     print(f"advbench(es=False) vs torchattacks success: {status}; max |x_adv diff| = {max_diff:.3g}")
     print("(early_stop=True keeps the first misclassified iterate, so its robust accuracy can only be <= the others)")
     for key, value in ratios.items():
-        print_ratio(key, value)
+        bench.print_ratio(key, value)
     print("goal: native_es_off/torchattacks <= 1.0 (stretch 0.9)")
     return report
 

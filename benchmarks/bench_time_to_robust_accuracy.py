@@ -28,33 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.p
 import argparse  # noqa: E402
 from typing import Any  # noqa: E402
 
+import _common as bench  # noqa: E402
 import torch  # noqa: E402
-from _common import (  # noqa: E402
-    accuracy,
-    add_run_options,
-    apply_threads,
-    load_test_batch,
-    make_parser,
-    measure,
-    medians,
-    predict,
-    print_json,
-    print_ratio,
-    robust_accuracy,
-    runtime_setup,
-    train_model,
-)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = make_parser(__doc__, "~30 s smoke run: 3 repeats")
+    p = bench.make_parser(__doc__, "~30 s smoke run: 3 repeats")
     p.add_argument("--eps", default="0.1,0.2",
                    help="comma-separated linf budgets (default 0.1,0.2; 0.2 brings robust accuracy below 20%%)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--alpha-factor", type=float, default=2.5, help="alpha = factor*eps/steps (default 2.5)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--all-samples", action="store_true", help="use the whole test set, not only correct samples")
-    add_run_options(p, "timed repeats (default 7, 3 with --quick)")
+    bench.add_run_options(p, "timed repeats (default 7, 3 with --quick)")
     args = p.parse_args(argv)
     args.eps = [float(e) for e in args.eps.split(",")]
     args.repeats = args.repeats or (3 if args.quick else 7)
@@ -63,15 +49,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    apply_threads(args)
+    bench.apply_threads(args)
     import torchattacks
 
     import advbench
 
     # eval mode, parameters trainable as a user's model would be; advbench freezes them itself
-    model, meta = train_model(arch="small_cnn", dataset="digits", epochs=args.epochs, seed=args.seed)
-    x, y = load_test_batch("digits", args.seed)
-    correct = predict(model, x) == y
+    model, meta = bench.train_model(arch="small_cnn", dataset="digits", epochs=args.epochs, seed=args.seed)
+    x, y = bench.load_test_batch("digits", args.seed)
+    correct = bench.predict(model, x) == y
     if not args.all_samples:
         x, y = x[correct].contiguous(), y[correct].contiguous()
     n = x.shape[0]
@@ -85,14 +71,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         def run_advbench(attack=attack):
             out = attack(model, x, y, generator=torch.Generator().manual_seed(args.seed))
-            return out, robust_accuracy(out.success, y)
+            return out, bench.robust_accuracy(out.success, y)
 
         def run_torchattacks(ta=ta):
-            pred = predict(model, ta(x, y))
-            return pred, accuracy(pred, y)
+            pred = bench.predict(model, ta(x, y))
+            return pred, bench.accuracy(pred, y)
 
-        times, results = measure({"advbench": run_advbench, "torchattacks": run_torchattacks}, args.repeats)
-        med = medians(times)
+        times, results = bench.measure({"advbench": run_advbench, "torchattacks": run_torchattacks}, args.repeats)
+        med = bench.medians(times)
         out, ra_adv = results["advbench"]
         pred, ra_ta = results["torchattacks"]
         rows.append({
@@ -111,27 +97,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "test_accuracy": meta["test_accuracy"],
                   "samples": "whole test set" if args.all_samples else "correctly classified test samples", "n": n,
                   "steps": args.steps, "alpha": f"{args.alpha_factor}*eps/steps", "random_start": False,
-                  **runtime_setup(args.repeats, torchattacks_key="torchattacks")},
+                  **bench.runtime_setup(args.repeats, torchattacks_key="torchattacks")},
         "rows": rows,
         "goals": {"speedup": ">= 2 at eps 0.1 and at an eps with robust accuracy < 20%",
                   "robust_accuracy": "equal or within one point"},
     }
-    if print_json(report, args):
+    if bench.print_json(report, args):
         return report
-    s = report["setup"]
-    print(f"PGD-{args.steps} linf, alpha={args.alpha_factor}*eps/steps, random_start=False on both sides | small_cnn "
-          f"on digits (test acc {meta['test_accuracy']:.3f}), {n} {s['samples']} | threads={s['threads']} "
-          f"repeats={args.repeats} (median)")
-    print(f"{'eps':>6} {'advbench s':>11} {'torchatt s':>11} {'RA advbench':>12} {'RA torchatt':>12} "
-          f"{'diff pts':>9} {'grads adv':>10} {'grads ta':>9} {'grad ratio':>10} {'speedup':>8}")
+    bench.print_title(f"PGD-{args.steps} linf, alpha={args.alpha_factor}*eps/steps, random_start=False on both "
+                      f"sides | small_cnn on digits (test acc {meta['test_accuracy']:.3f}), {n} "
+                      f"{report['setup']['samples']}", report["setup"])
+    columns = [("eps", ">6g"), ("advbench s", ">11.4f"), ("torchatt s", ">11.4f"), ("RA advbench", ">12.4f"),
+               ("RA torchatt", ">12.4f"), ("diff pts", ">9.2f"), ("grads adv", ">10"), ("grads ta", ">9"),
+               ("grad ratio", ">10"), ("speedup", ">8")]
+    bench.print_table(columns, [
+        [r["eps"], r["median_seconds"]["advbench"], r["median_seconds"]["torchattacks"],
+         r["robust_accuracy_advbench"], r["robust_accuracy_torchattacks"], r["difference_points"],
+         r["gradients_advbench"], r["gradients_torchattacks"],
+         f"{r['gradient_ratio']:>9.2f}x", f"{r['speedup_torchattacks_over_advbench']:>7.2f}x"]
+        for r in rows
+    ])
     for r in rows:
-        m = r["median_seconds"]
-        print(f"{r['eps']:>6g} {m['advbench']:>11.4f} {m['torchattacks']:>11.4f} "
-              f"{r['robust_accuracy_advbench']:>12.4f} {r['robust_accuracy_torchattacks']:>12.4f} "
-              f"{r['difference_points']:>9.2f} {r['gradients_advbench']:>10} {r['gradients_torchattacks']:>9} "
-              f"{r['gradient_ratio']:>9.2f}x {r['speedup_torchattacks_over_advbench']:>7.2f}x")
-    for r in rows:
-        print_ratio(f"torchattacks_time/advbench_time eps={r['eps']:g}", r["speedup_torchattacks_over_advbench"])
+        bench.print_ratio(f"torchattacks_time/advbench_time eps={r['eps']:g}", r["speedup_torchattacks_over_advbench"])
         status = "OK" if r["within_one_point"] else "NOT within one point"
         print(f"robust accuracy eps={r['eps']:g}: advbench {r['robust_accuracy_advbench']:.4f}, torchattacks "
               f"{r['robust_accuracy_torchattacks']:.4f} ({status}; {r['samples_disagreeing']} samples differ)")
