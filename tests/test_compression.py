@@ -190,3 +190,26 @@ def test_compare_reports_transfer_and_disparate_impact(dense, tmp_path) -> None:
 def test_models_without_layers_and_bad_structures() -> None:
     with pytest.raises(ConfigError, match="no Conv2d or Linear"):
         resolve_targets(nn.Sequential(nn.ReLU()), structure="unstructured", target=0.5)
+
+
+def test_compare_command_table_json_plot_and_wandb(dense, tmp_path, monkeypatch, capsys) -> None:
+    from advbench.cli import main
+    from advbench.compression.pipeline import prune_checkpoint
+
+    child = tmp_path / "kid.safetensors"
+    prune_checkpoint(dense, "digits", PruneConfig(method="magnitude", retrain_epochs=1), out=child, target=0.7,
+                     progress=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setattr(sys, "argv", ["advbench", "compare", str(dense), str(child), "--dataset", "digits",
+                                      "--eps", "0.1", "--n-samples", "40", "--steps", "3", "--store",
+                                      str(tmp_path / "cmp.db"), "--wandb", "--json"])
+    main()
+    report = json.loads(capsys.readouterr().out)
+    assert [m["model"] for m in report["models"]] == ["lenet", "kid"]
+    assert (tmp_path / "compare.png").exists() and report["plot"].endswith("compare.png")
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    monkeypatch.setattr(sys, "argv", ["advbench", "compare", str(dense), "--dataset", "digits"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2 and "at least one compressed child" in capsys.readouterr().err
