@@ -59,7 +59,14 @@ class RunOutcome:
 def _model_identity(spec: str) -> dict[str, Any]:
     path = Path(spec)
     if path.exists() and path.is_file():
-        return {"path": str(path), "name": path.stem, "sha256": file_sha256(path)}
+        identity = {"path": str(path), "name": path.stem, "sha256": file_sha256(path)}
+        from advbench.checkpoints import read_checkpoint
+
+        compression = read_checkpoint(path)[1].get("compression") or {}
+        if compression.get("parent_sha256"):  # a compressed child: leaderboards relate it to its parent
+            identity["parent_sha256"] = compression["parent_sha256"]
+            identity["compression_ratio"] = compression.get("compression_ratio")
+        return identity
     return {"name": spec}
 
 
