@@ -428,6 +428,65 @@ def compare(
     err.print(f"plot: {png}; runs stored in {store}")
 
 
+class Executor(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
+@app.command()
+def sweep(
+    spec_path: Path = typer.Argument(..., help="the sweep spec (YAML)"),
+    executor: Executor = typer.Option(Executor.local, "--executor"),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="tcp://HOST:PORT of a running Dask scheduler"),
+    workers: int | None = typer.Option(None, "--workers", help="local Dask workers (default: one per core)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep (stored cells are skipped)"),
+    force: bool = typer.Option(False, "--force", help="rerun cells that are already stored"),
+    retries: int = typer.Option(2, "--retries", help="retries of a failed or lost cell before it is recorded failed"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the cells, their count and estimated cost"),
+    wandb_mode: WandbMode | None = typer.Option(None, "--wandb-mode"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run every cell of a sweep spec (models × datasets × attacks × norms × seeds), resumably."""
+    from advbench.sweep import build_cells, estimate_cost, resolve, run_sweep
+    from advbench.sweep_spec import load_sweep_spec
+
+    if resume and force:
+        raise ConfigError("--resume keeps stored cells and --force reruns them: pass only one")
+    spec = load_sweep_spec(spec_path)
+    if dry_run:
+        from advbench.store import ResultsStore
+
+        cells = [resolve(c) for c in build_cells(spec)]
+        stored = set()
+        if Path(spec.store).exists():
+            with ResultsStore(spec.store) as db:
+                stored = {c.config_hash for c in cells if db.has_run(c.config_hash)}
+        table = Table("#", "cell", "eps", "budget", "status", title=f"sweep {spec.name}: {len(cells)} cells")
+        total = 0
+        for c in cells:
+            cost = estimate_cost(c) if c.error is None else 0
+            total += 0 if c.config_hash in stored else cost
+            status = "stored" if c.config_hash in stored else ("error: " + c.error if c.error else "to run")
+            table.add_row(str(c.index), c.label, ",".join(f"{e:g}" for e in c.spec.eps), f"{cost:,}", status)
+        if as_json:
+            payload = {"cells": len(cells), "stored": len(stored), "estimated_iterations": total}
+            sys.stdout.write(json.dumps(payload) + "\n")
+            return
+        out.print(table)
+        out.print(f"{len(cells)} cells, {len(stored)} already stored; about {total:,} attack iterations "
+                  "(samples × eps × steps/queries) left to run")
+        return
+    summary = run_sweep(spec, executor=executor.value, scheduler=scheduler, workers=workers, force=force,
+                        retries=retries, wandb_mode=wandb_mode.value if wandb_mode else None)
+    result = {"cells": summary.total, "skipped": summary.skipped, "finished": summary.finished,
+              "failed": summary.failed, "store": spec.store}
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        out.print(f"sweep {spec.name}: {summary.total} cells, {summary.finished} run, {summary.skipped} already "
+                  f"stored, {summary.failed} failed; store {spec.store}")
+
+
 @results_app.command("list")
 def results_list(store: Path = typer.Option(Path(DEFAULT_STORE), "--store")) -> None:
     """List the stored runs, newest first."""
