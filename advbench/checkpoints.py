@@ -90,6 +90,27 @@ def _read_torch(path: Path) -> dict[str, Any]:
     return obj
 
 
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's metadata without reading its tensors: the JSON sidecar, else the safetensors header."""
+    path = Path(path)
+    side = sidecar_path(path)
+    if side.exists() and side != path:
+        try:
+            return json.loads(side.read_text())
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"sidecar {side} is not valid JSON (line {err.lineno}): {err.msg}") from err
+    if path.suffix == ".safetensors" and path.exists():
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                header = fh.metadata() or {}
+        except (SafetensorError, OSError, ValueError):
+            return {}
+        return json.loads(header[SIDECAR_KEY]) if SIDECAR_KEY in header else {}
+    return {}
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read tensors from a safetensors or torch file without executing pickled code."""
     state, _ = read_checkpoint(path)

@@ -60,9 +60,9 @@ def _model_identity(spec: str) -> dict[str, Any]:
     path = Path(spec)
     if path.exists() and path.is_file():
         identity = {"path": str(path), "name": path.stem, "sha256": file_sha256(path)}
-        from advbench.checkpoints import read_checkpoint
+        from advbench.checkpoints import read_metadata
 
-        compression = read_checkpoint(path)[1].get("compression") or {}
+        compression = read_metadata(path).get("compression") or {}
         if compression.get("parent_sha256"):  # a compressed child: leaderboards relate it to its parent
             identity["parent_sha256"] = compression["parent_sha256"]
             identity["compression_ratio"] = compression.get("compression_ratio")

@@ -1,1 +1,53 @@
-"""Leaderboards built from the results store (planned in issue 5: entry schema, build, render)."""
+"""Leaderboards built from the results store: entry schema, build, render.
+
+* :mod:`~advbench.leaderboards.schema`: :class:`LeaderboardEntry`, one validated record per
+  (model, dataset, threat model);
+* :mod:`~advbench.leaderboards.collect`: eligible runs -> merged entries (min robust accuracy per eps);
+* :mod:`~advbench.leaderboards.storage`: :func:`build_leaderboard` (store -> one JSON file per entry)
+  and :func:`load_entries`;
+* :mod:`~advbench.leaderboards.markdown_table` and :mod:`~advbench.leaderboards.html_page`:
+  :func:`render_markdown` and :func:`render_html`, pure functions of the entries
+  (:mod:`~advbench.leaderboards.svg_plot` draws the inline robust-accuracy-vs-eps plots).
+"""
+
+from __future__ import annotations
+
+from advbench.leaderboards.collect import entries_from_runs, merge_runs
+from advbench.leaderboards.html_page import render_html
+from advbench.leaderboards.markdown_table import render_markdown
+from advbench.leaderboards.schema import SCHEMA_VERSION, CurvePoint, LeaderboardEntry
+from advbench.leaderboards.storage import build_leaderboard, entry_filename, load_entries
+
+RENDER_FORMATS = ("md", "html")
+
+
+def render(entries: list[LeaderboardEntry], fmt: str) -> str:
+    """Render ``entries`` as ``"md"`` (Markdown) or ``"html"`` (a self-contained page).
+
+    Raises:
+        ConfigError: ``fmt`` is neither.
+    """
+    from advbench.errors import ConfigError
+
+    key = str(fmt).lower().strip()
+    if key in ("md", "markdown"):
+        return render_markdown(entries)
+    if key == "html":
+        return render_html(entries)
+    raise ConfigError(f"unknown leaderboard format {fmt!r}; use one of {', '.join(RENDER_FORMATS)}")
+
+
+__all__ = [
+    "RENDER_FORMATS",
+    "SCHEMA_VERSION",
+    "CurvePoint",
+    "LeaderboardEntry",
+    "build_leaderboard",
+    "entries_from_runs",
+    "entry_filename",
+    "load_entries",
+    "merge_runs",
+    "render",
+    "render_html",
+    "render_markdown",
+]
