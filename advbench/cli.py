@@ -25,6 +25,8 @@ from advbench.sanity import SanityWarning
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adversarial attacks and robustness benchmarks.")
 results_app = typer.Typer(no_args_is_help=True, help="Inspect and export the results store.")
 app.add_typer(results_app, name="results")
+leaderboard_app = typer.Typer(no_args_is_help=True, help="Build and render leaderboards from the results store.")
+app.add_typer(leaderboard_app, name="leaderboard")
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("advbench")
@@ -538,6 +540,44 @@ def results_export(
         err.print(f"wrote {output}")
 
 
+class RenderFormat(str, Enum):
+    md = "md"
+    html = "html"
+
+
+@leaderboard_app.command("build")
+def leaderboard_build(
+    store: Path = typer.Option(Path(DEFAULT_STORE), "--store", help="results store to read"),
+    out_dir: Path = typer.Option(..., "--out", help="directory for the entry JSON files"),
+) -> None:
+    """Write one validated JSON entry per (model, dataset, threat model) of the store."""
+    from advbench.leaderboards import build_leaderboard
+
+    _require_store(store)
+    paths = build_leaderboard(store, out_dir)
+    for path in paths:
+        sys.stdout.write(f"{path}\n")
+    err.print(f"wrote {len(paths)} leaderboard entries to {out_dir}")
+
+
+@leaderboard_app.command("render")
+def leaderboard_render(
+    entries_dir: Path = typer.Argument(..., help="directory of entry JSON files (from `advbench leaderboard build`)"),
+    fmt: RenderFormat = typer.Option(RenderFormat.md, "--format", help="md: Markdown tables; html: one static page"),
+    output: Path | None = typer.Option(None, "--out", help="file to write (default: stdout)"),
+) -> None:
+    """Render leaderboard entries as Markdown tables or one self-contained HTML page."""
+    from advbench.leaderboards import load_entries, render
+    from advbench.store import atomic_write_text
+
+    text = render(load_entries(entries_dir), fmt.value)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(output, text)
+        err.print(f"wrote {output}")
+
+
 def _require_store(store: Path) -> None:
     from advbench.errors import MissingPathError
 
@@ -594,13 +634,14 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
+    except Exception as exc:  # usage errors: typer raises its own copy of click's exception classes
         import click
+        from typer._click import exceptions as typer_click
 
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, (click.ClickException, typer_click.ClickException)):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, (click.exceptions.Abort, typer_click.Abort)):
             sys.exit(130)
         raise
     if code == 130:

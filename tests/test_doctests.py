@@ -17,6 +17,8 @@ MODULES = [
     "advbench.records",
     "advbench.datasets",
     "advbench.attacks.apgd",
+    "advbench.leaderboards.schema",
+    "advbench.leaderboards.storage",
 ]
 
 

@@ -1,0 +1,109 @@
+"""An inline SVG plot of robust accuracy vs eps for one board: axes, one polyline per model, legend.
+
+The curve of each model starts at eps = 0 with its clean accuracy (robust accuracy under a zero
+budget); compressed children are drawn dashed.  Coordinates are rounded to two decimals, so the
+output is a pure function of the board.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from advbench.leaderboards.layout import Board, fmt_eps, fmt_ratio, norm_label
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+"""Line colours (matplotlib's tab10), assigned in rank order and reused past ten models."""
+
+WIDTH, PLOT_HEIGHT = 640, 300
+LEFT, RIGHT, TOP, BOTTOM = 60, 20, 16, 46
+LEGEND_LINE = 20
+MAX_EPS_TICKS = 8
+
+
+def _f(value: float) -> str:
+    """A coordinate with two decimals, without a trailing ``.00``."""
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _nice_ticks(top: float, count: int = 5) -> list[float]:
+    return [top * i / (count - 1) for i in range(count)]
+
+
+def colour(index: int) -> str:
+    """The colour of the ``index``-th model (rank order)."""
+    return PALETTE[index % len(PALETTE)]
+
+
+def render_curve_svg(board: Board) -> str:
+    """The robust-accuracy-vs-eps plot of ``board`` as an ``<svg>`` element (text)."""
+    rows = board.ranked
+    eps_values = board.eps_values
+    x_max = max(eps_values) if eps_values and max(eps_values) > 0 else 1.0
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, PLOT_HEIGHT - TOP - BOTTOM
+    height = PLOT_HEIGHT + LEGEND_LINE * len(rows) + 8
+
+    def x_of(eps: float) -> float:
+        return LEFT + plot_w * eps / x_max
+
+    def y_of(acc: float) -> float:
+        return TOP + plot_h * (1.0 - acc)
+
+    title = f"Robust accuracy vs ε, {board.dataset}, {norm_label(board.norm)}"
+    parts = [
+        f'<svg class="curve" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(title)}" data-board="{escape(board.slug)}">',
+        f"<title>{escape(title)}</title>",
+        f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#999"/>',
+    ]
+    # y axis: accuracy 0..100%
+    for acc in _nice_ticks(1.0):
+        y = _f(y_of(acc))
+        parts.append(f'<line class="grid" x1="{LEFT}" y1="{y}" x2="{LEFT + plot_w}" y2="{y}" stroke="#e5e5e5"/>')
+        parts.append(f'<text x="{LEFT - 6}" y="{y}" text-anchor="end" dominant-baseline="middle" '
+                     f'font-size="11">{100 * acc:.0f}%</text>')
+    # x axis: the eps values evaluated (or evenly spaced ticks when there are many)
+    ticks = [0.0, *eps_values] if len(eps_values) < MAX_EPS_TICKS else _nice_ticks(x_max)
+    for eps in sorted(set(ticks)):
+        x = _f(x_of(eps))
+        parts.append(f'<line class="grid" x1="{x}" y1="{TOP}" x2="{x}" y2="{TOP + plot_h}" stroke="#f0f0f0"/>')
+        parts.append(f'<text x="{x}" y="{TOP + plot_h + 16}" text-anchor="middle" font-size="11">'
+                     f"{escape(fmt_eps(eps))}</text>")
+    parts.append(f'<text x="{_f(LEFT + plot_w / 2)}" y="{TOP + plot_h + 36}" text-anchor="middle" '
+                 f'font-size="12">ε ({escape(norm_label(board.norm))})</text>')
+    parts.append(f'<text x="14" y="{_f(TOP + plot_h / 2)}" text-anchor="middle" font-size="12" '
+                 f'transform="rotate(-90 14 {_f(TOP + plot_h / 2)})">robust accuracy</text>')
+    # one polyline per model
+    for index, row in enumerate(rows):
+        entry = row.entry
+        points = [(p.eps, p.robust_accuracy) for p in entry.curve]
+        if points[0][0] > 0:
+            points.insert(0, (0.0, entry.clean_accuracy))
+        coords = " ".join(f"{_f(x_of(e))},{_f(y_of(a))}" for e, a in points)
+        dash = ' stroke-dasharray="6 4"' if entry.is_compressed else ""
+        parts.append(f'<g class="series" data-model="{escape(entry.model)}" data-key="{escape(entry.identity)}">')
+        parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour(index)}" stroke-width="2"{dash}/>')
+        for eps, acc in points:
+            parts.append(f'<circle cx="{_f(x_of(eps))}" cy="{_f(y_of(acc))}" r="3" fill="{colour(index)}">'
+                         f"<title>{escape(row.label)}: ε={escape(fmt_eps(eps))}, {100 * acc:.1f}%</title></circle>")
+        parts.append("</g>")
+    # legend below the plot
+    for index, row in enumerate(rows):
+        y = PLOT_HEIGHT + LEGEND_LINE * index + 4
+        dash = ' stroke-dasharray="6 4"' if row.entry.is_compressed else ""
+        note = ""
+        if row.entry.is_compressed:
+            ratio = row.entry.compression_ratio
+            note = " — compressed" + (f" {fmt_ratio(ratio)}" if ratio is not None else "")
+        parts.append(
+            f'<g class="legend-item" data-model="{escape(row.entry.model)}">'
+            f'<line x1="{LEFT}" y1="{y}" x2="{LEFT + 24}" y2="{y}" stroke="{colour(index)}" stroke-width="2"{dash}/>'
+            f'<text x="{LEFT + 30}" y="{y}" dominant-baseline="middle" font-size="12">'
+            f"{escape(row.label + note)}</text></g>"
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+__all__ = ["PALETTE", "colour", "render_curve_svg"]
