@@ -174,12 +174,19 @@ def _run_dask(cells: list[Cell], *, scheduler: str | None, workers: int | None, 
         client = Client(scheduler)
         threads = None
     else:
+        import dask
+
         cores = os.cpu_count() or 1
         n_workers = workers or cores
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None)
-        client = Client(cluster)
         threads = max(1, cores // n_workers)
+        # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in workers by default; with torch it makes every
+        # allocation trim memory and halves the speed of a cell (measured: 13.5 s vs 6.5 s), so unset it.
+        environ = {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                   "OPENBLAS_NUM_THREADS": threads}
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in environ.items()}):
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   dashboard_address=None)
+        client = Client(cluster)
     try:
         futures = {client.submit(run_cell, c.spec, threads, key=f"cell-{c.index}-{c.config_hash[:12]}", pure=False,
                                  retries=retries): c for c in cells}
