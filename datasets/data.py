@@ -106,3 +106,17 @@ def uint8_images(array: np.ndarray) -> torch.Tensor:
 def int64_labels(array: np.ndarray) -> torch.Tensor:
     """Convert an integer label array to an int64 tensor."""
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+
+
+def split_data(name: str, x: torch.Tensor, labels: np.ndarray, train: np.ndarray, test: np.ndarray,
+               class_names: tuple[str, ...]) -> ClassificationData:
+    """A :class:`ClassificationData` from all images ``x``, their labels and the train/test index arrays."""
+    return ClassificationData(
+        name=name,
+        x_train=x[train].contiguous(),
+        y_train=int64_labels(labels[train]),
+        x_test=x[test].contiguous(),
+        y_test=int64_labels(labels[test]),
+        num_classes=len(class_names),
+        class_names=class_names,
+    )

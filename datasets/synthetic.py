@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from advbench.datasets.catalog import DATASETS
-from advbench.datasets.data import ClassificationData, int64_labels
+from advbench.datasets.data import ClassificationData, split_data
 from advbench.datasets.options import parse_options, require_range
 from advbench.datasets.splits import stratified_split
 from advbench.errors import DatasetError
@@ -39,15 +39,7 @@ def make_synthetic(n: int, classes: int, size: int, channels: int, *, seed: int)
     images = np.clip(0.5 + contrast * (protos[labels] - 0.5) + noise, 0.0, 1.0).astype(np.float32)
     train, test = stratified_split(labels, n // 5, seed=seed)
     x = torch.from_numpy(images)
-    return ClassificationData(
-        name="synthetic",
-        x_train=x[train].contiguous(),
-        y_train=int64_labels(labels[train]),
-        x_test=x[test].contiguous(),
-        y_test=int64_labels(labels[test]),
-        num_classes=classes,
-        class_names=tuple(f"class_{i}" for i in range(classes)),
-    )
+    return split_data("synthetic", x, labels, train, test, tuple(f"class_{i}" for i in range(classes)))
 
 
 @DATASETS.register("synthetic")
