@@ -35,7 +35,8 @@ class AttackOutput:
 
     ``x_adv`` is the projected, clipped adversarial batch.  ``success`` says whether ``x_adv`` is
     misclassified (untargeted) or classified as ``target`` (targeted); ``success_step`` is the step
-    at which it first succeeded (0 = the starting point, -1 = never).  ``n_gradients`` and
+    at which it first succeeded (0 = the starting point, -1 = never; for attacks that do not track
+    steps, the gradient steps spent on the sample).  ``n_gradients`` and
     ``n_queries`` count, per sample, input-gradient computations and forward passes.  Min-max
     recipes also fill ``weights`` (batch, K) and ``weight_trace`` (steps, batch, K).
     """
@@ -324,8 +325,8 @@ class Attack(metaclass=_FrozenAfterInit):
         labels = target if self.targeted else ctx.labels
         success = raw.adv_pred == labels if self.targeted else raw.adv_pred != labels
         step = raw.success_step
-        if step is None:
-            step = torch.full_like(ctx.n_queries, -1)
+        if step is None:  # the attack does not track steps: report the gradient steps it spent on the sample
+            step = ctx.n_gradients.clone()
         step = torch.where(success, step, torch.full_like(step, -1))
         return AttackOutput(
             x_adv=x_adv,

@@ -204,7 +204,7 @@ def evaluate(
                 robust[won] = False
                 adv_pred[won] = out.adv_pred[hit]
                 x_adv[won] = out.x_adv[hit]
-                pert[won] = perturbation_norm(out.x_adv[hit] - x[won], threat_norm).float().cpu()
+                pert[won.cpu()] = perturbation_norm(out.x_adv[hit] - x[won], threat_norm).float().cpu()
                 for i in won.tolist():
                     broken_by[i] = attack.name
                 broken_here += int(hit.sum())

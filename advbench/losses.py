@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from advbench.errors import ConfigError
+from advbench.errors import ConfigError, InputError
 from advbench.registry import Registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]
@@ -83,6 +83,10 @@ def dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False)
     is the same while the true class leads and needs no second label tensor.  Needs at least 4 classes
     when targeted (3 untargeted).
     """
+    needed = 4 if targeted else 3
+    if logits.shape[1] < needed:
+        raise InputError(f"the DLR loss needs at least {needed} classes ({'targeted' if targeted else 'untargeted'}); "
+                         f"this model has {logits.shape[1]}: use loss='ce'")
     ordered = logits.sort(dim=1, descending=True).values
     label_logit = logits.gather(1, labels[:, None]).squeeze(1)
     others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(dim=1)

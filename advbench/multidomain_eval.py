@@ -75,7 +75,7 @@ def evaluate_multidomain(
     start = time.perf_counter()
     keep = _clean_correct(model, x, y)
     xs, ys, index = x[keep], y[keep], keep.nonzero().flatten()
-    k = int(params.get("k", 1)) if "universal" in attack else 1
+    k = create_attack(attack, norm=norm, eps=eps_values[0], **params).k if "universal" in attack else 1
     if "universal" in attack:
         if xs.shape[0] < k:
             raise InputError(f"k={k} is larger than the data: only {xs.shape[0]} correctly classified samples")

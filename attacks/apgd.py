@@ -114,6 +114,11 @@ class APGD(Attack):
             s["x"], s["grad"], s["loss"], s["pred"] = z, grad, loss, logits.argmax(1)
             better = loss > s["loss_best"]
             s["x_best"][better], s["grad_best"][better], s["loss_best"][better] = z[better], grad[better], loss[better]
+            # record successes at this iterate before a checkpoint may reset it to the best-loss point
+            active, s = self._retire(ctx, active, s, logits, k + 1, first, adv_pred, x_out)
+            state = s
+            if active.numel() == 0:
+                break
             if k + 1 in ckpts:
                 window = k + 1 - last_ckpt
                 stalled = ~s["halved_last"] & (s["loss_best"] <= s["best_at_ckpt"])
@@ -124,10 +129,12 @@ class APGD(Attack):
                 s["halved_last"], s["best_at_ckpt"] = halve, s["loss_best"].clone()
                 s["increases"] = torch.zeros_like(s["increases"])
                 last_ckpt = k + 1
-            active, state = self._retire(ctx, active, s, logits, k + 1, first, adv_pred, x_out)
-        if active.numel():
-            x_out[active] = state["x_best"]
-            adv_pred[active] = ctx.logits(state["x_best"], active).argmax(1)
+        # samples that never reached the goal return their best-loss point (found adversarial points are kept)
+        never = active[first[active] < 0]
+        if never.numel():
+            best = state["x_best"][first[active] < 0]
+            x_out[never] = best
+            adv_pred[never] = ctx.logits(best, never).argmax(1)
         return RawResult(x_adv=x_out, adv_pred=adv_pred, success_step=first, loss_trace=trace)
 
     def _retire(self, ctx, active, state, logits, step, first, adv_pred, x_out):
@@ -136,8 +143,8 @@ class APGD(Attack):
         new = hit & (first[active] < 0)
         first[active[new]] = step
         if not self.early_stop or not bool(hit.any()):
-            if bool(new.any()) and not self.early_stop:
-                x_out[active[new]] = state["x"][new]
+            if bool(new.any()) and not self.early_stop:  # keep the first adversarial point found
+                x_out[active[new]], adv_pred[active[new]] = state["x"][new], state["pred"][new]
             return active, state
         done = active[hit]
         x_out[done], adv_pred[done] = state["x"][hit], state["pred"][hit]

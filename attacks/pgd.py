@@ -47,7 +47,8 @@ class PGD(Attack):
         if not 0 <= l1_sparsity < 1:
             raise ConfigError(f"l1_sparsity must be in [0, 1), got {l1_sparsity}")
         self.steps = int(steps)
-        self.step_size = float(step_size) if step_size is not None else self.threat.default_step_size(self.steps)
+        self.step_size = float(step_size) if step_size is not None else None  # None: 2.5 * eps / steps
+        self._step = self.step_size if self.step_size is not None else self.threat.default_step_size(self.steps)
         self.random_start = bool(random_start)
         self.loss = loss
         self.kappa = float(kappa)
@@ -101,7 +102,7 @@ class PGD(Attack):
                 active, xa, xc, grad = active[keep], xa[keep], xc[keep], grad[keep]
                 if active.numel() == 0:
                     break
-            xa = threat.project(xa + self.step_size * threat.ascent_direction(grad, self.l1_sparsity), xc)
+            xa = threat.project(xa + self._step * threat.ascent_direction(grad, self.l1_sparsity), xc)
         return RawResult(x_adv=x_out, adv_pred=adv_pred, success_step=first, loss_trace=trace)
 
 

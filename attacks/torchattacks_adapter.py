@@ -47,6 +47,7 @@ class _CountingModel(nn.Module):
         self.model = model
         self.queries = 0
         self.gradients = 0
+        self.train(model.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.queries += x.shape[0]
@@ -97,7 +98,7 @@ class TorchattacksAttack(Attack):
         else:
             n_classes = ctx.logits(x[:1], active[:1]).shape[1]
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
-        counter = _CountingModel(ctx.model)
+        counter = _CountingModel(ctx.model).eval()  # torchattacks restores the wrapper's mode on the victim
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
@@ -128,14 +129,15 @@ class TorchattacksPGD(TorchattacksAttack):
                  early_stop: bool = True) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, early_stop=early_stop)
         self.steps = _positive_int("steps", steps)
-        self.step_size = float(step_size) if step_size is not None else self.threat.default_step_size(self.steps)
+        self.step_size = float(step_size) if step_size is not None else None  # None: 2.5 * eps / steps
+        self._step = self.step_size if self.step_size is not None else self.threat.default_step_size(self.steps)
         self.random_start = bool(random_start)
 
     def _make(self, model, n_classes, seed):
         import torchattacks
 
         cls = torchattacks.PGD if self.norm == "linf" else torchattacks.PGDL2
-        return cls(model, eps=self.eps, alpha=self.step_size, steps=self.steps, random_start=self.random_start)
+        return cls(model, eps=self.eps, alpha=self._step, steps=self.steps, random_start=self.random_start)
 
 
 class _APGDBase(TorchattacksAttack):
@@ -211,14 +213,56 @@ class FAB(TorchattacksAttack):
 
         return torchattacks.FAB(model, norm=_TA_NORM[self.norm], eps=self.eps, steps=self.steps,
                                 n_restarts=self.n_restarts, alpha_max=self.alpha_max, eta=self.eta,
-                                beta=self.beta, seed=seed, multi_targeted=self._multi_targeted and not self.targeted,
+                                beta=self.beta, seed=seed, multi_targeted=self._multi_targeted,
                                 n_classes=n_classes)
+
+
+    def _targeted(self, ctx, x):
+        """torchattacks' FAB cannot aim at a given class, so for each target class t it runs FAB's untargeted
+        minimal-norm search on the two-logit view ``[max_{j != t} Z_j, Z_t]`` with label 0: crossing that
+        boundary is exactly reaching class t.  Samples are grouped by target."""
+        import torchattacks
+
+        x_out = x.clone()
+        counter = _CountingModel(ctx.model).eval()
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
+        devices = [x.device] if x.device.type == "cuda" else []
+        for target in ctx.labels.unique().tolist():
+            idx = (ctx.labels == target).nonzero().flatten()
+            view = _TargetVsRest(counter, int(target)).eval()
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                fab = torchattacks.FAB(view, norm=_TA_NORM[self.norm], eps=self.eps, steps=self.steps,
+                                       n_restarts=self.n_restarts, alpha_max=self.alpha_max, eta=self.eta,
+                                       beta=self.beta, seed=seed, multi_targeted=False, n_classes=2)
+                adv = fab(x[idx], torch.zeros_like(idx)).detach()
+            x_out[idx] = self.threat.project(adv.to(x.dtype), x[idx])
+        all_idx = torch.arange(x.shape[0], device=x.device)
+        _spread(counter.queries, all_idx, ctx.n_queries)
+        _spread(counter.gradients, all_idx, ctx.n_gradients)
+        return RawResult(x_adv=x_out)
+
+
+class _TargetVsRest(nn.Module):
+    """Two logits per sample: the best class other than ``target``, and ``target``."""
+
+    def __init__(self, model: nn.Module, target: int) -> None:
+        super().__init__()
+        self.model = model
+        self.target = target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x)
+        is_target = torch.zeros(z.shape[1], dtype=torch.bool, device=z.device)
+        is_target[self.target] = True
+        others = z.masked_fill(is_target, float("-inf")).amax(dim=1)
+        return torch.stack([others, z[:, self.target]], dim=1)
 
 
 @register_attack("fab-t")
 class FABT(FAB):
     """FAB run against each of the top other classes in turn (multi-targeted), for an untargeted goal.
-    With ``targeted=True`` it is torchattacks' FAB aimed at the given (or random) target."""
+    With ``targeted=True`` it aims at the given (or random) target (see :meth:`FAB._targeted`)."""
 
     _multi_targeted = True
 
