@@ -35,9 +35,11 @@ from advbench.datasets.detection.evd4uav_meta import EVD4UAV_ALTITUDES, EVD4UAV_
 from advbench.datasets.detection.export import export_coco
 from advbench.datasets.detection.sample import DetectionSample
 from advbench.datasets.detection.summary import inspect_dataset
+from advbench.datasets.detection.synthetic_aerial import generate_aerial_dataset
 from advbench.datasets.detection.visdrone import VISDRONE_CLASSES, load_visdrone
 
 __all__ = [
+    "generate_aerial_dataset",
     "DETECTION_DATASETS",
     "DOTA_CLASSES",
     "EVD4UAV_ALTITUDES",
