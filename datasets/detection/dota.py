@@ -13,10 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from advbench.datasets.detection.catalog import DETECTION_DATASETS
-from advbench.datasets.detection.files import image_index, image_size, label_files, parse_label_file, require_dir
-from advbench.datasets.detection.filters import class_filter, keep_classes
+from advbench.datasets.detection.folder import load_label_folder
 from advbench.datasets.detection.lines import parse_dota_line
-from advbench.datasets.detection.records import check_in_image, stack_records
 from advbench.datasets.detection.sample import DetectionSample
 
 DOTA_CLASSES = (
@@ -40,18 +38,6 @@ def load_dota(
     clip: bool = False,
 ) -> list[DetectionSample]:
     """Load a DOTA folder sorted by image stem; ``classes`` keeps only those boxes, ``clip`` clips them to the image."""
-    root = require_dir(Path(path).expanduser(), "give the DOTA folder that holds images/ and labelTxt/")
-    images = image_index(require_dir(root / "images", f"put the images of '{root}' in an images/ folder"))
-    labels = label_files(require_dir(root / "labelTxt", f"put the label files of '{root}' in labelTxt/"), images)
-    keep = class_filter(classes, DOTA_CLASSES)
-    samples = []
-    for stem, image_path in images.items():
-        size = image_size(image_path)
-        records = []
-        if stem in labels:
-            parsed = parse_label_file(labels[stem], parse_dota_line, DOTA_CLASSES, header=is_dota_header)
-            records = [check_in_image(r, size, clip=clip) for r in parsed]
-        boxes, label_t, rotated = stack_records(records)
-        sample = DetectionSample(stem, image_path, size, boxes, label_t, DOTA_CLASSES, rotated_boxes=rotated)
-        samples.append(keep_classes(sample, keep))
-    return samples
+    return load_label_folder(path, dataset="DOTA", label_dir="labelTxt", parse_line=parse_dota_line,
+                             class_names=DOTA_CLASSES, header=is_dota_header, keep_rotated=True, classes=classes,
+                             clip=clip)
