@@ -14,7 +14,9 @@ Every loader returns a list of :class:`DetectionSample` (one per image, boxes in
 * ``coco:/path/to/annotations.json`` -- COCO JSON (Lin et al., ECCV 2014); options ``classes``, ``masks``, ``clip``.
 
 :func:`export_coco` writes any samples as COCO JSON that the ``coco`` loader reads back unchanged, and
-:func:`inspect_dataset` counts classes, altitudes, attributes and image sizes.  Malformed files raise
+:func:`inspect_dataset` counts classes, altitudes, attributes and image sizes.  :func:`augment_sample` runs
+seeded albumentations pipelines (presets in :data:`DETECTION_AUGMENTATIONS`) that keep boxes, rotated boxes,
+masks and attributes in step with the image.  Malformed files raise
 :class:`~advbench.errors.DatasetError` naming the file and line; missing folders raise
 :class:`~advbench.errors.MissingPathError`.
 """
@@ -22,6 +24,13 @@ Every loader returns a list of :class:`DetectionSample` (one per image, boxes in
 from __future__ import annotations
 
 from advbench.datasets.detection import coco, dota, evd4uav, visdrone  # noqa: F401  (register loaders)
+from advbench.datasets.detection.augment import (
+    DETECTION_AUGMENTATIONS,
+    AugmentedSample,
+    augment_sample,
+    detection_pipeline,
+    list_detection_augmentations,
+)
 from advbench.datasets.detection.catalog import (
     DETECTION_DATASETS,
     DetectionLoader,
@@ -40,16 +49,21 @@ from advbench.datasets.detection.visdrone import VISDRONE_CLASSES, load_visdrone
 
 __all__ = [
     "generate_aerial_dataset",
+    "DETECTION_AUGMENTATIONS",
     "DETECTION_DATASETS",
     "DOTA_CLASSES",
     "EVD4UAV_ALTITUDES",
     "EVD4UAV_CLASSES",
     "EVD4UAV_COLOURS",
     "VISDRONE_CLASSES",
+    "AugmentedSample",
     "DetectionLoader",
     "DetectionSample",
+    "augment_sample",
+    "detection_pipeline",
     "export_coco",
     "inspect_dataset",
+    "list_detection_augmentations",
     "list_detection_datasets",
     "load_coco",
     "load_detection_dataset",

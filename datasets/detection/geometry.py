@@ -1,4 +1,4 @@
-"""Box geometry: rotated boxes, their corners and the minimum-area rectangle of four points.
+"""Box geometry: rotated boxes, their corners, the minimum-area rectangle of points, polygon clipping.
 
 Rotated boxes are ``(cx, cy, w, h, angle)`` in pixels and degrees, in the *le90* convention used by
 mmrotate (there in radians): image coordinates (x right, y down), the side of length ``w`` points along
@@ -103,3 +103,36 @@ def min_area_rect(points: np.ndarray) -> tuple[float, float, float, float, float
     if best is None:
         return (math.nan, math.nan, 0.0, 0.0, 0.0)
     return canonical_rbox(*best)
+
+
+def polygon_area(points: np.ndarray) -> float:
+    """Unsigned area of a simple polygon given by its ``(K, 2)`` vertices in order (shoelace formula)."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(pts) < 3:
+        return 0.0
+    x, y = pts[:, 0], pts[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
+
+
+def clip_polygon(points: np.ndarray, width: float, height: float) -> np.ndarray:
+    """The part of a convex polygon ``(K, 2)`` inside the image ``[0, width] x [0, height]``, as ``(M, 2)`` vertices.
+
+    Sutherland-Hodgman clipping (Sutherland & Hodgman, CACM 1974) against the four image edges in turn;
+    a polygon that lies outside gives an empty ``(0, 2)`` array.  (DOTA's devkit likewise intersects each
+    oriented object with an image patch and keeps it by its visible fraction; Xia et al., CVPR 2018.)
+    """
+    poly = [tuple(map(float, p)) for p in np.asarray(points, dtype=np.float64).reshape(-1, 2)]
+    # one half-plane per image edge: (axis, bound, sign) keeps the points with sign * (p[axis] - bound) >= 0
+    edges = ((0, 0.0, 1.0), (0, float(width), -1.0), (1, 0.0, 1.0), (1, float(height), -1.0))
+    for axis, bound, sign in edges:
+        clipped: list[tuple[float, ...]] = []
+        for i, current in enumerate(poly):
+            previous = poly[i - 1]
+            cur_in, prev_in = sign * (current[axis] - bound) >= 0, sign * (previous[axis] - bound) >= 0
+            if cur_in != prev_in:
+                t = (bound - previous[axis]) / (current[axis] - previous[axis])
+                clipped.append(tuple(a + t * (b - a) for a, b in zip(previous, current, strict=True)))
+            if cur_in:
+                clipped.append(current)
+        poly = clipped
+    return np.asarray(poly, dtype=np.float64).reshape(-1, 2)
