@@ -700,6 +700,10 @@ def demo(
     err.print(f"store: {out_dir / 'results.db'}  (try: advbench results list --store {out_dir / 'results.db'})")
 
 
+# The detection commands register themselves on ``app`` (kept in their own module).
+from advbench import cli_detection  # noqa: E402,F401
+
+
 def main() -> None:
     """Entry point: run the app, turning advbench errors into one-line messages (exit code 2)."""
     logging.basicConfig(level=os.environ.get("ADVBENCH_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,238 @@
+"""``advbench detect-attack``: learn a roof patch on a training split, then measure it on held-out images.
+
+The protocol (EVD4UAV, Sun, Guo et al., arXiv 2403.05422, REFERENCE.md §4):
+
+1. split the data set per altitude (seeded) into a patch-training part and a held-out test part;
+2. learn the patch with the chosen attack against the victim (or its surrogate, for ``patch-transfer``);
+3. on the test images, detect on the clean image and on the image with the patch on every vehicle roof;
+   ASR = vehicles found on clean (IoU >= 0.5, score >= threshold) but missed after / vehicles found on clean;
+   AP50 and mAP before and after (pycocotools); everything per altitude, colour and type;
+4. a *control* row pastes a random-noise patch of the same size, so occlusion alone is not read as an attack.
+
+The record (config, metrics, cost, one row per test vehicle) goes to the results store through
+:func:`advbench.runner.execute`, so a stored configuration is not recomputed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advbench.datasets.detection import DetectionSample, load_detection_dataset
+from advbench.detection.detectors import DETECTORS, Detector
+from advbench.detection.metrics import attack_success, coco_map, coco_map_by
+from advbench.detection.patch_attacks import PatchAttack, PatchFit, PatchSet, create_patch_attack
+from advbench.detection.patches import NO_JITTER, apply_patch, rotated_or_axis_boxes
+from advbench.detection.training import DetectorTrainConfig, load_detector, train_detector
+from advbench.errors import ConfigError, InputError
+from advbench.runner import RunOutcome, execute, make_record
+
+
+@dataclass
+class DetectAttackSpec:
+    """One detect-attack run.  ``detector`` (and ``surrogate``, ``extra_detectors``) is a checkpoint path or
+    a registered architecture name, which is then trained on the training split first (seeded)."""
+
+    dataset: str
+    detector: str
+    attack: str
+    params: dict[str, Any] = field(default_factory=dict)
+    surrogate: str | None = None
+    extra_detectors: list[str] = field(default_factory=list)
+    train_fraction: float = 0.5
+    score_threshold: float = 0.5
+    iou: float = 0.5
+    seed: int = 0
+    max_images: int | None = None
+    detector_epochs: int = 60
+
+    def __post_init__(self) -> None:
+        if not 0 < self.train_fraction < 1:
+            raise ConfigError(f"train_fraction must lie in (0, 1), got {self.train_fraction}")
+        if not 0 <= self.score_threshold <= 1 or not 0 < self.iou <= 1:
+            raise ConfigError(f"score_threshold must lie in [0, 1] and iou in (0, 1]; got {self.score_threshold}, "
+                              f"{self.iou}")
+        if self.attack == "patch-transfer" and not self.surrogate:
+            raise ConfigError("patch-transfer needs --surrogate (a checkpoint or architecture other than the victim)")
+
+
+def split_by_group(samples: Sequence[DetectionSample], train_fraction: float, seed: int,
+                   key: str = "altitude") -> tuple[list[DetectionSample], list[DetectionSample]]:
+    """A seeded split that keeps each ``key`` group's share in both parts (every group gets >= 1 test image)."""
+    gen = torch.Generator().manual_seed(seed)
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault(str(getattr(s, key) or "all"), []).append(i)
+    train, test = [], []
+    for name in sorted(groups):
+        members = groups[name]
+        order = [members[j] for j in torch.randperm(len(members), generator=gen).tolist()]
+        cut = min(len(order) - 1, max(1, round(train_fraction * len(order)))) if len(order) > 1 else 0
+        train += order[:cut]
+        test += order[cut:]
+    if not train:
+        raise InputError(f"the data set has too few images ({len(samples)}) to split into training and test parts")
+    return [samples[i] for i in sorted(train)], [samples[i] for i in sorted(test)]
+
+
+def resolve_detector(spec: str, train: Sequence[DetectionSample], *, seed: int, epochs: int,
+                     progress: bool) -> tuple[Detector, dict[str, Any]]:
+    """A checkpoint path is loaded; a registered architecture name is trained on ``train`` first."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        from advbench.checkpoints import file_sha256
+
+        det = load_detector(path)
+        if tuple(det.class_names) != tuple(train[0].class_names):
+            raise InputError(f"detector {path} knows classes {list(det.class_names)} but the data set has "
+                             f"{list(train[0].class_names)}; train it on this data set's classes")
+        return det, {"checkpoint": str(path), "sha256": file_sha256(path), "arch": det.arch}
+    if spec in DETECTORS:
+        det, summary = train_detector(train, DetectorTrainConfig(arch=spec, epochs=epochs, seed=seed),
+                                      progress=progress)
+        return det, {"arch": spec, "trained_here": {"epochs": epochs, "seed": seed,
+                                                     "final_loss": round(summary["final_loss"], 4)}}
+    raise InputError(f"detector '{spec}' is neither a checkpoint file nor an architecture "
+                     f"({', '.join(DETECTORS.names())}); train one with `advbench train-detector`")
+
+
+@dataclass
+class PatchEvaluation:
+    """Clean and patched detections on the test images, and the metrics computed from them."""
+
+    clean: list[dict[str, torch.Tensor]]
+    adversarial: list[dict[str, torch.Tensor]]
+    patched_images: list[torch.Tensor]
+    metrics: dict[str, Any]
+    vehicles: list[dict[str, Any]]
+
+
+def patch_images(images: Sequence[torch.Tensor], samples: Sequence[DetectionSample], patch: torch.Tensor,
+                 attack: PatchAttack) -> list[torch.Tensor]:
+    """The test images with ``patch`` on every vehicle roof (no jitter: the deployed placement)."""
+    out = []
+    with torch.no_grad():
+        for img, s in zip(images, samples, strict=True):
+            rb = rotated_or_axis_boxes(s.boxes, s.rotated_boxes)
+            out.append(apply_patch(img[None], patch, [rb], attack.placement, NO_JITTER)[0])
+    return out
+
+
+def _detect_all(det: Detector, images: Sequence[torch.Tensor], batch: int = 8) -> list[dict[str, torch.Tensor]]:
+    out: list[dict[str, torch.Tensor]] = []
+    for start in range(0, len(images), batch):
+        out += det.detect(list(images[start:start + batch]))
+    return out
+
+
+def evaluate_patch(det: Detector, samples: Sequence[DetectionSample], images: Sequence[torch.Tensor],
+                   patch: torch.Tensor, attack: PatchAttack, *, score_threshold: float = 0.5, iou: float = 0.5,
+                   clean: list[dict[str, torch.Tensor]] | None = None) -> PatchEvaluation:
+    """Detect on clean and patched test images and compute ASR and AP (overall and per group)."""
+    clean = _detect_all(det, images) if clean is None else clean
+    patched = patch_images(images, samples, patch, attack)
+    adv = _detect_all(det, patched)
+    success = attack_success(samples, clean, adv, iou=iou, score_threshold=score_threshold)
+    summary = success.to_dict()
+    metrics = {
+        "asr": success.asr,
+        "asr_by_altitude": {k: v["asr"] for k, v in summary["by_altitude"].items()},
+        "asr_by_colour": {k: v["asr"] for k, v in summary["by_colour"].items()},
+        "asr_by_type": {k: v["asr"] for k, v in summary["by_type"].items()},
+        "counts": {k: summary[k] for k in ("overall", "by_altitude", "by_colour", "by_type")},
+        "ap_clean": coco_map(samples, clean),
+        "ap_adversarial": coco_map(samples, adv),
+        "ap_clean_by_altitude": coco_map_by(samples, clean, "altitude"),
+        "ap_adversarial_by_altitude": coco_map_by(samples, adv, "altitude"),
+    }
+    by_alt = [v for v in metrics["asr_by_altitude"].values() if v is not None]
+    metrics["worst_altitude_asr"] = min(by_alt) if by_alt else None
+    vehicles = []
+    for s, found_clean, found_adv in zip(samples, success.detected_clean, success.detected_adv, strict=True):
+        for j in range(len(s)):
+            vehicles.append({"image_id": s.image_id, "box": j, "altitude": s.altitude,
+                             "colour": s.colours[j] if s.colours else None, "type": s.types[j] if s.types else None,
+                             "detected_clean": bool(found_clean[j]), "detected_adv": bool(found_adv[j])})
+    return PatchEvaluation(clean=clean, adversarial=adv, patched_images=patched, metrics=metrics, vehicles=vehicles)
+
+
+@dataclass
+class DetectAttackResult:
+    """What :func:`run_detect_attack` computed (kept in memory for the report and W&B)."""
+
+    fit: PatchFit
+    evaluation: PatchEvaluation
+    control: PatchEvaluation
+    test_samples: list[DetectionSample]
+    test_images: list[torch.Tensor]
+
+
+def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool = False,
+                      progress: bool = True) -> RunOutcome:
+    """Run one detect-attack experiment (see the module docstring); returns the stored record."""
+    samples = load_detection_dataset(spec.dataset)
+    if not samples:
+        raise InputError(f"data set '{spec.dataset}' has no images; check the path and its filters")
+    if spec.max_images is not None:
+        gen = torch.Generator().manual_seed(spec.seed)
+        pick = sorted(torch.randperm(len(samples), generator=gen)[: spec.max_images].tolist())
+        samples = [samples[i] for i in pick]
+    train, test = split_by_group(samples, spec.train_fraction, spec.seed)
+    victim, victim_id = resolve_detector(spec.detector, train, seed=spec.seed, epochs=spec.detector_epochs,
+                                         progress=progress)
+    kwargs = dict(spec.params)
+    ids: dict[str, Any] = {}
+    if spec.surrogate:
+        kwargs["surrogate"], ids["surrogate"] = resolve_detector(spec.surrogate, train, seed=spec.seed + 1,
+                                                                 epochs=spec.detector_epochs, progress=progress)
+    if spec.extra_detectors:
+        loaded = [resolve_detector(d, train, seed=spec.seed + 2 + i, epochs=spec.detector_epochs, progress=progress)
+                  for i, d in enumerate(spec.extra_detectors)]
+        kwargs["detectors"] = [d for d, _ in loaded]
+        ids["extra_detectors"] = [i for _, i in loaded]
+    attack = create_patch_attack(spec.attack, seed=spec.seed, **kwargs)
+    config = {
+        "task": "detection",
+        "dataset": spec.dataset,
+        "detector": victim_id,
+        "attack": {"name": spec.attack, **attack.hyperparameters()},
+        **ids,
+        "split": {"train_fraction": spec.train_fraction, "seed": spec.seed, "n_train": len(train),
+                  "n_test": len(test)},
+        "score_threshold": spec.score_threshold,
+        "iou": spec.iou,
+        "max_images": spec.max_images,
+    }
+
+    def compute() -> tuple[dict[str, Any], DetectAttackResult]:
+        t0 = time.perf_counter()
+        fit = attack.fit(victim, PatchSet.from_samples(train), progress=progress)
+        t_fit = time.perf_counter() - t0
+        images = [s.load_image() for s in test]
+        thresholds = {"score_threshold": spec.score_threshold, "iou": spec.iou}
+        evaluation = evaluate_patch(victim, test, images, fit.patch, attack, **thresholds)
+        noise = torch.rand(fit.patch.shape, generator=torch.Generator().manual_seed(spec.seed + 7919))
+        control = evaluate_patch(victim, test, images, noise, attack, clean=evaluation.clean, **thresholds)
+        metrics = dict(evaluation.metrics)
+        metrics["control_asr"] = control.metrics["asr"]
+        metrics["control_asr_by_altitude"] = control.metrics["asr_by_altitude"]
+        metrics["patch"] = {"size": list(fit.patch.shape), "min": float(fit.patch.min()),
+                            "max": float(fit.patch.max())}
+        for key in ("weights", "domains", "weight_trace", "accepted", "proposals"):
+            if key in fit.info:
+                metrics[key] = fit.info[key]
+        cost = {"fit_seconds": round(t_fit, 3), "total_seconds": round(time.perf_counter() - t0, 3),
+                "detector_queries": fit.info.get("detector_queries", 0), "steps": len(fit.history)}
+        name = f"{victim_id['arch']}|{spec.dataset}|{spec.attack}"
+        record = make_record(config, name=name, metrics=metrics, cost=cost, samples=evaluation.vehicles,
+                             device="cpu")
+        return record, DetectAttackResult(fit=fit, evaluation=evaluation, control=control, test_samples=test,
+                                          test_images=images)
+
+    return execute(config, compute, store=store, force=force)
+

@@ -1,0 +1,376 @@
+"""Adversarial roof patches against vehicle detectors: white-box, transfer, random search and min-max.
+
+All four learn one universal patch (3, P, P) in [0, 1] that, pasted on every vehicle's roof (see
+:mod:`advbench.detection.patches`), hides the vehicles from a detector.  The objective is
+``mean vehicle score + nps_weight · NPS + tv_weight · TV`` (Thys et al., CVPRW 2019; REFERENCE.md §4).
+
+* ``patch-whitebox`` -- Adam (lr 0.03) on random minibatches pooled over all altitudes, with Thys jitter.
+* ``patch-transfer`` -- the same optimisation against a *surrogate* detector; the victim is never queried.
+* ``patch-random-search`` -- query-only: Square-attack-style (Andriushchenko et al., ECCV 2020) random
+  square recolourings of the patch, kept when they lower the score; stops at ``queries`` detector image
+  evaluations.
+* ``patch-minmax`` -- the APGDA engine (Wang et al., NeurIPS 2021, :mod:`advbench.minmax`) with the
+  altitude groups (and, where given, several detectors) as domains: it minimises the *worst* domain's
+  score and reports the learned simplex weights.  Its descent direction is Adam's, with the same lr, so it
+  differs from ``patch-whitebox`` only in how domains are weighted.
+
+Attacks are registered in :data:`PATCH_ATTACKS`; :func:`create_patch_attack` builds one from keyword
+hyperparameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from advbench.datasets.detection import DetectionSample
+from advbench.detection.detectors import Detector
+from advbench.detection.patch_losses import DEFAULT_PALETTE, non_printability, total_variation, vehicle_scores
+from advbench.detection.patches import (
+    NO_JITTER,
+    PatchPlacement,
+    PatchTransform,
+    apply_patch,
+    init_patch,
+    rotated_or_axis_boxes,
+)
+from advbench.errors import ConfigError, InputError
+from advbench.minmax import APGDA
+from advbench.progress import progress_bar
+from advbench.registry import Registry
+
+#: Patch attack name -> class.
+PATCH_ATTACKS: Registry[type[PatchAttack]] = Registry("patch attack")
+
+
+def register_patch_attack(name: str):
+    """Class decorator registering a :class:`PatchAttack` subclass under ``name``."""
+
+    def wrap(cls: type[PatchAttack]) -> type[PatchAttack]:
+        cls.name = name
+        PATCH_ATTACKS.register(name)(cls)
+        return cls
+
+    return wrap
+
+
+def list_patch_attacks() -> list[str]:
+    """The registered patch attacks."""
+    return PATCH_ATTACKS.names()
+
+
+@dataclass
+class PatchSet:
+    """The attack's working set: images in memory, the vehicles to patch and a group label per image."""
+
+    images: list[torch.Tensor]
+    rboxes: list[torch.Tensor]
+    boxes: list[torch.Tensor]
+    groups: list[str]
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[DetectionSample], images: Sequence[torch.Tensor] | None = None,
+                     group_by: str = "altitude") -> PatchSet:
+        """Build from loaded samples (``images`` defaults to reading them); images without vehicles are dropped."""
+        keep = [i for i, s in enumerate(samples) if len(s)]
+        if not keep:
+            raise InputError("no image has a vehicle to patch; check the data set and its filters")
+        imgs = [images[i] if images is not None else samples[i].load_image() for i in keep]
+        groups = [str(getattr(samples[i], group_by) or "all") for i in keep]
+        return cls(images=imgs, rboxes=[rotated_or_axis_boxes(samples[i].boxes, samples[i].rotated_boxes)
+                                        for i in keep],
+                   boxes=[samples[i].boxes for i in keep], groups=groups)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def group_names(self) -> list[str]:
+        return sorted(set(self.groups))
+
+
+@dataclass
+class PatchFit:
+    """The learned patch and what the attack reports about its optimisation."""
+
+    patch: torch.Tensor
+    history: list[float]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class PatchAttack:
+    """Base class: hyperparameters, the objective, and minibatch sampling.  Subclasses implement ``fit``."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, *, patch_size: int = 24, steps: int = 150, lr: float = 0.03, batch_size: int = 6,
+                 score: str = "class", reduction: str = "vehicle", nps_weight: float = 0.01,
+                 tv_weight: float = 2.5, fraction: tuple[float, float] = (0.5, 0.8), jitter: bool = True,
+                 match_iou: float = 0.3, seed: int = 0, palette: torch.Tensor | None = None) -> None:
+        for name, value in (("steps", steps), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not lr > 0:
+            raise ConfigError(f"lr must be > 0, got {lr!r}")
+        if nps_weight < 0 or tv_weight < 0:
+            raise ConfigError(f"nps_weight and tv_weight must be >= 0, got {nps_weight}, {tv_weight}")
+        init_patch(patch_size)  # validates patch_size
+        self.patch_size, self.steps, self.lr, self.batch_size = patch_size, steps, lr, batch_size
+        self.score, self.reduction, self.match_iou = score, reduction, match_iou
+        self.nps_weight, self.tv_weight = nps_weight, tv_weight
+        self.placement = PatchPlacement(tuple(fraction))
+        self.transform = PatchTransform() if jitter else NO_JITTER
+        self.seed = seed
+        self.palette = DEFAULT_PALETTE if palette is None else palette
+        vehicle_scores([], [], kind=score, reduction=reduction)  # validates score and reduction
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """JSON-ready hyperparameters (stored with every record)."""
+        return {"patch_size": self.patch_size, "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size,
+                "score": self.score, "reduction": self.reduction, "nps_weight": self.nps_weight,
+                "tv_weight": self.tv_weight, "fraction": list(self.placement.fraction),
+                "jitter": self.transform != NO_JITTER, "match_iou": self.match_iou, "seed": self.seed}
+
+    # -- the objective -------------------------------------------------------------------------------
+    def regulariser(self, patch: torch.Tensor) -> torch.Tensor:
+        """``nps_weight · NPS + tv_weight · TV`` of a (3, P, P) patch."""
+        return self.nps_weight * non_printability(patch, self.palette) + self.tv_weight * total_variation(patch)
+
+    def image_scores(self, detector: Detector, patch: torch.Tensor, data: PatchSet, idx: Sequence[int],
+                     gen: torch.Generator | None, *, jitter: bool = True) -> torch.Tensor:
+        """Mean vehicle score (B,) of the patched images ``idx``; differentiable w.r.t. ``patch``."""
+        transform = self.transform if jitter else NO_JITTER
+        patched = [apply_patch(data.images[i][None], patch, [data.rboxes[i]], self.placement, transform, gen)[0]
+                   for i in idx]
+        cands = detector.candidates(patched)
+        per_vehicle = vehicle_scores(cands, [data.boxes[i] for i in idx], kind=self.score,
+                                     match_iou=self.match_iou, reduction=self.reduction)
+        return torch.stack([v.mean() for v in per_vehicle])
+
+    def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
+        """Learn a patch against ``detector`` on ``data``."""
+        raise NotImplementedError
+
+    def _start(self) -> tuple[torch.Tensor, torch.Generator]:
+        return init_patch(self.patch_size, seed=self.seed, kind="gray"), torch.Generator().manual_seed(self.seed)
+
+
+def _adam_fit(attack: PatchAttack, detector: Detector, data: PatchSet, progress: bool, desc: str) -> PatchFit:
+    """Thys-style optimisation: Adam on random pooled minibatches, the patch clamped to [0, 1] after each step."""
+    start, gen = attack._start()
+    patch = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([patch], lr=attack.lr)
+    history = []
+    bar = progress_bar(total=attack.steps, desc=desc, unit="step", enabled=progress)
+    try:
+        for _ in range(attack.steps):
+            idx = torch.randint(len(data), (min(attack.batch_size, len(data)),), generator=gen).tolist()
+            loss = attack.image_scores(detector, patch, data, idx, gen).mean() + attack.regulariser(patch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                patch.clamp_(0, 1)
+            history.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{history[-1]:.3f}")
+    finally:
+        bar.close()
+    return PatchFit(patch=patch.detach(), history=history, info={"detector_queries": 0})
+
+
+@register_patch_attack("patch-whitebox")
+class WhiteBoxPatch(PatchAttack):
+    """White-box patch (Thys et al. 2019): gradients of the victim itself, altitudes pooled."""
+
+    def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
+        return _adam_fit(self, detector, data, progress, self.name)
+
+
+@register_patch_attack("patch-transfer")
+class TransferPatch(PatchAttack):
+    """Black-box transfer: the white-box recipe run on ``surrogate``; the victim is only evaluated."""
+
+    def __init__(self, *, surrogate: Detector | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.surrogate = surrogate
+
+    def hyperparameters(self) -> dict[str, Any]:
+        arch = None if self.surrogate is None else self.surrogate.arch
+        return {**super().hyperparameters(), "surrogate": arch}
+
+    def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
+        if self.surrogate is None:
+            raise ConfigError("patch-transfer needs a surrogate detector (--surrogate ARCH|CKPT), different from "
+                              "the victim")
+        if self.surrogate is detector:
+            raise ConfigError("patch-transfer's surrogate is the victim itself; that is patch-whitebox")
+        fit = _adam_fit(self, self.surrogate, data, progress, f"{self.name} ({self.surrogate.arch})")
+        fit.info["surrogate"] = self.surrogate.arch
+        return fit
+
+
+@register_patch_attack("patch-random-search")
+class RandomSearchPatch(PatchAttack):
+    """Query-based black box: random square recolourings of the patch, kept when the score drops.
+
+    ``queries`` bounds the detector evaluations (one per image scored); each proposal is scored on the
+    same ``search_images`` images, without jitter, so proposals compare fairly.  The square's side shrinks
+    from ``p_init`` of the patch area following the Square attack's schedule.
+    """
+
+    def __init__(self, *, queries: int = 1200, search_images: int = 6, p_init: float = 0.3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
+            raise ConfigError(f"queries (detector image evaluations) must be a positive integer, got {queries!r}")
+        if not 0 < p_init <= 1:
+            raise ConfigError(f"p_init must lie in (0, 1], got {p_init}")
+        self.queries, self.search_images, self.p_init = queries, int(search_images), p_init
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**super().hyperparameters(), "queries": self.queries, "search_images": self.search_images,
+                "p_init": self.p_init}
+
+    def _side(self, used: int) -> int:
+        frac = self.p_init * 0.5 ** math.floor(8 * used / self.queries)  # halves 8 times over the budget
+        return max(1, round(math.sqrt(frac) * self.patch_size))
+
+    @torch.no_grad()
+    def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
+        patch, gen = self._start()
+        n = min(self.search_images, len(data))
+        if n > self.queries:
+            raise ConfigError(f"queries={self.queries} cannot score even one proposal on {n} images; raise it")
+        idx = torch.randperm(len(data), generator=gen)[:n].tolist()
+
+        def loss(p: torch.Tensor) -> float:
+            return float(self.image_scores(detector, p, data, idx, None, jitter=False).mean() + self.regulariser(p))
+
+        best, used, accepted = loss(patch), n, 0
+        history = [best]
+        bar = progress_bar(total=self.queries, desc=self.name, unit="query", enabled=progress)
+        bar.update(n)
+        try:
+            while used + n <= self.queries:
+                side = self._side(used)
+                top, left = (int(torch.randint(self.patch_size - side + 1, (1,), generator=gen)) for _ in range(2))
+                colour = self.palette[int(torch.randint(len(self.palette), (1,), generator=gen))]
+                proposal = patch.clone()
+                proposal[:, top:top + side, left:left + side] = colour.view(3, 1, 1)
+                value = loss(proposal)
+                used += n
+                if value < best:
+                    patch, best, accepted = proposal, value, accepted + 1
+                history.append(best)
+                bar.update(n)
+                bar.set_postfix(loss=f"{best:.3f}")
+        finally:
+            bar.close()
+        return PatchFit(patch=patch, history=history,
+                        info={"detector_queries": used, "accepted": accepted, "proposals": len(history) - 1})
+
+
+class _AdamDirection:
+    """Adam's bias-corrected update direction, as the APGDA engine's ``direction`` callable (lr = 1/alpha)."""
+
+    def __init__(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> None:
+        self.b1, self.b2, self.eps, self.t = b1, b2, eps, 0
+        self.m: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        if self.m is None or self.v is None:
+            self.m, self.v = torch.zeros_like(grad), torch.zeros_like(grad)
+        self.t += 1
+        self.m = self.b1 * self.m + (1 - self.b1) * grad
+        self.v = self.b2 * self.v + (1 - self.b2) * grad * grad
+        m_hat = self.m / (1 - self.b1 ** self.t)
+        v_hat = self.v / (1 - self.b2 ** self.t)
+        return m_hat / (v_hat.sqrt() + self.eps)
+
+
+class _AltitudeDomains:
+    """Domains = (detector, altitude group) pairs; one stratified, jittered minibatch per evaluation."""
+
+    def __init__(self, attack: PatchAttack, detectors: Sequence[Detector], data: PatchSet, per_group: int,
+                 gen: torch.Generator, score_threshold: float) -> None:
+        self.attack, self.detectors, self.data, self.gen = attack, list(detectors), data, gen
+        self.per_group, self.threshold = per_group, score_threshold
+        self.groups = data.group_names
+        self.members = {g: [i for i, gi in enumerate(data.groups) if gi == g] for g in self.groups}
+        multi = len(self.detectors) > 1
+        self.names = [f"{d.arch}@{g}" if multi else g for d in self.detectors for g in self.groups]
+
+    def evaluate(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        patch = delta[0]
+        picks = []
+        for g in self.groups:
+            pool = self.members[g]
+            order = torch.randint(len(pool), (self.per_group,), generator=self.gen).tolist()
+            picks.append([pool[j] for j in order])
+        reg = self.attack.regulariser(patch)
+        losses, success = [], []
+        for det in self.detectors:
+            for idx in picks:
+                scores = self.attack.image_scores(det, patch, self.data, idx, self.gen)
+                losses.append(scores.mean() + reg)
+                success.append(bool((scores < self.threshold).all()))
+        return torch.stack(losses).unsqueeze(0), torch.tensor([success])
+
+
+@register_patch_attack("patch-minmax")
+class MinMaxPatch(PatchAttack):
+    """Min-max patch over altitude groups (and ``detectors``, if several): APGDA with Adam directions.
+
+    Each step draws ``ceil(batch_size / K_altitudes)`` images per altitude, so a step costs about what a
+    ``patch-whitebox`` step costs.  ``beta`` and ``gamma`` are the engine's weight step (inverse) and
+    regulariser (REFERENCE.md §1); the learned weights and their trace are reported in ``info``.
+    """
+
+    def __init__(self, *, detectors: Sequence[Detector] = (), beta: float = 5.0, gamma: float = 1.0,
+                 score_threshold: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.extra_detectors = list(detectors)
+        self.engine = APGDA(steps=self.steps, alpha=1.0 / self.lr, beta=beta, gamma=gamma)
+        self.score_threshold = score_threshold
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**super().hyperparameters(), "beta": self.engine.beta, "gamma": self.engine.gamma,
+                "detectors": [d.arch for d in self.extra_detectors]}
+
+    def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
+        start, gen = self._start()
+        detectors = [detector] + [d for d in self.extra_detectors if d is not detector]
+        groups = data.group_names
+        per_group = max(1, math.ceil(self.batch_size / len(groups)))
+        domains = _AltitudeDomains(self, detectors, data, per_group, gen, self.score_threshold)
+        bar = progress_bar(total=self.steps, desc=self.name, unit="step", enabled=progress)
+        direction = _AdamDirection()
+
+        def tracked(grad: torch.Tensor) -> torch.Tensor:
+            bar.update(1)
+            return direction(grad)
+
+        try:
+            result = self.engine.run(domains, start[None], lambda d: d.clamp(0, 1), tracked)
+        finally:
+            bar.close()
+        weights = result.weights[0].tolist()
+        trace = result.weight_trace[:, 0].tolist()
+        history = [max(row) for row in result.loss_trace[:, 0].tolist()]
+        info = {"domains": domains.names, "weights": dict(zip(domains.names, weights, strict=True)),
+                "weight_trace": trace, "final_domain_losses": result.losses[0].tolist(), "detector_queries": 0}
+        return PatchFit(patch=result.delta[0], history=history, info=info)
+
+
+def create_patch_attack(name: str, **kwargs: Any) -> PatchAttack:
+    """Build the registered patch attack ``name`` with keyword hyperparameters."""
+    cls = PATCH_ATTACKS.get(name)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"patch attack '{name}': {exc}; see `advbench detect-attack --help`") from None

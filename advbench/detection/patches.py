@@ -1,0 +1,196 @@
+"""Placing an adversarial patch on vehicle roofs, differentiably, with Thys-style random transforms.
+
+The patch recipe follows Thys, Van Ranst & Goedemé, "Fooling automated surveillance cameras" (CVPRW
+2019) and Du et al. (WACV 2022) for aerial cars, as summarised in REFERENCE.md §4: before placement the
+patch is median-filtered and jittered in contrast (0.8-1.2), brightness (±0.1), per-pixel noise (±0.1)
+and rotation (±20°), then scaled to the vehicle and pasted on its roof.
+
+Placement is a per-vehicle affine warp (``grid_sample``) of the patch into the rotated box of the
+vehicle.  The patch rectangle covers ``fraction = (along, across)`` of the box's length and width; if a
+rotation jitter would push its corners outside the box, the patch is shrunk until it fits, so a patch
+never leaves its placement region.  Composition is ``x (1 - M) + P M`` with ``M`` the rectangle's coverage,
+anti-aliased inward over one pixel, so the result stays in [0, 1] and no pixel outside the rectangle changes.
+
+>>> images = torch.zeros(1, 3, 32, 32)
+>>> rboxes = [torch.tensor([[16.0, 16.0, 20.0, 10.0, 0.0]])]
+>>> out = apply_patch(images, torch.ones(3, 8, 8), rboxes, PatchPlacement(fraction=(0.5, 0.8)))
+>>> round(float(out[0, 0].sum()))  # a 10 x 8 pixel patch of ones
+80
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import kornia
+import torch
+import torch.nn.functional as F
+
+from advbench.errors import ConfigError, InputError
+
+
+@dataclass(frozen=True)
+class PatchTransform:
+    """Thys et al. (2019) training-time jitter; every range is symmetric about "no change"."""
+
+    median: bool = True
+    contrast: tuple[float, float] = (0.8, 1.2)
+    brightness: float = 0.1
+    noise: float = 0.1
+    rotation: float = 20.0
+
+    def __post_init__(self) -> None:
+        lo, hi = self.contrast
+        if not 0 < lo <= hi:
+            raise ConfigError(f"contrast range must satisfy 0 < low <= high, got {self.contrast}")
+        for name in ("brightness", "noise", "rotation"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"PatchTransform.{name} must be >= 0, got {getattr(self, name)}")
+
+
+#: No jitter: the placement used to evaluate a patch.
+NO_JITTER = PatchTransform(median=False, contrast=(1.0, 1.0), brightness=0.0, noise=0.0, rotation=0.0)
+
+
+@dataclass(frozen=True)
+class PatchPlacement:
+    """Where the patch goes: the centre of each vehicle's rotated box, aligned with it.
+
+    ``fraction`` = (share of the box length, share of the box width) the patch spans before any rotation
+    jitter; both must lie in (0, 1] so the patch stays on the vehicle.
+    """
+
+    fraction: tuple[float, float] = (0.5, 0.8)
+
+    def __post_init__(self) -> None:
+        if len(self.fraction) != 2 or not all(0 < f <= 1 for f in self.fraction):
+            raise ConfigError(f"patch fraction must be two numbers in (0, 1] (along, across), got {self.fraction}")
+
+
+def jitter_patch(patch: torch.Tensor, n: int, transform: PatchTransform,
+                 gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` jittered copies of ``patch`` (3, P, P) in [0, 1] and their rotation offsets in degrees (n,)."""
+    p = patch.unsqueeze(0)
+    if transform.median and min(patch.shape[-2:]) >= 3:
+        p = kornia.filters.median_blur(p, (3, 3))
+    p = p.expand(n, -1, -1, -1)
+    dev, dt = patch.device, patch.dtype
+
+    def uniform(*shape: int, lo: float, hi: float) -> torch.Tensor:
+        if lo == hi:
+            return torch.full(shape, lo, device=dev, dtype=dt)
+        draw = torch.rand(shape, generator=gen, dtype=dt, device=gen.device if gen is not None else dev)
+        return draw.to(dev) * (hi - lo) + lo
+
+    contrast = uniform(n, 1, 1, 1, lo=transform.contrast[0], hi=transform.contrast[1])
+    brightness = uniform(n, 1, 1, 1, lo=-transform.brightness, hi=transform.brightness)
+    p = p * contrast + brightness
+    if transform.noise > 0:
+        p = p + uniform(*p.shape, lo=-transform.noise, hi=transform.noise)
+    angles = uniform(n, lo=-transform.rotation, hi=transform.rotation)
+    return p.clamp(0, 1), angles
+
+
+def _fit_scale(length: torch.Tensor, width: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+               angle: torch.Tensor) -> torch.Tensor:
+    """The largest factor <= 1 that keeps an (a x b) rectangle rotated by ``angle`` inside (length x width)."""
+    c, s = torch.cos(angle).abs(), torch.sin(angle).abs()
+    along = a * c + b * s
+    across = a * s + b * c
+    return torch.minimum(torch.ones_like(a), torch.minimum(length / along, width / across))
+
+
+def patch_regions(rboxes: torch.Tensor, placement: PatchPlacement,
+                  extra_angles: torch.Tensor | None = None) -> torch.Tensor:
+    """The rotated rectangles ``(N, 5)`` (cx, cy, w, h, angle°) the patch occupies on ``rboxes`` (N, 5)."""
+    cx, cy, length, width, angle = rboxes.unbind(-1)
+    jitter = torch.zeros_like(angle) if extra_angles is None else extra_angles
+    a = length * placement.fraction[0]
+    b = width * placement.fraction[1]
+    k = _fit_scale(length, width, a, b, torch.deg2rad(jitter))
+    return torch.stack([cx, cy, a * k, b * k, angle + jitter], dim=-1)
+
+
+def _warp_grid(regions: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Sampling grids (N, H, W, 2) that map image pixels into each region's patch frame [-1, 1]^2."""
+    cx, cy, pw, ph, angle = regions.unbind(-1)
+    t = torch.deg2rad(angle)
+    cos, sin = torch.cos(t), torch.sin(t)
+    ys = torch.arange(height, device=regions.device, dtype=regions.dtype) + 0.5
+    xs = torch.arange(width, device=regions.device, dtype=regions.dtype) + 0.5
+    dx = xs.view(1, 1, -1) - cx.view(-1, 1, 1)
+    dy = ys.view(1, -1, 1) - cy.view(-1, 1, 1)
+    u = (dx * cos.view(-1, 1, 1) + dy * sin.view(-1, 1, 1)) / (pw.view(-1, 1, 1) / 2)
+    v = (-dx * sin.view(-1, 1, 1) + dy * cos.view(-1, 1, 1)) / (ph.view(-1, 1, 1) / 2)
+    return torch.stack([u, v], dim=-1)
+
+
+def apply_patch(images: torch.Tensor, patch: torch.Tensor, rboxes: Sequence[torch.Tensor],
+                placement: PatchPlacement = PatchPlacement(), transform: PatchTransform = NO_JITTER,
+                gen: torch.Generator | None = None) -> torch.Tensor:
+    """Paste ``patch`` (3, P, Q) in [0, 1] on every rotated box of every image; gradients reach ``patch``.
+
+    ``rboxes[i]`` is the (N_i, 5) tensor of image ``i``'s target vehicles (cx, cy, length, width, angle°,
+    the le90 convention of :mod:`advbench.datasets.detection.geometry`).  ``transform`` draws a fresh
+    jitter per vehicle from ``gen``; the default applies none.
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise InputError(f"images must be a (B, 3, H, W) batch, got {tuple(images.shape)}")
+    if patch.dim() != 3 or patch.shape[0] != 3:
+        raise InputError(f"patch must be (3, P, Q), got {tuple(patch.shape)}")
+    if len(rboxes) != images.shape[0]:
+        raise InputError(f"got rotated boxes for {len(rboxes)} images but {images.shape[0]} images")
+    counts = [int(r.shape[0]) for r in rboxes]
+    total = sum(counts)
+    if total == 0:
+        return images
+    b, _, h, w = images.shape
+    boxes = torch.cat([r.to(images) for r in rboxes])
+    copies, angles = jitter_patch(patch.to(images), total, transform, gen)
+    regions = patch_regions(boxes, placement, angles)
+    grid = _warp_grid(regions, h, w)
+    sampled = F.grid_sample(copies, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # Coverage ramps from 0 on the rectangle's edge to 1 one pixel inside: anti-aliased, and zero at every
+    # pixel whose centre is not strictly inside the rectangle (so never outside the vehicle's box).
+    half = regions[:, 2:4].view(-1, 1, 1, 2) / 2
+    inset = ((1 - grid.abs()) * half).amin(dim=-1).clamp(0, 1).unsqueeze(1)
+    owner = torch.repeat_interleave(torch.arange(b, device=images.device), torch.tensor(counts, device=images.device))
+    colour = torch.zeros_like(images).index_add(0, owner, sampled * inset)  # sum of P_v M_v
+    cover = torch.zeros(b, 1, h, w, device=images.device, dtype=images.dtype).index_add(0, owner, inset)
+    # Overlapping patches share the pixel in proportion to their coverage: still a convex combination.
+    scale = cover.clamp_min(1.0)
+    return images * (1 - cover.clamp(max=1.0)) + colour / scale
+
+
+def region_mask(rboxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Boolean (H, W) mask of the pixels whose centre lies inside any of the rotated boxes (N, 5)."""
+    if rboxes.numel() == 0:
+        return torch.zeros(height, width, dtype=torch.bool)
+    grid = _warp_grid(rboxes.to(torch.float64), height, width)
+    return (grid.abs() <= 1).all(dim=-1).any(dim=0)
+
+
+def rotated_or_axis_boxes(boxes: torch.Tensor, rotated: torch.Tensor | None) -> torch.Tensor:
+    """The rotated boxes of a sample, or its axis-aligned boxes as angle-0 rotated boxes when it has none."""
+    if rotated is not None:
+        return rotated
+    wh = boxes[:, 2:] - boxes[:, :2]
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    longer = wh[:, 0] >= wh[:, 1]
+    length = torch.where(longer, wh[:, 0], wh[:, 1])
+    width = torch.where(longer, wh[:, 1], wh[:, 0])
+    angle = torch.where(longer, 0.0, -90.0)
+    return torch.stack([centre[:, 0], centre[:, 1], length, width, angle], dim=-1)
+
+
+def init_patch(size: int, *, seed: int = 0, kind: str = "gray") -> torch.Tensor:
+    """A starting patch (3, size, size): ``"gray"`` (0.5 everywhere) or ``"random"`` (uniform, seeded)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+        raise ConfigError(f"patch_size must be an integer >= 2, got {size!r}")
+    if kind == "gray":
+        return torch.full((3, size, size), 0.5)
+    if kind == "random":
+        return torch.rand(3, size, size, generator=torch.Generator().manual_seed(seed))
+    raise ConfigError(f"unknown patch init '{kind}'; use 'gray' or 'random'")
+

@@ -1,0 +1,287 @@
+"""Detectors, patch placement, patch losses and the four patch attacks (issue 6)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
+from advbench.detection.detectors import Candidates, create_detector, list_detectors
+from advbench.detection.experiment import DetectAttackSpec, run_detect_attack, split_by_group
+from advbench.detection.patch_attacks import PatchSet, create_patch_attack, list_patch_attacks
+from advbench.detection.patch_losses import (
+    DEFAULT_PALETTE,
+    load_palette,
+    non_printability,
+    total_variation,
+    vehicle_scores,
+)
+from advbench.detection.patches import (
+    PatchPlacement,
+    PatchTransform,
+    apply_patch,
+    patch_regions,
+    region_mask,
+    rotated_or_axis_boxes,
+)
+from advbench.detection.training import DetectorTrainConfig, load_detector, save_detector, train_detector
+from advbench.errors import CheckpointError, ConfigError, DatasetError, InputError, UnknownNameError
+from advbench.minmax import project_simplex
+
+
+@pytest.fixture(scope="module")
+def aerial(tmp_path_factory):
+    root = generate_aerial_dataset(tmp_path_factory.mktemp("aerial") / "evd", n_images=12, size=(128, 96), seed=3)
+    return root, load_detection_dataset(f"evd4uav:{root}")
+
+
+@pytest.fixture(scope="module")
+def fcos(aerial, tmp_path_factory):
+    """A briefly trained FCOS, saved and loaded back (its scores are not meaningful, its gradients are)."""
+    _, samples = aerial
+    det, _ = train_detector(samples, DetectorTrainConfig(arch="fcos-mnv3", epochs=2, seed=0), progress=False)
+    path = save_detector(det, tmp_path_factory.mktemp("det") / "fcos.safetensors")
+    return load_detector(path), path
+
+
+# -- placement --------------------------------------------------------------------------------------
+def test_patch_stays_in_unit_box_and_inside_its_vehicle():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 80, 100, generator=gen)
+    rboxes = [torch.tensor([[30.0, 30.0, 40.0, 20.0, 25.0], [70.0, 55.0, 36.0, 18.0, -60.0]]),
+              torch.tensor([[50.0, 40.0, 44.0, 22.0, 80.0]])]
+    patch = torch.rand(3, 12, 12, generator=gen)
+    for _ in range(5):  # random rotation jitter must never push the patch off the vehicle
+        out = apply_patch(images, patch, rboxes, PatchPlacement((0.6, 0.8)), PatchTransform(), gen)
+        assert out.min() >= 0 and out.max() <= 1
+        for i in range(2):
+            changed = (out[i] - images[i]).abs().amax(dim=0) > 1e-6
+            inside = region_mask(rboxes[i], 80, 100)
+            assert changed.any()
+            assert not (changed & ~inside).any(), "patch pixels outside the vehicle's rotated box"
+
+
+def test_patch_region_shrinks_to_fit_rotated_jitter():
+    box = torch.tensor([[0.0, 0.0, 20.0, 10.0, 0.0]])
+    plain = patch_regions(box, PatchPlacement((1.0, 1.0)))
+    assert plain[0, 2:4].tolist() == [20.0, 10.0]
+    turned = patch_regions(box, PatchPlacement((1.0, 1.0)), torch.tensor([20.0]))
+    a, b, t = float(turned[0, 2]), float(turned[0, 3]), math.radians(20)
+    assert a * math.cos(t) + b * math.sin(t) <= 20 + 1e-4 and a * math.sin(t) + b * math.cos(t) <= 10 + 1e-4
+    assert a / b == pytest.approx(2.0)
+
+
+def test_patch_is_aligned_with_the_vehicle_axis():
+    image = torch.zeros(1, 3, 60, 60)
+    vertical = [torch.tensor([[30.0, 30.0, 40.0, 10.0, 90.0]])]  # long side pointing down the image
+    out = apply_patch(image, torch.ones(3, 6, 6), vertical, PatchPlacement((0.5, 1.0)))
+    cover = out[0, 0] > 0.5
+    rows, cols = cover.any(dim=1).sum().item(), cover.any(dim=0).sum().item()
+    assert rows == 20 and cols == 10
+
+
+def test_patch_gradient_and_seeded_jitter():
+    images = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+    rb = [torch.tensor([[20.0, 20.0, 24.0, 12.0, 10.0]])]
+    patch = torch.full((3, 8, 8), 0.5, requires_grad=True)
+    a = apply_patch(images, patch, rb, transform=PatchTransform(), gen=torch.Generator().manual_seed(5))
+    b = apply_patch(images, patch, rb, transform=PatchTransform(), gen=torch.Generator().manual_seed(5))
+    c = apply_patch(images, patch, rb, transform=PatchTransform(), gen=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    a.sum().backward()
+    assert patch.grad is not None and patch.grad.abs().sum() > 0
+
+
+def test_axis_boxes_become_rotated_boxes():
+    rb = rotated_or_axis_boxes(torch.tensor([[0.0, 0.0, 10.0, 4.0], [0.0, 0.0, 4.0, 10.0]]), None)
+    assert rb.tolist() == [[5.0, 2.0, 10.0, 4.0, 0.0], [2.0, 5.0, 10.0, 4.0, -90.0]]
+
+
+def test_placement_and_transform_validation():
+    with pytest.raises(ConfigError, match="fraction"):
+        PatchPlacement((1.2, 0.5))
+    with pytest.raises(ConfigError, match="contrast"):
+        PatchTransform(contrast=(1.2, 0.8))
+    with pytest.raises(InputError, match="patch must be"):
+        apply_patch(torch.zeros(1, 3, 8, 8), torch.zeros(8, 8), [torch.zeros(0, 5)])
+
+
+# -- losses -----------------------------------------------------------------------------------------
+def test_vehicle_scores_take_the_best_overlapping_candidate():
+    cand = Candidates(boxes=torch.tensor([[0.0, 0, 10, 10], [1.0, 1, 11, 11], [50.0, 50, 60, 60]]),
+                      scores=torch.tensor([0.3, 0.8, 0.9]),
+                      objectness_boxes=torch.tensor([[0.0, 0, 10, 10]]), objectness=torch.tensor([0.4]))
+    targets = [torch.tensor([[0.0, 0, 10, 10], [100.0, 100, 110, 110]])]
+    assert vehicle_scores([cand], targets)[0].tolist() == pytest.approx([0.8, 0.0])
+    assert vehicle_scores([cand], targets, kind="objectness")[0].tolist() == pytest.approx([0.4, 0.0])
+    assert vehicle_scores([cand], targets, reduction="image")[0].tolist() == pytest.approx([0.9])
+    with pytest.raises(ConfigError, match="score kind"):
+        vehicle_scores([cand], targets, kind="logits")
+
+
+def test_nps_and_tv_hand_values(tmp_path):
+    on_palette = DEFAULT_PALETTE[5].view(3, 1, 1).expand(3, 4, 4)
+    assert float(non_printability(on_palette)) == pytest.approx(0.0, abs=1e-6)
+    assert float(non_printability(torch.zeros(3, 2, 2))) == pytest.approx(math.sqrt(3 * 0.1**2), rel=1e-5)
+    stripes = torch.zeros(3, 2, 4)
+    stripes[:, :, 1::2] = 1.0  # every horizontal neighbour differs by 1, vertical neighbours are equal
+    assert float(total_variation(stripes)) == pytest.approx(1.0)
+    assert float(total_variation(torch.full((3, 5, 5), 0.3))) == 0.0
+    good = tmp_path / "palette.txt"
+    good.write_text("# r g b\n255,0,0\n0 255 0\n")
+    assert load_palette(good).tolist() == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("0.1 0.2 0.3\n0.1 0.2\n")
+    with pytest.raises(DatasetError, match=r"bad.txt:2"):
+        load_palette(bad)
+
+
+# -- detectors --------------------------------------------------------------------------------------
+def test_detector_registry_and_candidate_gradients():
+    assert {"fasterrcnn-mnv3", "fcos-mnv3"} <= set(list_detectors())
+    for arch in ("fasterrcnn-mnv3", "fcos-mnv3"):
+        det = create_detector(arch, class_names=("Car", "Bus"), image_size=(96, 64), seed=0)
+        images = torch.rand(2, 3, 64, 96, requires_grad=True)
+        cands = det.candidates(images)
+        assert len(cands) == 2 and cands[0].boxes.shape[0] == cands[0].scores.shape[0]
+        assert cands[0].objectness.shape[0] == cands[0].objectness_boxes.shape[0]
+        assert 0 <= cands[0].scores.min().item() and cands[0].scores.max().item() <= 1
+        (cands[0].scores.max() + cands[1].objectness.max()).backward()
+        assert images.grad[0].abs().sum() > 0 and images.grad[1].abs().sum() > 0
+        for d in det.detect(images.detach()):
+            assert d["labels"].numel() == 0 or (0 <= int(d["labels"].min()) and int(d["labels"].max()) < 2)
+    with pytest.raises(UnknownNameError, match="fcos-mnv3"):
+        create_detector("yolo", class_names=("Car",), image_size=(64, 64))
+    with pytest.raises(InputError, match=r"\(B, 3, H, W\)"):
+        det.detect(torch.zeros(3, 64, 96))
+
+
+def test_detector_checkpoint_round_trip(fcos, aerial, tmp_path):
+    det, path = fcos
+    _, samples = aerial
+    image = samples[0].load_image()[None]
+    again = load_detector(path)
+    a, b = det.detect(image)[0], again.detect(image)[0]
+    assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["boxes"], b["boxes"])
+    # the user's own weights: a bare torchvision state dict plus the architecture facts
+    bare = tmp_path / "mine.pt"
+    torch.save(det.model.state_dict(), bare)
+    mine = load_detector(bare, arch="fcos-mnv3", class_names=det.class_names, image_size=det.image_size)
+    assert torch.equal(mine.detect(image)[0]["scores"], a["scores"])
+    with pytest.raises(CheckpointError, match="no detector metadata"):
+        load_detector(bare)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_detector(bare, arch="fcos-mnv3", class_names=("Car",), image_size=det.image_size)
+
+
+def test_classifier_checkpoint_is_not_a_detector(digits_model):
+    with pytest.raises(CheckpointError, match="not a detector"):
+        load_detector(digits_model.checkpoint_file)
+
+
+# -- attacks ----------------------------------------------------------------------------------------
+def test_patch_attack_registry_and_errors(fcos):
+    assert set(list_patch_attacks()) == {"patch-whitebox", "patch-transfer", "patch-random-search", "patch-minmax"}
+    with pytest.raises(ConfigError, match="steps"):
+        create_patch_attack("patch-whitebox", steps=0)
+    with pytest.raises(ConfigError, match="unexpected keyword"):
+        create_patch_attack("patch-whitebox", epsilon=3)
+    with pytest.raises(ConfigError, match="surrogate"):
+        create_patch_attack("patch-transfer", steps=1).fit(fcos[0], PatchSet([], [], [], []), progress=False)
+
+
+def test_whitebox_patch_is_learned_within_bounds(fcos, aerial):
+    det, _ = fcos
+    data = PatchSet.from_samples(aerial[1][:6])
+    attack = create_patch_attack("patch-whitebox", steps=4, batch_size=2, patch_size=8, seed=0)
+    fit = attack.fit(det, data, progress=False)
+    assert fit.patch.shape == (3, 8, 8) and float(fit.patch.min()) >= 0 and float(fit.patch.max()) <= 1
+    assert not torch.allclose(fit.patch, torch.full_like(fit.patch, 0.5)), "the patch never moved"
+    again = create_patch_attack("patch-whitebox", steps=4, batch_size=2, patch_size=8, seed=0).fit(
+        det, data, progress=False)
+    assert torch.equal(fit.patch, again.patch), "same seed, different patch"
+
+
+def test_minmax_patch_weights_stay_on_the_simplex(fcos, aerial):
+    det, _ = fcos
+    data = PatchSet.from_samples(aerial[1])
+    # a barely trained detector rarely overlaps vehicles, so score the image-level maximum
+    attack = create_patch_attack("patch-minmax", steps=4, batch_size=3, patch_size=8, beta=0.5, gamma=0.1,
+                                 reduction="image")
+    fit = attack.fit(det, data, progress=False)
+    assert fit.info["domains"] == ["50m", "70m", "90m"]
+    trace = torch.tensor(fit.info["weight_trace"])
+    assert trace.shape == (5, 3)
+    assert torch.all(trace >= 0) and torch.allclose(trace.sum(dim=1), torch.ones(5))
+    assert torch.allclose(project_simplex(trace), trace, atol=1e-6)
+    assert not torch.allclose(trace[-1], trace[0]), "the altitude weights never moved"
+    assert float(fit.patch.min()) >= 0 and float(fit.patch.max()) <= 1
+
+
+def test_random_search_respects_its_query_budget(fcos, aerial):
+    det, _ = fcos
+    data = PatchSet.from_samples(aerial[1])
+    attack = create_patch_attack("patch-random-search", queries=20, search_images=3, patch_size=8)
+    fit = attack.fit(det, data, progress=False)
+    assert fit.info["detector_queries"] <= 20 and fit.info["proposals"] == 5
+    assert all(b <= a + 1e-12 for a, b in zip(fit.history, fit.history[1:], strict=False)), "accepted a worse patch"
+    with pytest.raises(ConfigError, match="queries"):
+        create_patch_attack("patch-random-search", queries=2, search_images=3).fit(det, data, progress=False)
+
+
+def test_transfer_never_queries_the_victim(fcos, aerial):
+    det, _ = fcos
+    surrogate = create_detector("fcos-mnv3", class_names=det.class_names, image_size=det.image_size, seed=9)
+    calls = {"victim": 0}
+    original = det.candidates
+
+    def counting(images):
+        calls["victim"] += 1
+        return original(images)
+
+    det.candidates = counting
+    try:
+        attack = create_patch_attack("patch-transfer", surrogate=surrogate, steps=2, batch_size=2, patch_size=8)
+        fit = attack.fit(det, PatchSet.from_samples(aerial[1][:4]), progress=False)
+    finally:
+        del det.candidates
+    assert calls["victim"] == 0 and fit.info["surrogate"] == "fcos-mnv3"
+
+
+# -- the experiment ---------------------------------------------------------------------------------
+def test_split_keeps_every_altitude_in_both_parts(aerial):
+    _, samples = aerial
+    train, test = split_by_group(samples, 0.5, seed=0)
+    assert len(train) + len(test) == len(samples)
+    assert {s.altitude for s in train} == {s.altitude for s in test} == {"50m", "70m", "90m"}
+    assert not {s.image_id for s in train} & {s.image_id for s in test}
+
+
+def test_detect_attack_run_is_stored_and_skipped(fcos, aerial, tmp_path):
+    root, _ = aerial
+    _, path = fcos
+    spec = DetectAttackSpec(dataset=f"evd4uav:{root}", detector=str(path), attack="patch-minmax",
+                            params={"steps": 2, "batch_size": 3, "patch_size": 8}, score_threshold=0.05)
+    store = tmp_path / "results.db"
+    first = run_detect_attack(spec, store=store, progress=False)
+    metrics = first.record["metrics"]
+    assert set(metrics["asr_by_altitude"]) == {"50m", "70m", "90m"}
+    assert set(metrics["weights"]) == {"50m", "70m", "90m"}
+    assert sum(metrics["weights"].values()) == pytest.approx(1.0)
+    assert metrics["patch"]["min"] >= 0 and metrics["patch"]["max"] <= 1
+    assert "AP50" in metrics["ap_clean"] and "control_asr" in metrics
+    n_vehicles = metrics["counts"]["overall"]["vehicles"]
+    assert len(first.record["samples"]) == n_vehicles > 0
+    again = run_detect_attack(spec, store=store, progress=False)
+    assert again.skipped and again.record["metrics"]["asr"] == metrics["asr"]
+
+
+def test_detect_attack_rejects_unknown_detector(aerial):
+    root, _ = aerial
+    with pytest.raises(InputError, match="neither a checkpoint"):
+        run_detect_attack(DetectAttackSpec(dataset=f"evd4uav:{root}", detector="/no/such.safetensors",
+                                           attack="patch-whitebox"), progress=False)
+    with pytest.raises(ConfigError, match="surrogate"):
+        DetectAttackSpec(dataset=f"evd4uav:{root}", detector="fcos-mnv3", attack="patch-transfer")
