@@ -25,7 +25,8 @@ def train_detector_cmd(
     epochs: int = typer.Option(60, "--epochs"),
     batch_size: int = typer.Option(4, "--batch-size"),
     lr: float = typer.Option(2e-3, "--lr"),
-    augment: str = typer.Option("flip", "--augment", help="'flip' (random h/v flips) or 'none'"),
+    augment: str = typer.Option("dihedral", "--augment", help="augmentation preset: none, flip, dihedral, "
+                                                              "photometric, aerial"),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
@@ -35,7 +36,7 @@ def train_detector_cmd(
 
     samples = load_detection_dataset(dataset)
     cfg = DetectorTrainConfig(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                              augment=None if augment == "none" else augment)
+                              augment=augment)
     det, summary = train_detector(samples, cfg, progress=True)
     path = save_detector(det, out_path, {"dataset": dataset, "training": summary})
     if as_json:

@@ -55,3 +55,23 @@ def digits_batch(digits_model, digits_test):
     with torch.no_grad():
         correct = digits_model(x).argmax(1) == y
     return x[correct][:64], y[correct][:64]
+
+
+@pytest.fixture
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Run the console script's entry point (with its error handling): ``run_cli(*args) -> (code, stdout, stderr)``."""
+    import sys
+
+    from advbench.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["advbench", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from advbench.cli import main
 from advbench.datasets.detection import load_detection_dataset
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the console script's entry point (with its error handling) and return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["advbench", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -31,28 +17,28 @@ def aerial(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_aerial_dataset(tmp_path_factory.mktemp("cli_data") / "syn", n_images=6, size=(128, 96), seed=3)
 
 
-def test_generate_aerial_writes_a_loadable_folder(monkeypatch, capsys, tmp_path) -> None:
+def test_generate_aerial_writes_a_loadable_folder(run_cli, tmp_path) -> None:
     out_dir = tmp_path / "scenes"
-    code, out, err = run_cli(monkeypatch, capsys, "data", "generate-aerial", str(out_dir), "--n-images", "3",
+    code, out, err = run_cli("data", "generate-aerial", str(out_dir), "--n-images", "3",
                              "--width", "96", "--height", "64", "--seed", "5")
     assert code == 0, err
     assert out == "" and len(err.strip().splitlines()) == 1 and f"evd4uav:{out_dir}" in err
     samples = load_detection_dataset(f"evd4uav:{out_dir}")
     assert len(samples) == 3 and {s.image_size for s in samples} == {(96, 64)}
     # a non-empty folder is refused with the one-line error
-    code, _, err = run_cli(monkeypatch, capsys, "data", "generate-aerial", str(out_dir))
+    code, _, err = run_cli("data", "generate-aerial", str(out_dir))
     assert code == 2 and "not an empty folder" in err and len(err.strip().splitlines()) == 1
 
 
-def test_inspect_prints_tables(monkeypatch, capsys, aerial) -> None:
-    code, out, err = run_cli(monkeypatch, capsys, "data", "inspect", f"evd4uav:{aerial}?masks=true")
+def test_inspect_prints_tables(run_cli, aerial) -> None:
+    code, out, err = run_cli("data", "inspect", f"evd4uav:{aerial}?masks=true")
     assert code == 0, err
     for word in ("classes", "altitudes", "colours", "types", "image sizes", "Car", "50m", "128x96"):
         assert word in out
 
 
-def test_inspect_json_is_one_object_with_the_counts(monkeypatch, capsys, aerial) -> None:
-    code, out, err = run_cli(monkeypatch, capsys, "data", "inspect", f"evd4uav:{aerial}", "--json")
+def test_inspect_json_is_one_object_with_the_counts(run_cli, aerial) -> None:
+    code, out, err = run_cli("data", "inspect", f"evd4uav:{aerial}", "--json")
     assert code == 0, err
     stats = json.loads(out)
     samples = load_detection_dataset(f"evd4uav:{aerial}")
@@ -62,10 +48,10 @@ def test_inspect_json_is_one_object_with_the_counts(monkeypatch, capsys, aerial)
     assert stats["spec"] == f"evd4uav:{aerial}"
 
 
-def test_export_writes_coco_that_reads_back(monkeypatch, capsys, aerial, tmp_path) -> None:
+def test_export_writes_coco_that_reads_back(run_cli, aerial, tmp_path) -> None:
     target = tmp_path / "out" / "ann.json"
     target.parent.mkdir()
-    code, out, err = run_cli(monkeypatch, capsys, "data", "export", f"evd4uav:{aerial}?altitude=50m,70m",
+    code, out, err = run_cli("data", "export", f"evd4uav:{aerial}?altitude=50m,70m",
                              "--coco", str(target))
     assert code == 0, err
     original = load_detection_dataset(f"evd4uav:{aerial}?altitude=50m,70m")
@@ -76,7 +62,7 @@ def test_export_writes_coco_that_reads_back(monkeypatch, capsys, aerial, tmp_pat
     assert not [p for p in target.parent.iterdir() if p != target], "no temp files left behind"
 
 
-def test_malformed_label_file_gives_the_one_line_error(monkeypatch, capsys, aerial, tmp_path) -> None:
+def test_malformed_label_file_gives_the_one_line_error(run_cli, aerial, tmp_path) -> None:
     import shutil
 
     broken = tmp_path / "broken"
@@ -86,7 +72,7 @@ def test_malformed_label_file_gives_the_one_line_error(monkeypatch, capsys, aeri
     lines[1] = "0 4 5 nine 12"
     label.write_text("\n".join(lines) + "\n")
     for args in (["inspect", f"evd4uav:{broken}"], ["export", f"evd4uav:{broken}", "--coco", str(tmp_path / "x.json")]):
-        code, out, err = run_cli(monkeypatch, capsys, "data", *args)
+        code, out, err = run_cli("data", *args)
         assert code == 2 and out == ""
         assert len(err.strip().splitlines()) == 1 and "syn_0002.txt" in err and "line 2" in err
     assert not (tmp_path / "x.json").exists()
@@ -101,7 +87,7 @@ def test_malformed_label_file_gives_the_one_line_error(monkeypatch, capsys, aeri
         (["generate-aerial", "scenes", "--n-images", "0"], "n_images"),
     ],
 )
-def test_bad_specs_and_arguments_exit_2(monkeypatch, capsys, tmp_path, args, match) -> None:
+def test_bad_specs_and_arguments_exit_2(run_cli, monkeypatch, tmp_path, args, match) -> None:
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(monkeypatch, capsys, "data", *args)
+    code, _, err = run_cli("data", *args)
     assert code == 2 and match in err and "Traceback" not in err

@@ -19,6 +19,8 @@ MODULES = [
     "advbench.attacks.apgd",
     "advbench.leaderboards.schema",
     "advbench.leaderboards.storage",
+    "advbench.detection.detectors",
+    "advbench.detection.patches",
 ]
 
 

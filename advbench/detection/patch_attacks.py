@@ -177,7 +177,7 @@ def _adam_fit(attack: PatchAttack, detector: Detector, data: PatchSet, progress:
                 patch.clamp_(0, 1)
             history.append(loss.item())
             bar.update(1)
-            bar.set_postfix(loss=f"{history[-1]:.3f}")
+            bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
     finally:
         bar.close()
     return PatchFit(patch=patch.detach(), history=history, info={"detector_queries": 0})
@@ -267,7 +267,7 @@ class RandomSearchPatch(PatchAttack):
                     patch, best, accepted = proposal, value, accepted + 1
                 history.append(best)
                 bar.update(n)
-                bar.set_postfix(loss=f"{best:.3f}")
+                bar.set_postfix(loss=f"{best:.3f}", refresh=False)
         finally:
             bar.close()
         return PatchFit(patch=patch, history=history,

@@ -9,7 +9,7 @@ scenes in a few minutes on two CPU cores.  Checkpoints are safetensors with a JS
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from advbench.checkpoints import read_checkpoint, save_checkpoint
-from advbench.datasets.detection import DetectionSample
+from advbench.datasets.detection import DetectionSample, augment_sample, detection_pipeline
 from advbench.detection.detectors import Detector, create_detector
 from advbench.errors import CheckpointError, ConfigError, InputError
 from advbench.progress import progress_bar
@@ -25,7 +25,11 @@ from advbench.progress import progress_bar
 
 @dataclass
 class DetectorTrainConfig:
-    """Hyperparameters of :func:`train_detector` (defaults suit the synthetic aerial scenes)."""
+    """Hyperparameters of :func:`train_detector` (defaults suit the synthetic aerial scenes).
+
+    ``augment`` names an albumentations preset that keeps boxes consistent (see
+    :func:`advbench.datasets.detection.detection_pipeline`); ``None`` or ``"none"`` trains on the raw images.
+    """
 
     arch: str = "fcos-mnv3"
     epochs: int = 30
@@ -33,7 +37,7 @@ class DetectorTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
-    augment: str | None = "flip"
+    augment: str | None = "dihedral"  # a preset of advbench.datasets.detection.DETECTION_AUGMENTATIONS
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -50,30 +54,12 @@ def _image_size(samples: Sequence[DetectionSample]) -> tuple[int, int]:
     return max(sizes, key=lambda wh: wh[0] * wh[1])
 
 
-def _flip(image: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random horizontal and vertical flips (top-view imagery has no preferred orientation)."""
-    _, h, w = image.shape
-    if bool(torch.rand((), generator=gen) < 0.5):
-        image = image.flip(-1)
-        boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
-    if bool(torch.rand((), generator=gen) < 0.5):
-        image = image.flip(-2)
-        boxes = torch.stack([boxes[:, 0], h - boxes[:, 3], boxes[:, 2], h - boxes[:, 1]], dim=1)
-    return image, boxes
-
-
-AUGMENTS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]] = {
-    "flip": _flip,
-}
-
-
 def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig, *,
                    progress: bool = True) -> tuple[Detector, dict[str, Any]]:
     """Train a fresh ``cfg.arch`` detector on ``samples``; returns it (eval mode) and a training summary."""
     if not samples:
         raise InputError("the training set is empty; check the data set spec and its filters")
-    if cfg.augment is not None and cfg.augment not in AUGMENTS:
-        raise ConfigError(f"unknown augment '{cfg.augment}'; choose one of {sorted(AUGMENTS)} or None")
+    pipeline = None if cfg.augment in (None, "none") else detection_pipeline(cfg.augment)
     class_names = samples[0].class_names
     det = create_detector(cfg.arch, class_names=class_names, image_size=_image_size(samples), seed=cfg.seed,
                           **cfg.options)
@@ -94,11 +80,13 @@ def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig,
             for start in range(0, len(order), cfg.batch_size):
                 batch_imgs, targets = [], []
                 for i in order[start:start + cfg.batch_size]:
-                    img, boxes = images[i], samples[i].boxes
-                    if cfg.augment is not None:
-                        img, boxes = AUGMENTS[cfg.augment](img, boxes, gen)
+                    img, boxes, labels = images[i], samples[i].boxes, samples[i].labels
+                    if pipeline is not None:
+                        seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+                        aug = augment_sample(samples[i], img, pipeline, seed=seed)
+                        img, boxes, labels = aug.image, aug.boxes, aug.labels
                     batch_imgs.append(img)
-                    targets.append({"boxes": boxes, "labels": samples[i].labels})
+                    targets.append({"boxes": boxes, "labels": labels})
                 losses = det.training_losses(batch_imgs, targets)
                 loss = sum(losses.values())
                 if not torch.isfinite(loss):
@@ -110,7 +98,7 @@ def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig,
                 sched.step()
                 history.append(loss.item())
                 bar.update(1)
-                bar.set_postfix(loss=f"{history[-1]:.3f}")
+                bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
     finally:
         bar.close()
     det.eval()
