@@ -26,7 +26,7 @@ import torch
 from advbench.datasets.detection import DetectionSample, load_detection_dataset
 from advbench.detection.detectors import DETECTORS, Detector
 from advbench.detection.metrics import attack_success, coco_map, coco_map_by
-from advbench.detection.patch_attacks import PatchAttack, PatchFit, PatchSet, create_patch_attack
+from advbench.detection.patch_attacks import PATCH_ATTACKS, PatchAttack, PatchFit, PatchSet, create_patch_attack
 from advbench.detection.patches import NO_JITTER, apply_patch, rotated_or_axis_boxes
 from advbench.detection.training import DetectorTrainConfig, load_detector, train_detector
 from advbench.errors import ConfigError, InputError
@@ -52,6 +52,7 @@ class DetectAttackSpec:
     detector_epochs: int = 60
 
     def __post_init__(self) -> None:
+        PATCH_ATTACKS.get(self.attack)  # an unknown name fails here, listing the known ones
         if not 0 < self.train_fraction < 1:
             raise ConfigError(f"train_fraction must lie in (0, 1), got {self.train_fraction}")
         if not 0 <= self.score_threshold <= 1 or not 0 < self.iou <= 1:
