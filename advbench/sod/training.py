@@ -1,0 +1,213 @@
+"""Training, saving and loading of SOD models.
+
+:func:`train_sod` fits a model from :data:`~advbench.sod.models.SOD_MODELS` with Adam on binary cross-entropy
+plus an optional soft-IoU loss (the BCE + IoU combination common in SOD since Qin et al., "BASNet: Boundary-Aware
+Salient Object Detection", CVPR 2019), with dihedral augmentation (top-view scenes have no "up"), and reports
+the test metrics of :mod:`advbench.sod.metrics`.  Checkpoints are safetensors with ``task: "sod"`` metadata, so
+:func:`load_sod_model` refuses classifier and detector checkpoints.  These models are the victims of the
+adversarial cloud attack (Sun, Fu, Li et al., arXiv 2306.17431).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from advbench.checkpoints import read_checkpoint, save_checkpoint
+from advbench.errors import CheckpointError, ConfigError, UnknownNameError
+from advbench.progress import progress_bar
+from advbench.records import now_iso
+from advbench.sod.data import SODData, load_sod_dataset
+from advbench.sod.metrics import sod_metrics
+from advbench.sod.models import SODModel, create_sod_model
+
+STD_FLOOR = 1e-3
+
+
+def soft_iou_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """``1 - sum(p m) / sum(p + m - p m)`` per image (p = sigmoid(logits)), averaged; +1 smoothing on both sides."""
+    probs = logits.sigmoid()
+    inter = (probs * masks).flatten(1).sum(1)
+    union = (probs + masks - probs * masks).flatten(1).sum(1)
+    return (1 - (inter + 1) / (union + 1)).mean()
+
+
+def _dihedral(x: torch.Tensor, m: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of the 8 rotations/flips, drawn from ``gen``, applied to a whole batch of images and masks."""
+    k = int(torch.randint(4, (), generator=gen))
+    flip = bool(torch.rand((), generator=gen) < 0.5)
+    x, m = torch.rot90(x, k, dims=(2, 3)), torch.rot90(m, k, dims=(2, 3))
+    if flip:
+        x, m = x.flip(3), m.flip(3)
+    return x, m
+
+
+def _check_hyper(epochs: int, batch_size: int, lr: float, iou_weight: float) -> None:
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"train_sod: {name} must be a positive int, got {value!r}")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"train_sod: lr must be a positive number, got {lr!r}")
+    if not isinstance(iou_weight, (int, float)) or not math.isfinite(iou_weight) or iou_weight < 0:
+        raise ConfigError(f"train_sod: iou_weight must be >= 0 (0 trains on BCE alone), got {iou_weight!r}")
+
+
+def evaluate_sod(model: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, *,
+                 batch_size: int = 64) -> dict[str, Any]:
+    """:func:`~advbench.sod.metrics.sod_metrics` of ``sigmoid(model(x))`` against ``masks`` (eval mode, no grad)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            probs = torch.cat([model(x[i:i + batch_size]).sigmoid() for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+    return sod_metrics(probs, masks)
+
+
+def train_sod(
+    data: SODData | str,
+    *,
+    arch: str = "unet-sod",
+    epochs: int = 20,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    seed: int = 0,
+    iou_weight: float = 1.0,
+    augment: bool = True,
+    model_options: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[SODModel, dict[str, Any]]:
+    """Train SOD model ``arch`` on ``data`` (an :class:`SODData` or a spec for
+    :func:`~advbench.sod.data.load_sod_dataset`); returns the model (eval mode) and a summary.
+
+    Loss: ``BCE(logits, mask) + iou_weight * soft_iou_loss``; Adam with a cosine learning-rate decay to 5% of
+    ``lr``.  All randomness (initialisation, shuffling, augmentation) follows ``seed``.  The summary holds the
+    hyperparameters, the first and final epoch losses, ``test_metrics`` (see :mod:`advbench.sod.metrics`) and
+    ``baseline_test_metrics``: those of a constant map equal to the training foreground share, a floor that a
+    useful model must clearly beat.
+    """
+    _check_hyper(epochs, batch_size, lr, iou_weight)
+    if isinstance(data, str):
+        data = load_sod_dataset(data, seed=seed)
+    if not isinstance(data, SODData):
+        raise ConfigError(f"train_sod: data must be an SODData or a data set spec string, got {type(data).__name__}")
+    mean = data.x_train.mean(dim=(0, 2, 3))
+    std = data.x_train.std(dim=(0, 2, 3)).clamp(min=STD_FLOOR)
+    with torch.random.fork_rng(devices=[]):  # layer init uses torch's global generator
+        torch.manual_seed(seed)
+        model = create_sod_model(arch, mean=mean.tolist(), std=std.tolist(), input_size=data.input_size,
+                                 **(model_options or {}))
+    check = getattr(model.net, "check_input", None)
+    if check is not None:
+        check(data.x_train[:1])  # a size the net cannot take fails now, not after loading the optimiser
+    gen = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    n = len(data.x_train)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = epochs * steps_per_epoch
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total, eta_min=0.05 * lr)
+    epoch_losses: list[float] = []
+    started = time.perf_counter()
+    model.train()
+    bar = progress_bar(total=total, desc=f"train {arch}", unit="step", enabled=progress)
+    try:
+        for _epoch in range(epochs):
+            order = torch.randperm(n, generator=gen)
+            running = 0.0
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                x, m = data.x_train[idx], data.m_train[idx]
+                if augment:
+                    x, m = _dihedral(x, m, gen)
+                logits = model(x)
+                loss = F.binary_cross_entropy_with_logits(logits, m)
+                if iou_weight:
+                    loss = loss + iou_weight * soft_iou_loss(logits, m)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                running += loss.item() * len(idx)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            epoch_losses.append(running / n)
+    finally:
+        bar.close()
+    model.eval()
+    seconds = time.perf_counter() - started
+    prior = float(data.m_train.mean())
+    summary = {
+        "arch": arch,
+        "dataset": data.name,
+        "model_options": dict(model.options),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "iou_weight": iou_weight,
+        "augment": augment,
+        "steps": total,
+        "n_train": n,
+        "n_test": len(data.x_test),
+        "input_size": list(data.input_size),
+        "first_loss": epoch_losses[0],
+        "final_loss": epoch_losses[-1],
+        "train_seconds": round(seconds, 3),
+        "test_metrics": evaluate_sod(model, data.x_test, data.m_test),
+        "baseline_test_metrics": sod_metrics(torch.full_like(data.m_test, prior), data.m_test),
+    }
+    return model, summary
+
+
+def save_sod_model(model: SODModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``path`` (.safetensors + JSON sidecar) with the metadata :func:`load_sod_model` needs.
+
+    The sidecar holds ``task: "sod"``, ``arch``, ``model_options``, ``normalization`` and ``input_size``, then the
+    entries of ``metadata`` (for example ``{"dataset": ..., "training": summary}``), which cannot override those.
+    """
+    if not isinstance(model, SODModel):
+        raise CheckpointError(f"save_sod_model takes an SODModel (from create_sod_model or train_sod), got "
+                              f"{type(model).__name__}")
+    if Path(path).suffix != ".safetensors":
+        raise CheckpointError(f"{path}: SOD checkpoints are written as .safetensors; change the file name")
+    meta = {"created_at": now_iso(), **(metadata or {}), **model.metadata()}
+    return save_checkpoint(model, path, meta)
+
+
+def load_sod_model(path: str | Path) -> SODModel:
+    """Rebuild an SOD model saved by :func:`save_sod_model` (no pickled code runs); returns it in eval mode.
+
+    A checkpoint whose metadata does not say ``task: "sod"`` (a classifier, a detector, bare weights) is refused
+    with :class:`~advbench.errors.CheckpointError`, as is one whose tensors do not fit its architecture.
+    """
+    state, meta = read_checkpoint(path)
+    task = meta.get("task")
+    if task != "sod":
+        kind = f"a {task}" if task else ("a classifier" if "num_classes" in meta else "an unlabelled")
+        raise CheckpointError(f"{path} is {kind} checkpoint, not an SOD model (its metadata lacks task: \"sod\"); "
+                              "pass a checkpoint written by `advbench train-sod` or save_sod_model")
+    arch = meta.get("arch")
+    norm = meta.get("normalization") or {}
+    try:
+        model = create_sod_model(str(arch), mean=norm.get("mean", (0.5, 0.5, 0.5)), std=norm.get("std", (0.25,) * 3),
+                                 input_size=meta.get("input_size"), **(meta.get("model_options") or {}))
+    except (ConfigError, UnknownNameError) as exc:
+        raise CheckpointError(f"{path}: its metadata cannot rebuild the model ({exc})") from exc
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{path} does not match SOD architecture '{arch}' {meta.get('model_options')}: "
+                              f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+                              f"(e.g. {unexpected[:2]}), {len(wrong)} of another shape (e.g. {wrong[:2]})")
+    model.load_state_dict(state)
+    model.checkpoint_meta = meta
+    model.checkpoint_path = str(path)
+    return model.eval()
