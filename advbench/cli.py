@@ -222,6 +222,8 @@ def run(
     wandb_project: str = typer.Option("advbench", "--wandb-project"),
     wandb_mode: WandbMode | None = typer.Option(None, "--wandb-mode"),
     device: str = typer.Option("cpu", "--device"),
+    defense: str | None = typer.Option(None, "--defense", help="preprocessing defense in front of the model: "
+                                       "jpeg[:quality=75], bitdepth[:bits=4], median[:k=3], defensenet:CKPT"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Attack one or more models with an attack cascade at one or more eps; store and print the result."""
@@ -259,8 +261,11 @@ def run(
     groups = [model_specs] if multi and multi[0].endswith("-ensemble") else [[m] for m in model_specs]
     for group in groups:
         spec = RunSpec(model=group[0], dataset=dataset, attacks=attacks, eps=eps_values, norm=norm.value,
-                       n_samples=n_samples, seed=seed, batch_size=batch_size, attack_params=params, device=device)
+                       n_samples=n_samples, seed=seed, batch_size=batch_size, attack_params=params, device=device,
+                       defense=defense)
         if multi:
+            if defense:
+                raise ConfigError("--defense applies to attack cascades, not to min-max recipes")
             outcome = run_multidomain(spec, group, store=store, force=force, wandb=wandb_opts, progress=True)
         else:
             outcome = run_one(spec, store=store, force=force, wandb=wandb_opts, progress=True)
@@ -700,8 +705,8 @@ def demo(
     err.print(f"store: {out_dir / 'results.db'}  (try: advbench results list --store {out_dir / 'results.db'})")
 
 
-# The detection commands register themselves on ``app`` (kept in their own module).
-from advbench import cli_detection  # noqa: E402,F401
+# Command groups kept in their own modules register themselves on ``app``.
+from advbench import cli_clouds, cli_detection, cli_sod  # noqa: E402,F401
 
 
 def main() -> None:

@@ -38,6 +38,7 @@ class RunSpec:
     batch_size: int = 256
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "cpu"
+    defense: str | None = None
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -144,7 +145,28 @@ def prepare(spec: RunSpec):
         "seed": spec.seed,
         "batch_size": spec.batch_size,
     }
-    return victim.model, x, y, config
+    model = victim.model
+    if spec.defense:
+        model, config["defense"] = defend(model, spec.defense, spec.device)
+    return model, x, y, config
+
+
+def defend(model: torch.nn.Module, defense: str, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """``model`` behind the defense ``defense`` (a spec such as ``jpeg:quality=60`` or ``defensenet:CKPT``),
+    and the defense's record entry (name, params, differentiable, bpda)."""
+    from advbench.defenses import DefendedModel, parse_defense
+
+    defended = DefendedModel(parse_defense(defense).to(device), model)
+    return defended, defended.defense_info()
+
+
+def undefended_clean_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """The victim's clean accuracy without its defense (the defense's clean cost is the difference)."""
+    victim = getattr(model, "victim", None)
+    if victim is None:
+        return None
+    with torch.no_grad():
+        return float((victim(x).argmax(dim=1) == y).float().mean())
 
 
 def make_record(config: dict[str, Any], *, name: str, metrics: dict[str, Any], cost: dict[str, Any],
@@ -209,7 +231,11 @@ def run(
         result = evaluate(model, x, y, attacks=spec.attacks, eps=spec.eps, norm=spec.norm,
                           attack_kwargs=spec.attack_params, batch_size=spec.batch_size, seed=spec.seed,
                           progress=progress)
-        return build_record(config, result, spec.device), result
+        record = build_record(config, result, spec.device)
+        if spec.defense:
+            record["metrics"]["defense"] = {**config["defense"],
+                                            "clean_accuracy_undefended": undefended_clean_accuracy(model, x, y)}
+        return record, result
 
     outcome = execute(config, compute, store=store, force=force)
     if wandb is not None and not outcome.skipped:

@@ -5,6 +5,7 @@ row in the test table (``tests/test_attack_registry.py``).
 """
 
 from advbench.attacks import (
+    adv_cloud,  # noqa: F401
     apgd,  # noqa: F401
     ensemble,  # noqa: F401
     pgd,  # noqa: F401

@@ -21,6 +21,9 @@ MODULES = [
     "advbench.leaderboards.storage",
     "advbench.detection.detectors",
     "advbench.detection.patches",
+    "advbench.clouds",
+    "advbench.defenses",
+    "advbench.defenses.input_transforms",
 ]
 
 

@@ -1,0 +1,232 @@
+"""The adversarial cloud attack (Sun, Fu, Li et al., arXiv 2306.17431; reconstruction in REFERENCE.md §5).
+
+A natural-looking cloud hides an attack: with the cloud mask ``M`` (from :mod:`advbench.clouds`) and the
+cloudy image ``x_c = x (1 - M) + c M``, the attacker tunes a multiplicative *exposure* ``E`` and an
+additive perturbation ``N``,
+
+    x_adv = clip(E ⊙ x_c + N, 0, 1),   ||E - 1||_inf <= eps_e,   ||N||_inf <= eps_n,
+
+and, with ``mask_bound > 0``, refines the mask itself within ``|M - M_0| <= mask_bound`` of the natural cloud.
+The objective is the victim's task loss (cross-entropy for classifiers, BCE on the saliency map for SOD).
+
+Optimisation runs on the min-max engine (:mod:`advbench.minmax`) with one domain per cloud sample: ``clouds=1``
+is plain PGD (signed steps of ``2.5 · eps / steps`` per variable); ``clouds=K, mode="minmax"`` learns
+simplex weights over K cloud samples (the perturbation must work under every cloud, the hardest weighted
+most); ``mode="avg"`` fixes the weights to 1/K (expectation over clouds, EOT).
+
+The perturbation variables of a C-channel image are packed in one tensor ``(B, 2C + 1, H, W)``: channels
+``0..C-1`` are ``E - 1``, ``C..2C-1`` are ``N`` and the last one is the mask offset ``D``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from advbench.attack import Attack, AttackContext, RawResult, register_attack
+from advbench.errors import ConfigError, InputError
+from advbench.minmax import APGDA
+
+#: What the attack maximises: per-sample loss of a batch of adversarial images (B,) -> higher is better.
+TaskLoss = Callable[[torch.Tensor], torch.Tensor]
+#: Whether the attack already succeeds, per sample (B,) bool.
+TaskSuccess = Callable[[torch.Tensor], torch.Tensor]
+
+MODES = ("minmax", "avg")
+
+
+@dataclass(frozen=True)
+class CloudBudget:
+    """The two budgets of the attack and the mask refinement bound (all >= 0)."""
+
+    eps_e: float = 0.2
+    eps_n: float = 8 / 255
+    mask_bound: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("eps_e", "eps_n", "mask_bound"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not value >= 0:
+                raise ConfigError(f"{name} must be a number >= 0 (a budget), got {value!r}")
+        if self.eps_e >= 1:
+            raise ConfigError(f"eps_e must be < 1 (the exposure E stays positive), got {self.eps_e}")
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        """Clip the packed variables to their boxes."""
+        e, n, d = unpack(delta)
+        return torch.cat([e.clamp(-self.eps_e, self.eps_e), n.clamp(-self.eps_n, self.eps_n),
+                          d.clamp(-self.mask_bound, self.mask_bound)], dim=1)
+
+    def scales(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per-channel step scale (1, 2C+1, 1, 1): each variable moves in proportion to its own budget."""
+        c = (delta.shape[1] - 1) // 2
+        values = [self.eps_e] * c + [self.eps_n] * c + [self.mask_bound]
+        return delta.new_tensor(values).view(1, -1, 1, 1)
+
+
+def unpack(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(E - 1, N, D)`` from the packed ``(B, 2C + 1, H, W)`` variables."""
+    c = (delta.shape[1] - 1) // 2
+    return delta[:, :c], delta[:, c:2 * c], delta[:, 2 * c:]
+
+
+def cloud_colour(colour: tuple[float, ...] | list[float], channels: int, like: torch.Tensor) -> torch.Tensor:
+    """The cloud colour as a (C,) tensor; an RGB colour on a 1-channel image becomes its BT.601 grey."""
+    c = torch.tensor(list(colour), dtype=like.dtype, device=like.device)
+    if c.numel() == 3 and channels == 1:
+        c = (c * c.new_tensor([0.299, 0.587, 0.114])).sum().view(1)
+    if c.numel() != channels or bool((c < 0).any() or (c > 1).any()):
+        raise ConfigError(f"cloud colour must be {channels} value(s) in [0, 1] (or an RGB triple), got {colour}")
+    return c
+
+
+def compose(x: torch.Tensor, masks: torch.Tensor, colour: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """``clip(E ⊙ (x (1 - M) + c M) + N)`` for every cloud sample: x (B,C,H,W), masks (B,K,1,H,W) -> (B,K,C,H,W)."""
+    e, n, d = unpack(delta)
+    exposure = 1 + e[:, None]
+    noise = n[:, None]
+    mask = (masks + d[:, None]).clamp(0, 1)
+    cloudy = x[:, None] * (1 - mask) + colour.view(1, 1, -1, 1, 1) * mask
+    return (exposure * cloudy + noise).clamp(0, 1)
+
+
+def within_budget(x: torch.Tensor, masks: torch.Tensor, colour: torch.Tensor, delta: torch.Tensor,
+                  x_adv: torch.Tensor, budget: CloudBudget, atol: float = 1e-5) -> torch.Tensor:
+    """Per sample: the variables respect both budgets (and the mask bound) and ``x_adv`` is what they compose
+    under the first cloud sample."""
+    tol = 1e-6
+    e, n, d = unpack(delta)
+    ok_e = e.flatten(1).abs().amax(dim=1) <= budget.eps_e + tol
+    ok_n = n.flatten(1).abs().amax(dim=1) <= budget.eps_n + tol
+    ok_d = d.flatten(1).abs().amax(dim=1) <= budget.mask_bound + tol
+    same = (compose(x, masks[:, :1], colour, delta)[:, 0] - x_adv).flatten(1).abs().amax(dim=1) <= atol
+    return ok_e & ok_n & ok_d & same & (x_adv.flatten(1).amin(dim=1) >= 0) & (x_adv.flatten(1).amax(dim=1) <= 1)
+
+
+class _CloudDomains:
+    """One domain per cloud sample; losses are the negated task losses (the engine minimises)."""
+
+    def __init__(self, x: torch.Tensor, masks: torch.Tensor, colour: torch.Tensor, loss: TaskLoss,
+                 success: TaskSuccess) -> None:
+        self.x, self.masks, self.colour, self.loss, self.success = x, masks, colour, loss, success
+        self.names = [f"cloud{k}" for k in range(masks.shape[1])]
+
+    def evaluate(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, k = self.masks.shape[:2]
+        x_adv = compose(self.x, self.masks, self.colour, delta).flatten(0, 1)
+        values = self.loss(x_adv)
+        with torch.no_grad():
+            won = self.success(x_adv.detach())
+        return -values.view(b, k), won.view(b, k)
+
+
+@dataclass
+class CloudAttackResult:
+    """The packed variables, the adversarial images under the first cloud, and the engine's report."""
+
+    delta: torch.Tensor
+    x_adv: torch.Tensor
+    x_cloudy: torch.Tensor
+    weights: torch.Tensor
+    success: torch.Tensor  # (B, K) per cloud sample
+    gradient_calls: int
+
+
+def run_adv_cloud(x: torch.Tensor, masks: torch.Tensor, loss: TaskLoss, success: TaskSuccess, *,
+                  budget: CloudBudget, colour: tuple[float, float, float] = (1.0, 1.0, 1.0), steps: int = 20,
+                  mode: str = "minmax", beta: float = 10.0, gamma: float = 1.0,
+                  early_stop: bool = False) -> CloudAttackResult:
+    """Optimise exposure, noise (and the mask offset) against ``loss`` over the K cloud samples in ``masks``."""
+    if x.dim() != 4:
+        raise InputError(f"adv-cloud needs an image batch (B, C, H, W), got {tuple(x.shape)}")
+    if masks.dim() != 5 or masks.shape[0] != x.shape[0] or masks.shape[2] != 1 or masks.shape[-2:] != x.shape[-2:]:
+        raise InputError(f"cloud masks must be (B, K, 1, H, W) matching images {tuple(x.shape)}, got "
+                         f"{tuple(masks.shape)}")
+    if mode not in MODES:
+        raise ConfigError(f"adv-cloud mode must be one of {', '.join(MODES)}, got '{mode}'")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+    c = cloud_colour(colour, x.shape[1], x)
+    domains = _CloudDomains(x, masks, c, loss, success)
+    engine = APGDA(steps=steps, alpha=steps / 2.5, beta=beta, gamma=gamma, fixed_weights=mode == "avg",
+                   early_stop=early_stop)
+    start = torch.zeros(x.shape[0], 2 * x.shape[1] + 1, *x.shape[-2:], dtype=x.dtype, device=x.device)
+
+    def direction(grad: torch.Tensor) -> torch.Tensor:
+        return grad.sign() * budget.scales(grad)
+
+    result = engine.run(domains, start, budget.project, direction)
+    delta = result.delta
+    with torch.no_grad():
+        x_adv = compose(x, masks[:, :1], c, delta)[:, 0]
+        zero = torch.zeros_like(delta)
+        x_cloudy = compose(x, masks[:, :1], c, zero)[:, 0]
+    return CloudAttackResult(delta=delta, x_adv=x_adv, x_cloudy=x_cloudy, weights=result.weights,
+                             success=result.success, gradient_calls=result.gradient_calls)
+
+
+@register_attack("adv-cloud")
+class AdvCloud(Attack):
+    """The adversarial cloud attack on a classifier (see the module docstring).
+
+    ``eps`` is the additive budget ``eps_n`` (linf); ``eps_e`` bounds the exposure, ``mask_bound`` the mask
+    refinement.  ``clouds`` cloud samples are drawn from the call's generator with ``coverage``,
+    ``thickness`` and ``colour``; ``mode`` is ``"minmax"`` (learned weights over clouds) or ``"avg"``
+    (expectation over clouds).  Success is judged under the first cloud sample, which is what ``x_adv`` shows.
+    """
+
+    norms = ("linf",)
+    supports_targeted = False
+
+    def __init__(self, *, eps_e: float = 0.2, mask_bound: float = 0.0, steps: int = 20, clouds: int = 1,
+                 coverage: float = 0.4, thickness: float = 0.7, colour: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 mode: str = "minmax", beta: float = 10.0, gamma: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        from advbench.clouds import CloudSpec
+
+        self.budget = CloudBudget(eps_e=float(eps_e), eps_n=self.eps, mask_bound=float(mask_bound))
+        self.eps_e, self.mask_bound = float(eps_e), float(mask_bound)
+        if isinstance(clouds, bool) or not isinstance(clouds, int) or clouds < 1:
+            raise ConfigError(f"clouds (cloud samples) must be a positive integer, got {clouds!r}")
+        if mode not in MODES:
+            raise ConfigError(f"adv-cloud mode must be one of {', '.join(MODES)}, got '{mode}'")
+        self.cloud_spec = CloudSpec(coverage=float(coverage), thickness=float(thickness), colour=tuple(colour))
+        self.steps, self.clouds, self.mode, self.beta, self.gamma = int(steps), clouds, mode, beta, gamma
+        self.coverage, self.thickness, self.colour = float(coverage), float(thickness), list(self.cloud_spec.colour)
+
+    def sample_masks(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``clouds`` natural cloud masks per image, (B, K, 1, H, W)."""
+        from advbench.clouds import sample_clouds
+
+        b, _, h, w = x.shape
+        masks = sample_clouds(self.cloud_spec, b * self.clouds, h, w, generator)
+        return masks.view(b, self.clouds, 1, h, w).to(x)
+
+    def perturb(self, x: torch.Tensor, masks: torch.Tensor, loss: TaskLoss, success: TaskSuccess) -> CloudAttackResult:
+        """Run the attack on any task given its per-sample loss and success test (used for SOD models)."""
+        return run_adv_cloud(x, masks, loss, success, budget=self.budget, colour=self.cloud_spec.colour,
+                             steps=self.steps, mode=self.mode, beta=self.beta, gamma=self.gamma,
+                             early_stop=self.early_stop)
+
+    def _attack(self, ctx: AttackContext, x: torch.Tensor) -> RawResult:
+        masks = self.sample_masks(x, ctx.generator)
+        labels = ctx.labels.repeat_interleave(self.clouds)
+
+        def loss(x_adv: torch.Tensor) -> torch.Tensor:
+            ctx.n_queries += self.clouds
+            return F.cross_entropy(ctx.model(x_adv), labels, reduction="none")
+
+        def success(x_adv: torch.Tensor) -> torch.Tensor:
+            return ctx.model(x_adv).argmax(dim=1) != labels
+
+        result = self.perturb(x, masks, loss, success)
+        ctx.n_gradients += result.gradient_calls
+        return RawResult(x_adv=result.x_adv, weights=result.weights,
+                         extras={"delta": result.delta, "masks": masks, "x_cloudy": result.x_cloudy})
+
+    def _within_budget(self, x_adv: torch.Tensor, x: torch.Tensor, raw: RawResult) -> torch.Tensor:
+        colour = cloud_colour(self.cloud_spec.colour, x.shape[1], x)
+        return within_budget(x, raw.extras["masks"], colour, raw.extras["delta"], x_adv, self.budget)
