@@ -244,6 +244,11 @@ def run(
         for name in takers:
             params.setdefault(name, {}).setdefault(pname, value)
     eps_values = parse_eps_list(eps)
+    from advbench.cli_defense import is_sod_checkpoint, run_sod
+
+    if len(_split(model)) == 1 and is_sod_checkpoint(model):
+        run_sod(model, dataset, attacks, eps_values, n_samples, defense, params, seed, store, force, as_json)
+        return
     wandb_opts = None
     if wandb:
         from advbench.tracking import resolve_wandb_mode
@@ -706,7 +711,7 @@ def demo(
 
 
 # Command groups kept in their own modules register themselves on ``app``.
-from advbench import cli_clouds, cli_detection, cli_sod  # noqa: E402,F401
+from advbench import cli_clouds, cli_defense, cli_detection, cli_multitask, cli_sod  # noqa: E402,F401
 
 
 def main() -> None:

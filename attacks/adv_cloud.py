@@ -14,8 +14,9 @@ is plain PGD (signed steps of ``2.5 · eps / steps`` per variable); ``clouds=K, 
 simplex weights over K cloud samples (the perturbation must work under every cloud, the hardest weighted
 most); ``mode="avg"`` fixes the weights to 1/K (expectation over clouds, EOT).
 
-The perturbation variables of a C-channel image are packed in one tensor ``(B, 2C + 1, H, W)``: channels
-``0..C-1`` are ``E - 1``, ``C..2C-1`` are ``N`` and the last one is the mask offset ``D``.
+The exposure is a smooth brightness map (one channel on a coarse grid, bilinearly upsampled; see
+:class:`CloudBudget`).  The variables are packed in one flat vector per sample (:class:`Layout`): the coarse
+``E - 1``, then ``N``, then the mask offset ``D``.
 """
 
 from __future__ import annotations
@@ -40,37 +41,72 @@ MODES = ("minmax", "avg")
 
 @dataclass(frozen=True)
 class CloudBudget:
-    """The two budgets of the attack and the mask refinement bound (all >= 0)."""
+    """The two budgets of the attack, the mask refinement bound (all >= 0) and the exposure resolution.
+
+    The exposure is a brightness change: one channel, defined on an ``exposure_grid`` x ``exposure_grid``
+    grid and bilinearly upsampled (so ``|E - 1|`` stays within ``eps_e`` everywhere); ``exposure_grid=None``
+    makes it per pixel.
+    """
 
     eps_e: float = 0.2
     eps_n: float = 8 / 255
     mask_bound: float = 0.0
+    exposure_grid: int | None = 8
 
     def __post_init__(self) -> None:
         for name in ("eps_e", "eps_n", "mask_bound"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not value >= 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ConfigError(f"{name} must be a number >= 0 (a budget), got {value!r}")
         if self.eps_e >= 1:
             raise ConfigError(f"eps_e must be < 1 (the exposure E stays positive), got {self.eps_e}")
-
-    def project(self, delta: torch.Tensor) -> torch.Tensor:
-        """Clip the packed variables to their boxes."""
-        e, n, d = unpack(delta)
-        return torch.cat([e.clamp(-self.eps_e, self.eps_e), n.clamp(-self.eps_n, self.eps_n),
-                          d.clamp(-self.mask_bound, self.mask_bound)], dim=1)
-
-    def scales(self, delta: torch.Tensor) -> torch.Tensor:
-        """Per-channel step scale (1, 2C+1, 1, 1): each variable moves in proportion to its own budget."""
-        c = (delta.shape[1] - 1) // 2
-        values = [self.eps_e] * c + [self.eps_n] * c + [self.mask_bound]
-        return delta.new_tensor(values).view(1, -1, 1, 1)
+        grid = self.exposure_grid
+        if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or grid < 1):
+            raise ConfigError(f"exposure_grid must be a positive integer or None (per pixel), got {grid!r}")
 
 
-def unpack(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(E - 1, N, D)`` from the packed ``(B, 2C + 1, H, W)`` variables."""
-    c = (delta.shape[1] - 1) // 2
-    return delta[:, :c], delta[:, c:2 * c], delta[:, 2 * c:]
+@dataclass(frozen=True)
+class Layout:
+    """Where exposure, noise and mask offset sit in the flat per-sample variable vector ``(B, P)``."""
+
+    channels: int
+    height: int
+    width: int
+    grid: tuple[int, int]
+
+    @classmethod
+    def of(cls, x: torch.Tensor, budget: CloudBudget) -> Layout:
+        _, c, h, w = x.shape
+        g = (h, w) if budget.exposure_grid is None else (min(budget.exposure_grid, h), min(budget.exposure_grid, w))
+        return cls(c, h, w, g)
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        return self.grid[0] * self.grid[1], self.channels * self.height * self.width, self.height * self.width
+
+    def zeros(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        return like.new_zeros(batch, sum(self.sizes))
+
+    def unpack(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(E - 1)`` at full resolution (B,1,H,W), ``N`` (B,C,H,W) and the mask offset ``D`` (B,1,H,W)."""
+        b = delta.shape[0]
+        e, n, d = delta.split(self.sizes, dim=1)
+        e = e.reshape(b, 1, *self.grid)
+        if self.grid != (self.height, self.width):
+            e = F.interpolate(e, size=(self.height, self.width), mode="bilinear", align_corners=True)
+        return e, n.reshape(b, self.channels, self.height, self.width), d.reshape(b, 1, self.height, self.width)
+
+    def project(self, delta: torch.Tensor, budget: CloudBudget) -> torch.Tensor:
+        """Clip each variable to its box (bilinear upsampling keeps the exposure's box)."""
+        e, n, d = delta.split(self.sizes, dim=1)
+        return torch.cat([e.clamp(-budget.eps_e, budget.eps_e), n.clamp(-budget.eps_n, budget.eps_n),
+                          d.clamp(-budget.mask_bound, budget.mask_bound)], dim=1)
+
+    def scales(self, delta: torch.Tensor, budget: CloudBudget) -> torch.Tensor:
+        """Per-coordinate step scale: each variable moves in proportion to its own budget."""
+        parts = [delta.new_full((k,), v) for k, v in zip(self.sizes, (budget.eps_e, budget.eps_n, budget.mask_bound),
+                                                          strict=True)]
+        return torch.cat(parts).unsqueeze(0)
 
 
 def cloud_colour(colour: tuple[float, ...] | list[float], channels: int, like: torch.Tensor) -> torch.Tensor:
@@ -83,14 +119,13 @@ def cloud_colour(colour: tuple[float, ...] | list[float], channels: int, like: t
     return c
 
 
-def compose(x: torch.Tensor, masks: torch.Tensor, colour: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+def compose(x: torch.Tensor, masks: torch.Tensor, colour: torch.Tensor, delta: torch.Tensor,
+            layout: Layout) -> torch.Tensor:
     """``clip(E ⊙ (x (1 - M) + c M) + N)`` for every cloud sample: x (B,C,H,W), masks (B,K,1,H,W) -> (B,K,C,H,W)."""
-    e, n, d = unpack(delta)
-    exposure = 1 + e[:, None]
-    noise = n[:, None]
+    e, n, d = layout.unpack(delta)
     mask = (masks + d[:, None]).clamp(0, 1)
     cloudy = x[:, None] * (1 - mask) + colour.view(1, 1, -1, 1, 1) * mask
-    return (exposure * cloudy + noise).clamp(0, 1)
+    return ((1 + e[:, None]) * cloudy + n[:, None]).clamp(0, 1)
 
 
 def within_budget(x: torch.Tensor, masks: torch.Tensor, colour: torch.Tensor, delta: torch.Tensor,
@@ -98,11 +133,12 @@ def within_budget(x: torch.Tensor, masks: torch.Tensor, colour: torch.Tensor, de
     """Per sample: the variables respect both budgets (and the mask bound) and ``x_adv`` is what they compose
     under the first cloud sample."""
     tol = 1e-6
-    e, n, d = unpack(delta)
+    layout = Layout.of(x, budget)
+    e, n, d = layout.unpack(delta)
     ok_e = e.flatten(1).abs().amax(dim=1) <= budget.eps_e + tol
     ok_n = n.flatten(1).abs().amax(dim=1) <= budget.eps_n + tol
     ok_d = d.flatten(1).abs().amax(dim=1) <= budget.mask_bound + tol
-    same = (compose(x, masks[:, :1], colour, delta)[:, 0] - x_adv).flatten(1).abs().amax(dim=1) <= atol
+    same = (compose(x, masks[:, :1], colour, delta, layout)[:, 0] - x_adv).flatten(1).abs().amax(dim=1) <= atol
     return ok_e & ok_n & ok_d & same & (x_adv.flatten(1).amin(dim=1) >= 0) & (x_adv.flatten(1).amax(dim=1) <= 1)
 
 
@@ -110,13 +146,14 @@ class _CloudDomains:
     """One domain per cloud sample; losses are the negated task losses (the engine minimises)."""
 
     def __init__(self, x: torch.Tensor, masks: torch.Tensor, colour: torch.Tensor, loss: TaskLoss,
-                 success: TaskSuccess) -> None:
+                 success: TaskSuccess, layout: Layout) -> None:
         self.x, self.masks, self.colour, self.loss, self.success = x, masks, colour, loss, success
+        self.layout = layout
         self.names = [f"cloud{k}" for k in range(masks.shape[1])]
 
     def evaluate(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, k = self.masks.shape[:2]
-        x_adv = compose(self.x, self.masks, self.colour, delta).flatten(0, 1)
+        x_adv = compose(self.x, self.masks, self.colour, delta, self.layout).flatten(0, 1)
         values = self.loss(x_adv)
         with torch.no_grad():
             won = self.success(x_adv.detach())
@@ -150,20 +187,20 @@ def run_adv_cloud(x: torch.Tensor, masks: torch.Tensor, loss: TaskLoss, success:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps must be a positive integer, got {steps!r}")
     c = cloud_colour(colour, x.shape[1], x)
-    domains = _CloudDomains(x, masks, c, loss, success)
+    layout = Layout.of(x, budget)
+    domains = _CloudDomains(x, masks, c, loss, success, layout)
     engine = APGDA(steps=steps, alpha=steps / 2.5, beta=beta, gamma=gamma, fixed_weights=mode == "avg",
                    early_stop=early_stop)
-    start = torch.zeros(x.shape[0], 2 * x.shape[1] + 1, *x.shape[-2:], dtype=x.dtype, device=x.device)
+    start = layout.zeros(x.shape[0], x)
 
     def direction(grad: torch.Tensor) -> torch.Tensor:
-        return grad.sign() * budget.scales(grad)
+        return grad.sign() * layout.scales(grad, budget)
 
-    result = engine.run(domains, start, budget.project, direction)
+    result = engine.run(domains, start, lambda d: layout.project(d, budget), direction)
     delta = result.delta
     with torch.no_grad():
-        x_adv = compose(x, masks[:, :1], c, delta)[:, 0]
-        zero = torch.zeros_like(delta)
-        x_cloudy = compose(x, masks[:, :1], c, zero)[:, 0]
+        x_adv = compose(x, masks[:, :1], c, delta, layout)[:, 0]
+        x_cloudy = compose(x, masks[:, :1], c, torch.zeros_like(delta), layout)[:, 0]
     return CloudAttackResult(delta=delta, x_adv=x_adv, x_cloudy=x_cloudy, weights=result.weights,
                              success=result.success, gradient_calls=result.gradient_calls)
 
@@ -181,14 +218,15 @@ class AdvCloud(Attack):
     norms = ("linf",)
     supports_targeted = False
 
-    def __init__(self, *, eps_e: float = 0.2, mask_bound: float = 0.0, steps: int = 20, clouds: int = 1,
+    def __init__(self, *, eps_e: float = 0.2, mask_bound: float = 0.0, exposure_grid: int | None = 8,
+                 steps: int = 20, clouds: int = 1,
                  coverage: float = 0.4, thickness: float = 0.7, colour: tuple[float, float, float] = (1.0, 1.0, 1.0),
                  mode: str = "minmax", beta: float = 10.0, gamma: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
         from advbench.clouds import CloudSpec
 
-        self.budget = CloudBudget(eps_e=float(eps_e), eps_n=self.eps, mask_bound=float(mask_bound))
-        self.eps_e, self.mask_bound = float(eps_e), float(mask_bound)
+        self.budget = CloudBudget(eps_e=eps_e, eps_n=self.eps, mask_bound=mask_bound, exposure_grid=exposure_grid)
+        self.eps_e, self.mask_bound, self.exposure_grid = float(eps_e), float(mask_bound), exposure_grid
         if isinstance(clouds, bool) or not isinstance(clouds, int) or clouds < 1:
             raise ConfigError(f"clouds (cloud samples) must be a positive integer, got {clouds!r}")
         if mode not in MODES:

@@ -1,0 +1,236 @@
+"""Training, saving and loading of multi-task dense-prediction models.
+
+:func:`train_multitask` fits a model from :data:`~advbench.multitask.models.MULTITASK_MODELS` with Adam on the
+unweighted sum of the task losses of :mod:`advbench.multitask.tasks` (cross-entropy, depth L1, ``1 - cos`` for
+normals), with horizontal flips as augmentation (the x component of the normals flips with the image), and reports
+the test metrics.  These models are the victims of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv
+2411.17936; REFERENCE.md section 2).  Checkpoints are safetensors with ``task: "multitask"`` metadata, so
+:func:`load_multitask_model` refuses classifier, detector and SOD checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from advbench.checkpoints import read_checkpoint, save_checkpoint
+from advbench.errors import CheckpointError, ConfigError, UnknownNameError
+from advbench.multitask.data import MultiTaskData, load_multitask_dataset
+from advbench.multitask.models import MultiTaskNet, create_multitask_model
+from advbench.multitask.tasks import IGNORE_INDEX, MultiTaskMetrics, check_tasks, evaluate_multitask, get_task
+from advbench.progress import progress_bar
+from advbench.records import now_iso
+
+STD_FLOOR = 1e-3
+
+
+def _check_hyper(epochs: int, batch_size: int, lr: float) -> None:
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"train_multitask: {name} must be a positive int, got {value!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"train_multitask: lr must be a positive number, got {lr!r}")
+
+
+def flip_batch(x: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mirror images and targets left-right; normals also negate their x component (camera coordinates)."""
+    flipped = {task: t.flip(-1) for task, t in targets.items()}
+    if "normal" in flipped:
+        sign = torch.tensor([-1.0, 1.0, 1.0], dtype=flipped["normal"].dtype).view(1, 3, 1, 1)
+        flipped["normal"] = flipped["normal"] * sign
+    return x.flip(-1), flipped
+
+
+def baseline_metrics(data: MultiTaskData, tasks: Sequence[str]) -> dict[str, float]:
+    """Test metrics of constant predictions fitted on the training set: the majority class, the median valid
+    depth and the (normalised) mean valid normal.  A useful model must clearly beat them."""
+    tasks = check_tasks(tasks, available=data.tasks)
+    n, (h, w) = len(data.x_test), data.input_size
+    outputs: dict[str, torch.Tensor] = {}
+    for task in tasks:
+        train = data.targets_train[task]
+        if task == "seg":
+            labelled = train[train != IGNORE_INDEX]
+            majority = int(torch.bincount(labelled, minlength=data.num_classes).argmax()) if labelled.numel() else 0
+            outputs[task] = torch.full((n, h, w), majority, dtype=torch.int64)
+        elif task == "depth":
+            valid = train[train > 0]
+            outputs[task] = torch.full((n, 1, h, w), float(valid.median()) if valid.numel() else 1.0)
+        elif task == "normal":
+            mean = train.permute(1, 0, 2, 3).flatten(1).sum(1)
+            mean = F.normalize(mean, dim=0) if float(mean.norm()) > 0 else torch.tensor([0.0, 0.0, -1.0])
+            outputs[task] = mean.view(1, 3, 1, 1).expand(n, 3, h, w)
+    metrics = MultiTaskMetrics(tasks, num_classes=data.num_classes if "seg" in tasks else None)
+    metrics.update(outputs, data.targets_test)
+    return metrics.compute()
+
+
+def train_multitask(
+    data: MultiTaskData | str,
+    *,
+    tasks: Sequence[str] | str | None = None,
+    arch: str = "mtl-unet",
+    epochs: int = 25,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    seed: int = 0,
+    augment: bool = True,
+    model_options: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[MultiTaskNet, dict[str, Any]]:
+    """Train multi-task model ``arch`` on ``data`` (a :class:`MultiTaskData` or a spec for
+    :func:`~advbench.multitask.data.load_multitask_dataset`); returns the model (eval mode) and a summary.
+
+    ``tasks`` (default: every task of ``data``) picks the heads.  Loss: the sum of the tasks' mean per-sample losses;
+    Adam with a cosine learning-rate decay to 5% of ``lr``; the depth head starts at the median training depth.
+    All randomness (initialisation, shuffling, flips) follows ``seed``.  The summary holds the hyperparameters, the
+    first and final epoch losses (also per task), ``test_metrics`` (headline metric per task), ``test_details``
+    and ``baseline_test_metrics`` (constant predictions, see :func:`baseline_metrics`).
+    """
+    _check_hyper(epochs, batch_size, lr)
+    if isinstance(data, str):
+        data = load_multitask_dataset(data, seed=seed)
+    if not isinstance(data, MultiTaskData):
+        raise ConfigError(f"train_multitask: data must be a MultiTaskData or a data set spec string, got "
+                          f"{type(data).__name__}")
+    tasks = check_tasks(data.tasks if tasks is None else tasks, available=data.tasks, what="train_multitask: tasks")
+    mean = data.x_train.mean(dim=(0, 2, 3))
+    std = data.x_train.std(dim=(0, 2, 3)).clamp(min=STD_FLOOR)
+    num_classes = data.num_classes if "seg" in tasks else 1
+    class_names = data.class_names if "seg" in tasks else None
+    with torch.random.fork_rng(devices=[]):  # layer init uses torch's global generator
+        torch.manual_seed(seed)
+        model = create_multitask_model(arch, tasks, num_classes, mean=mean.tolist(), std=std.tolist(),
+                                       input_size=data.input_size, class_names=class_names, **(model_options or {}))
+    model.check_input(data.x_train[:1])  # a size the net cannot take fails now
+    if "depth" in tasks:
+        valid = data.targets_train["depth"][data.targets_train["depth"] > 0]
+        if valid.numel():
+            model.init_depth_prior(float(valid.median()))
+    gen = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    n = len(data.x_train)
+    total = epochs * math.ceil(n / batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total, eta_min=0.05 * lr)
+    epoch_losses: list[float] = []
+    task_losses: list[dict[str, float]] = []
+    started = time.perf_counter()
+    model.train()
+    bar = progress_bar(total=total, desc=f"train {arch}", unit="step", enabled=progress)
+    try:
+        for _epoch in range(epochs):
+            order = torch.randperm(n, generator=gen)
+            running = 0.0
+            per_task = dict.fromkeys(tasks, 0.0)
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                x = data.x_train[idx]
+                targets = {t: data.targets_train[t][idx] for t in tasks}
+                if augment and bool(torch.rand((), generator=gen) < 0.5):
+                    x, targets = flip_batch(x, targets)
+                outputs = model(x)
+                losses = {t: get_task(t).loss(outputs[t], targets[t]).mean() for t in tasks}
+                loss = torch.stack(list(losses.values())).sum()
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                running += loss.item() * len(idx)
+                for t, value in losses.items():
+                    per_task[t] += value.item() * len(idx)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            epoch_losses.append(running / n)
+            task_losses.append({t: v / n for t, v in per_task.items()})
+    finally:
+        bar.close()
+    model.eval()
+    seconds = time.perf_counter() - started
+    details = evaluate_multitask(model, data.x_test, data.targets_test, details=True)
+    summary = {
+        "arch": arch,
+        "dataset": data.name,
+        "tasks": list(tasks),
+        "num_classes": model.num_classes,
+        "class_names": list(class_names) if class_names is not None else None,
+        "model_options": dict(model.options),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "augment": augment,
+        "steps": total,
+        "n_train": n,
+        "n_test": len(data.x_test),
+        "input_size": list(data.input_size),
+        "first_loss": epoch_losses[0],
+        "final_loss": epoch_losses[-1],
+        "first_task_losses": task_losses[0],
+        "final_task_losses": task_losses[-1],
+        "train_seconds": round(seconds, 3),
+        "test_metrics": {t: details[t][get_task(t).metric] for t in tasks},
+        "test_details": details,
+        "baseline_test_metrics": baseline_metrics(data, tasks),
+        "higher_is_better": {t: get_task(t).higher_is_better for t in tasks},
+    }
+    return model, summary
+
+
+def save_multitask_model(model: MultiTaskNet, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``path`` (.safetensors + JSON sidecar) with the metadata :func:`load_multitask_model` needs.
+
+    The sidecar holds ``task: "multitask"``, ``arch``, ``tasks``, ``num_classes``, ``class_names``,
+    ``model_options``, ``normalization`` and ``input_size``, then the entries of ``metadata`` (for example
+    ``{"dataset": ..., "training": summary}``), which cannot override those.
+    """
+    if not isinstance(model, MultiTaskNet):
+        raise CheckpointError(f"save_multitask_model takes a MultiTaskNet (from create_multitask_model or "
+                              f"train_multitask), got {type(model).__name__}")
+    if Path(path).suffix != ".safetensors":
+        raise CheckpointError(f"{path}: multi-task checkpoints are written as .safetensors; change the file name")
+    meta = {"created_at": now_iso(), **(metadata or {}), **model.metadata()}
+    return save_checkpoint(model, path, meta)
+
+
+def load_multitask_model(path: str | Path) -> MultiTaskNet:
+    """Rebuild a model saved by :func:`save_multitask_model` (no pickled code runs); returns it in eval mode.
+
+    A checkpoint whose metadata does not say ``task: "multitask"`` (a classifier, a detector, an SOD model, bare
+    weights) is refused with :class:`~advbench.errors.CheckpointError`, as is one whose tensors do not fit its
+    architecture.
+    """
+    state, meta = read_checkpoint(path)
+    task = meta.get("task")
+    if task != "multitask":
+        kind = f"a {task}" if task else ("a classifier" if "num_classes" in meta else "an unlabelled")
+        raise CheckpointError(f"{path} is {kind} checkpoint, not a multi-task model (its metadata lacks task: "
+                              "\"multitask\"); pass a checkpoint written by `advbench train-multitask` or "
+                              "save_multitask_model")
+    arch = meta.get("arch")
+    norm = meta.get("normalization") or {}
+    try:
+        model = create_multitask_model(str(arch), meta.get("tasks") or (), meta.get("num_classes", 4),
+                                       mean=norm.get("mean", (0.5, 0.5, 0.5)), std=norm.get("std", (0.25,) * 3),
+                                       input_size=meta.get("input_size"), class_names=meta.get("class_names"),
+                                       **(meta.get("model_options") or {}))
+    except (ConfigError, UnknownNameError) as exc:
+        raise CheckpointError(f"{path}: its metadata cannot rebuild the model ({exc})") from exc
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{path} does not match multi-task architecture '{arch}' {meta.get('model_options')} "
+                              f"with tasks {meta.get('tasks')}: {len(missing)} missing keys (e.g. {missing[:2]}), "
+                              f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} of another shape "
+                              f"(e.g. {wrong[:2]})")
+    model.load_state_dict(state)
+    model.checkpoint_meta = meta
+    model.checkpoint_path = str(path)
+    return model.eval()

@@ -1,0 +1,121 @@
+"""Robustness of a salient-object-detection model to clouds and adversarial clouds, with or without a defense.
+
+The evaluation protocol of the DefenseNet study (Sun, Fu, Li et al., arXiv 2306.17431; REFERENCE.md §5) as
+rows of SOD metrics (MAE, F-, S- and E-measure, :mod:`advbench.sod.metrics`):
+
+* ``clean``, ``cloudy`` (a natural cloud from :mod:`advbench.clouds`) and ``adv-cloud`` (the attack of
+  :mod:`advbench.attacks.adv_cloud` on that cloud) and ``pgd`` (linf, no cloud), white-box on the victim;
+* the same four through the defense, the attacks white-box *through* it (DefenseNet is differentiable;
+  input transforms use BPDA);
+* black-box rows: the ``adv-cloud`` and ``pgd`` images crafted on the undefended victim, fed to the defended
+  pipeline (transfer).
+
+Every row uses the same clouds (one per image, from the seeded generator), so rows differ only in what is
+being measured.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from advbench.attacks.adv_cloud import CloudBudget, cloud_colour, run_adv_cloud
+from advbench.clouds import CloudSpec, sample_clouds
+from advbench.sod.metrics import sod_metrics
+from advbench.tasks import SOD
+
+
+@dataclass(frozen=True)
+class CloudAttackConfig:
+    """Budgets and cloud knobs of the robustness rows."""
+
+    eps_e: float = 0.2
+    eps_n: float = 8 / 255
+    mask_bound: float = 0.0
+    steps: int = 20
+    clouds: int = 1
+    mode: str = "minmax"
+    coverage: float = 0.4
+    thickness: float = 0.7
+
+    def budget(self) -> CloudBudget:
+        return CloudBudget(eps_e=self.eps_e, eps_n=self.eps_n, mask_bound=self.mask_bound)
+
+
+def _predict(model: nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + batch]).sigmoid() for i in range(0, x.shape[0], batch)])
+
+
+def _attack(model: nn.Module, x: torch.Tensor, gt: torch.Tensor, masks: torch.Tensor, cfg: CloudAttackConfig,
+            budget: CloudBudget, batch: int = 64) -> torch.Tensor:
+    out = []
+    for i in range(0, x.shape[0], batch):
+        xb, gb, mb = x[i:i + batch], gt[i:i + batch], masks[i:i + batch]
+        rep = mb.shape[1]
+
+        def loss(x_adv: torch.Tensor, gb: torch.Tensor = gb, rep: int = rep) -> torch.Tensor:
+            return SOD.loss(model(x_adv), gb.repeat_interleave(rep, dim=0))
+
+        def success(x_adv: torch.Tensor, gb: torch.Tensor = gb, rep: int = rep) -> torch.Tensor:
+            return SOD.success(model(x_adv), gb.repeat_interleave(rep, dim=0))
+
+        result = run_adv_cloud(xb, mb, loss, success, budget=budget, steps=cfg.steps, mode=cfg.mode)
+        out.append(result.x_adv)
+    return torch.cat(out)
+
+
+def sod_robustness(victim: nn.Module, x: torch.Tensor, gt: torch.Tensor, *, defense: nn.Module | None = None,
+                   cfg: CloudAttackConfig = CloudAttackConfig(), seed: int = 0) -> dict[str, Any]:
+    """The rows of the module docstring: ``{"rows": {name: metrics}, "cost": {...}}``."""
+    victim.eval()
+    gen = torch.Generator().manual_seed(seed)
+    spec = CloudSpec(coverage=cfg.coverage, thickness=cfg.thickness)
+    b, c, h, w = x.shape
+    masks = sample_clouds(spec, b * cfg.clouds, h, w, gen).to(x).view(b, cfg.clouds, 1, h, w)
+    colour = cloud_colour(spec.colour, c, x).view(1, -1, 1, 1)
+    first = masks[:, 0]
+    cloudy = x * (1 - first) + colour * first
+    no_cloud = torch.zeros_like(masks[:, :1])
+    pgd_budget = CloudBudget(eps_e=0.0, eps_n=cfg.eps_n)
+    rows: dict[str, dict[str, float]] = {}
+
+    def score(name: str, model: nn.Module, images: torch.Tensor) -> None:
+        rows[name] = sod_metrics(_predict(model, images), gt)
+
+    victim_adv = _attack(victim, x, gt, masks, cfg, cfg.budget())
+    victim_pgd = _attack(victim, x, gt, no_cloud, cfg, pgd_budget)
+    for name, images in (("clean", x), ("cloudy", cloudy), ("adv-cloud", victim_adv), ("pgd", victim_pgd)):
+        score(name, victim, images)
+    cost: dict[str, Any] = {}
+    if defense is not None:
+        defense.eval()
+        pipeline = nn.Sequential(defense, victim)
+        defended_adv = _attack(pipeline, x, gt, masks, cfg, cfg.budget())
+        defended_pgd = _attack(pipeline, x, gt, no_cloud, cfg, pgd_budget)
+        for name, images in (("clean", x), ("cloudy", cloudy), ("adv-cloud", defended_adv), ("pgd", defended_pgd)):
+            score(f"defended {name}", pipeline, images)
+        score("defended adv-cloud (transfer)", pipeline, victim_adv)
+        score("defended pgd (transfer)", pipeline, victim_pgd)
+        cost = inference_cost(victim, pipeline, x)
+    return {"rows": rows, "cost": cost, "n_images": b, "attack": cfg.__dict__, "clouds": spec.to_dict()}
+
+
+def inference_cost(victim: nn.Module, pipeline: nn.Module, x: torch.Tensor, repeats: int = 5) -> dict[str, float]:
+    """Median seconds per batch of the victim alone and of defense + victim, and their ratio."""
+    def median_time(model: nn.Module) -> float:
+        times = []
+        with torch.no_grad():
+            model(x)
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - t0)
+        return sorted(times)[len(times) // 2]
+
+    alone, defended = median_time(victim), median_time(pipeline)
+    return {"victim_s": alone, "defended_s": defended, "ratio": defended / alone}
