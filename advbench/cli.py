@@ -110,7 +110,9 @@ def train(
     epochs: int = typer.Option(10, "--epochs"),
     batch_size: int = typer.Option(64, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr"),
-    adversarial: str | None = typer.Option(None, "--adversarial", help="'pgd' for PGD adversarial training"),
+    adversarial: str | None = typer.Option(None, "--adversarial", help="'pgd' (Madry et al.), or 'gat-minmax', "
+                                           "'gat-max', 'gat-avg' over the --gat-types perturbation types"),
+    gat_types: str = typer.Option("linf:0.1,l2:1.0", "--gat-types", help="perturbation types NORM:EPS,..."),
     adv_eps: str = typer.Option("0.1", "--adv-eps", help="training eps (fractions such as 8/255 allowed)"),
     adv_norm: Norm = typer.Option(Norm.linf, "--adv-norm"),
     adv_steps: int = typer.Option(10, "--adv-steps"),
@@ -123,7 +125,7 @@ def train(
 
     cfg = TrainConfig(arch=model, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       adversarial=adversarial, adv_norm=adv_norm.value, adv_eps=parse_eps(adv_eps),
-                      adv_steps=adv_steps, augment=augment)
+                      adv_steps=adv_steps, augment=augment, gat_types=gat_types)
     meta = train_and_save(cfg, out_path)
     err.print(f"saved {out_path} (test accuracy {meta['test_accuracy']:.4f})")
 

@@ -21,6 +21,9 @@ from advbench.errors import ConfigError
 from advbench.progress import progress_bar
 from advbench.records import now_iso
 
+#: ``pgd``: Madry et al.; ``gat-*``: several perturbation types (see advbench.defenses.adversarial_training).
+ADVERSARIAL_MODES = (None, "pgd", "gat-minmax", "gat-max", "gat-avg")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -38,6 +41,9 @@ class TrainConfig:
     adv_eps: float = 0.1
     adv_steps: int = 10
     augment: bool = False
+    gat_types: str = "linf:0.1,l2:1.0"
+    gat_gamma: float = 1.0
+    gat_beta: float = 10.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -46,8 +52,9 @@ class TrainConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.adversarial not in (None, "pgd"):
-            raise ConfigError(f"adversarial training supports 'pgd' only, got '{self.adversarial}'")
+        if self.adversarial not in ADVERSARIAL_MODES:
+            raise ConfigError(f"adversarial must be one of {', '.join(m for m in ADVERSARIAL_MODES if m)}, "
+                              f"got '{self.adversarial}'")
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
@@ -71,13 +78,15 @@ def fit(
     attack=None,
     pipeline=None,
     penalty: Callable[[], torch.Tensor] | None = None,
+    batch_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     after_step: Callable[[], None] | None = None,
     optimiser: torch.optim.Optimizer | None = None,
     desc: str = "train",
     progress: bool = True,
 ) -> torch.optim.Optimizer:
     """Adam epochs of cross-entropy on ``data.x_train`` (optionally on adversarial examples from ``attack``
-    and augmented by ``pipeline``), plus ``penalty()`` (e.g. the ADMM proximal term); ``after_step`` runs
+    and augmented by ``pipeline``), plus ``penalty()`` (e.g. the ADMM proximal term); ``batch_loss(model, x, y,
+    generator)`` replaces the cross-entropy (e.g. multi-perturbation training); ``after_step`` runs
     after every optimiser step (e.g. to re-apply a pruning mask).  Returns the optimiser."""
     from advbench.datasets import augment_batch
 
@@ -95,7 +104,7 @@ def fit(
             if attack is not None:
                 xb = attack(model, xb, yb, generator=generator).x_adv
             model.train()
-            loss = F.cross_entropy(model(xb), yb)
+            loss = F.cross_entropy(model(xb), yb) if batch_loss is None else batch_loss(model, xb, yb, generator)
             if penalty is not None:
                 loss = loss + penalty()
             optimiser.zero_grad(set_to_none=True)
@@ -122,12 +131,18 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True) -> tuple[nn.Mod
     with torch.random.fork_rng(devices=[]):  # layer init uses torch's global generator
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.arch, input_shape=data.input_shape, num_classes=data.num_classes, mean=mean, std=std)
-    attack = None
+    attack, batch_loss = None, None
     if cfg.adversarial == "pgd":
         attack = create_attack("pgd", norm=cfg.adv_norm, eps=cfg.adv_eps, steps=cfg.adv_steps, early_stop=False)
+    elif cfg.adversarial is not None:
+        from advbench.defenses.adversarial_training import MultiPerturbationLoss, parse_types
+
+        batch_loss = MultiPerturbationLoss(parse_types(cfg.gat_types), strategy=cfg.adversarial.removeprefix("gat-"),
+                                           steps=cfg.adv_steps, beta=cfg.gat_beta, gamma=cfg.gat_gamma)
     pipeline = training_augmentation(data, seed=cfg.seed) if cfg.augment else None
     fit(model, data, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-        generator=generator, attack=attack, pipeline=pipeline, desc=f"train {cfg.arch}", progress=progress)
+        generator=generator, attack=attack, pipeline=pipeline, batch_loss=batch_loss, desc=f"train {cfg.arch}",
+        progress=progress)
     test_acc = accuracy(model, data.x_test, data.y_test)
     meta = {
         "arch": cfg.arch,
@@ -140,6 +155,8 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True) -> tuple[nn.Mod
         "test_accuracy": test_acc,
         "created_at": now_iso(),
     }
+    if batch_loss is not None and batch_loss.trace:
+        meta["gat_weights"] = dict(zip(batch_loss.names, batch_loss.trace[-1], strict=True))
     return model, meta
 
 

@@ -515,8 +515,8 @@ def degradation(task: str, clean: Number, adv: Number) -> Number:
     ``(clean - adv) / |clean|`` when higher is better (mIoU), ``(adv - clean) / |clean|`` when lower is better
     (errors).  Floats give a float; tensors (e.g. per-sample metrics) give a float64 tensor.
 
-    >>> degradation("seg", 0.5, 0.4), degradation("depth", 0.5, 0.4)
-    (0.2, -0.2)
+    >>> degradation("seg", 0.5, 0.25), degradation("depth", 0.5, 0.25)
+    (0.5, -0.5)
     """
     (c, a), scalar = _pack([clean, adv])
     sign = -1.0 if higher_is_better(task) else 1.0

@@ -1,0 +1,51 @@
+"""Multi-perturbation adversarial training: min-max, MAX and AVG (issue 7)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advbench.defenses.adversarial_training import MultiPerturbationLoss, parse_types
+from advbench.errors import ConfigError
+from advbench.training import TrainConfig, train_classifier
+
+
+def test_parse_types():
+    assert parse_types("linf:8/255, l2:0.5") == [("linf", pytest.approx(8 / 255)), ("l2", 0.5)]
+    with pytest.raises(ConfigError, match="at least two"):
+        parse_types("linf:0.1")
+    with pytest.raises(ConfigError, match="NORM:EPS"):
+        parse_types("linf:0.1,l3:1")
+
+
+def test_strategies_combine_the_per_type_losses(digits_model, digits_batch):
+    x, y = digits_batch
+    x, y = x[:16], y[:16]
+    types = [("linf", 0.1), ("l2", 0.5)]
+    losses = {}
+    for strategy in ("avg", "max", "minmax"):
+        fn = MultiPerturbationLoss(types, strategy=strategy, steps=3, beta=1.0, gamma=0.1)
+        losses[strategy] = fn(digits_model, x, y, torch.Generator().manual_seed(0)).item()
+    digits_model.eval()
+    # with the same seed the PGD examples are the same, so MAX >= AVG, and the min-max weights move towards
+    # the type with the larger loss, giving a loss between AVG and MAX
+    assert losses["max"] >= losses["avg"] - 1e-6
+    assert losses["avg"] - 1e-6 <= losses["minmax"] <= losses["max"] + 1e-6
+    fn = MultiPerturbationLoss(types, strategy="minmax", steps=2, beta=1.0, gamma=0.1)
+    for _ in range(3):
+        fn(digits_model, x, y, torch.Generator().manual_seed(1))
+    digits_model.eval()
+    trace = torch.tensor(fn.trace)
+    assert trace.shape == (3, 2) and torch.all(trace >= 0) and torch.allclose(trace.sum(1), torch.ones(3))
+    with pytest.raises(ConfigError, match="strategy"):
+        MultiPerturbationLoss(types, strategy="median")
+
+
+def test_train_classifier_with_gat_minmax_reports_weights():
+    model, meta = train_classifier(TrainConfig(arch="mlp", dataset="digits", epochs=1, adv_steps=2,
+                                               adversarial="gat-minmax", gat_types="linf:0.1,l2:0.5"), progress=False)
+    weights = meta["gat_weights"]
+    assert set(weights) == {"linf:0.1", "l2:0.5"} and sum(weights.values()) == pytest.approx(1.0)
+    assert meta["test_accuracy"] > 0.5
+    with pytest.raises(ConfigError, match="gat-minmax"):
+        TrainConfig(arch="mlp", dataset="digits", adversarial="trades")
