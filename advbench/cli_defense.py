@@ -66,7 +66,7 @@ def defend_train(
     eps_e: float = typer.Option(0.2, "--eps-e", help="exposure budget ||E - 1||_inf"),
     eps: str = typer.Option("8/255", "--eps", help="additive budget ||N||_inf (fractions like 8/255 allowed)"),
     attack_steps: int = typer.Option(5, "--attack-steps", help="attack steps per training batch"),
-    base: int = typer.Option(8, "--base", help="U-Net width"),
+    base: int = typer.Option(4, "--base", help="U-Net width"),
     depth: int = typer.Option(2, "--depth", help="U-Net depth"),
     n_train: int | None = typer.Option(None, "--n-train", help="use only the first N training images"),
     seed: int = typer.Option(0, "--seed"),

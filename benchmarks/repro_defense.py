@@ -60,7 +60,7 @@ def sod_part(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     victim, summary = train_sod(data, epochs=args.sod_epochs, seed=args.seed, progress=False)
     print(f"SOD victim trained in {time.perf_counter() - t0:.0f} s: {summary['test_metrics']}")
-    cfg = DefenseTrainConfig(epochs=args.defense_epochs, batch_size=32, attack_steps=5, base=8, depth=2,
+    cfg = DefenseTrainConfig(epochs=args.defense_epochs, batch_size=32, attack_steps=5, base=4, depth=2,
                              seed=args.seed)
     t0 = time.perf_counter()
     net, dsum = train_defensenet(victim, data.x_train, data.m_train, SOD, cfg)
@@ -86,7 +86,7 @@ def classifier_part(args: argparse.Namespace) -> dict:
     from advbench.datasets import load_dataset
 
     data = load_dataset("digits", seed=args.seed)
-    cfg = DefenseTrainConfig(epochs=args.defense_epochs * 2, batch_size=64, attack_steps=5, base=8, depth=1,
+    cfg = DefenseTrainConfig(epochs=args.defense_epochs * 2, batch_size=64, attack_steps=5, base=4, depth=1,
                              eps_n=0.1, seed=args.seed)
     net, _ = train_defensenet(victim, data.x_train, data.y_train, CLASSIFICATION, cfg)
     defended = DefendedModel(net, victim)

@@ -414,7 +414,7 @@ def _read_label(path: Path) -> np.ndarray:
             raise DatasetError(f"label '{path}' holds values outside 0..255 (found {values.min()}..{values.max()}); "
                                "class ids must be 0..254 with 255 for unlabelled pixels")
         return values
-    raise DatasetError(f"label '{path}' is a {img.mode} image; labels must be single-channel PNGs of class ids "
+    raise DatasetError(f"label '{path}' has image mode {img.mode}; labels must be single-channel PNGs of class ids "
                        "(mode L or P, 255 = ignore), not colour-coded; map the colours to ids first")
 
 
@@ -444,7 +444,7 @@ def _read_depth(path: Path) -> np.ndarray:
 def _read_normal(path: Path) -> np.ndarray:
     img = read_image(path)
     if img.mode != "RGB":
-        raise DatasetError(f"normal PNG '{path}' is a {img.mode} image; normals must be 8-bit RGB encoding "
+        raise DatasetError(f"normal PNG '{path}' has image mode {img.mode}; normals must be 8-bit RGB encoding "
                            "n = 2 rgb / 255 - 1 (black = invalid)")
     rgb = np.asarray(img, dtype=np.float32)
     vec = 2.0 * rgb / 255.0 - 1.0
@@ -485,12 +485,12 @@ def _scan(folder: Path) -> tuple[list[str], dict[str, dict[str, Path]], dict[str
         files = _files_by_stem(task_dir, suffixes)
         lonely = sorted(set(rgb) - set(files))
         if lonely:
-            raise DatasetError(f"rgb image '{rgb[lonely[0]]}' has no {task} file in '{task_dir}' "
+            raise DatasetError(f"rgb image '{rgb[lonely[0]]}' has no {sub} file in '{task_dir}' "
                                f"({len(lonely)} image(s) lack one); add '{lonely[0]}{suffixes[0]}' "
                                f"({' or '.join(suffixes)}) or remove the image")
         extra = sorted(set(files) - set(rgb))
         if extra:
-            raise DatasetError(f"{task} file '{files[extra[0]]}' has no rgb image in '{rgb_dir}' ({len(extra)} "
+            raise DatasetError(f"{sub} file '{files[extra[0]]}' has no rgb image in '{rgb_dir}' ({len(extra)} "
                                "file(s) without one); add the image with the same stem or remove the file")
         per_task[task] = files
     if not per_task:

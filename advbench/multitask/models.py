@@ -100,8 +100,8 @@ class MultiTaskNet(nn.Module):
         if h % self.multiple or w % self.multiple:
             fit_h, fit_w = (max(self.multiple, round(s / self.multiple) * self.multiple) for s in (h, w))
             raise InputError(f"multi-task model '{self.arch}' (levels={self.levels}) needs height and width divisible "
-                             f"by {self.multiple}, got {h}x{w}; resize the data (e.g. nyuv2:...?size={fit_h}) or "
-                             f"pick fewer levels (to {fit_h}x{fit_w})")
+                             f"by {self.multiple}, got {h}x{w}; resize the images to e.g. {fit_h}x{fit_w} (nyuv2 data: "
+                             f"add ?size=N with N divisible by {self.multiple}) or build the model with fewer levels")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The shared full-resolution features ``(B, base, H, W)`` of [0,1] images ``x``."""

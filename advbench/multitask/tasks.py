@@ -226,7 +226,10 @@ def _labels(pred: torch.Tensor, target: torch.Tensor, num_classes: int | None) -
     """Class-id predictions ``(B,H,W)`` and the number of classes from logits ``(B,C,H,W)`` or ids ``(B,H,W)``."""
     if isinstance(pred, torch.Tensor) and pred.dim() == 4:
         _check_pair("seg", pred, target, None)
-        return pred.argmax(1), int(pred.shape[1]) if num_classes is None else num_classes
+        if num_classes is not None and pred.shape[1] != num_classes:
+            raise InputError(f"seg: logits have {pred.shape[1]} classes but num_classes={num_classes}; evaluate with "
+                             "the model's number of classes")
+        return pred.argmax(1), int(pred.shape[1])
     if not isinstance(pred, torch.Tensor) or pred.dim() != 3 or pred.is_floating_point():
         raise InputError(f"seg: pred must be logits (B,C,H,W) or integer class ids (B,H,W), got {_shape(pred)}")
     if num_classes is None:
@@ -411,9 +414,6 @@ class MultiTaskMetrics:
             pred, target = outputs[task], targets[task]
             if task == "seg":
                 inter, union = seg_iou_counts(pred, target, self.num_classes)
-                if inter.shape[1] != len(self._inter):
-                    raise InputError(f"MultiTaskMetrics: seg logits have {inter.shape[1]} classes but the metric "
-                                     f"was built for num_classes={self.num_classes}")
                 self._inter += inter.sum(0)
                 self._union += union.sum(0)
                 labels, _ = _labels(pred, target, self.num_classes)
