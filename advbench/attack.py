@@ -315,7 +315,7 @@ class Attack(metaclass=_FrozenAfterInit):
             )
         if not bool(torch.isfinite(x_adv).all()):
             raise BudgetError(f"attack '{self.name}' returned non-finite values")
-        inside = self._within_budget(x_adv, x, raw)
+        inside = self.within_budget(x_adv, x, raw.extras)
         if not bool(inside.all()):
             worst = self.threat.norm
             raise BudgetError(
@@ -342,9 +342,9 @@ class Attack(metaclass=_FrozenAfterInit):
             extras=raw.extras,
         )
 
-    def _within_budget(self, x_adv: torch.Tensor, x: torch.Tensor, raw: RawResult) -> torch.Tensor:
+    def within_budget(self, x_adv: torch.Tensor, x: torch.Tensor, extras: dict[str, Any]) -> torch.Tensor:
         """Per sample: is ``x_adv`` an allowed point?  The threat model's ball and box, unless an attack with
-        another perturbation model (e.g. adversarial clouds) checks its own budgets."""
+        another perturbation model (e.g. adversarial clouds) checks its own budgets from its ``extras``."""
         return self.threat.contains(x_adv, x)
 
     def _attack(self, ctx: AttackContext, x: torch.Tensor) -> RawResult:  # pragma: no cover - abstract

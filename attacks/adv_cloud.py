@@ -212,11 +212,12 @@ class AdvCloud(Attack):
     ``eps`` is the additive budget ``eps_n`` (linf); ``eps_e`` bounds the exposure, ``mask_bound`` the mask
     refinement.  ``clouds`` cloud samples are drawn from the call's generator with ``coverage``,
     ``thickness`` and ``colour``; ``mode`` is ``"minmax"`` (learned weights over clouds) or ``"avg"``
-    (expectation over clouds).  Success is judged under the first cloud sample, which is what ``x_adv`` shows.
+    (expectation over clouds).  Success is judged under the first cloud sample, which is what ``x_adv`` shows;
+    targeted mode pulls towards the target class.  With early stop, samples already misclassified come back
+    unchanged (no cloud).
     """
 
     norms = ("linf",)
-    supports_targeted = False
 
     def __init__(self, *, eps_e: float = 0.2, mask_bound: float = 0.0, exposure_grid: int | None = 8,
                  steps: int = 20, clouds: int = 1,
@@ -251,20 +252,37 @@ class AdvCloud(Attack):
 
     def _attack(self, ctx: AttackContext, x: torch.Tensor) -> RawResult:
         masks = self.sample_masks(x, ctx.generator)
-        labels = ctx.labels.repeat_interleave(self.clouds)
+        clean_logits = ctx.logits(x)
+        pred = clean_logits.argmax(dim=1)
+        done = ctx.is_success(clean_logits) if self.early_stop else torch.zeros_like(ctx.labels, dtype=torch.bool)
+        todo = (~done).nonzero().squeeze(1)
+        layout = Layout.of(x, self.budget)
+        delta = layout.zeros(x.shape[0], x)
+        x_adv, x_cloudy = x.clone(), x.clone()
+        weights = x.new_full((x.shape[0], self.clouds), 1.0 / self.clouds)
+        if todo.numel():
+            labels = ctx.labels[todo].repeat_interleave(self.clouds)
+            sign = -1.0 if self.targeted else 1.0  # targeted: pull towards the target class
 
-        def loss(x_adv: torch.Tensor) -> torch.Tensor:
-            ctx.n_queries += self.clouds
-            return F.cross_entropy(ctx.model(x_adv), labels, reduction="none")
+            def loss(z: torch.Tensor) -> torch.Tensor:
+                ctx.n_queries[todo] += self.clouds
+                return sign * F.cross_entropy(ctx.model(z), labels, reduction="none")
 
-        def success(x_adv: torch.Tensor) -> torch.Tensor:
-            return ctx.model(x_adv).argmax(dim=1) != labels
+            def success(z: torch.Tensor) -> torch.Tensor:
+                pred = ctx.model(z).argmax(dim=1)
+                return pred == labels if self.targeted else pred != labels
 
-        result = self.perturb(x, masks, loss, success)
-        ctx.n_gradients += result.gradient_calls
-        return RawResult(x_adv=result.x_adv, weights=result.weights,
-                         extras={"delta": result.delta, "masks": masks, "x_cloudy": result.x_cloudy})
+            result = self.perturb(x[todo], masks[todo], loss, success)
+            ctx.n_gradients[todo] += result.gradient_calls
+            x_adv[todo], x_cloudy[todo], delta[todo], weights[todo] = (result.x_adv, result.x_cloudy, result.delta,
+                                                                      result.weights)
+            pred[todo] = ctx.logits(x_adv[todo], todo).argmax(dim=1)
+        return RawResult(x_adv=x_adv, adv_pred=pred, weights=weights,
+                         extras={"delta": delta, "masks": masks, "x_cloudy": x_cloudy, "unchanged": done})
 
-    def _within_budget(self, x_adv: torch.Tensor, x: torch.Tensor, raw: RawResult) -> torch.Tensor:
+    def within_budget(self, x_adv: torch.Tensor, x: torch.Tensor, extras: dict) -> torch.Tensor:
+        """The cloud model's budgets hold (samples that were already adversarial come back unchanged)."""
         colour = cloud_colour(self.cloud_spec.colour, x.shape[1], x)
-        return within_budget(x, raw.extras["masks"], colour, raw.extras["delta"], x_adv, self.budget)
+        inside = within_budget(x, extras["masks"], colour, extras["delta"], x_adv, self.budget)
+        unchanged = extras["unchanged"] & (x_adv == x).flatten(1).all(dim=1)
+        return inside | unchanged
