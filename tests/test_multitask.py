@@ -327,6 +327,8 @@ def test_segmentation_miou_by_hand() -> None:
     metrics.update({"seg": logits}, {"seg": SEG_GT})
     assert metrics.compute()["seg"] == pytest.approx(SET_MIOU)
     assert metrics.details()["seg"]["pixel_acc"] == pytest.approx(6 / 17)
+    with pytest.raises(InputError, match="logits have 3 classes but num_classes=4"):
+        MultiTaskMetrics(["seg"], num_classes=4).update({"seg": logits}, {"seg": SEG_GT})
     # loss: cross-entropy over labelled pixels only; with logits 0 everywhere every pixel costs log(3)
     loss = seg_loss(torch.zeros(2, 3, 3, 3, requires_grad=True), SEG_GT)
     assert loss.shape == (2,) and torch.allclose(loss, torch.full((2,), math.log(3)))
