@@ -224,17 +224,40 @@ def run(
     wandb_project: str = typer.Option("advbench", "--wandb-project"),
     wandb_mode: WandbMode | None = typer.Option(None, "--wandb-mode"),
     device: str = typer.Option("cpu", "--device"),
+    target_task: str | None = typer.Option(None, "--target-task", help="multi-task models: the task to break"),
+    margin: float = typer.Option(0.1, "--margin", help="multi-task: relative worsening that counts as broken"),
+    tolerance: float = typer.Option(0.05, "--tolerance", help="multi-task: relative worsening allowed elsewhere"),
     defense: str | None = typer.Option(None, "--defense", help="preprocessing defense in front of the model: "
                                        "jpeg[:quality=75], bitdepth[:bits=4], median[:k=3], defensenet:CKPT"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Attack one or more models with an attack cascade at one or more eps; store and print the result."""
+    from advbench.cli_defense import is_sod_checkpoint, run_sod
+    from advbench.cli_multitask import is_multitask_checkpoint, run_multitask
     from advbench.runner import RunSpec, run_multidomain
     from advbench.runner import run as run_one
     from advbench.threat import parse_eps_list
 
     attacks = _split(attack)
     params = _parse_params(param)
+    single = len(_split(model)) == 1
+    if single and (is_sod_checkpoint(model) or is_multitask_checkpoint(model)) and steps is not None:
+        for name in attacks:
+            params.setdefault(name, {}).setdefault("steps", steps)
+    eps_values = parse_eps_list(eps)
+    if single and is_sod_checkpoint(model):
+        run_sod(model, dataset, attacks, eps_values, n_samples, defense, params, seed, store, force, as_json)
+        return
+    if single and is_multitask_checkpoint(model):
+        if len(attacks) != 1 or defense:
+            raise ConfigError("a multi-task model takes exactly one --attack (stealthy-multitask, "
+                              "fixed-weight-multitask, all-tasks) and no --defense")
+        run_multitask(model, dataset, attacks[0], norm.value, eps_values, n_samples, params.get(attacks[0], {}),
+                      target_task, margin, tolerance, seed, store, force, as_json, _wandb_options(wandb, wandb_mode,
+                                                                                                 wandb_project, store))
+        return
+    if target_task is not None:
+        raise ConfigError("--target-task applies to multi-task models only")
     shared = {"steps": steps, "gamma": gamma, "alpha": alpha, "beta": beta, "loss": loss, "kappa": kappa, "k": k,
               "transforms": transforms}
     for pname, value in shared.items():
@@ -245,21 +268,7 @@ def run(
             raise ConfigError(f"--{pname} does not apply to {', '.join(attacks)}")
         for name in takers:
             params.setdefault(name, {}).setdefault(pname, value)
-    eps_values = parse_eps_list(eps)
-    from advbench.cli_defense import is_sod_checkpoint, run_sod
-
-    if len(_split(model)) == 1 and is_sod_checkpoint(model):
-        run_sod(model, dataset, attacks, eps_values, n_samples, defense, params, seed, store, force, as_json)
-        return
-    wandb_opts = None
-    if wandb:
-        from advbench.tracking import resolve_wandb_mode
-
-        mode, message = resolve_wandb_mode(wandb_mode.value if wandb_mode else None, dir=store.resolve().parent)
-        if message:
-            err.print(message)
-        # W&B's local files go next to the results store (``<store dir>/wandb``), not into the working directory
-        wandb_opts = {"project": wandb_project, "mode": mode, "dir": str(store.resolve().parent)}
+    wandb_opts = _wandb_options(wandb, wandb_mode, wandb_project, store)
     records, skipped = [], []
     model_specs = _split(model)
     multi = [name for name in attacks if getattr(_attack_class(name), "multi_domain", False)]
@@ -292,6 +301,20 @@ def run(
     else:
         print_run_table(records)
         err.print(f"stored in {store}")
+
+
+def _wandb_options(enabled: bool, mode: WandbMode | None, project: str, store: Path) -> dict[str, Any] | None:
+    """W&B options for a run, or None when ``--wandb`` is off.  The mode is resolved (online only with an API
+    key) and W&B's local files go next to the results store (``<store dir>/wandb``), not into the working
+    directory."""
+    if not enabled:
+        return None
+    from advbench.tracking import resolve_wandb_mode
+
+    resolved, message = resolve_wandb_mode(mode.value if mode else None, dir=store.resolve().parent)
+    if message:
+        err.print(message)
+    return {"project": project, "mode": resolved, "dir": str(store.resolve().parent)}
 
 
 def _json_payload(record: dict[str, Any], skipped: bool) -> dict[str, Any]:
@@ -410,14 +433,11 @@ def compare(
                          norm=norm.value, n_samples=n_samples, attack_params=params, seed=seed, store=store)
     png = plot_comparison(report, plot or store.resolve().parent / "compare.png")
     report["plot"] = str(png)
-    if wandb:
-        from advbench.tracking import WandbSink, resolve_wandb_mode
+    wandb_opts = _wandb_options(wandb, None, wandb_project, store)
+    if wandb_opts is not None:
+        from advbench.tracking import WandbSink
 
-        mode, message = resolve_wandb_mode(None, dir=store.resolve().parent)
-        if message:
-            err.print(message)
-        with WandbSink(project=wandb_project, mode=mode, name=f"compare|{dataset}", tags=["compare", norm.value],
-                       dir=str(store.resolve().parent)) as sink:
+        with WandbSink(name=f"compare|{dataset}", tags=["compare", norm.value], **wandb_opts) as sink:
             import wandb as wandb_module
 
             sink.log_metrics({"robust_accuracy_vs_eps": wandb_module.Image(str(png))})
@@ -699,14 +719,7 @@ def demo(
     params = {"pgd": {"steps": 20}, "apgd-ce": {"steps": 20}, "square": {"n_queries": 500}}
     spec = RunSpec(model=str(ckpt), dataset=dataset, attacks=["fgsm", "pgd", "apgd-ce", "square"], eps=eps,
                    n_samples=n_samples, attack_params=params)
-    wandb_opts = None
-    if wandb:
-        from advbench.tracking import resolve_wandb_mode
-
-        mode, message = resolve_wandb_mode(None, dir=out_dir.resolve())
-        if message:
-            err.print(message)
-        wandb_opts = {"project": "advbench-demo", "mode": mode, "dir": str(out_dir.resolve())}
+    wandb_opts = _wandb_options(wandb, None, "advbench-demo", out_dir / "results.db")
     outcome = run_one(spec, store=out_dir / "results.db", wandb=wandb_opts)
     print_run_table([outcome.record], title=f"small_cnn on {dataset}")
     err.print(f"store: {out_dir / 'results.db'}  (try: advbench results list --store {out_dir / 'results.db'})")

@@ -156,18 +156,16 @@ def _log_detection_to_wandb(record: dict[str, Any], result: Any, store: Path, pr
                             mode: WandbMode | None) -> None:
     import torch
 
-    from advbench.tracking import WandbSink, resolve_wandb_mode
+    from advbench.cli import _wandb_options
+    from advbench.tracking import WandbSink
 
-    resolved, message = resolve_wandb_mode(mode.value if mode else None, dir=store.resolve().parent)
-    if message:
-        err.print(message)
+    options = _wandb_options(True, mode, project, store)
     images = None
     clean, patched = result.test_images[:8], result.evaluation.patched_images[:8]
     if clean and len({tuple(t.shape) for t in clean}) == 1:
         images = {"clean": torch.stack(clean), "adversarial": torch.stack(patched)}
     tags = ["detection", record["config"]["attack"]["name"]]
-    with WandbSink(name=record["name"], config=record["config"], tags=tags, project=project, mode=resolved,
-                   dir=str(store.resolve().parent)) as sink:
+    with WandbSink(name=record["name"], config=record["config"], tags=tags, **options) as sink:
         sink.log_record(record, images=images)
         if "weight_trace" in record["metrics"]:
             sink.log_weight_trace(record["metrics"]["weight_trace"], list(record["metrics"]["weights"]))

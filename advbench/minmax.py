@@ -54,6 +54,16 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
     return (v - theta).clamp_min(0)
 
 
+def project_multipliers(w: torch.Tensor, fixed: int = 1) -> torch.Tensor:
+    """Dual-ascent projection for constrained attacks: the first ``fixed`` weights stay 1 (the objective), the
+    others are Lagrange multipliers clipped at 0 (Boyd & Vandenberghe, *Convex Optimization*, §5).
+
+    >>> project_multipliers(torch.tensor([[0.7, -0.2, 0.3]]))
+    tensor([[1.0000, 0.0000, 0.3000]])
+    """
+    return torch.cat([torch.ones_like(w[:, :fixed]), w[:, fixed:].clamp_min(0)], dim=1)
+
+
 class DomainSet(Protocol):
     """K domains over one perturbation batch.
 
@@ -98,6 +108,11 @@ class APGDA:
     beta_decay: float = 1.0
     fixed_weights: bool = False
     early_stop: bool = False
+    #: Where the weights live: ``None`` = the probability simplex (min-max); a callable maps a stepped ``w``
+    #: back into its set, e.g. :func:`project_multipliers` for non-negative Lagrange multipliers.
+    weight_projection: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: The weights at step 0, ``(batch, K) -> tensor``; ``None`` = uniform ``1/K``.
+    initial_weights: Callable[[int, int], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -118,7 +133,8 @@ class APGDA:
         if self.averaging:
             return w
         k = w.shape[-1]
-        return project_simplex(w + beta_step * (losses - self.gamma * (w - 1.0 / k)))
+        stepped = w + beta_step * (losses - self.gamma * (w - 1.0 / k))
+        return project_simplex(stepped) if self.weight_projection is None else self.weight_projection(stepped)
 
     def run(
         self,
@@ -133,7 +149,10 @@ class APGDA:
         k = len(domains.names)
         if k < 1:
             raise ConfigError("the min-max engine needs at least one domain")
-        w = torch.full((batch, k), 1.0 / k, device=delta.device, dtype=delta.dtype)
+        if self.initial_weights is None:
+            w = torch.full((batch, k), 1.0 / k, device=delta.device, dtype=delta.dtype)
+        else:
+            w = self.initial_weights(batch, k).to(device=delta.device, dtype=delta.dtype)
         alpha_step, beta_step = 1.0 / self.alpha, 1.0 / self.beta
         w_trace = [w.clone()]
         leaf, losses, success = self._evaluate(domains, delta)

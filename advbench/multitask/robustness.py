@@ -1,0 +1,70 @@
+"""Measure a multi-task attack: per-task metrics before and after, their change, and stealth success.
+
+For each task the headline metric (mIoU, depth absolute error, normal angular error) on the clean and the
+attacked images, over the whole set and per image; the change vs clean; the *degradation* (relative change in
+the worse direction); and the stealth success rate (Guo, Zhang, Li et al., arXiv 2411.17936): the share of
+images whose target task worsens by at least ``margin`` while every other task worsens by at most
+``tolerance`` (:func:`advbench.multitask.tasks.stealth_success`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from advbench.attacks.multitask import MultiTaskAttack
+from advbench.errors import ConfigError
+from advbench.multitask.tasks import evaluate_multitask, metric_change, per_sample_metrics, stealth_success
+
+
+def _per_sample(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return per_sample_metrics(model(x), targets, num_classes=getattr(model, "num_classes", None))
+
+
+def multitask_robustness(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tensor],
+                         attack: MultiTaskAttack, *, margin: float = 0.1, tolerance: float = 0.05,
+                         batch_size: int = 32) -> dict[str, Any]:
+    """Attack ``x`` in batches and summarise (JSON-ready floats, plus per-image rows under ``samples``)."""
+    if margin < 0 or tolerance < 0:
+        raise ConfigError(f"margin and tolerance must be >= 0, got margin={margin}, tolerance={tolerance}")
+    model.eval()
+    adv, weights, rel, grads = [], [], [], 0
+    order: list[str] = []
+    for start in range(0, x.shape[0], batch_size):
+        batch_targets = {t: v[start:start + batch_size] for t, v in targets.items()}
+        result = attack(model, x[start:start + batch_size], batch_targets)
+        adv.append(result.x_adv)
+        weights.append(result.weights)
+        rel.append(result.relative_change)
+        order, grads = result.tasks, grads + result.gradient_calls
+    x_adv = torch.cat(adv)
+    clean_set, adv_set = evaluate_multitask(model, x, targets), evaluate_multitask(model, x_adv, targets)
+    change = metric_change(clean_set, adv_set)
+    clean_ps, adv_ps = _per_sample(model, x, targets), _per_sample(model, x_adv, targets)
+    target = getattr(attack, "target_task", None)
+    metrics: dict[str, Any] = {"tasks": order, "clean": clean_set, "adversarial": adv_set,
+                               "change": {t: {k: v for k, v in c.items() if k not in ("clean", "adv")}
+                                          for t, c in change.items()}}
+    w = torch.cat(weights)
+    metrics["weights"] = dict(zip(order, w.mean(dim=0).tolist(), strict=True))
+    metrics["relative_loss_change"] = dict(zip(order, torch.cat(rel).mean(dim=0).tolist(), strict=True))
+    samples = []
+    if target is not None:
+        ok = stealth_success(clean_ps, adv_ps, target, margin=margin, tolerance=tolerance)
+        metrics.update({"target_task": target, "margin": margin, "tolerance": tolerance,
+                        "stealth_success_rate": float(ok.float().mean()),
+                        "target_degradation": change[target]["degradation"],
+                        "max_other_degradation": max((change[t]["degradation"] for t in order if t != target),
+                                                     default=0.0)})
+    else:
+        ok = torch.zeros(x.shape[0], dtype=torch.bool)
+    for i in range(x.shape[0]):
+        row: dict[str, Any] = {"sample_index": i, "stealth_success": bool(ok[i])}
+        for t in order:
+            row[f"{t}_clean"], row[f"{t}_adv"] = float(clean_ps[t][i]), float(adv_ps[t][i])
+        samples.append(row)
+    return {"metrics": metrics, "cost": {"gradients": grads}, "samples": samples, "x_adv": x_adv}
