@@ -63,7 +63,7 @@ def defend_train(
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr"),
     lam: float = typer.Option(1.0, "--lam", help="weight of the L1 reconstruction term"),
-    eps_e: float = typer.Option(0.2, "--eps-e", help="exposure budget ||E - 1||_inf"),
+    eps_e: str = typer.Option("0.2", "--eps-e", help="exposure budget ||E - 1||_inf (fractions like 1/8 allowed)"),
     eps: str = typer.Option("8/255", "--eps", help="additive budget ||N||_inf (fractions like 8/255 allowed)"),
     attack_steps: int = typer.Option(5, "--attack-steps", help="attack steps per training batch"),
     base: int = typer.Option(4, "--base", help="U-Net width"),
@@ -81,7 +81,8 @@ def defend_train(
     if unknown:
         raise ConfigError(f"--attack {','.join(unknown)}: DefenseNet trains on {', '.join(SOD_ATTACKS)} inputs")
     model, x, y, task = _victim_and_data(victim, dataset, n_train)
-    cfg = DefenseTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lam=lam, eps_e=eps_e, eps_n=parse_eps(eps),
+    cfg = DefenseTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lam=lam, eps_e=parse_eps(eps_e),
+                             eps_n=parse_eps(eps),
                              attack_steps=attack_steps, base=base, depth=depth, seed=seed,
                              inputs=("clean", "cloudy", *kinds))
     net, summary = train_defensenet(model, x, y, task, cfg, progress=True)
@@ -126,7 +127,12 @@ def run_sod(model: str, dataset: str, attacks: list[str], eps: list[float], n_sa
     x, gt = data.x_test, data.m_test
     if n_samples is not None:
         x, gt = x[:n_samples], gt[:n_samples]
-    knobs = {k: v for k, v in params.get("adv-cloud", {}).items() if k in CloudAttackConfig.__dataclass_fields__}
+    knobs = {**params.get("pgd", {}), **params.get("adv-cloud", {})}
+    fields = [f for f in CloudAttackConfig.__dataclass_fields__ if f != "eps_n"]
+    unknown = sorted(set(knobs) - set(fields))
+    if unknown:
+        raise ConfigError(f"SOD runs take --param adv-cloud.NAME=VALUE with NAME in {', '.join(fields)}; got "
+                          f"{', '.join(unknown)}")
     cfg = CloudAttackConfig(eps_n=eps[0], **knobs)
     config: dict[str, Any] = {"task": "sod", "model": {"path": model, "name": Path(model).stem,
                                                        "sha256": file_sha256(model)},

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from advbench.attack import Attack, AttackContext, RawResult, register_attack
 from advbench.errors import ConfigError, InputError
 from advbench.minmax import APGDA
+from advbench.threat import parse_eps
 
 #: What the attack maximises: per-sample loss of a batch of adversarial images (B,) -> higher is better.
 TaskLoss = Callable[[torch.Tensor], torch.Tensor]
@@ -55,6 +56,8 @@ class CloudBudget:
 
     def __post_init__(self) -> None:
         for name in ("eps_e", "eps_n", "mask_bound"):
+            if isinstance(getattr(self, name), str):  # fractions such as "8/255"
+                object.__setattr__(self, name, parse_eps(getattr(self, name)))
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ConfigError(f"{name} must be a number >= 0 (a budget), got {value!r}")
@@ -227,7 +230,7 @@ class AdvCloud(Attack):
         from advbench.clouds import CloudSpec
 
         self.budget = CloudBudget(eps_e=eps_e, eps_n=self.eps, mask_bound=mask_bound, exposure_grid=exposure_grid)
-        self.eps_e, self.mask_bound, self.exposure_grid = float(eps_e), float(mask_bound), exposure_grid
+        self.eps_e, self.mask_bound, self.exposure_grid = self.budget.eps_e, self.budget.mask_bound, exposure_grid
         if isinstance(clouds, bool) or not isinstance(clouds, int) or clouds < 1:
             raise ConfigError(f"clouds (cloud samples) must be a positive integer, got {clouds!r}")
         if mode not in MODES:

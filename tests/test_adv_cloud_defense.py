@@ -71,6 +71,8 @@ def test_adv_cloud_budgets_must_be_non_negative():
         _cloud_attack(eps=-0.1)
     with pytest.raises(ConfigError, match="exposure_grid"):
         CloudBudget(exposure_grid=0)
+    fractions = _cloud_attack(eps="8/255", eps_e="1/8")
+    assert fractions.budget.eps_n == pytest.approx(8 / 255) and fractions.eps_e == pytest.approx(0.125)
 
 
 def test_minmax_over_cloud_samples_learns_simplex_weights(digits_model, digits_batch):

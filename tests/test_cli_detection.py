@@ -46,6 +46,11 @@ def test_train_then_attack_with_report_and_store(run_cli, aerial, tmp_path) -> N
     # the same command again is answered from the store; the table goes to stdout without --json
     code, out, err = run_cli(*args)
     assert code == 0 and "skipped" in err and "ASR" in out and "90m" in out
+    # --wandb (offline here) logs the record, the patched images and nothing goes to the network
+    code, out, err = run_cli(*args, "--force", "--wandb", "--wandb-mode", "offline")
+    assert code == 0, err
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 
 
 def test_detect_attack_errors_are_one_line(run_cli, aerial, tmp_path) -> None:
