@@ -111,6 +111,9 @@ def detect_attack_cmd(
     score_threshold: float = typer.Option(0.5, "--score-threshold", help="a detection counts from this score"),
     max_images: int | None = typer.Option(None, "--max-images", help="use a seeded subset of the images"),
     detector_epochs: int = typer.Option(60, "--detector-epochs", help="epochs when --detector names an arch"),
+    detector_arch: str | None = typer.Option(None, "--detector-arch", help="architecture of bare .pt/.pth weights "
+                                                                          "(fcos-mnv3, fasterrcnn-mnv3)"),
+    image_size: str | None = typer.Option(None, "--image-size", help="WxH the bare weights were trained at"),
     seed: int = typer.Option(0, "--seed"),
     report: Path | None = typer.Option(None, "--report", help="folder for report.json, patch.png, grid.png"),
     store: Path = typer.Option(Path(DEFAULT_STORE), "--store", help="SQLite results store"),
@@ -127,10 +130,16 @@ def detect_attack_cmd(
     for name, value in (("steps", steps), ("queries", queries), ("patch_size", patch_size)):
         if value is not None:
             params[name] = value
+    size = None
+    if image_size is not None:
+        w, sep, h = image_size.lower().partition("x")
+        if not sep or not w.strip().isdigit() or not h.strip().isdigit():
+            raise ConfigError(f"--image-size must look like 256x192 (width x height), got '{image_size}'")
+        size = (int(w), int(h))
     spec = DetectAttackSpec(dataset=dataset, detector=detector, attack=attack, params=params, surrogate=surrogate,
                             extra_detectors=_split(detectors or ""), train_fraction=train_fraction,
                             score_threshold=score_threshold, seed=seed, max_images=max_images,
-                            detector_epochs=detector_epochs)
+                            detector_epochs=detector_epochs, detector_arch=detector_arch, image_size=size)
     outcome = run_detect_attack(spec, store=store, force=force, progress=True)
     record = outcome.record
     if outcome.skipped:

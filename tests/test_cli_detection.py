@@ -51,6 +51,20 @@ def test_train_then_attack_with_report_and_store(run_cli, aerial, tmp_path) -> N
     assert code == 0, err
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    # the user's own weights: a bare torchvision state dict, with the architecture and image size given
+    import torch
+
+    from advbench.detection.training import load_detector
+
+    bare = tmp_path / "mine.pt"
+    torch.save(load_detector(ckpt).model.state_dict(), bare)
+    mine = ["detect-attack", "--dataset", f"evd4uav:{aerial}", "--detector", str(bare), "--attack",
+            "patch-random-search", "--queries", "6", "--param", "search_images=3", "--store", str(store)]
+    code, _, err = run_cli(*mine)
+    assert code == 2 and "--detector-arch" in err
+    code, out, err = run_cli(*mine, "--detector-arch", "fcos-mnv3", "--image-size", "128x96", "--json")
+    assert code == 0, err
+    assert json.loads(out)["cost"]["detector_queries"] <= 6
 
 
 def test_detect_attack_errors_are_one_line(run_cli, aerial, tmp_path) -> None:

@@ -50,6 +50,10 @@ class DetectAttackSpec:
     seed: int = 0
     max_images: int | None = None
     detector_epochs: int = 60
+    #: For bare weights without advbench metadata: the architecture and ``(width, height)`` they were trained at
+    #: (the classes are the data set's).
+    detector_arch: str | None = None
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         PATCH_ATTACKS.get(self.attack)  # an unknown name fails here, listing the known ones
@@ -81,14 +85,17 @@ def split_by_group(samples: Sequence[DetectionSample], train_fraction: float, se
     return [samples[i] for i in sorted(train)], [samples[i] for i in sorted(test)]
 
 
-def resolve_detector(spec: str, train: Sequence[DetectionSample], *, seed: int, epochs: int,
-                     progress: bool) -> tuple[Detector, dict[str, Any]]:
-    """A checkpoint path is loaded; a registered architecture name is trained on ``train`` first."""
+def resolve_detector(spec: str, train: Sequence[DetectionSample], *, seed: int, epochs: int, progress: bool,
+                     arch: str | None = None, image_size: tuple[int, int] | None = None
+                     ) -> tuple[Detector, dict[str, Any]]:
+    """A checkpoint path is loaded (bare weights need ``arch`` and ``image_size``; the classes are the data
+    set's); a registered architecture name is trained on ``train`` first."""
     path = Path(spec).expanduser()
     if path.exists():
         from advbench.checkpoints import file_sha256
 
-        det = load_detector(path)
+        names = train[0].class_names if arch is not None else None
+        det = load_detector(path, arch=arch, class_names=names, image_size=image_size)
         if tuple(det.class_names) != tuple(train[0].class_names):
             raise InputError(f"detector {path} knows classes {list(det.class_names)} but the data set has "
                              f"{list(train[0].class_names)}; train it on this data set's classes")
@@ -185,7 +192,7 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
         samples = [samples[i] for i in pick]
     train, test = split_by_group(samples, spec.train_fraction, spec.seed)
     victim, victim_id = resolve_detector(spec.detector, train, seed=spec.seed, epochs=spec.detector_epochs,
-                                         progress=progress)
+                                         progress=progress, arch=spec.detector_arch, image_size=spec.image_size)
     kwargs = dict(spec.params)
     ids: dict[str, Any] = {}
     if spec.surrogate:

@@ -131,7 +131,7 @@ def load_detector(path: str | Path, *, arch: str | None = None, class_names: Seq
     missing = [n for n, v in (("arch", arch), ("class_names", names), ("image_size", size)) if not v]
     if missing:
         raise CheckpointError(f"{path} has no detector metadata for {', '.join(missing)}; pass them explicitly "
-                              "(e.g. --arch fcos-mnv3 --classes Car,Bus,Truck --image-size 256x192)")
+                              "(advbench detect-attack: --detector-arch fcos-mnv3 --image-size 256x192)")
     det = create_detector(str(arch), class_names=list(names), image_size=(int(size[0]), int(size[1])),
                           **meta.get("options", {}))
     if not any(k.startswith("model.") for k in state):
