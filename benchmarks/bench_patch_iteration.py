@@ -40,12 +40,7 @@ def _time_detector(arch: str, class_names, data, repeats: int, seed: int) -> dic
         torch.autograd.grad(sum(c.scores.sum() for c in cands), images)
 
     def patch_step() -> None:
-        loss = attack.image_scores(det, patch, data, idx, gen).mean() + attack.regulariser(patch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            patch.clamp_(0, 1)
+        attack.adam_step(det, patch, opt, data, idx, gen)
 
     times, _ = _common.measure({"fwd+bwd": baseline, "patch step": patch_step}, repeats)
     return _common.medians(times)

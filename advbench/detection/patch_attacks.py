@@ -151,6 +151,20 @@ class PatchAttack:
                                      match_iou=self.match_iou, reduction=self.reduction)
         return torch.stack([v.mean() for v in per_vehicle])
 
+    def adam_step(self, detector: Detector, patch: torch.Tensor, opt: torch.optim.Optimizer, data: PatchSet,
+                  idx: Sequence[int], gen: torch.Generator | None) -> float:
+        """One optimiser step on ``patch`` (a leaf) for the images ``idx``; returns the objective before it.
+
+        Only the patch's gradient is computed (``autograd.grad``): the detector's weights get no ``.grad`` and
+        no weight-gradient work is done."""
+        loss = self.image_scores(detector, patch, data, idx, gen).mean() + self.regulariser(patch)
+        (grad,) = torch.autograd.grad(loss, patch)
+        patch.grad = grad
+        opt.step()
+        with torch.no_grad():
+            patch.clamp_(0, 1)
+        return loss.item()
+
     def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
         """Learn a patch against ``detector`` on ``data``."""
         raise NotImplementedError
@@ -169,13 +183,7 @@ def _adam_fit(attack: PatchAttack, detector: Detector, data: PatchSet, progress:
     try:
         for _ in range(attack.steps):
             idx = torch.randint(len(data), (min(attack.batch_size, len(data)),), generator=gen).tolist()
-            loss = attack.image_scores(detector, patch, data, idx, gen).mean() + attack.regulariser(patch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                patch.clamp_(0, 1)
-            history.append(loss.item())
+            history.append(attack.adam_step(detector, patch, opt, data, idx, gen))
             bar.update(1)
             bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
     finally:

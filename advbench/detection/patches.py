@@ -8,8 +8,8 @@ and rotation (±20°), then scaled to the vehicle and pasted on its roof.
 Placement is a per-vehicle affine warp (``grid_sample``) of the patch into the rotated box of the
 vehicle.  The patch rectangle covers ``fraction = (along, across)`` of the box's length and width; if a
 rotation jitter would push its corners outside the box, the patch is shrunk until it fits, so a patch
-never leaves its placement region.  Composition is ``x (1 - M) + P M`` with ``M`` the rectangle's coverage,
-anti-aliased inward over one pixel, so the result stays in [0, 1] and no pixel outside the rectangle changes.
+never leaves its placement region.  Composition is ``x (1 - M) + P M`` with ``M`` the rectangle's (anti-aliased)
+coverage, so the result stays in [0, 1] and no pixel whose centre is outside the rectangle changes.
 
 >>> images = torch.zeros(1, 3, 32, 32)
 >>> rboxes = [torch.tensor([[16.0, 16.0, 20.0, 10.0, 0.0]])]
@@ -149,18 +149,50 @@ def apply_patch(images: torch.Tensor, patch: torch.Tensor, rboxes: Sequence[torc
     boxes = torch.cat([r.to(images) for r in rboxes])
     copies, angles = jitter_patch(patch.to(images), total, transform, gen)
     regions = patch_regions(boxes, placement, angles)
-    grid = _warp_grid(regions, h, w)
+    xs, ys, grid = _window_grid(regions)
     sampled = F.grid_sample(copies, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    # Coverage ramps from 0 on the rectangle's edge to 1 one pixel inside: anti-aliased, and zero at every
-    # pixel whose centre is not strictly inside the rectangle (so never outside the vehicle's box).
+    # Coverage of a pixel = 0.5 + the distance of its centre inside the rectangle's edge, capped at 1 (the usual
+    # area estimate for anti-aliasing), and 0 for every pixel whose centre is not strictly inside (so no pixel
+    # outside the vehicle's box ever changes).
     half = regions[:, 2:4].view(-1, 1, 1, 2) / 2
-    inset = ((1 - grid.abs()) * half).amin(dim=-1).clamp(0, 1).unsqueeze(1)
+    depth = ((1 - grid.abs()) * half).amin(dim=-1)
+    inset = torch.where(depth > 0, (depth + 0.5).clamp(max=1.0), torch.zeros_like(depth)).unsqueeze(1)
+    # Scatter each vehicle's window into its image (pixels of a window that fall outside the image are dropped).
     owner = torch.repeat_interleave(torch.arange(b, device=images.device), torch.tensor(counts, device=images.device))
-    colour = torch.zeros_like(images).index_add(0, owner, sampled * inset)  # sum of P_v M_v
-    cover = torch.zeros(b, 1, h, w, device=images.device, dtype=images.dtype).index_add(0, owner, inset)
+    inside = (xs >= 0)[:, None, :] & (xs < w)[:, None, :] & (ys >= 0)[:, :, None] & (ys < h)[:, :, None]
+    flat = (owner.view(-1, 1, 1) * h + ys.clamp(0, h - 1)[:, :, None]) * w + xs.clamp(0, w - 1)[:, None, :]
+    keep = inside.reshape(-1)
+    index = flat.reshape(-1)[keep]
+    weight = inset.reshape(-1)[keep]
+    values = (sampled * inset).permute(0, 2, 3, 1).reshape(-1, 3)[keep]
+    colour = images.new_zeros(b * h * w, 3).index_add(0, index, values)  # sum of P_v M_v per pixel
+    cover = images.new_zeros(b * h * w).index_add(0, index, weight)
+    colour = colour.view(b, h, w, 3).permute(0, 3, 1, 2)
+    cover = cover.view(b, 1, h, w)
     # Overlapping patches share the pixel in proportion to their coverage: still a convex combination.
-    scale = cover.clamp_min(1.0)
-    return images * (1 - cover.clamp(max=1.0)) + colour / scale
+    return images * (1 - cover.clamp(max=1.0)) + colour / cover.clamp_min(1.0)
+
+
+def _window_grid(regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per region, the integer pixel columns (N, Sx) and rows (N, Sy) of a window that holds it, and the
+    sampling grid (N, Sy, Sx, 2) mapping those pixels into the patch frame [-1, 1]^2.  Working in windows
+    instead of whole images keeps placement cheap next to the detector."""
+    cx, cy, pw, ph, angle = regions.unbind(-1)
+    t = torch.deg2rad(angle)
+    cos, sin = torch.cos(t), torch.sin(t)
+    with torch.no_grad():
+        half_x = 0.5 * (pw * cos.abs() + ph * sin.abs())
+        half_y = 0.5 * (pw * sin.abs() + ph * cos.abs())
+        sx, sy = int(torch.ceil(2 * half_x.max())) + 2, int(torch.ceil(2 * half_y.max())) + 2
+        x0 = torch.floor(cx - sx / 2).long()
+        y0 = torch.floor(cy - sy / 2).long()
+    xs = x0[:, None] + torch.arange(sx, device=regions.device)
+    ys = y0[:, None] + torch.arange(sy, device=regions.device)
+    dx = (xs.to(regions.dtype) + 0.5)[:, None, :] - cx.view(-1, 1, 1)
+    dy = (ys.to(regions.dtype) + 0.5)[:, :, None] - cy.view(-1, 1, 1)
+    u = (dx * cos.view(-1, 1, 1) + dy * sin.view(-1, 1, 1)) / (pw.view(-1, 1, 1) / 2)
+    v = (-dx * sin.view(-1, 1, 1) + dy * cos.view(-1, 1, 1)) / (ph.view(-1, 1, 1) / 2)
+    return xs, ys, torch.stack([u, v], dim=-1)
 
 
 def region_mask(rboxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
