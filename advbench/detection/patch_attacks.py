@@ -43,6 +43,9 @@ from advbench.minmax import APGDA
 from advbench.progress import progress_bar
 from advbench.registry import Registry
 
+#: Width of the soft detection threshold (see :meth:`PatchAttack.image_scores`).
+SOFT_TEMPERATURE = 0.1
+
 #: Patch attack name -> class.
 PATCH_ATTACKS: Registry[type[PatchAttack]] = Registry("patch attack")
 
@@ -110,7 +113,8 @@ class PatchAttack:
     def __init__(self, *, patch_size: int = 24, steps: int = 150, lr: float = 0.03, batch_size: int = 6,
                  score: str = "class", reduction: str = "vehicle", nps_weight: float = 0.01,
                  tv_weight: float = 2.5, fraction: tuple[float, float] = (0.5, 0.8), jitter: bool = True,
-                 match_iou: float = 0.3, seed: int = 0, palette: torch.Tensor | None = None) -> None:
+                 match_iou: float = 0.3, seed: int = 0, palette: torch.Tensor | None = None,
+                 soft_threshold: float | None = None) -> None:
         for name, value in (("steps", steps), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -127,13 +131,17 @@ class PatchAttack:
         self.seed = seed
         self.palette = DEFAULT_PALETTE if palette is None else palette
         vehicle_scores([], [], kind=score, reduction=reduction)  # validates score and reduction
+        if soft_threshold is not None and not 0 < soft_threshold < 1:
+            raise ConfigError(f"soft_threshold must lie in (0, 1) (a detection score threshold), got {soft_threshold}")
+        self.soft_threshold = soft_threshold
 
     def hyperparameters(self) -> dict[str, Any]:
         """JSON-ready hyperparameters (stored with every record)."""
         return {"patch_size": self.patch_size, "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size,
                 "score": self.score, "reduction": self.reduction, "nps_weight": self.nps_weight,
                 "tv_weight": self.tv_weight, "fraction": list(self.placement.fraction),
-                "jitter": self.transform != NO_JITTER, "match_iou": self.match_iou, "seed": self.seed}
+                "jitter": self.transform != NO_JITTER, "match_iou": self.match_iou, "seed": self.seed,
+                "soft_threshold": self.soft_threshold}
 
     # -- the objective -------------------------------------------------------------------------------
     def regulariser(self, patch: torch.Tensor) -> torch.Tensor:
@@ -142,13 +150,19 @@ class PatchAttack:
 
     def image_scores(self, detector: Detector, patch: torch.Tensor, data: PatchSet, idx: Sequence[int],
                      gen: torch.Generator | None, *, jitter: bool = True) -> torch.Tensor:
-        """Mean vehicle score (B,) of the patched images ``idx``; differentiable w.r.t. ``patch``."""
+        """Mean vehicle score (B,) of the patched images ``idx``; differentiable w.r.t. ``patch``.
+
+        With ``soft_threshold = t`` each vehicle's score ``s`` counts as ``sigmoid((s - t) / 0.1)``, a smooth
+        "still detected" indicator, so the mean estimates the share of vehicles the detector still finds
+        (``1 - ASR``) instead of their average confidence."""
         transform = self.transform if jitter else NO_JITTER
         patched = [apply_patch(data.images[i][None], patch, [data.rboxes[i]], self.placement, transform, gen)[0]
                    for i in idx]
         cands = detector.candidates(patched)
         per_vehicle = vehicle_scores(cands, [data.boxes[i] for i in idx], kind=self.score,
                                      match_iou=self.match_iou, reduction=self.reduction)
+        if self.soft_threshold is not None:
+            per_vehicle = [torch.sigmoid((v - self.soft_threshold) / SOFT_TEMPERATURE) for v in per_vehicle]
         return torch.stack([v.mean() for v in per_vehicle])
 
     def adam_step(self, detector: Detector, patch: torch.Tensor, opt: torch.optim.Optimizer, data: PatchSet,
