@@ -220,6 +220,20 @@ def test_minmax_patch_weights_stay_on_the_simplex(fcos, aerial):
     assert float(fit.patch.min()) >= 0 and float(fit.patch.max()) <= 1
 
 
+def test_soft_threshold_counts_vehicles_still_detected(fcos, aerial):
+    det, _ = fcos
+    data = PatchSet.from_samples(aerial[1][:3])
+    patch = torch.full((3, 8, 8), 0.5)
+    plain = create_patch_attack("patch-whitebox", patch_size=8, reduction="image")
+    soft = create_patch_attack("patch-whitebox", patch_size=8, reduction="image", soft_threshold=0.05)
+    with torch.no_grad():
+        scores = plain.image_scores(det, patch, data, [0, 1, 2], None, jitter=False)
+        counted = soft.image_scores(det, patch, data, [0, 1, 2], None, jitter=False)
+    assert torch.allclose(counted, torch.sigmoid((scores - 0.05) / 0.1))
+    with pytest.raises(ConfigError, match="soft_threshold"):
+        create_patch_attack("patch-whitebox", soft_threshold=1.5)
+
+
 def test_random_search_respects_its_query_budget(fcos, aerial):
     det, _ = fcos
     data = PatchSet.from_samples(aerial[1])

@@ -203,7 +203,7 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
                   for i, d in enumerate(spec.extra_detectors)]
         kwargs["detectors"] = [d for d, _ in loaded]
         ids["extra_detectors"] = [i for _, i in loaded]
-    attack = create_patch_attack(spec.attack, seed=spec.seed, **kwargs)
+    attack = create_patch_attack(spec.attack, **{"seed": spec.seed, **kwargs})  # --param seed=S reseeds the attack
     config = {
         "task": "detection",
         "dataset": spec.dataset,
