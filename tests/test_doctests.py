@@ -24,6 +24,9 @@ MODULES = [
     "advbench.clouds",
     "advbench.defenses",
     "advbench.defenses.input_transforms",
+    "advbench.defenses.defensenet",
+    "advbench.minmax",
+    "advbench.tasks",
 ]
 
 

@@ -162,8 +162,13 @@ def test_defended_model_runs_the_victim_and_reports_the_defense() -> None:
 
 
 def test_registry_factories_follow_the_contract() -> None:
+    import inspect
+
     for name in list_defenses():
-        module = DEFENSES.get(name)()
+        factory = DEFENSES.get(name)
+        if next(iter(inspect.signature(factory).parameters), None) == "path":
+            continue  # checkpoint-based (defensenet): covered by tests/test_adv_cloud_defense.py
+        module = factory()
         assert isinstance(module, nn.Module) and module.name == name
         assert isinstance(module.params, dict) and isinstance(module.differentiable, bool)
         assert module.bpda == (not module.differentiable)
