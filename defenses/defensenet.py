@@ -127,8 +127,9 @@ def train_defensenet(victim: nn.Module, x_train: torch.Tensor, y_train: torch.Te
     if expected is not None and tuple(expected) != tuple(x_train.shape[1:]):
         raise InputError(f"the victim expects inputs of shape {tuple(expected)} but the data is "
                          f"{tuple(x_train.shape[1:])}; pick the data set the victim was trained on")
-    torch.manual_seed(cfg.seed)  # U-Net init: the only use of the global generator, fixed here
-    net = DefenseNet(x_train.shape[1], cfg.base, cfg.depth, input_shape=x_train.shape[1:])
+    with torch.random.fork_rng(devices=[]):  # layer init draws from the global generator: seed it, then restore
+        torch.manual_seed(cfg.seed)
+        net = DefenseNet(x_train.shape[1], cfg.base, cfg.depth, input_shape=x_train.shape[1:])
     frozen = [p.requires_grad for p in victim.parameters()]
     was_training = victim.training
     victim.eval()

@@ -20,11 +20,11 @@ class _ToyNet(nn.Module):
         super().__init__()
         self.tasks = ("seg", "depth")
         self.num_classes = 3
-        self.seg = nn.Conv2d(3, 3, 1)
-        self.depth = nn.Conv2d(3, 1, 1)
+        with torch.random.fork_rng(devices=[]):  # the same weights whatever ran before
+            torch.manual_seed(0)
+            self.seg = nn.Conv2d(3, 3, 1)
+            self.depth = nn.Conv2d(3, 1, 1)
         self.constant_depth = constant_depth
-        with torch.no_grad():
-            self.seg.weight.copy_(torch.randn(3, 3, 1, 1, generator=torch.Generator().manual_seed(0)))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         depth = torch.ones_like(x[:, :1]) * 2.0 if self.constant_depth else nn.functional.softplus(self.depth(x)) + 1
