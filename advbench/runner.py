@@ -169,6 +169,28 @@ def undefended_clean_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.
         return float((victim(x).argmax(dim=1) == y).float().mean())
 
 
+def transfer_robust_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: RunSpec,
+                             batch_size: int = 256) -> dict[str, Any]:
+    """Black-box transfer to a defended model: each attack of the cascade crafts examples on the *undefended*
+    victim at every eps; a sample stays robust if the defended model classifies all of them correctly."""
+    from advbench import create_attack
+
+    victim = model.victim
+    gen = torch.Generator(device=x.device).manual_seed(spec.seed)
+    out = {}
+    for eps in spec.eps:
+        robust = torch.ones_like(y, dtype=torch.bool)
+        for name in spec.attacks:
+            attack = create_attack(name, norm=spec.norm, eps=eps, **spec.attack_params.get(name, {}))
+            for i in range(0, x.shape[0], batch_size):
+                xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+                x_adv = attack(victim, xb, yb, generator=gen).x_adv
+                with torch.no_grad():
+                    robust[i:i + batch_size] &= model(x_adv).argmax(dim=1) == yb
+        out[f"{eps:g}"] = float(robust.float().mean())
+    return {"attacks": list(spec.attacks), "robust_accuracy": out}
+
+
 def make_record(config: dict[str, Any], *, name: str, metrics: dict[str, Any], cost: dict[str, Any],
                 samples: list[dict[str, Any]], device: str) -> dict[str, Any]:
     """A finished run's store record: config and hash, provenance, metrics, cost, per-sample rows."""
@@ -234,7 +256,8 @@ def run(
         record = build_record(config, result, spec.device)
         if spec.defense:
             record["metrics"]["defense"] = {**config["defense"],
-                                            "clean_accuracy_undefended": undefended_clean_accuracy(model, x, y)}
+                                            "clean_accuracy_undefended": undefended_clean_accuracy(model, x, y),
+                                            "transfer": transfer_robust_accuracy(model, x, y, spec)}
         return record, result
 
     outcome = execute(config, compute, store=store, force=force)

@@ -148,6 +148,18 @@ def test_defense_flags_reach_the_records(digits_model, tmp_path):
     assert record["config"]["defense"] == {"name": "jpeg", "params": {"quality": 50}, "differentiable": False,
                                            "bpda": True}
     assert record["metrics"]["defense"]["clean_accuracy_undefended"] is not None
+    # black-box transfer: PGD made on the undefended model, judged by the defended one (recomputed here)
+    from advbench import create_attack
+    from advbench.datasets import load_dataset
+
+    data = load_dataset("digits", seed=0)
+    x, y = data.x_test[:32], data.y_test[:32]
+    x_adv = create_attack("pgd", eps=0.1, steps=3)(digits_model, x, y, generator=torch.Generator().manual_seed(0)).x_adv
+    with torch.no_grad():
+        expected = float((DefendedModel(parse_defense("jpeg:quality=50"), digits_model)(x_adv).argmax(1) == y)
+                         .float().mean())
+    transfer = record["metrics"]["defense"]["transfer"]
+    assert transfer["attacks"] == ["pgd"] and transfer["robust_accuracy"]["0.1"] == pytest.approx(expected)
     plain = RunSpec(model=digits_model.checkpoint_file, dataset="digits", attacks=["pgd"], eps=[0.1], n_samples=32,
                     attack_params={"pgd": {"steps": 3}})
     assert run_spec(plain, store=tmp_path / "r.db", progress=False).record["config_hash"] != record["config_hash"]
