@@ -41,6 +41,9 @@ class Listable(str, Enum):
     models = "models"
     datasets = "datasets"
     defenses = "defenses"
+    detectors = "detectors"
+    patch_attacks = "patch-attacks"
+    multitask_attacks = "multitask-attacks"
 
 
 class Norm(str, Enum):
@@ -74,7 +77,8 @@ def _fmt(value: Any) -> str:
 
 
 @app.command("list")
-def list_cmd(what: Listable = typer.Argument(..., help="attacks, models, datasets or defenses")) -> None:
+def list_cmd(what: Listable = typer.Argument(..., help="attacks, models, datasets, defenses, detectors, "
+                                                      "patch-attacks or multitask-attacks")) -> None:
     """List the registered names of one kind."""
     import advbench
     from advbench.models import list_models
@@ -94,10 +98,22 @@ def list_cmd(what: Listable = typer.Argument(..., help="attacks, models, dataset
         from advbench.datasets import list_datasets
 
         names = list_datasets()
-    else:
+    elif what is Listable.defenses:
         from advbench.defenses import list_defenses
 
         names = list_defenses()
+    elif what is Listable.detectors:
+        from advbench.detection.detectors import list_detectors
+
+        names = list_detectors()
+    elif what is Listable.patch_attacks:
+        from advbench.detection.patch_attacks import list_patch_attacks
+
+        names = list_patch_attacks()
+    else:
+        from advbench.attacks.multitask import list_multitask_attacks
+
+        names = list_multitask_attacks()
     for name in names:
         out.print(name)
 

@@ -83,3 +83,13 @@ def test_detect_attack_errors_are_one_line(run_cli, aerial, tmp_path) -> None:
                            "fcos-mnv3", "--attack", "patch-whitebox", "--param", "nonsense",
                            "--store", str(tmp_path / "x.db"))
     assert code == 2 and "NAME=VALUE" in err
+
+
+def test_list_the_other_registries(run_cli) -> None:
+    for what, expected in (("detectors", {"fcos-mnv3", "fasterrcnn-mnv3"}),
+                           ("patch-attacks", {"patch-whitebox", "patch-transfer", "patch-random-search",
+                                              "patch-minmax"}),
+                           ("multitask-attacks", {"stealthy-multitask", "fixed-weight-multitask", "all-tasks"})):
+        code, out, err = run_cli("list", what)
+        assert code == 0, err
+        assert set(out.split()) == expected
