@@ -60,8 +60,8 @@ def sod_part(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     victim, summary = train_sod(data, epochs=args.sod_epochs, seed=args.seed, progress=False)
     print(f"SOD victim trained in {time.perf_counter() - t0:.0f} s: {summary['test_metrics']}")
-    cfg = DefenseTrainConfig(epochs=args.defense_epochs, batch_size=32, attack_steps=5, base=4, depth=2,
-                             seed=args.seed)
+    cfg = DefenseTrainConfig(epochs=args.defense_epochs, batch_size=32, attack_steps=args.attack_steps, base=4,
+                             depth=2, seed=args.seed)
     t0 = time.perf_counter()
     net, dsum = train_defensenet(victim, data.x_train, data.m_train, SOD, cfg)
     print(f"DefenseNet trained in {time.perf_counter() - t0:.0f} s (loss {dsum['first_loss']:.3f} -> "
@@ -170,6 +170,7 @@ def main() -> None:
     ap.add_argument("--sod-images", type=int, default=300)
     ap.add_argument("--sod-epochs", type=int, default=20)
     ap.add_argument("--defense-epochs", type=int, default=8)
+    ap.add_argument("--attack-steps", type=int, default=5, help="attack steps per DefenseNet training batch (SOD)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="sod,classifier,gat")
     args = ap.parse_args()
