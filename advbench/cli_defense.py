@@ -110,7 +110,7 @@ def print_sod_table(record: dict[str, Any]) -> None:
 
 def run_sod(model: str, dataset: str, attacks: list[str], eps: list[float], n_samples: int | None,
             defense: str | None, params: dict[str, dict[str, Any]], seed: int, store: Path, force: bool,
-            as_json: bool) -> None:
+            as_json: bool, wandb: dict[str, Any] | None = None) -> None:
     """``advbench run`` on an SOD checkpoint: the rows of :func:`advbench.sod.robustness.sod_robustness`."""
     from advbench.checkpoints import file_sha256
     from advbench.runner import defend, execute, make_record
@@ -127,24 +127,26 @@ def run_sod(model: str, dataset: str, attacks: list[str], eps: list[float], n_sa
     x, gt = data.x_test, data.m_test
     if n_samples is not None:
         x, gt = x[:n_samples], gt[:n_samples]
-    knobs = {**params.get("pgd", {}), **params.get("adv-cloud", {})}
-    fields = [f for f in CloudAttackConfig.__dataclass_fields__ if f != "eps_n"]
-    unknown = sorted(set(knobs) - set(fields))
+    knobs = dict(params.get("adv-cloud", {}))
+    fields = [f for f in CloudAttackConfig.__dataclass_fields__ if f not in ("eps_n", "pgd_steps")]
+    unknown = sorted(set(knobs) - set(fields)) + sorted(f"pgd.{k}" for k in params.get("pgd", {}) if k != "steps")
     if unknown:
-        raise ConfigError(f"SOD runs take --param adv-cloud.NAME=VALUE with NAME in {', '.join(fields)}; got "
-                          f"{', '.join(unknown)}")
+        raise ConfigError(f"SOD runs take --param adv-cloud.NAME=VALUE with NAME in {', '.join(fields)} and "
+                          f"--param pgd.steps=N; got {', '.join(unknown)}")
+    if "steps" in params.get("pgd", {}):
+        knobs["pgd_steps"] = params["pgd"]["steps"]
     cfg = CloudAttackConfig(eps_n=eps[0], **knobs)
     config: dict[str, Any] = {"task": "sod", "model": {"path": model, "name": Path(model).stem,
                                                        "sha256": file_sha256(model)},
-                              "dataset": dataset, "n_samples": int(x.shape[0]), "attack": cfg.__dict__,
-                              "seed": seed}
+                              "dataset": dataset, "n_samples": int(x.shape[0]), "attacks": sorted(attacks),
+                              "attack": cfg.__dict__, "seed": seed}
     pre = None
     if defense:
         defended, config["defense"] = defend(victim, defense)
         pre = defended.preprocess
 
     def compute():
-        result = sod_robustness(victim, x, gt, defense=pre, cfg=cfg, seed=seed)
+        result = sod_robustness(victim, x, gt, defense=pre, cfg=cfg, attacks=attacks, seed=seed)
         record = make_record(config, name=f"{Path(model).stem}|{dataset}|sod", metrics=result,
                              cost=result["cost"], samples=[], device="cpu")
         return record, result
@@ -152,6 +154,11 @@ def run_sod(model: str, dataset: str, attacks: list[str], eps: list[float], n_sa
     outcome = execute(config, compute, store=store, force=force)
     if outcome.skipped:
         err.print(f"[yellow]already in {store}; skipped, pass --force to rerun[/yellow]")
+    elif wandb is not None:
+        from advbench.tracking import WandbSink
+
+        with WandbSink(name=outcome.record["name"], config=config, tags=["sod", *attacks], **wandb) as sink:
+            sink.log_record(outcome.record)
     if as_json:
         sys.stdout.write(json.dumps({**outcome.record["metrics"], "config_hash": outcome.record["config_hash"],
                                      "skipped": outcome.skipped}) + "\n")

@@ -81,14 +81,14 @@ def write_report(directory: Path, record: dict[str, Any], result: Any) -> Path:
     """``report.json``, ``patch.png`` and ``grid.png`` (clean vs patched detections) under ``directory``."""
     from PIL import Image
 
-    from advbench.detection.report import save_detection_grid
+    from advbench.detection.report import save_detection_grid, write_png
     from advbench.store import atomic_write_text
 
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(directory / "report.json", json.dumps(record, indent=2, default=str) + "\n")
     patch = (result.fit.patch.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
     side = 8 * max(patch.shape[:2])
-    Image.fromarray(patch).resize((side, side), Image.NEAREST).save(directory / "patch.png")
+    write_png(Image.fromarray(patch).resize((side, side), Image.NEAREST), directory / "patch.png")
     ev = result.evaluation
     save_detection_grid(result.test_samples, result.test_images, ev.clean, ev.patched_images, ev.adversarial,
                         directory / "grid.png", score_threshold=record["config"]["score_threshold"])

@@ -162,11 +162,12 @@ def defend(model: torch.nn.Module, defense: str, device: str = "cpu") -> tuple[t
 
 def undefended_clean_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float | None:
     """The victim's clean accuracy without its defense (the defense's clean cost is the difference)."""
+    from advbench.evaluate import _predict
+
     victim = getattr(model, "victim", None)
     if victim is None:
         return None
-    with torch.no_grad():
-        return float((victim(x).argmax(dim=1) == y).float().mean())
+    return float((_predict(victim, x, 256) == y).float().mean())
 
 
 def transfer_robust_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: RunSpec,

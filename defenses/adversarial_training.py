@@ -76,6 +76,7 @@ class MultiPerturbationLoss:
         if self.strategy == "max":
             return losses.amax(dim=0).mean()
         per_type = losses.mean(dim=1)
-        self.weights = self.engine.update_weights(self.weights, per_type.detach().unsqueeze(0), 1.0 / self.beta)
+        weights = self.weights.to(per_type)
+        self.weights = self.engine.update_weights(weights, per_type.detach().unsqueeze(0), 1.0 / self.beta)
         self.trace.append(self.weights[0].tolist())
         return (self.weights[0] * per_type).sum()

@@ -188,3 +188,12 @@ def test_defend_train_and_defended_sod_run(run_cli, tmp_path):
     code, _, err = run_cli("run", "--model", str(victim), "--dataset", "synthetic-sod:n=24,size=16", "--attack",
                            "square", "--store", str(tmp_path / "r.db"))
     assert code == 2 and "adv-cloud" in err
+    # only the requested attack's rows, and a different record from the two-attack run
+    code, out, err = run_cli("run", "--model", str(victim), "--dataset", "synthetic-sod:n=24,size=16", "--attack",
+                             "pgd", "--steps", "2", "--n-samples", "4", "--store", str(tmp_path / "r.db"), "--json")
+    assert code == 0, err
+    only = json.loads(out)
+    assert not only["skipped"] and "pgd" in only["rows"] and "adv-cloud" not in only["rows"]
+    code, _, err = run_cli("run", "--model", str(victim), "--dataset", "synthetic-sod:n=24,size=16", "--attack",
+                           "pgd", "--gamma", "2", "--store", str(tmp_path / "r.db"))
+    assert code == 2 and "--gamma" in err

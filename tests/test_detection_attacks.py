@@ -106,6 +106,9 @@ def test_placement_and_transform_validation():
         PatchTransform(contrast=(1.2, 0.8))
     with pytest.raises(InputError, match="patch must be"):
         apply_patch(torch.zeros(1, 3, 8, 8), torch.zeros(8, 8), [torch.zeros(0, 5)])
+    with pytest.raises(ConfigError, match="Generator"):  # jitter never draws from the global generator
+        apply_patch(torch.zeros(1, 3, 8, 8), torch.zeros(3, 4, 4), [torch.tensor([[4.0, 4, 6, 4, 0]])],
+                    transform=PatchTransform())
 
 
 # -- losses -----------------------------------------------------------------------------------------

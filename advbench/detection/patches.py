@@ -70,7 +70,11 @@ class PatchPlacement:
 
 def jitter_patch(patch: torch.Tensor, n: int, transform: PatchTransform,
                  gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` jittered copies of ``patch`` (3, P, P) in [0, 1] and their rotation offsets in degrees (n,)."""
+    """``n`` jittered copies of ``patch`` (3, P, P) in [0, 1] and their rotation offsets in degrees (n,).
+
+    Any jitter needs an explicit ``gen`` (never the global generator)."""
+    if gen is None and transform != NO_JITTER:
+        raise ConfigError("a jittered patch placement needs an explicit torch.Generator (gen=...)")
     p = patch.unsqueeze(0)
     if transform.median and min(patch.shape[-2:]) >= 3:
         p = kornia.filters.median_blur(p, (3, 3))

@@ -100,7 +100,8 @@ def _draw_cell(
     return cell
 
 
-def _write_png(canvas: Image.Image, out: Path) -> None:
+def write_png(canvas: Image.Image, out: Path) -> None:
+    """Write ``canvas`` as PNG at ``out`` atomically (temporary file, then rename)."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
@@ -169,5 +170,5 @@ def save_detection_grid(
             canvas.paste(cell, (PAD + c * (column + PAD), top))
         top += size[1] + PAD
     out = Path(path).expanduser()
-    _write_png(canvas, out)
+    write_png(canvas, out)
     return out

@@ -74,6 +74,10 @@ def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig,
     det.train()
     history: list[float] = []
     bar = progress_bar(total=total, desc=f"train {cfg.arch}", unit="step", enabled=progress)
+    # torchvision's box samplers draw from the global generator: seed it for this run and restore it afterwards
+    rng = torch.random.fork_rng(devices=[])
+    rng.__enter__()
+    torch.manual_seed(cfg.seed)
     try:
         for _epoch in range(cfg.epochs):
             order = torch.randperm(len(samples), generator=gen).tolist()
@@ -101,6 +105,7 @@ def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig,
                 bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
     finally:
         bar.close()
+        rng.__exit__(None, None, None)
     det.eval()
     tail = history[-steps_per_epoch:]
     summary = {"config": asdict(cfg), "steps": total, "final_loss": sum(tail) / len(tail),

@@ -20,9 +20,16 @@ from advbench.errors import ConfigError
 from advbench.multitask.tasks import evaluate_multitask, metric_change, per_sample_metrics, stealth_success
 
 
-def _per_sample(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _per_sample(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tensor],
+                batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """Per-image headline metrics, in batches."""
+    parts: list[dict[str, torch.Tensor]] = []
     with torch.no_grad():
-        return per_sample_metrics(model(x), targets, num_classes=getattr(model, "num_classes", None))
+        for i in range(0, x.shape[0], batch_size):
+            batch = {t: v[i:i + batch_size] for t, v in targets.items()}
+            parts.append(per_sample_metrics(model(x[i:i + batch_size]), batch,
+                                            num_classes=getattr(model, "num_classes", None)))
+    return {t: torch.cat([p[t] for p in parts]) for t in parts[0]}
 
 
 def multitask_robustness(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tensor],
@@ -31,7 +38,16 @@ def multitask_robustness(model: nn.Module, x: torch.Tensor, targets: Mapping[str
     """Attack ``x`` in batches and summarise (JSON-ready floats, plus per-image rows under ``samples``)."""
     if margin < 0 or tolerance < 0:
         raise ConfigError(f"margin and tolerance must be >= 0, got margin={margin}, tolerance={tolerance}")
+    was_training = model.training
     model.eval()
+    try:
+        return _summarise(model, x, targets, attack, margin, tolerance, batch_size)
+    finally:
+        model.train(was_training)
+
+
+def _summarise(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tensor], attack: MultiTaskAttack,
+               margin: float, tolerance: float, batch_size: int) -> dict[str, Any]:
     adv, weights, rel, grads = [], [], [], 0
     order: list[str] = []
     for start in range(0, x.shape[0], batch_size):
@@ -44,7 +60,7 @@ def multitask_robustness(model: nn.Module, x: torch.Tensor, targets: Mapping[str
     x_adv = torch.cat(adv)
     clean_set, adv_set = evaluate_multitask(model, x, targets), evaluate_multitask(model, x_adv, targets)
     change = metric_change(clean_set, adv_set)
-    clean_ps, adv_ps = _per_sample(model, x, targets), _per_sample(model, x_adv, targets)
+    clean_ps, adv_ps = _per_sample(model, x, targets, batch_size), _per_sample(model, x_adv, targets, batch_size)
     target = getattr(attack, "target_task", None)
     metrics: dict[str, Any] = {"tasks": order, "clean": clean_set, "adversarial": adv_set,
                                "change": {t: {k: v for k, v in c.items() if k not in ("clean", "adv")}

@@ -17,21 +17,26 @@ being measured.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from advbench.attacks.adv_cloud import CloudBudget, cloud_colour, run_adv_cloud
-from advbench.clouds import CloudSpec, sample_clouds
+from advbench.attacks.adv_cloud import CloudBudget, run_adv_cloud
+from advbench.clouds import CloudSpec, cloudify, sample_clouds
+from advbench.errors import ConfigError
 from advbench.sod.metrics import sod_metrics
 from advbench.tasks import SOD
+
+#: The attacks an SOD robustness run can include.
+SOD_ATTACKS = ("adv-cloud", "pgd")
 
 
 @dataclass(frozen=True)
 class CloudAttackConfig:
-    """Budgets and cloud knobs of the robustness rows."""
+    """Budgets and cloud knobs of the robustness rows (``steps`` for adv-cloud, ``pgd_steps`` for pgd)."""
 
     eps_e: float = 0.2
     eps_n: float = 8 / 255
@@ -39,6 +44,7 @@ class CloudAttackConfig:
     steps: int = 20
     clouds: int = 1
     mode: str = "minmax"
+    pgd_steps: int = 20
     coverage: float = 0.4
     thickness: float = 0.7
 
@@ -70,39 +76,53 @@ def _attack(model: nn.Module, x: torch.Tensor, gt: torch.Tensor, masks: torch.Te
 
 
 def sod_robustness(victim: nn.Module, x: torch.Tensor, gt: torch.Tensor, *, defense: nn.Module | None = None,
-                   cfg: CloudAttackConfig = CloudAttackConfig(), seed: int = 0) -> dict[str, Any]:
-    """The rows of the module docstring: ``{"rows": {name: metrics}, "cost": {...}}``."""
+                   cfg: CloudAttackConfig = CloudAttackConfig(), attacks: Sequence[str] = SOD_ATTACKS,
+                   seed: int = 0) -> dict[str, Any]:
+    """The rows of the module docstring for the requested ``attacks`` (``adv-cloud``, ``pgd``):
+    ``{"rows": {name: metrics}, "cost": {...}}``.  The models' train/eval modes are restored afterwards."""
+    unknown = [a for a in attacks if a not in SOD_ATTACKS]
+    if unknown:
+        raise ConfigError(f"SOD robustness rows exist for {', '.join(SOD_ATTACKS)}, not {', '.join(unknown)}")
+    modes = [(m, m.training) for m in (victim, defense) if m is not None]
+    try:
+        return _rows(victim, x, gt, defense, cfg, list(attacks), seed)
+    finally:
+        for module, training in modes:
+            module.train(training)
+
+
+def _rows(victim: nn.Module, x: torch.Tensor, gt: torch.Tensor, defense: nn.Module | None, cfg: CloudAttackConfig,
+          attacks: list[str], seed: int) -> dict[str, Any]:
     victim.eval()
     gen = torch.Generator().manual_seed(seed)
     spec = CloudSpec(coverage=cfg.coverage, thickness=cfg.thickness)
-    b, c, h, w = x.shape
+    b, _, h, w = x.shape
     masks = sample_clouds(spec, b * cfg.clouds, h, w, gen).to(x).view(b, cfg.clouds, 1, h, w)
-    colour = cloud_colour(spec.colour, c, x).view(1, -1, 1, 1)
-    first = masks[:, 0]
-    cloudy = x * (1 - first) + colour * first
+    cloudy = cloudify(x, masks[:, 0], spec.colour)
     no_cloud = torch.zeros_like(masks[:, :1])
-    pgd_budget = CloudBudget(eps_e=0.0, eps_n=cfg.eps_n)
+    pgd_cfg = replace(cfg, steps=cfg.pgd_steps)
+    budgets = {"adv-cloud": (masks, cfg, cfg.budget()), "pgd": (no_cloud, pgd_cfg, CloudBudget(eps_e=0.0,
+                                                                                              eps_n=cfg.eps_n))}
     rows: dict[str, dict[str, float]] = {}
 
     def score(name: str, model: nn.Module, images: torch.Tensor) -> None:
         rows[name] = sod_metrics(_predict(model, images), gt)
 
-    victim_adv = _attack(victim, x, gt, masks, cfg, cfg.budget())
-    victim_pgd = _attack(victim, x, gt, no_cloud, cfg, pgd_budget)
-    for name, images in (("clean", x), ("cloudy", cloudy), ("adv-cloud", victim_adv), ("pgd", victim_pgd)):
+    crafted = {a: _attack(victim, x, gt, *budgets[a]) for a in attacks}
+    for name, images in (("clean", x), ("cloudy", cloudy), *crafted.items()):
         score(name, victim, images)
     cost: dict[str, Any] = {}
     if defense is not None:
         defense.eval()
         pipeline = nn.Sequential(defense, victim)
-        defended_adv = _attack(pipeline, x, gt, masks, cfg, cfg.budget())
-        defended_pgd = _attack(pipeline, x, gt, no_cloud, cfg, pgd_budget)
-        for name, images in (("clean", x), ("cloudy", cloudy), ("adv-cloud", defended_adv), ("pgd", defended_pgd)):
+        adaptive = {a: _attack(pipeline, x, gt, *budgets[a]) for a in attacks}
+        for name, images in (("clean", x), ("cloudy", cloudy), *adaptive.items()):
             score(f"defended {name}", pipeline, images)
-        score("defended adv-cloud (transfer)", pipeline, victim_adv)
-        score("defended pgd (transfer)", pipeline, victim_pgd)
+        for name, images in crafted.items():
+            score(f"defended {name} (transfer)", pipeline, images)
         cost = inference_cost(victim, pipeline, x)
-    return {"rows": rows, "cost": cost, "n_images": b, "attack": cfg.__dict__, "clouds": spec.to_dict()}
+    return {"rows": rows, "cost": cost, "n_images": b, "attacks": attacks, "attack": cfg.__dict__,
+            "clouds": spec.to_dict()}
 
 
 def inference_cost(victim: nn.Module, pipeline: nn.Module, x: torch.Tensor, repeats: int = 5) -> dict[str, float]:
