@@ -113,13 +113,11 @@ class Layout:
 
 
 def cloud_colour(colour: tuple[float, ...] | list[float], channels: int, like: torch.Tensor) -> torch.Tensor:
-    """The cloud colour as a (C,) tensor; an RGB colour on a 1-channel image becomes its BT.601 grey."""
-    c = torch.tensor(list(colour), dtype=like.dtype, device=like.device)
-    if c.numel() == 3 and channels == 1:
-        c = (c * c.new_tensor([0.299, 0.587, 0.114])).sum().view(1)
-    if c.numel() != channels or bool((c < 0).any() or (c > 1).any()):
-        raise ConfigError(f"cloud colour must be {channels} value(s) in [0, 1] (or an RGB triple), got {colour}")
-    return c
+    """The cloud colour as a (C,) tensor for ``channels``-channel images (an RGB colour on 1-channel images
+    becomes its BT.601 grey); the rules are :mod:`advbench.clouds`' own."""
+    from advbench.clouds import _colour_tensor
+
+    return _colour_tensor(colour, like.new_zeros(1, channels, 1, 1)).view(channels)
 
 
 def compose(x: torch.Tensor, masks: torch.Tensor, colour: torch.Tensor, delta: torch.Tensor,

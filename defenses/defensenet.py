@@ -92,17 +92,16 @@ class DefenseTrainConfig:
 def _attack_inputs(kind: str, pipeline: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task,
                    cfg: DefenseTrainConfig, gen: torch.Generator) -> torch.Tensor:
     """One training input batch of the given kind, built from the clean batch ``x``."""
-    from advbench.attacks.adv_cloud import CloudBudget, cloud_colour, run_adv_cloud
-    from advbench.clouds import CloudSpec, sample_clouds
+    from advbench.attacks.adv_cloud import CloudBudget, run_adv_cloud
+    from advbench.clouds import CloudSpec, cloudify, sample_clouds
 
     if kind == "clean":
         return x
-    b, c, h, w = x.shape
+    b, _, h, w = x.shape
     spec = CloudSpec(coverage=cfg.coverage, thickness=cfg.thickness)
     masks = sample_clouds(spec, b, h, w, gen).to(x)[:, None]
     if kind == "cloudy":
-        colour = cloud_colour(spec.colour, c, x)
-        return x * (1 - masks[:, 0]) + colour.view(1, -1, 1, 1) * masks[:, 0]
+        return cloudify(x, masks[:, 0], spec.colour)
     if kind == "pgd":  # regular linf PGD: no cloud, no exposure
         masks, budget = torch.zeros_like(masks), CloudBudget(eps_e=0.0, eps_n=cfg.eps_n)
     else:
