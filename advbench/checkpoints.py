@@ -221,3 +221,27 @@ def load_model(
     model.checkpoint_path = text
     model.eval()
     return model
+
+
+def require_task(meta: dict[str, Any], path: str | Path, task: str, label: str, hint: str) -> None:
+    """Refuse a checkpoint whose metadata does not say ``task: <task>``; ``label`` names what was expected
+    (e.g. ``"an SOD model"``) and ``hint`` how to get one."""
+    found = meta.get("task")
+    if found == task:
+        return
+    kind = f"a {found}" if found else ("a classifier" if "num_classes" in meta else "an unlabelled")
+    raise CheckpointError(f"{path} is {kind} checkpoint, not {label} (its metadata lacks task: \"{task}\"); {hint}")
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str) -> None:
+    """``model.load_state_dict(state)`` after checking every key and shape, with one error that says what is
+    missing, unexpected or of another shape (``what`` describes the architecture for the message)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{path} does not match {what}: {len(missing)} missing keys (e.g. {missing[:2]}), "
+                              f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} of another "
+                              f"shape (e.g. {wrong[:2]})")
+    model.load_state_dict(state)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from advbench.checkpoints import read_checkpoint, save_checkpoint
+from advbench.checkpoints import load_state_strict, read_checkpoint, save_checkpoint
 from advbench.datasets.detection import DetectionSample, augment_sample, detection_pipeline
 from advbench.detection.detectors import Detector, create_detector
 from advbench.errors import CheckpointError, ConfigError, InputError
@@ -141,14 +141,5 @@ def load_detector(path: str | Path, *, arch: str | None = None, class_names: Seq
                           **meta.get("options", {}))
     if not any(k.startswith("model.") for k in state):
         state = {f"model.{k}": v for k, v in state.items()}
-    own = det.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
-    if missing or unexpected or mismatched:
-        raise CheckpointError(
-            f"{path} does not match architecture '{arch}' with {len(names)} classes: {len(missing)} missing keys "
-            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(mismatched)} of "
-            f"another shape (e.g. {sorted(mismatched)[:2]}); check --arch and --classes")
-    det.load_state_dict(state)
+    load_state_strict(det, state, path, f"architecture '{arch}' with {len(names)} classes (check --detector-arch)")
     return det.eval()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from advbench.checkpoints import read_checkpoint, save_checkpoint
+from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_checkpoint
 from advbench.errors import CheckpointError, ConfigError, UnknownNameError
 from advbench.multitask.data import MultiTaskData, load_multitask_dataset
 from advbench.multitask.models import MultiTaskNet, create_multitask_model
@@ -206,12 +206,8 @@ def load_multitask_model(path: str | Path) -> MultiTaskNet:
     architecture.
     """
     state, meta = read_checkpoint(path)
-    task = meta.get("task")
-    if task != "multitask":
-        kind = f"a {task}" if task else ("a classifier" if "num_classes" in meta else "an unlabelled")
-        raise CheckpointError(f"{path} is {kind} checkpoint, not a multi-task model (its metadata lacks task: "
-                              "\"multitask\"); pass a checkpoint written by `advbench train-multitask` or "
-                              "save_multitask_model")
+    require_task(meta, path, "multitask", "a multi-task model",
+                 "pass a checkpoint written by `advbench train-multitask` or save_multitask_model")
     arch = meta.get("arch")
     norm = meta.get("normalization") or {}
     try:
@@ -221,16 +217,8 @@ def load_multitask_model(path: str | Path) -> MultiTaskNet:
                                        **(meta.get("model_options") or {}))
     except (ConfigError, UnknownNameError) as exc:
         raise CheckpointError(f"{path}: its metadata cannot rebuild the model ({exc})") from exc
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{path} does not match multi-task architecture '{arch}' {meta.get('model_options')} "
-                              f"with tasks {meta.get('tasks')}: {len(missing)} missing keys (e.g. {missing[:2]}), "
-                              f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} of another shape "
-                              f"(e.g. {wrong[:2]})")
-    model.load_state_dict(state)
+    load_state_strict(model, state, path, f"multi-task architecture '{arch}' {meta.get('model_options')} with "
+                                          f"tasks {meta.get('tasks')}")
     model.checkpoint_meta = meta
     model.checkpoint_path = str(path)
     return model.eval()

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from advbench.checkpoints import read_checkpoint, save_checkpoint
+from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_checkpoint
 from advbench.errors import CheckpointError, ConfigError, UnknownNameError
 from advbench.progress import progress_bar
 from advbench.records import now_iso
@@ -187,11 +187,8 @@ def load_sod_model(path: str | Path) -> SODModel:
     with :class:`~advbench.errors.CheckpointError`, as is one whose tensors do not fit its architecture.
     """
     state, meta = read_checkpoint(path)
-    task = meta.get("task")
-    if task != "sod":
-        kind = f"a {task}" if task else ("a classifier" if "num_classes" in meta else "an unlabelled")
-        raise CheckpointError(f"{path} is {kind} checkpoint, not an SOD model (its metadata lacks task: \"sod\"); "
-                              "pass a checkpoint written by `advbench train-sod` or save_sod_model")
+    require_task(meta, path, "sod", "an SOD model",
+                 "pass a checkpoint written by `advbench train-sod` or save_sod_model")
     arch = meta.get("arch")
     norm = meta.get("normalization") or {}
     try:
@@ -199,15 +196,7 @@ def load_sod_model(path: str | Path) -> SODModel:
                                  input_size=meta.get("input_size"), **(meta.get("model_options") or {}))
     except (ConfigError, UnknownNameError) as exc:
         raise CheckpointError(f"{path}: its metadata cannot rebuild the model ({exc})") from exc
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{path} does not match SOD architecture '{arch}' {meta.get('model_options')}: "
-                              f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected "
-                              f"(e.g. {unexpected[:2]}), {len(wrong)} of another shape (e.g. {wrong[:2]})")
-    model.load_state_dict(state)
+    load_state_strict(model, state, path, f"SOD architecture '{arch}' {meta.get('model_options')}")
     model.checkpoint_meta = meta
     model.checkpoint_path = str(path)
     return model.eval()
