@@ -245,3 +245,16 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], path: st
                               f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} of another "
                               f"shape (e.g. {wrong[:2]})")
     model.load_state_dict(state)
+
+
+def save_task_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None, *,
+                         model_type: type, label: str) -> Path:
+    """Write a task model (SOD, multi-task) whose ``metadata()`` rebuilds it: ``.safetensors`` + JSON sidecar,
+    the model's own metadata winning over ``metadata`` (e.g. ``{"dataset": ..., "training": summary}``)."""
+    from advbench.records import now_iso
+
+    if not isinstance(model, model_type):
+        raise CheckpointError(f"saving {label} needs a {model_type.__name__}, got {type(model).__name__}")
+    if Path(path).suffix != ".safetensors":
+        raise CheckpointError(f"{path}: {label} checkpoints are written as .safetensors; change the file name")
+    return save_checkpoint(model, path, {"created_at": now_iso(), **(metadata or {}), **model.metadata()})

@@ -80,3 +80,22 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def split_scheme(spec: str, registry: Registry, example: str) -> tuple[str, str]:
+    """``"scheme:argument"`` -> ``("scheme", "argument")`` with the scheme looked up in ``registry`` (unknown
+    ones raise :class:`UnknownNameError` listing the known ones).  ``example`` shows a valid spec in the error
+    for an empty or non-string spec.
+
+    >>> r = Registry("data set"); _ = r.register("toy")(len)
+    >>> split_scheme("Toy:n=3", r, "toy:n=3")
+    ('toy', 'n=3')
+    """
+    from advbench.errors import DatasetError
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise DatasetError(f"{registry.kind} spec must be a non-empty string such as {example}, got {spec!r}")
+    scheme, _, arg = spec.strip().partition(":")
+    scheme = scheme.strip().lower()
+    registry.get(scheme)
+    return scheme, arg.strip()

@@ -42,7 +42,7 @@ from advbench.datasets.imagefolder import IMAGE_SUFFIXES, read_image
 from advbench.datasets.options import parse_options, require_range
 from advbench.errors import ConfigError, DatasetError, InputError, MissingPathError
 from advbench.multitask.tasks import IGNORE_INDEX, TASK_HEADS, check_tasks
-from advbench.registry import Registry
+from advbench.registry import Registry, split_scheme
 
 #: A loader: ``loader(argument, *, seed)`` where ``argument`` is the part of the spec after ``scheme:``.
 MultiTaskLoader = Callable[..., "MultiTaskData"]
@@ -147,13 +147,7 @@ class MultiTaskData:
 
 def parse_multitask_spec(spec: str) -> tuple[str, str]:
     """``"nyuv2:/data?size=64"`` -> ``("nyuv2", "/data?size=64")``; the scheme must be registered."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise DatasetError(f"multi-task data set spec must be a non-empty string such as 'synthetic-multitask:n=240' "
-                           f"or 'nyuv2:/path/to/nyuv2', got {spec!r}")
-    scheme, _, arg = spec.strip().partition(":")
-    scheme = scheme.strip().lower()
-    MULTITASK_DATASETS.get(scheme)  # unknown schemes list the known ones
-    return scheme, arg.strip()
+    return split_scheme(spec, MULTITASK_DATASETS, "'synthetic-multitask:n=240' or 'nyuv2:/path/to/nyuv2'")
 
 
 def load_multitask_dataset(spec: str, *, seed: int = 0) -> MultiTaskData:

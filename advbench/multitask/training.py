@@ -19,13 +19,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_checkpoint
+from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_task_checkpoint
 from advbench.errors import CheckpointError, ConfigError, UnknownNameError
 from advbench.multitask.data import MultiTaskData, load_multitask_dataset
 from advbench.multitask.models import MultiTaskNet, create_multitask_model
 from advbench.multitask.tasks import IGNORE_INDEX, MultiTaskMetrics, check_tasks, evaluate_multitask, get_task
 from advbench.progress import progress_bar
-from advbench.records import now_iso
 
 STD_FLOOR = 1e-3
 
@@ -189,13 +188,7 @@ def save_multitask_model(model: MultiTaskNet, path: str | Path, metadata: dict[s
     ``model_options``, ``normalization`` and ``input_size``, then the entries of ``metadata`` (for example
     ``{"dataset": ..., "training": summary}``), which cannot override those.
     """
-    if not isinstance(model, MultiTaskNet):
-        raise CheckpointError(f"save_multitask_model takes a MultiTaskNet (from create_multitask_model or "
-                              f"train_multitask), got {type(model).__name__}")
-    if Path(path).suffix != ".safetensors":
-        raise CheckpointError(f"{path}: multi-task checkpoints are written as .safetensors; change the file name")
-    meta = {"created_at": now_iso(), **(metadata or {}), **model.metadata()}
-    return save_checkpoint(model, path, meta)
+    return save_task_checkpoint(model, path, metadata, model_type=MultiTaskNet, label="multi-task")
 
 
 def load_multitask_model(path: str | Path) -> MultiTaskNet:

@@ -33,7 +33,7 @@ from PIL import Image
 from advbench.datasets.imagefolder import IMAGE_SUFFIXES, read_image
 from advbench.datasets.options import parse_options, require_range
 from advbench.errors import ConfigError, DatasetError, MissingPathError
-from advbench.registry import Registry
+from advbench.registry import Registry, split_scheme
 
 #: A loader: ``loader(argument, *, seed)`` where ``argument`` is the part of the spec after ``scheme:``.
 SODLoader = Callable[..., "SODData"]
@@ -105,13 +105,7 @@ def _check_pair(name: str, split: str, x: torch.Tensor, m: torch.Tensor) -> None
 
 def parse_sod_spec(spec: str) -> tuple[str, str]:
     """``"eorssd:/data?size=64"`` -> ``("eorssd", "/data?size=64")``; the scheme must be registered."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise DatasetError(f"SOD data set spec must be a non-empty string such as 'synthetic-sod:n=200' or "
-                           f"'eorssd:/path/to/EORSSD', got {spec!r}")
-    scheme, _, arg = spec.strip().partition(":")
-    scheme = scheme.strip().lower()
-    SOD_DATASETS.get(scheme)  # unknown schemes list the known ones
-    return scheme, arg.strip()
+    return split_scheme(spec, SOD_DATASETS, "'synthetic-sod:n=200' or 'eorssd:/path/to/EORSSD'")
 
 
 def load_sod_dataset(spec: str, *, seed: int = 0) -> SODData:

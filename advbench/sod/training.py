@@ -18,10 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_checkpoint
+from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_task_checkpoint
 from advbench.errors import CheckpointError, ConfigError, UnknownNameError
 from advbench.progress import progress_bar
-from advbench.records import now_iso
 from advbench.sod.data import SODData, load_sod_dataset
 from advbench.sod.metrics import sod_metrics
 from advbench.sod.models import SODModel, create_sod_model
@@ -171,13 +170,7 @@ def save_sod_model(model: SODModel, path: str | Path, metadata: dict[str, Any] |
     The sidecar holds ``task: "sod"``, ``arch``, ``model_options``, ``normalization`` and ``input_size``, then the
     entries of ``metadata`` (for example ``{"dataset": ..., "training": summary}``), which cannot override those.
     """
-    if not isinstance(model, SODModel):
-        raise CheckpointError(f"save_sod_model takes an SODModel (from create_sod_model or train_sod), got "
-                              f"{type(model).__name__}")
-    if Path(path).suffix != ".safetensors":
-        raise CheckpointError(f"{path}: SOD checkpoints are written as .safetensors; change the file name")
-    meta = {"created_at": now_iso(), **(metadata or {}), **model.metadata()}
-    return save_checkpoint(model, path, meta)
+    return save_task_checkpoint(model, path, metadata, model_type=SODModel, label="SOD")
 
 
 def load_sod_model(path: str | Path) -> SODModel:
