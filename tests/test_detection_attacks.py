@@ -295,6 +295,38 @@ def test_detect_attack_run_is_stored_and_skipped(fcos, aerial, tmp_path):
     assert again.skipped and again.record["metrics"]["asr"] == metrics["asr"]
 
 
+def test_detector_named_by_arch_is_trained_only_when_the_run_is_not_stored(fcos, aerial, tmp_path, monkeypatch):
+    from advbench.detection import experiment
+
+    root, _ = aerial
+    calls = []
+
+    def fake_train(samples, cfg, progress=True):
+        calls.append((cfg.arch, cfg.epochs, cfg.seed))
+        return fcos[0], {"final_loss": 0.5}
+
+    monkeypatch.setattr(experiment, "train_detector", fake_train)
+    spec = DetectAttackSpec(dataset=f"evd4uav:{root}", detector="fcos-mnv3", attack="patch-whitebox",
+                            params={"steps": 1, "batch_size": 2, "patch_size": 8}, detector_epochs=3,
+                            score_threshold=0.05)
+    store = tmp_path / "results.db"
+    first = run_detect_attack(spec, store=store, progress=False)
+    assert calls == [("fcos-mnv3", 3, 0)] and not first.skipped
+    assert first.record["config"]["detector"] == {"arch": "fcos-mnv3", "trained_here": {"epochs": 3, "seed": 0}}
+    assert first.record["cost"]["detectors_trained_here"] == [{"arch": "fcos-mnv3", "final_loss": 0.5}]
+    again = run_detect_attack(spec, store=store, progress=False)
+    assert again.skipped and calls == [("fcos-mnv3", 3, 0)]  # answered from the store: no second training
+    other = run_detect_attack(DetectAttackSpec(**{**spec.__dict__, "detector_epochs": 4}), store=store,
+                              progress=False)
+    assert not other.skipped and calls[-1] == ("fcos-mnv3", 4, 0)  # another recipe is another run
+    transfer = DetectAttackSpec(**{**spec.__dict__, "detector": str(fcos[1]), "attack": "patch-transfer",
+                                   "surrogate": "fcos-mnv3"})
+    rec = run_detect_attack(transfer, store=store, progress=False).record
+    assert calls[-1] == ("fcos-mnv3", 3, 1) and rec["config"]["surrogate"]["arch"] == "fcos-mnv3"
+    assert "surrogate" not in rec["config"]["attack"]
+    assert run_detect_attack(transfer, store=store, progress=False).skipped and len(calls) == 3
+
+
 def test_detect_attack_rejects_unknown_detector(aerial):
     root, _ = aerial
     with pytest.raises(InputError, match="neither a checkpoint"):

@@ -16,7 +16,7 @@ The record (config, metrics, cost, one row per test vehicle) goes to the results
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,11 +85,32 @@ def split_by_group(samples: Sequence[DetectionSample], train_fraction: float, se
     return [samples[i] for i in sorted(train)], [samples[i] for i in sorted(test)]
 
 
+@dataclass
+class DetectorSource:
+    """Where a detector comes from: its identity (goes into the run's config) and how to get it.
+
+    A checkpoint is loaded at once (cheap, and its classes are checked early); a registered architecture is
+    trained on the training split only when :meth:`get` is first called, so a run already in the results
+    store never pays for the training.
+    """
+
+    identity: dict[str, Any]
+    _train: Callable[[], tuple[Detector, dict[str, Any]]] | None = None
+    _detector: Detector | None = None
+    training: dict[str, Any] | None = None
+
+    def get(self) -> Detector:
+        if self._detector is None:
+            assert self._train is not None
+            self._detector, summary = self._train()
+            self.training = {"arch": self.identity["arch"], "final_loss": round(summary["final_loss"], 4)}
+        return self._detector
+
+
 def resolve_detector(spec: str, train: Sequence[DetectionSample], *, seed: int, epochs: int, progress: bool,
-                     arch: str | None = None, image_size: tuple[int, int] | None = None
-                     ) -> tuple[Detector, dict[str, Any]]:
+                     arch: str | None = None, image_size: tuple[int, int] | None = None) -> DetectorSource:
     """A checkpoint path is loaded (bare weights need ``arch`` and ``image_size``; the classes are the data
-    set's); a registered architecture name is trained on ``train`` first."""
+    set's); a registered architecture name is trained on ``train`` (seeded) when first needed."""
     path = Path(spec).expanduser()
     if path.exists():
         from advbench.checkpoints import file_sha256
@@ -99,12 +120,13 @@ def resolve_detector(spec: str, train: Sequence[DetectionSample], *, seed: int, 
         if tuple(det.class_names) != tuple(train[0].class_names):
             raise InputError(f"detector {path} knows classes {list(det.class_names)} but the data set has "
                              f"{list(train[0].class_names)}; train it on this data set's classes")
-        return det, {"checkpoint": str(path), "sha256": file_sha256(path), "arch": det.arch}
+        return DetectorSource({"checkpoint": str(path), "sha256": file_sha256(path), "arch": det.arch},
+                              _detector=det)
     if spec in DETECTORS:
-        det, summary = train_detector(train, DetectorTrainConfig(arch=spec, epochs=epochs, seed=seed),
-                                      progress=progress)
-        return det, {"arch": spec, "trained_here": {"epochs": epochs, "seed": seed,
-                                                     "final_loss": round(summary["final_loss"], 4)}}
+        def fit() -> tuple[Detector, dict[str, Any]]:
+            return train_detector(train, DetectorTrainConfig(arch=spec, epochs=epochs, seed=seed), progress=progress)
+
+        return DetectorSource({"arch": spec, "trained_here": {"epochs": epochs, "seed": seed}}, _train=fit)
     raise InputError(f"detector '{spec}' is neither a checkpoint file nor an architecture "
                      f"({', '.join(DETECTORS.names())}); train one with `advbench train-detector`")
 
@@ -191,24 +213,29 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
         pick = sorted(torch.randperm(len(samples), generator=gen)[: spec.max_images].tolist())
         samples = [samples[i] for i in pick]
     train, test = split_by_group(samples, spec.train_fraction, spec.seed)
-    victim, victim_id = resolve_detector(spec.detector, train, seed=spec.seed, epochs=spec.detector_epochs,
-                                         progress=progress, arch=spec.detector_arch, image_size=spec.image_size)
-    kwargs = dict(spec.params)
+    victim = resolve_detector(spec.detector, train, seed=spec.seed, epochs=spec.detector_epochs,
+                              progress=progress, arch=spec.detector_arch, image_size=spec.image_size)
+    surrogate = None if not spec.surrogate else resolve_detector(
+        spec.surrogate, train, seed=spec.seed + 1, epochs=spec.detector_epochs, progress=progress)
+    extras = [resolve_detector(d, train, seed=spec.seed + 2 + i, epochs=spec.detector_epochs, progress=progress)
+              for i, d in enumerate(spec.extra_detectors)]
     ids: dict[str, Any] = {}
-    if spec.surrogate:
-        kwargs["surrogate"], ids["surrogate"] = resolve_detector(spec.surrogate, train, seed=spec.seed + 1,
-                                                                 epochs=spec.detector_epochs, progress=progress)
-    if spec.extra_detectors:
-        loaded = [resolve_detector(d, train, seed=spec.seed + 2 + i, epochs=spec.detector_epochs, progress=progress)
-                  for i, d in enumerate(spec.extra_detectors)]
-        kwargs["detectors"] = [d for d, _ in loaded]
-        ids["extra_detectors"] = [i for _, i in loaded]
-    attack = create_patch_attack(spec.attack, **{"seed": spec.seed, **kwargs})  # --param seed=S reseeds the attack
+    if surrogate is not None:
+        ids["surrogate"] = surrogate.identity
+    if extras:
+        ids["extra_detectors"] = [e.identity for e in extras]
+    # --param seed=S reseeds the attack; detector placeholders check that the attack takes them at all
+    kwargs: dict[str, Any] = {"seed": spec.seed, **spec.params}
+    placeholders = {**({"surrogate": None} if surrogate else {}), **({"detectors": []} if extras else {})}
+    attack = create_patch_attack(spec.attack, **kwargs, **placeholders)
+    hyper = attack.hyperparameters()
+    for key in ("surrogate", "detectors"):  # detector objects come later; their identities are in ``ids``
+        hyper.pop(key, None)
     config = {
         "task": "detection",
         "dataset": spec.dataset,
-        "detector": victim_id,
-        "attack": {"name": spec.attack, **attack.hyperparameters()},
+        "detector": victim.identity,
+        "attack": {"name": spec.attack, **hyper},
         **ids,
         "split": {"train_fraction": spec.train_fraction, "seed": spec.seed, "n_train": len(train),
                   "n_test": len(test)},
@@ -218,14 +245,19 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
     }
 
     def compute() -> tuple[dict[str, Any], DetectAttackResult]:
+        detector = victim.get()  # trains an architecture-named detector only now, after the store check
+        fitter = attack if not placeholders else create_patch_attack(
+            spec.attack, **kwargs, **({"surrogate": surrogate.get()} if surrogate else {}),
+            **({"detectors": [e.get() for e in extras]} if extras else {}))
+        trained = [s.training for s in (victim, surrogate, *extras) if s is not None and s.training]
         t0 = time.perf_counter()
-        fit = attack.fit(victim, PatchSet.from_samples(train), progress=progress)
+        fit = fitter.fit(detector, PatchSet.from_samples(train), progress=progress)
         t_fit = time.perf_counter() - t0
         images = [s.load_image() for s in test]
         thresholds = {"score_threshold": spec.score_threshold, "iou": spec.iou}
-        evaluation = evaluate_patch(victim, test, images, fit.patch, attack, **thresholds)
+        evaluation = evaluate_patch(detector, test, images, fit.patch, fitter, **thresholds)
         noise = torch.rand(fit.patch.shape, generator=torch.Generator().manual_seed(spec.seed + 7919))
-        control = evaluate_patch(victim, test, images, noise, attack, clean=evaluation.clean, **thresholds)
+        control = evaluate_patch(detector, test, images, noise, fitter, clean=evaluation.clean, **thresholds)
         metrics = dict(evaluation.metrics)
         metrics["control_asr"] = control.metrics["asr"]
         metrics["control_asr_by_altitude"] = control.metrics["asr_by_altitude"]
@@ -236,7 +268,9 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
                 metrics[key] = fit.info[key]
         cost = {"fit_seconds": round(t_fit, 3), "total_seconds": round(time.perf_counter() - t0, 3),
                 "detector_queries": fit.info.get("detector_queries", 0), "steps": len(fit.history)}
-        name = f"{victim_id['arch']}|{spec.dataset}|{spec.attack}"
+        if trained:
+            cost["detectors_trained_here"] = trained
+        name = f"{victim.identity['arch']}|{spec.dataset}|{spec.attack}"
         record = make_record(config, name=name, metrics=metrics, cost=cost, samples=evaluation.vehicles,
                              device="cpu")
         return record, DetectAttackResult(fit=fit, evaluation=evaluation, control=control, test_samples=test,
