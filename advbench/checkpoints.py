@@ -189,6 +189,14 @@ def load_model(
             raise CheckpointError(f"building a fresh '{text}' needs input_shape=(C, H, W) and num_classes=")
         return create_model(text, input_shape=input_shape, num_classes=num_classes)
     state, meta = read_checkpoint(text)
+    task = meta.get("task")
+    if task not in (None, "classification"):
+        how = {"sod": "advbench.sod.load_sod_model (`advbench run --model` takes it too)",
+               "multitask": "advbench.multitask.load_multitask_model (`advbench run --model` takes it too)",
+               "detection": "advbench.detection.training.load_detector (`advbench detect-attack --detector`)",
+               "defense": "advbench.defenses.defensenet.load_defensenet (`advbench run --defense defensenet:PATH`)"}
+        raise CheckpointError(f"{text} is a '{task}' checkpoint (arch {meta.get('arch')!r}), not an image "
+                              f"classifier; load it with {how.get(str(task), 'the loader of its task')}")
     arch = arch or meta.get("arch")
     shape = input_shape or meta.get("input_shape")
     classes = num_classes or meta.get("num_classes")

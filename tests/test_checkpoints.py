@@ -132,3 +132,11 @@ def test_timm_local_weights(tmp_path) -> None:
                          weights=str(tmp_path / "r18.safetensors"))
     x = torch.rand(2, 1, 16, 16)
     assert torch.allclose(model.eval()(x), net.eval()(x))
+
+
+@pytest.mark.parametrize("task", ["sod", "multitask", "detection", "defense"])
+def test_load_model_names_the_task_of_a_non_classifier_checkpoint(tmp_path, task):
+    model = torch.nn.Conv2d(3, 1, 1)
+    path = save_checkpoint(model, tmp_path / f"{task}.safetensors", {"task": task, "arch": "some-arch"})
+    with pytest.raises(CheckpointError, match=f"'{task}' checkpoint .* not an image classifier; load it with"):
+        load_model(path)
