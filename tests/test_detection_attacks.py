@@ -223,6 +223,30 @@ def test_minmax_patch_weights_stay_on_the_simplex(fcos, aerial):
     assert float(fit.patch.min()) >= 0 and float(fit.patch.max()) <= 1
 
 
+def test_minmax_weights_can_follow_the_detection_rate(fcos, aerial):
+    from advbench.detection.patch_attacks import _AltitudeDomains
+
+    det, _ = fcos
+    data = PatchSet.from_samples(aerial[1])
+    attack = create_patch_attack("patch-minmax", steps=3, batch_size=3, patch_size=8, gamma=0.1,
+                                 score_threshold=0.05, weight_signal="detection-rate")
+    assert attack.hyperparameters()["weight_signal"] == "detection-rate"
+    fit = attack.fit(det, data, progress=False)
+    rates = fit.info["detection_rates"]
+    assert set(rates) == {"50m", "70m", "90m"} and any(r is not None for r in rates.values())
+    assert all(0 <= r <= 1 for r in rates.values() if r is not None), "still-detected shares"
+    trace = torch.tensor(fit.info["weight_trace"])
+    assert torch.allclose(trace.sum(dim=1), torch.ones(4)) and torch.all(trace >= 0)
+    # the running rate by hand: 2 of 3 clean-found vehicles kept, then 0 of 1 (the unfound one never counts)
+    domains = _AltitudeDomains(attack, [det], data, 1, torch.Generator().manual_seed(0), 0.5)
+    found = [torch.tensor([True, True, False, True])]
+    assert domains._rate(0, found, [torch.tensor([0.9, 0.2, 0.99, 0.6])]) == pytest.approx(2 / 3)
+    assert domains._rate(0, [torch.tensor([True, False])], [torch.tensor([0.1, 0.9])]) == pytest.approx(0.8 * 2 / 3)
+    assert domains._rate(1, [torch.tensor([False])], [torch.tensor([0.9])]) is None  # nothing found yet
+    with pytest.raises(ConfigError, match="weight_signal"):
+        create_patch_attack("patch-minmax", weight_signal="asr")
+
+
 def test_soft_threshold_counts_vehicles_still_detected(fcos, aerial):
     det, _ = fcos
     data = PatchSet.from_samples(aerial[1][:3])

@@ -263,7 +263,7 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
         metrics["control_asr_by_altitude"] = control.metrics["asr_by_altitude"]
         metrics["patch"] = {"size": list(fit.patch.shape), "min": float(fit.patch.min()),
                             "max": float(fit.patch.max())}
-        for key in ("weights", "domains", "weight_trace", "accepted", "proposals"):
+        for key in ("weights", "domains", "weight_trace", "detection_rates", "accepted", "proposals"):
             if key in fit.info:
                 metrics[key] = fit.info[key]
         cost = {"fit_seconds": round(t_fit, 3), "total_seconds": round(time.perf_counter() - t0, 3),

@@ -29,6 +29,7 @@ import torch
 
 from advbench.datasets.detection import DetectionSample
 from advbench.detection.detectors import Detector
+from advbench.detection.metrics import match_detected
 from advbench.detection.patch_losses import DEFAULT_PALETTE, non_printability, total_variation, vehicle_scores
 from advbench.detection.patches import (
     NO_JITTER,
@@ -155,6 +156,11 @@ class PatchAttack:
         With ``soft_threshold = t`` each vehicle's score ``s`` counts as ``sigmoid((s - t) / 0.1)``, a smooth
         "still detected" indicator, so the mean estimates the share of vehicles the detector still finds
         (``1 - ASR``) instead of their average confidence."""
+        return torch.stack([v.mean() for v in self.vehicle_scores(detector, patch, data, idx, gen, jitter=jitter)])
+
+    def vehicle_scores(self, detector: Detector, patch: torch.Tensor, data: PatchSet, idx: Sequence[int],
+                       gen: torch.Generator | None, *, jitter: bool = True) -> list[torch.Tensor]:
+        """Per patched image ``idx``, the score of each of its vehicles (soft-thresholded if asked)."""
         transform = self.transform if jitter else NO_JITTER
         patched = [apply_patch(data.images[i][None], patch, [data.rboxes[i]], self.placement, transform, gen)[0]
                    for i in idx]
@@ -163,7 +169,7 @@ class PatchAttack:
                                      match_iou=self.match_iou, reduction=self.reduction)
         if self.soft_threshold is not None:
             per_vehicle = [torch.sigmoid((v - self.soft_threshold) / SOFT_TEMPERATURE) for v in per_vehicle]
-        return torch.stack([v.mean() for v in per_vehicle])
+        return per_vehicle
 
     def adam_step(self, detector: Detector, patch: torch.Tensor, opt: torch.optim.Optimizer, data: PatchSet,
                   idx: Sequence[int], gen: torch.Generator | None) -> float:
@@ -316,16 +322,50 @@ class _AdamDirection:
 
 
 class _AltitudeDomains:
-    """Domains = (detector, altitude group) pairs; one stratified, jittered minibatch per evaluation."""
+    """Domains = (detector, altitude group) pairs; one stratified, jittered minibatch per evaluation.
+
+    With ``signal="detection-rate"`` the value each domain reports to the weight update is a running
+    estimate (exponential average, factor ``RATE_MEMORY``) of the share of its vehicles -- those the detector
+    finds on the clean image -- still scored above ``score_threshold`` with the patch on: ``1 - ASR`` on the
+    minibatches seen so far.  The gradient is still the score loss's (the rate enters as a constant), so only
+    *which* domain is weighted changes: the one the patch fools least, rather than the one with the highest
+    mean score.
+    """
+
+    RATE_MEMORY = 0.8
 
     def __init__(self, attack: PatchAttack, detectors: Sequence[Detector], data: PatchSet, per_group: int,
-                 gen: torch.Generator, score_threshold: float) -> None:
+                 gen: torch.Generator, score_threshold: float, signal: str = "loss") -> None:
         self.attack, self.detectors, self.data, self.gen = attack, list(detectors), data, gen
-        self.per_group, self.threshold = per_group, score_threshold
+        self.per_group, self.threshold, self.signal = per_group, score_threshold, signal
         self.groups = data.group_names
         self.members = {g: [i for i, gi in enumerate(data.groups) if gi == g] for g in self.groups}
         multi = len(self.detectors) > 1
         self.names = [f"{d.arch}@{g}" if multi else g for d in self.detectors for g in self.groups]
+        self.rates: list[float | None] = [None] * len(self.names)
+        self.found_clean: list[list[torch.Tensor]] = []
+        if signal == "detection-rate":
+            self.found_clean = [self._found_clean(det) for det in self.detectors]
+
+    def _found_clean(self, det: Detector, batch: int = 8) -> list[torch.Tensor]:
+        """Per training image, which vehicles ``det`` finds on the clean image (as the ASR counts them)."""
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(self.data), batch):
+                idx = list(range(start, min(start + batch, len(self.data))))
+                dets = det.detect([self.data.images[i] for i in idx])
+                out += [match_detected(self.data.boxes[i], d["boxes"], d["scores"], score_threshold=self.threshold)
+                        for i, d in zip(idx, dets, strict=True)]
+        return out
+
+    def _rate(self, k: int, found: list[torch.Tensor], scores: list[torch.Tensor]) -> float | None:
+        kept = [(s.detach() >= self.threshold)[f] for f, s in zip(found, scores, strict=True)]
+        total = sum(int(f.sum()) for f in found)
+        if total:
+            now = sum(int(x.sum()) for x in kept) / total
+            prev = self.rates[k]
+            self.rates[k] = now if prev is None else self.RATE_MEMORY * prev + (1 - self.RATE_MEMORY) * now
+        return self.rates[k]
 
     def evaluate(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         patch = delta[0]
@@ -336,10 +376,16 @@ class _AltitudeDomains:
             picks.append([pool[j] for j in order])
         reg = self.attack.regulariser(patch)
         losses, success = [], []
-        for det in self.detectors:
-            for idx in picks:
-                scores = self.attack.image_scores(det, patch, self.data, idx, self.gen)
-                losses.append(scores.mean() + reg)
+        for d, det in enumerate(self.detectors):
+            for g, idx in enumerate(picks):
+                per_vehicle = self.attack.vehicle_scores(det, patch, self.data, idx, self.gen)
+                scores = torch.stack([v.mean() for v in per_vehicle])
+                loss = scores.mean() + reg
+                if self.signal == "detection-rate":
+                    rate = self._rate(d * len(picks) + g, [self.found_clean[d][i] for i in idx], per_vehicle)
+                    if rate is not None:  # the weights see the rate, the patch the loss's gradient
+                        loss = loss - loss.detach() + rate
+                losses.append(loss)
                 success.append(bool((scores < self.threshold).all()))
         return torch.stack(losses).unsqueeze(0), torch.tensor([success])
 
@@ -351,25 +397,33 @@ class MinMaxPatch(PatchAttack):
     Each step draws ``ceil(batch_size / K_altitudes)`` images per altitude, so a step costs about what a
     ``patch-whitebox`` step costs.  ``beta`` and ``gamma`` are the engine's weight step (inverse) and
     regulariser (REFERENCE.md §1); the learned weights and their trace are reported in ``info``.
+    ``weight_signal="loss"`` (the paper's rule) moves the weights by each domain's loss;
+    ``"detection-rate"`` by its measured share of still-detected vehicles (see :class:`_AltitudeDomains`),
+    reported as ``info["detection_rates"]``.
     """
 
+    WEIGHT_SIGNALS = ("loss", "detection-rate")
+
     def __init__(self, *, detectors: Sequence[Detector] = (), beta: float = 5.0, gamma: float = 1.0,
-                 score_threshold: float = 0.5, **kwargs: Any) -> None:
+                 score_threshold: float = 0.5, weight_signal: str = "loss", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if weight_signal not in self.WEIGHT_SIGNALS:
+            raise ConfigError(f"weight_signal must be one of {', '.join(self.WEIGHT_SIGNALS)}, got {weight_signal!r}")
+        self.weight_signal = weight_signal
         self.extra_detectors = list(detectors)
         self.engine = APGDA(steps=self.steps, alpha=1.0 / self.lr, beta=beta, gamma=gamma)
         self.score_threshold = score_threshold
 
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "beta": self.engine.beta, "gamma": self.engine.gamma,
-                "detectors": [d.arch for d in self.extra_detectors]}
+                "weight_signal": self.weight_signal, "detectors": [d.arch for d in self.extra_detectors]}
 
     def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
         start, gen = self._start()
         detectors = [detector] + [d for d in self.extra_detectors if d is not detector]
         groups = data.group_names
         per_group = max(1, math.ceil(self.batch_size / len(groups)))
-        domains = _AltitudeDomains(self, detectors, data, per_group, gen, self.score_threshold)
+        domains = _AltitudeDomains(self, detectors, data, per_group, gen, self.score_threshold, self.weight_signal)
         bar = progress_bar(total=self.steps, desc=self.name, unit="step", enabled=progress)
         direction = _AdamDirection()
 
@@ -386,6 +440,8 @@ class MinMaxPatch(PatchAttack):
         history = [max(row) for row in result.loss_trace[:, 0].tolist()]
         info = {"domains": domains.names, "weights": dict(zip(domains.names, weights, strict=True)),
                 "weight_trace": trace, "final_domain_losses": result.losses[0].tolist(), "detector_queries": 0}
+        if self.weight_signal == "detection-rate":
+            info["detection_rates"] = dict(zip(domains.names, domains.rates, strict=True))
         return PatchFit(patch=result.delta[0], history=history, info=info)
 
 
