@@ -60,8 +60,8 @@ def sod_part(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     victim, summary = train_sod(data, epochs=args.sod_epochs, seed=args.seed, progress=False)
     print(f"SOD victim trained in {time.perf_counter() - t0:.0f} s: {summary['test_metrics']}")
-    cfg = DefenseTrainConfig(epochs=args.defense_epochs, batch_size=32, attack_steps=args.attack_steps, base=4,
-                             depth=2, seed=args.seed)
+    cfg = DefenseTrainConfig(epochs=args.defense_epochs, batch_size=32, attack_steps=args.attack_steps,
+                             base=args.defense_base, depth=args.defense_depth, seed=args.seed)
     t0 = time.perf_counter()
     net, dsum = train_defensenet(victim, data.x_train, data.m_train, SOD, cfg)
     print(f"DefenseNet trained in {time.perf_counter() - t0:.0f} s (loss {dsum['first_loss']:.3f} -> "
@@ -171,6 +171,9 @@ def main() -> None:
     ap.add_argument("--sod-epochs", type=int, default=20)
     ap.add_argument("--defense-epochs", type=int, default=8)
     ap.add_argument("--attack-steps", type=int, default=5, help="attack steps per DefenseNet training batch (SOD)")
+    ap.add_argument("--defense-base", type=int, default=4,
+                    help="SOD DefenseNet width (4 keeps DefenseNet + victim within 1.3x the victim's time)")
+    ap.add_argument("--defense-depth", type=int, default=2, help="SOD DefenseNet depth")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="sod,classifier,gat")
     args = ap.parse_args()
@@ -185,6 +188,11 @@ def main() -> None:
         text = tables(results)
         (args.out / "tables.md").write_text(text)
         print(text)
+    elif "sod" in results:  # a partial run: the SOD rows only
+        for part in ("synthetic", "photos"):
+            print(f"SOD {part} (DefenseNet + victim / victim: {results['sod'][part]['cost']['ratio']:.2f}x)")
+            for name, m in results["sod"][part]["rows"].items():
+                print(f"  {name:32s} " + "  ".join(f"{c} {m[c]:.3f}" for c in COLS))
 
 
 if __name__ == "__main__":
