@@ -66,7 +66,7 @@ def sod_part(args: argparse.Namespace) -> dict:
     net, dsum = train_defensenet(victim, data.x_train, data.m_train, SOD, cfg)
     print(f"DefenseNet trained in {time.perf_counter() - t0:.0f} s (loss {dsum['first_loss']:.3f} -> "
           f"{dsum['final_loss']:.3f})")
-    attack = CloudAttackConfig(steps=20)
+    attack = CloudAttackConfig(steps=20, eps_e=args.eps_e, eps_n=args.eps_n)
     synthetic = sod_robustness(victim, data.x_test, data.m_test, defense=net, cfg=attack, seed=args.seed)
     photos = skimage_photos(64, 4, args.seed)
     with torch.no_grad():
@@ -174,6 +174,8 @@ def main() -> None:
     ap.add_argument("--defense-base", type=int, default=4,
                     help="SOD DefenseNet width (4 keeps DefenseNet + victim within 1.3x the victim's time)")
     ap.add_argument("--defense-depth", type=int, default=2, help="SOD DefenseNet depth")
+    ap.add_argument("--eps-e", type=float, default=0.2, help="SOD evaluation: adv-cloud exposure budget")
+    ap.add_argument("--eps-n", type=float, default=8 / 255, help="SOD evaluation: additive budget (adv-cloud, pgd)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="sod,classifier,gat")
     args = ap.parse_args()
