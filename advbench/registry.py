@@ -20,8 +20,9 @@ advbench.errors.UnknownNameError: unknown colour 'blue'; known colours: red
 from __future__ import annotations
 
 import fnmatch
+import operator
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from advbench.errors import DuplicateNameError, UnknownNameError
 
@@ -99,3 +100,16 @@ def split_scheme(spec: str, registry: Registry, example: str) -> tuple[str, str]
     scheme = scheme.strip().lower()
     registry.get(scheme)
     return scheme, arg.strip()
+
+
+def load_from_spec(spec: str, registry: Registry, example: str, *, seed: int) -> Any:
+    """Call the loader that ``registry`` holds for ``spec``'s scheme as ``loader(argument, seed=seed)``;
+    ``seed`` must be an int (bad specs fail as in :func:`split_scheme`)."""
+    from advbench.errors import DatasetError
+
+    try:
+        seed = operator.index(seed)
+    except TypeError:
+        raise DatasetError(f"seed must be an int, got {type(seed).__name__} {seed!r}") from None
+    scheme, arg = split_scheme(spec, registry, example)
+    return registry.get(scheme)(arg, seed=seed)

@@ -13,6 +13,7 @@ ignored; files with an image suffix that PIL cannot read raise :class:`DatasetEr
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,21 @@ def scan_tree(root: Path) -> dict[str, list[Path]]:
             )
         tree[class_dir.name] = files
     return tree
+
+
+def files_by_stem(folder: Path, suffixes: Collection[str], pairing: str) -> dict[str, Path]:
+    """The visible files of ``folder`` with one of ``suffixes`` (lower case, with the dot), keyed by stem, for
+    pairing files across folders by name; two files with one stem raise :class:`DatasetError` (``pairing``
+    names what would be ambiguous, e.g. ``"image/mask pairing"``)."""
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name.startswith(".") or path.suffix.lower() not in suffixes:
+            continue
+        if path.stem in files:
+            raise DatasetError(f"'{files[path.stem]}' and '{path}' have the same stem '{path.stem}', so the "
+                               f"{pairing} is ambiguous; keep one of them")
+        files[path.stem] = path
+    return files
 
 
 def read_image(path: Path) -> Image.Image:

@@ -410,3 +410,27 @@ def test_augment_batch_rejects_bad_input() -> None:
         augment_batch(data.x_train[:2] * 2.0, pipeline)
     with pytest.raises(InputError, match="NCHW"):
         augment_batch(data.x_train[0], pipeline)
+
+
+def test_files_by_stem_pairs_by_name_and_refuses_two_files_with_one_stem(tmp_path):
+    from advbench.datasets.imagefolder import files_by_stem
+
+    for name in ("a.png", "b.JPG", ".hidden.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.png").mkdir()
+    found = files_by_stem(tmp_path, {".png", ".jpg"}, "image/mask pairing")
+    assert found == {"a": tmp_path / "a.png", "b": tmp_path / "b.JPG"}
+    (tmp_path / "a.jpg").write_bytes(b"")
+    with pytest.raises(DatasetError, match="same stem 'a', so the image/mask pairing is ambiguous"):
+        files_by_stem(tmp_path, {".png", ".jpg"}, "image/mask pairing")
+
+
+def test_scheme_loaders_check_the_seed_and_the_scheme():
+    from advbench.multitask import load_multitask_dataset
+    from advbench.sod import load_sod_dataset
+
+    for load, spec in ((load_sod_dataset, "synthetic-sod:n=4"), (load_multitask_dataset, "synthetic-multitask:n=4")):
+        with pytest.raises(DatasetError, match="seed must be an int, got str"):
+            load(spec, seed="1")
+        with pytest.raises(UnknownNameError):
+            load("no-such-scheme:x", seed=0)

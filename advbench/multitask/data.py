@@ -28,8 +28,7 @@ Specs (see :func:`load_multitask_dataset`):
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,11 +37,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from advbench.datasets.imagefolder import IMAGE_SUFFIXES, read_image
+from advbench.datasets.draws import choice as _choice
+from advbench.datasets.draws import uniform as _uniform
+from advbench.datasets.imagefolder import IMAGE_SUFFIXES, files_by_stem, read_image
 from advbench.datasets.options import parse_options, require_range
 from advbench.errors import ConfigError, DatasetError, InputError, MissingPathError
 from advbench.multitask.tasks import IGNORE_INDEX, TASK_HEADS, check_tasks
-from advbench.registry import Registry, split_scheme
+from advbench.registry import Registry, load_from_spec, split_scheme
 
 #: A loader: ``loader(argument, *, seed)`` where ``argument`` is the part of the spec after ``scheme:``.
 MultiTaskLoader = Callable[..., "MultiTaskData"]
@@ -158,12 +159,7 @@ def load_multitask_dataset(spec: str, *, seed: int = 0) -> MultiTaskData:
     :class:`~advbench.errors.UnknownNameError`, missing folders :class:`~advbench.errors.MissingPathError`, bad
     files and options :class:`~advbench.errors.DatasetError`.
     """
-    try:
-        seed = operator.index(seed)
-    except TypeError:
-        raise DatasetError(f"seed must be an int, got {type(seed).__name__} {seed!r}") from None
-    scheme, arg = parse_multitask_spec(spec)
-    return MULTITASK_DATASETS.get(scheme)(arg, seed=seed)
+    return load_from_spec(spec, MULTITASK_DATASETS, "'synthetic-multitask:n=240' or 'nyuv2:/path/to/nyuv2'", seed=seed)
 
 
 def list_multitask_datasets() -> list[str]:
@@ -211,14 +207,6 @@ def normals_from_depth(depth: torch.Tensor, *, focal: float, valid: torch.Tensor
 
 
 # --------------------------------------------------------------------------------------------------- synthetic scenes
-
-def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=gen))
-
-
-def _choice(gen: torch.Generator, n: int) -> int:
-    return int(torch.randint(n, (), generator=gen))
-
 
 _PALETTE = {  # base RGB of each class
     "box": (0.78, 0.32, 0.24),
@@ -382,18 +370,6 @@ MULTITASK_DATASETS.add("synthetic-multitask", load_synthetic_multitask)
 
 # --------------------------------------------------------------------------------------------------- nyuv2 folders
 
-def _files_by_stem(folder: Path, suffixes: Sequence[str] | frozenset[str]) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or path.suffix.lower() not in suffixes:
-            continue
-        if path.stem in files:
-            raise DatasetError(f"'{files[path.stem]}' and '{path}' have the same stem '{path.stem}', so the pairing "
-                               "with the rgb image is ambiguous; keep one of them")
-        files[path.stem] = path
-    return files
-
-
 def _read_rgb(path: Path) -> Image.Image:
     return read_image(path).convert("RGB")
 
@@ -468,7 +444,7 @@ def _scan(folder: Path) -> tuple[list[str], dict[str, dict[str, Path]], dict[str
     if not rgb_dir.is_dir():
         raise MissingPathError(f"'{rgb_dir}' not found; a nyuv2 folder holds rgb/ plus at least one of "
                                f"{', '.join(f + '/' for f, _ in TASK_FOLDERS.values())}")
-    rgb = _files_by_stem(rgb_dir, IMAGE_SUFFIXES)
+    rgb = files_by_stem(rgb_dir, IMAGE_SUFFIXES, "pairing with the rgb image")
     if not rgb:
         raise DatasetError(f"'{rgb_dir}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     per_task: dict[str, dict[str, Path]] = {}
@@ -476,7 +452,7 @@ def _scan(folder: Path) -> tuple[list[str], dict[str, dict[str, Path]], dict[str
         task_dir = folder / sub
         if not task_dir.is_dir():
             continue
-        files = _files_by_stem(task_dir, suffixes)
+        files = files_by_stem(task_dir, suffixes, "pairing with the rgb image")
         lonely = sorted(set(rgb) - set(files))
         if lonely:
             raise DatasetError(f"rgb image '{rgb[lonely[0]]}' has no {sub} file in '{task_dir}' "

@@ -20,7 +20,6 @@ The cloud-attack work this feeds is Sun, Fu, Li et al., "Adversarial cloud attac
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from advbench.datasets.imagefolder import IMAGE_SUFFIXES, read_image
+from advbench.datasets.draws import choice as _choice
+from advbench.datasets.draws import uniform as _uniform
+from advbench.datasets.imagefolder import IMAGE_SUFFIXES, files_by_stem, read_image
 from advbench.datasets.options import parse_options, require_range
 from advbench.errors import ConfigError, DatasetError, MissingPathError
-from advbench.registry import Registry, split_scheme
+from advbench.registry import Registry, load_from_spec, split_scheme
 
 #: A loader: ``loader(argument, *, seed)`` where ``argument`` is the part of the spec after ``scheme:``.
 SODLoader = Callable[..., "SODData"]
@@ -115,12 +116,7 @@ def load_sod_dataset(spec: str, *, seed: int = 0) -> SODData:
     Unknown schemes raise :class:`~advbench.errors.UnknownNameError`; missing folders raise
     :class:`~advbench.errors.MissingPathError`; bad files and options raise :class:`~advbench.errors.DatasetError`.
     """
-    try:
-        seed = operator.index(seed)
-    except TypeError:
-        raise DatasetError(f"seed must be an int, got {type(seed).__name__} {seed!r}") from None
-    scheme, arg = parse_sod_spec(spec)
-    return SOD_DATASETS.get(scheme)(arg, seed=seed)
+    return load_from_spec(spec, SOD_DATASETS, "'synthetic-sod:n=200' or 'eorssd:/path/to/EORSSD'", seed=seed)
 
 
 def list_sod_datasets() -> list[str]:
@@ -147,20 +143,9 @@ def _resolve_layout(root: Path) -> tuple[Path, Path, Path, Path]:
     raise MissingPathError(f"'{root}' has none of the EORSSD sub-folders; expected {expected}")
 
 
-def _files_by_stem(folder: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        if path.stem in files:
-            raise DatasetError(f"'{files[path.stem]}' and '{path}' have the same stem '{path.stem}', so the "
-                               "image/mask pairing is ambiguous; keep one of them")
-        files[path.stem] = path
-    return files
-
-
 def _pair_files(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
-    images, masks = _files_by_stem(image_dir), _files_by_stem(mask_dir)
+    images = files_by_stem(image_dir, IMAGE_SUFFIXES, "image/mask pairing")
+    masks = files_by_stem(mask_dir, IMAGE_SUFFIXES, "image/mask pairing")
     lonely_images = sorted(set(images) - set(masks))
     lonely_masks = sorted(set(masks) - set(images))
     if lonely_images:
@@ -292,14 +277,6 @@ def _noise(n: int, size: int, gen: torch.Generator, *, start: int, octaves: int)
         total += weight * F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=True)
         weight_sum += weight
     return total / weight_sum
-
-
-def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=gen))
-
-
-def _choice(gen: torch.Generator, n: int) -> int:
-    return int(torch.randint(n, (), generator=gen))
 
 
 _LAND = (((0.30, 0.42, 0.22), (0.42, 0.50, 0.28)),  # green fields
