@@ -22,7 +22,7 @@ from torch import nn
 from advbench.errors import ConfigError, InputError
 from advbench.multitask.tasks import DEFAULT_TASKS, check_tasks, get_task
 from advbench.registry import Registry
-from advbench.sod.unet import ConvBlock, UpBlock
+from advbench.sod.unet import ConvBlock, UpBlock, fitting_size
 
 #: Name -> factory ``factory(*, tasks, num_classes, **options) -> MultiTaskNet``.
 MULTITASK_MODELS: Registry[Callable[..., nn.Module]] = Registry("multi-task model")
@@ -98,7 +98,7 @@ class MultiTaskNet(nn.Module):
                              f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
         h, w = int(x.shape[2]), int(x.shape[3])
         if h % self.multiple or w % self.multiple:
-            fit_h, fit_w = (max(self.multiple, round(s / self.multiple) * self.multiple) for s in (h, w))
+            fit_h, fit_w = fitting_size(h, w, self.multiple)
             raise InputError(f"multi-task model '{self.arch}' (levels={self.levels}) needs height and width divisible "
                              f"by {self.multiple}, got {h}x{w}; resize the images to e.g. {fit_h}x{fit_w} (nyuv2 data: "
                              f"add ?size=N with N divisible by {self.multiple}) or build the model with fewer levels")

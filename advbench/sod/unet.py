@@ -27,6 +27,15 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(8, channels), channels)
 
 
+def fitting_size(h: int, w: int, multiple: int) -> tuple[int, int]:
+    """The nearest ``(H, W)`` to ``h x w`` whose sides are positive multiples of ``multiple`` (for error hints).
+
+    >>> fitting_size(30, 65, 8)
+    (32, 64)
+    """
+    return max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple)
+
+
 class ConvBlock(nn.Sequential):
     """Two 3x3 convolutions, each followed by GroupNorm and ReLU (the U-Net's "double conv")."""
 
@@ -97,7 +106,7 @@ class UNet(nn.Module):
                              f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
         h, w = int(x.shape[2]), int(x.shape[3])
         if h % self.multiple or w % self.multiple:
-            fit_h, fit_w = (max(self.multiple, round(s / self.multiple) * self.multiple) for s in (h, w))
+            fit_h, fit_w = fitting_size(h, w, self.multiple)
             raise InputError(f"UNet(depth={self.depth}) needs height and width divisible by {self.multiple}, got "
                              f"{h}x{w}; resize or pad the input to e.g. {fit_h}x{fit_w}")
 
