@@ -22,6 +22,7 @@ from advbench.detection.patches import (
     PatchPlacement,
     PatchTransform,
     apply_patch,
+    footprint_filter,
     patch_regions,
     region_mask,
     rotated_or_axis_boxes,
@@ -92,6 +93,45 @@ def test_patch_gradient_and_seeded_jitter():
     assert torch.equal(a, b) and not torch.equal(a, c)
     a.sum().backward()
     assert patch.grad is not None and patch.grad.abs().sum() > 0
+
+
+def _checkerboard(size: int) -> torch.Tensor:
+    board = (torch.arange(size)[:, None] + torch.arange(size)[None, :]) % 2
+    return board.float().expand(3, -1, -1)
+
+
+def test_footprint_filter_averages_texels_smaller_than_a_pixel():
+    board = _checkerboard(24)
+    regions = torch.tensor([[0, 0, 48.0, 30.0, 0], [0, 0, 24.0, 24.0, 0], [0, 0, 6.0, 6.0, 0], [0, 0, 3.0, 5.0, 0]])
+    out = footprint_filter(board.expand(4, -1, -1, -1), regions)
+    assert torch.equal(out[0], board) and torch.equal(out[1], board)  # >= 1 pixel per texel: unchanged
+    assert torch.allclose(out[2], torch.full_like(out[2], 0.5))  # 4 texels per pixel: the checker averages out
+    assert torch.allclose(out[3], torch.full_like(out[3], 0.5))
+    # between two mipmap levels the copy is their blend: 1.5 texels per pixel keeps a checker of reduced contrast
+    mid = footprint_filter(board[None], torch.tensor([[0, 0, 16.0, 16.0, 0]]))[0]
+    assert 0.0 < float(mid.min()) < 0.5 < float(mid.max()) < 1.0
+    flat = torch.rand(3, 1, 1).expand(3, 24, 24)
+    assert torch.allclose(footprint_filter(flat.expand(4, -1, -1, -1), regions), flat.expand(4, -1, -1, -1))
+
+
+def test_footprint_filter_in_placement_keeps_gradients_and_is_an_attack_option():
+    images = torch.full((1, 3, 40, 40), 0.5)  # the checker's mean: edge pixels blend two equal greys
+    small = [torch.tensor([[20.0, 20.0, 8.0, 5.0, 30.0]])]  # a 4 x 4 pixel patch region for 24 x 24 texels
+    stripes = ((torch.arange(24) // 2) % 2).float()  # 2-texel stripes: point samples land on either colour
+    patch = stripes.expand(3, 24, -1).clone().requires_grad_(True)
+    filtered = apply_patch(images, patch, small, PatchPlacement(footprint_filter=True))
+    plain = apply_patch(images, patch, small)  # the default: plain bilinear point samples
+    inside = region_mask(small[0], 40, 40)
+    values, aliased = filtered.detach()[0, 0][inside], plain.detach()[0, 0][inside]
+    assert float((values - 0.5).abs().max()) < 0.1  # the checker's mean everywhere
+    assert float((aliased - 0.5).abs().max()) > 0.25  # point samples show single texels
+    filtered.sum().backward()
+    assert (patch.grad.abs() > 0).float().mean() > 0.5  # the footprint average spreads the gradient over texels
+    assert create_patch_attack("patch-whitebox").hyperparameters()["footprint_filter"] is False
+    attack = create_patch_attack("patch-whitebox", footprint_filter=True)
+    assert attack.hyperparameters()["footprint_filter"] is True and attack.placement.footprint_filter
+    with pytest.raises(ConfigError, match="footprint_filter"):
+        create_patch_attack("patch-whitebox", footprint_filter="yes")
 
 
 def test_axis_boxes_become_rotated_boxes():

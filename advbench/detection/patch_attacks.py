@@ -115,7 +115,7 @@ class PatchAttack:
                  score: str = "class", reduction: str = "vehicle", nps_weight: float = 0.01,
                  tv_weight: float = 2.5, fraction: tuple[float, float] = (0.5, 0.8), jitter: bool = True,
                  match_iou: float = 0.3, seed: int = 0, palette: torch.Tensor | None = None,
-                 soft_threshold: float | None = None) -> None:
+                 soft_threshold: float | None = None, footprint_filter: bool = False) -> None:
         for name, value in (("steps", steps), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -127,7 +127,9 @@ class PatchAttack:
         self.patch_size, self.steps, self.lr, self.batch_size = patch_size, steps, lr, batch_size
         self.score, self.reduction, self.match_iou = score, reduction, match_iou
         self.nps_weight, self.tv_weight = nps_weight, tv_weight
-        self.placement = PatchPlacement(tuple(fraction))
+        if not isinstance(footprint_filter, bool):
+            raise ConfigError(f"footprint_filter must be true or false, got {footprint_filter!r}")
+        self.placement = PatchPlacement(tuple(fraction), footprint_filter=footprint_filter)
         self.transform = PatchTransform() if jitter else NO_JITTER
         self.seed = seed
         self.palette = DEFAULT_PALETTE if palette is None else palette
@@ -142,7 +144,7 @@ class PatchAttack:
                 "score": self.score, "reduction": self.reduction, "nps_weight": self.nps_weight,
                 "tv_weight": self.tv_weight, "fraction": list(self.placement.fraction),
                 "jitter": self.transform != NO_JITTER, "match_iou": self.match_iou, "seed": self.seed,
-                "soft_threshold": self.soft_threshold}
+                "soft_threshold": self.soft_threshold, "footprint_filter": self.placement.footprint_filter}
 
     # -- the objective -------------------------------------------------------------------------------
     def regulariser(self, patch: torch.Tensor) -> torch.Tensor:

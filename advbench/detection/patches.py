@@ -11,6 +11,13 @@ rotation jitter would push its corners outside the box, the patch is shrunk unti
 never leaves its placement region.  Composition is ``x (1 - M) + P M`` with ``M`` the rectangle's (anti-aliased)
 coverage, so the result stays in [0, 1] and no pixel whose centre is outside the rectangle changes.
 
+A camera pixel integrates the light over its whole footprint, so a patch seen from higher up loses its fine
+detail.  With ``PatchPlacement(footprint_filter=True)`` each vehicle's copy of the patch is low-passed to its
+pixel footprint before it is sampled: a mipmap (2x2 box averages) blended between the two levels nearest to
+``log2(texels per pixel)``.  Without it (the default, as in Thys et al.'s recipe) a 24-texel patch imaged
+across 4 pixels is point-sampled, showing the detector aliased texel patterns that no printed patch could
+show at that altitude.
+
 >>> images = torch.zeros(1, 3, 32, 32)
 >>> rboxes = [torch.tensor([[16.0, 16.0, 20.0, 10.0, 0.0]])]
 >>> out = apply_patch(images, torch.ones(3, 8, 8), rboxes, PatchPlacement(fraction=(0.5, 0.8)))
@@ -62,6 +69,8 @@ class PatchPlacement:
     """
 
     fraction: tuple[float, float] = (0.5, 0.8)
+    #: Low-pass each copy to its pixel footprint (see the module docstring); off = plain bilinear sampling.
+    footprint_filter: bool = False
 
     def __post_init__(self) -> None:
         if len(self.fraction) != 2 or not all(0 < f <= 1 for f in self.fraction):
@@ -93,6 +102,8 @@ def jitter_patch(patch: torch.Tensor, n: int, transform: PatchTransform,
     if transform.noise > 0:
         p = p + uniform(*p.shape, lo=-transform.noise, hi=transform.noise)
     angles = uniform(n, lo=-transform.rotation, hi=transform.rotation)
+    if transform == NO_JITTER:  # already in [0, 1]; clamping would zero the gradient of texels at exactly 0 or 1
+        return p, angles
     return p.clamp(0, 1), angles
 
 
@@ -114,6 +125,32 @@ def patch_regions(rboxes: torch.Tensor, placement: PatchPlacement,
     b = width * placement.fraction[1]
     k = _fit_scale(length, width, a, b, torch.deg2rad(jitter))
     return torch.stack([cx, cy, a * k, b * k, angle + jitter], dim=-1)
+
+
+def footprint_filter(copies: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """``copies`` (N, 3, P, Q) low-passed to the pixel footprint of their ``regions`` (N, 5).
+
+    Level ``k`` of the mipmap averages ``2^k x 2^k`` texel blocks (then is resized back to P x Q); a copy whose
+    texels-per-pixel ratio is ``r`` (the larger of its two axes) takes the levels around ``log2(r)``, blended
+    linearly.  A copy shown with at least one pixel per texel is returned unchanged."""
+    n, _, p, q = copies.shape
+    with torch.no_grad():
+        ratio = torch.maximum(q / regions[:, 2].clamp_min(1e-6), p / regions[:, 3].clamp_min(1e-6))
+        lod = torch.log2(ratio.clamp_min(1.0))
+        top = max(0, int(torch.ceil(lod.max())))
+    if top == 0:
+        return copies
+    levels = [copies]
+    for k in range(1, top + 1):
+        size = (max(1, -(-p // 2**k)), max(1, -(-q // 2**k)))
+        small = F.interpolate(copies, size=size, mode="area")
+        levels.append(F.interpolate(small, size=(p, q), mode="bilinear", align_corners=False))
+    stack = torch.stack(levels, dim=1)  # (N, L, 3, P, Q)
+    low = lod.floor().long().clamp(max=top)
+    high = (low + 1).clamp(max=top)
+    frac = (lod - low.to(lod.dtype)).view(n, 1, 1, 1).to(copies.dtype)
+    rows = torch.arange(n, device=copies.device)
+    return stack[rows, low] * (1 - frac) + stack[rows, high] * frac
 
 
 def _warp_grid(regions: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -153,6 +190,8 @@ def apply_patch(images: torch.Tensor, patch: torch.Tensor, rboxes: Sequence[torc
     boxes = torch.cat([r.to(images) for r in rboxes])
     copies, angles = jitter_patch(patch.to(images), total, transform, gen)
     regions = patch_regions(boxes, placement, angles)
+    if placement.footprint_filter:
+        copies = footprint_filter(copies, regions)
     xs, ys, grid = _window_grid(regions)
     sampled = F.grid_sample(copies, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # Coverage of a pixel = 0.5 + the distance of its centre inside the rectangle's edge, capped at 1 (the usual
