@@ -7,6 +7,9 @@
    victim's own clean prediction (there is no ground truth for them).
 2. Digits classifier: the same defense rows with PGD, Square (query black box) and adv-cloud.
 3. Generalized adversarial training on digits (linf + l2): min-max vs MAX vs AVG vs single-type PGD training.
+4. ``--parts budget``: the SOD adv-cloud rows (undefended, DefenseNet white-box and transfer) for a range of
+   threat settings (exposure budget, cloud thickness), each DefenseNet trained at the setting it faces, and an
+   upper bound: the victim itself adversarially fine-tuned end to end on the same inputs (nothing frozen).
 
     .venv/bin/python benchmarks/repro_defense.py --out /tmp/defense_repro     # about 25 min on 2 CPU cores
 
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from advbench import create_attack
-from advbench.defenses.defensenet import DefenseTrainConfig, train_defensenet
+from advbench.defenses.defensenet import DefenseTrainConfig, train_defensenet, training_inputs
 from advbench.sod import load_sod_dataset, train_sod
 from advbench.sod.robustness import CloudAttackConfig, sod_robustness
 from advbench.tasks import CLASSIFICATION, SOD
@@ -74,6 +77,88 @@ def sod_part(args: argparse.Namespace) -> dict:
     real = sod_robustness(victim, photos, reference, defense=net, cfg=attack, seed=args.seed)
     return {"victim": summary["test_metrics"], "defensenet": dsum, "synthetic": synthetic, "photos": real,
             "n_photos": int(photos.shape[0])}
+
+
+#: (exposure budget, cloud thickness) settings of the budget study; the first is the default threat.
+BUDGETS = ((0.2, 0.7), (0.1, 0.7), (0.05, 0.7), (0.2, 0.4), (0.2, 0.2))
+
+
+def robust_victim(victim: torch.nn.Module, data, cfg: DefenseTrainConfig) -> torch.nn.Module:
+    """A copy of ``victim`` adversarially fine-tuned end to end (every weight trainable) on the DefenseNet
+    training mixture of ``cfg``: what a defender who *may* retrain the deployed model reaches."""
+    import copy
+
+    model = copy.deepcopy(victim)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = data.x_train.shape[0]
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            x, y = data.x_train[idx], data.m_train[idx]
+            model.eval()
+            inputs = [training_inputs(kind, model, x, y, SOD, cfg, gen).detach() for kind in cfg.inputs]
+            model.train()
+            loss = sum(SOD.loss(model(x_in), y).mean() for x_in in inputs) / len(inputs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def budget_part(args: argparse.Namespace) -> dict:
+    data = load_sod_dataset(f"synthetic-sod:n={args.sod_images},size=64", seed=args.seed)
+    victim, _ = train_sod(data, epochs=args.sod_epochs, seed=args.seed, progress=False)
+    keep = ("s_measure", "max_f", "mae")
+    out: dict = {"settings": [], "robust_victim": None}
+    for eps_e, thickness in BUDGETS:
+        t0 = time.perf_counter()
+        cfg = DefenseTrainConfig(epochs=args.defense_epochs, batch_size=32, attack_steps=args.attack_steps,
+                                 eps_e=eps_e, thickness=thickness, seed=args.seed)
+        net, _ = train_defensenet(victim, data.x_train, data.m_train, SOD, cfg, progress=False)
+        attack = CloudAttackConfig(steps=20, eps_e=eps_e, thickness=thickness)
+        res = sod_robustness(victim, data.x_test, data.m_test, defense=net, cfg=attack, attacks=("adv-cloud",),
+                             seed=args.seed)
+        rows = {k: {c: v[c] for c in keep} for k, v in res["rows"].items()}
+        out["settings"].append({"eps_e": eps_e, "thickness": thickness, "rows": rows})
+        print(f"eps_e {eps_e} thickness {thickness} ({time.perf_counter() - t0:.0f} s): "
+              + ", ".join(f"{k} S {v['s_measure']:.3f}" for k, v in rows.items()), flush=True)
+    t0 = time.perf_counter()
+    eps_e, thickness = BUDGETS[0]
+    cfg = DefenseTrainConfig(epochs=args.robust_epochs, batch_size=32, attack_steps=args.attack_steps, eps_e=eps_e,
+                             thickness=thickness, seed=args.seed)
+    model = robust_victim(victim, data, cfg)
+    res = sod_robustness(model, data.x_test, data.m_test, cfg=CloudAttackConfig(steps=20, eps_e=eps_e,
+                                                                                thickness=thickness),
+                         seed=args.seed)
+    out["robust_victim"] = {"epochs": args.robust_epochs,
+                            "rows": {k: {c: v[c] for c in keep} for k, v in res["rows"].items()}}
+    print(f"robust victim ({time.perf_counter() - t0:.0f} s): "
+          + ", ".join(f"{k} S {v['s_measure']:.3f}" for k, v in out["robust_victim"]["rows"].items()), flush=True)
+    return out
+
+
+def budget_table(result: dict) -> str:
+    """The budget study as markdown: S-measure (max F) per setting."""
+    lines = ["| exposure eps_e | cloud thickness | clean | cloudy | adv-cloud | DefenseNet white-box | DefenseNet "
+             "transfer | share of the loss recovered white-box |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def cell(m: dict) -> str:
+        return f"{m['s_measure']:.3f} ({m['max_f']:.3f})"
+
+    for s in result["settings"]:
+        r = s["rows"]
+        lost = r["clean"]["s_measure"] - r["adv-cloud"]["s_measure"]
+        regained = r["defended adv-cloud"]["s_measure"] - r["adv-cloud"]["s_measure"]
+        lines.append(f"| {s['eps_e']} | {s['thickness']} | {cell(r['clean'])} | {cell(r['cloudy'])} | "
+                     f"{cell(r['adv-cloud'])} | {cell(r['defended adv-cloud'])} | "
+                     f"{cell(r['defended adv-cloud (transfer)'])} | {regained / lost:+.0%} |")
+    rv = result["robust_victim"]
+    lines += ["", f"Victim adversarially fine-tuned end to end ({rv['epochs']} epochs, default threat), white-box:",
+              "", "| condition | S (max F) |", "| --- | --- |"]
+    lines += [f"| {k} | {cell(v)} |" for k, v in rv["rows"].items()]
+    return "\n".join(lines) + "\n"
 
 
 def classifier_part(args: argparse.Namespace) -> dict:
@@ -177,15 +262,22 @@ def main() -> None:
     ap.add_argument("--eps-e", type=float, default=0.2, help="SOD evaluation: adv-cloud exposure budget")
     ap.add_argument("--eps-n", type=float, default=8 / 255, help="SOD evaluation: additive budget (adv-cloud, pgd)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--parts", default="sod,classifier,gat")
+    ap.add_argument("--robust-epochs", type=int, default=24,
+                    help="budget part: epochs of the end-to-end adversarial fine-tuning of the victim")
+    ap.add_argument("--parts", default="sod,classifier,gat", help="any of sod, classifier, gat, budget")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    for part, fn in (("sod", sod_part), ("classifier", classifier_part), ("gat", gat_part)):
+    for part, fn in (("sod", sod_part), ("classifier", classifier_part), ("gat", gat_part),
+                     ("budget", budget_part)):
         if part in args.parts.split(",") and part not in results:
             results[part] = fn(args)
             results_file.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if "budget" in results:
+        text = budget_table(results["budget"])
+        (args.out / "budget.md").write_text(text)
+        print(text)
     if {"sod", "classifier", "gat"} <= set(results):
         text = tables(results)
         (args.out / "tables.md").write_text(text)

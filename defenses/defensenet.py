@@ -89,9 +89,10 @@ class DefenseTrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _attack_inputs(kind: str, pipeline: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task,
+def training_inputs(kind: str, pipeline: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task,
                    cfg: DefenseTrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """One training input batch of the given kind, built from the clean batch ``x``."""
+    """One training input batch of the given ``kind`` (one of ``INPUT_KINDS``), built from the clean batch ``x``;
+    the attacks are crafted against ``pipeline`` with ``cfg``'s budgets, clouds and steps."""
     from advbench.attacks.adv_cloud import CloudBudget, run_adv_cloud
     from advbench.clouds import CloudSpec, cloudify, sample_clouds
 
@@ -153,7 +154,7 @@ def train_defensenet(victim: nn.Module, x_train: torch.Tensor, y_train: torch.Te
                 idx = order[start:start + cfg.batch_size]
                 x, y = x_train[idx], y_train[idx]
                 net.eval()  # attacks see the current module without updating its statistics
-                inputs = [_attack_inputs(kind, pipeline, x, y, task, cfg, gen).detach() for kind in cfg.inputs]
+                inputs = [training_inputs(kind, pipeline, x, y, task, cfg, gen).detach() for kind in cfg.inputs]
                 net.train()
                 loss = x.new_zeros(())
                 for x_in in inputs:
