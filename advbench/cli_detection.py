@@ -108,6 +108,9 @@ def detect_attack_cmd(
     patch_size: int | None = typer.Option(None, "--patch-size", help="patch resolution in texels"),
     param: list[str] = typer.Option([], "--param", help="attack hyperparameter NAME=VALUE, e.g. tv_weight=1.0"),
     train_fraction: float = typer.Option(0.5, "--train-fraction", help="share of each altitude to learn on"),
+    patch_altitudes: str | None = typer.Option(None, "--patch-altitudes",
+                                               help="learn the patch on these altitudes only, e.g. 90m "
+                                                    "(every altitude is still measured)"),
     score_threshold: float = typer.Option(0.5, "--score-threshold", help="a detection counts from this score"),
     max_images: int | None = typer.Option(None, "--max-images", help="use a seeded subset of the images"),
     detector_epochs: int = typer.Option(60, "--detector-epochs", help="epochs when --detector names an arch"),
@@ -139,7 +142,8 @@ def detect_attack_cmd(
     spec = DetectAttackSpec(dataset=dataset, detector=detector, attack=attack, params=params, surrogate=surrogate,
                             extra_detectors=_split(detectors or ""), train_fraction=train_fraction,
                             score_threshold=score_threshold, seed=seed, max_images=max_images,
-                            detector_epochs=detector_epochs, detector_arch=detector_arch, image_size=size)
+                            detector_epochs=detector_epochs, detector_arch=detector_arch, image_size=size,
+                            patch_altitudes=_split(patch_altitudes) if patch_altitudes is not None else None)
     outcome = run_detect_attack(spec, store=store, force=force, progress=True)
     record = outcome.record
     if outcome.skipped:

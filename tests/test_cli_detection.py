@@ -83,6 +83,10 @@ def test_detect_attack_errors_are_one_line(run_cli, aerial, tmp_path) -> None:
                            "fcos-mnv3", "--attack", "patch-whitebox", "--param", "nonsense",
                            "--store", str(tmp_path / "x.db"))
     assert code == 2 and "NAME=VALUE" in err
+    code, _, err = run_cli("detect-attack", "--dataset", f"evd4uav:{aerial}", "--detector", "fcos-mnv3",
+                           "--attack", "patch-whitebox", "--patch-altitudes", "70m,120m", "--store",
+                           str(tmp_path / "x.db"))
+    assert code == 2 and "120m" in err and "'90m'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_list_the_other_registries(run_cli) -> None:

@@ -127,7 +127,7 @@ def test_footprint_filter_in_placement_keeps_gradients_and_is_an_attack_option()
     assert float((aliased - 0.5).abs().max()) > 0.25  # point samples show single texels
     filtered.sum().backward()
     assert (patch.grad.abs() > 0).float().mean() > 0.5  # the footprint average spreads the gradient over texels
-    assert create_patch_attack("patch-whitebox").hyperparameters()["footprint_filter"] is False
+    assert "footprint_filter" not in create_patch_attack("patch-whitebox").hyperparameters()  # off: as before
     attack = create_patch_attack("patch-whitebox", footprint_filter=True)
     assert attack.hyperparameters()["footprint_filter"] is True and attack.placement.footprint_filter
     with pytest.raises(ConfigError, match="footprint_filter"):
@@ -357,6 +357,25 @@ def test_detect_attack_run_is_stored_and_skipped(fcos, aerial, tmp_path):
     assert len(first.record["samples"]) == n_vehicles > 0
     again = run_detect_attack(spec, store=store, progress=False)
     assert again.skipped and again.record["metrics"]["asr"] == metrics["asr"]
+
+
+def test_patch_learned_on_one_altitude_is_measured_on_all(fcos, aerial, tmp_path):
+    root, _ = aerial
+    _, path = fcos
+    base = dict(dataset=f"evd4uav:{root}", detector=str(path), attack="patch-minmax",
+                params={"steps": 1, "batch_size": 2, "patch_size": 8}, score_threshold=0.05)
+    store = tmp_path / "results.db"
+    everything = run_detect_attack(DetectAttackSpec(**base), store=store, progress=False).record
+    only_90 = run_detect_attack(DetectAttackSpec(**base, patch_altitudes=["90m"]), store=store, progress=False)
+    assert not only_90.skipped  # another training set is another run
+    rec = only_90.record
+    assert rec["metrics"]["domains"] == ["90m"] and rec["metrics"]["weights"] == {"90m": 1.0}
+    assert set(rec["metrics"]["asr_by_altitude"]) == {"50m", "70m", "90m"}  # measured on every altitude
+    assert rec["config"]["patch_altitudes"] == ["90m"]
+    assert 0 < rec["config"]["split"]["n_patch_train"] < rec["config"]["split"]["n_train"]
+    assert "patch_altitudes" not in everything["config"]  # unset: the config (and store key) is as before
+    with pytest.raises(InputError, match=r"has altitudes \['50m', '70m', '90m'\]"):
+        run_detect_attack(DetectAttackSpec(**base, patch_altitudes=["120m"]), progress=False)
 
 
 def test_detector_named_by_arch_is_trained_only_when_the_run_is_not_stored(fcos, aerial, tmp_path, monkeypatch):

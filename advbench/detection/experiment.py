@@ -54,6 +54,9 @@ class DetectAttackSpec:
     #: (the classes are the data set's).
     detector_arch: str | None = None
     image_size: tuple[int, int] | None = None
+    #: Learn the patch on these altitude groups' training images only (EVD4UAV's cross-altitude study); the
+    #: held-out images of every altitude are still measured.  ``None``: every altitude.
+    patch_altitudes: list[str] | None = None
 
     def __post_init__(self) -> None:
         PATCH_ATTACKS.get(self.attack)  # an unknown name fails here, listing the known ones
@@ -83,6 +86,16 @@ def split_by_group(samples: Sequence[DetectionSample], train_fraction: float, se
     if not train:
         raise InputError(f"the data set has too few images ({len(samples)}) to split into training and test parts")
     return [samples[i] for i in sorted(train)], [samples[i] for i in sorted(test)]
+
+
+def _altitude_subset(samples: Sequence[DetectionSample], altitudes: Sequence[str]) -> list[DetectionSample]:
+    """The samples whose altitude is one of ``altitudes``; an altitude the training split lacks is an error."""
+    present = sorted({str(s.altitude) for s in samples})
+    unknown = [a for a in altitudes if a not in present]
+    if unknown or not altitudes:
+        raise InputError(f"patch altitudes {list(altitudes)}: the training split has altitudes {present}; "
+                         "pick some of those")
+    return [s for s in samples if str(s.altitude) in set(altitudes)]
 
 
 @dataclass
@@ -213,6 +226,7 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
         pick = sorted(torch.randperm(len(samples), generator=gen)[: spec.max_images].tolist())
         samples = [samples[i] for i in pick]
     train, test = split_by_group(samples, spec.train_fraction, spec.seed)
+    patch_train = train if spec.patch_altitudes is None else _altitude_subset(train, spec.patch_altitudes)
     victim = resolve_detector(spec.detector, train, seed=spec.seed, epochs=spec.detector_epochs,
                               progress=progress, arch=spec.detector_arch, image_size=spec.image_size)
     surrogate = None if not spec.surrogate else resolve_detector(
@@ -243,6 +257,9 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
         "iou": spec.iou,
         "max_images": spec.max_images,
     }
+    if spec.patch_altitudes is not None:  # only when set, so the configs (and store keys) of other runs stay put
+        config["patch_altitudes"] = sorted(spec.patch_altitudes)
+        config["split"]["n_patch_train"] = len(patch_train)
 
     def compute() -> tuple[dict[str, Any], DetectAttackResult]:
         detector = victim.get()  # trains an architecture-named detector only now, after the store check
@@ -251,7 +268,7 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
             **({"detectors": [e.get() for e in extras]} if extras else {}))
         trained = [s.training for s in (victim, surrogate, *extras) if s is not None and s.training]
         t0 = time.perf_counter()
-        fit = fitter.fit(detector, PatchSet.from_samples(train), progress=progress)
+        fit = fitter.fit(detector, PatchSet.from_samples(patch_train), progress=progress)
         t_fit = time.perf_counter() - t0
         images = [s.load_image() for s in test]
         thresholds = {"score_threshold": spec.score_threshold, "iou": spec.iou}

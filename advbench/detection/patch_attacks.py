@@ -140,11 +140,14 @@ class PatchAttack:
 
     def hyperparameters(self) -> dict[str, Any]:
         """JSON-ready hyperparameters (stored with every record)."""
-        return {"patch_size": self.patch_size, "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size,
-                "score": self.score, "reduction": self.reduction, "nps_weight": self.nps_weight,
-                "tv_weight": self.tv_weight, "fraction": list(self.placement.fraction),
-                "jitter": self.transform != NO_JITTER, "match_iou": self.match_iou, "seed": self.seed,
-                "soft_threshold": self.soft_threshold, "footprint_filter": self.placement.footprint_filter}
+        hyper = {"patch_size": self.patch_size, "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size,
+                 "score": self.score, "reduction": self.reduction, "nps_weight": self.nps_weight,
+                 "tv_weight": self.tv_weight, "fraction": list(self.placement.fraction),
+                 "jitter": self.transform != NO_JITTER, "match_iou": self.match_iou, "seed": self.seed,
+                 "soft_threshold": self.soft_threshold}
+        if self.placement.footprint_filter:  # only when on, so records made before the option still match
+            hyper["footprint_filter"] = True
+        return hyper
 
     # -- the objective -------------------------------------------------------------------------------
     def regulariser(self, patch: torch.Tensor) -> torch.Tensor:
