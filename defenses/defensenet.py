@@ -90,7 +90,7 @@ class DefenseTrainConfig:
 
 
 def training_inputs(kind: str, pipeline: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task,
-                   cfg: DefenseTrainConfig, gen: torch.Generator) -> torch.Tensor:
+                    cfg: DefenseTrainConfig, gen: torch.Generator) -> torch.Tensor:
     """One training input batch of the given ``kind`` (one of ``INPUT_KINDS``), built from the clean batch ``x``;
     the attacks are crafted against ``pipeline`` with ``cfg``'s budgets, clouds and steps."""
     from advbench.attacks.adv_cloud import CloudBudget, run_adv_cloud

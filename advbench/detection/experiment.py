@@ -91,11 +91,11 @@ def split_by_group(samples: Sequence[DetectionSample], train_fraction: float, se
 def _altitude_subset(samples: Sequence[DetectionSample], altitudes: Sequence[str]) -> list[DetectionSample]:
     """The samples whose altitude is one of ``altitudes``; an altitude the training split lacks is an error."""
     present = sorted({str(s.altitude) for s in samples})
-    unknown = [a for a in altitudes if a not in present]
-    if unknown or not altitudes:
+    wanted = set(altitudes)
+    if not wanted or not wanted <= set(present):
         raise InputError(f"patch altitudes {list(altitudes)}: the training split has altitudes {present}; "
                          "pick some of those")
-    return [s for s in samples if str(s.altitude) in set(altitudes)]
+    return [s for s in samples if str(s.altitude) in wanted]
 
 
 @dataclass
