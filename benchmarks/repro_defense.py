@@ -107,10 +107,14 @@ def robust_victim(victim: torch.nn.Module, data, cfg: DefenseTrainConfig) -> tor
     return model.eval()
 
 
+def _headline(rows: dict) -> dict:
+    """Each row of an :func:`sod_robustness` result cut to S-measure, max F and MAE."""
+    return {k: {c: v[c] for c in ("s_measure", "max_f", "mae")} for k, v in rows.items()}
+
+
 def budget_part(args: argparse.Namespace) -> dict:
     data = load_sod_dataset(f"synthetic-sod:n={args.sod_images},size=64", seed=args.seed)
     victim, _ = train_sod(data, epochs=args.sod_epochs, seed=args.seed, progress=False)
-    keep = ("s_measure", "max_f", "mae")
     out: dict = {"settings": [], "robust_victim": None}
     for eps_e, thickness in BUDGETS:
         t0 = time.perf_counter()
@@ -120,7 +124,7 @@ def budget_part(args: argparse.Namespace) -> dict:
         attack = CloudAttackConfig(steps=20, eps_e=eps_e, thickness=thickness)
         res = sod_robustness(victim, data.x_test, data.m_test, defense=net, cfg=attack, attacks=("adv-cloud",),
                              seed=args.seed)
-        rows = {k: {c: v[c] for c in keep} for k, v in res["rows"].items()}
+        rows = _headline(res["rows"])
         out["settings"].append({"eps_e": eps_e, "thickness": thickness, "rows": rows})
         print(f"eps_e {eps_e} thickness {thickness} ({time.perf_counter() - t0:.0f} s): "
               + ", ".join(f"{k} S {v['s_measure']:.3f}" for k, v in rows.items()), flush=True)
@@ -132,8 +136,7 @@ def budget_part(args: argparse.Namespace) -> dict:
     res = sod_robustness(model, data.x_test, data.m_test, cfg=CloudAttackConfig(steps=20, eps_e=eps_e,
                                                                                 thickness=thickness),
                          seed=args.seed)
-    out["robust_victim"] = {"epochs": args.robust_epochs,
-                            "rows": {k: {c: v[c] for c in keep} for k, v in res["rows"].items()}}
+    out["robust_victim"] = {"epochs": args.robust_epochs, "rows": _headline(res["rows"])}
     print(f"robust victim ({time.perf_counter() - t0:.0f} s): "
           + ", ".join(f"{k} S {v['s_measure']:.3f}" for k, v in out["robust_victim"]["rows"].items()), flush=True)
     return out

@@ -39,8 +39,8 @@ def main() -> None:
                     help="also run patch-whitebox and both patch-minmax weightings with this many more attack seeds "
                          "(same split and detectors) and report the worst-altitude ASR's mean and spread")
     ap.add_argument("--specialists", action="store_true",
-                    help="also learn patch-whitebox on each altitude alone (measured on every altitude): the "
-                         "per-altitude ceiling that any altitude weighting is bounded by")
+                    help="also learn patch-whitebox on each altitude alone (measured on every altitude): does a "
+                         "patch with a better worst altitude than the pooled one exist?")
     args = ap.parse_args()
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)
