@@ -7,7 +7,7 @@ trained from scratch here; ``patch-transfer`` uses the *other* detector as its s
     .venv/bin/python benchmarks/repro_patch.py --out /tmp/patch_repro --seeds 2   # about 60 min on 2 CPU cores
 
 ``--specialists`` adds patches learned on one altitude each; ``--unseen-scenes 450`` repeats both studies on new
-scenes that the detectors never saw (about 50 min more).
+scenes that the detectors never saw (about 40 min more).
 
 Writes ``results.json`` and ``table.md`` in ``--out``; the store there makes a rerun skip finished cells.
 """
@@ -48,6 +48,9 @@ def main() -> None:
                     help="also run the --seeds and --specialists studies on N new scenes (seed 2) that the detectors "
                          "never saw, split per altitude into patch-training and held-out halves")
     args = ap.parse_args()
+    if args.unseen_scenes < 0 or (args.unseen_scenes and not (args.seeds or args.specialists)):
+        ap.error("--unseen-scenes takes a positive number of scenes and needs --seeds and/or --specialists "
+                 "(the studies it repeats)")
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)
     data_dir = args.out / "evd"
