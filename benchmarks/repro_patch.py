@@ -91,22 +91,26 @@ def main() -> None:
         lines.append(f"| {r['detector']} | {r['attack']} | " + " | ".join(f"{r['by_altitude'][a]:.3f}" for a in alts)
                      + f" | {r['worst']:.3f} | {r['asr']:.3f} | {r['control']:.3f} | "
                      f"{r['ap50_clean']:.3f} → {r['ap50_adv']:.3f} | {w} |")
-    if args.seeds:
-        lines += ["", seed_study(args, spec, ckpts)]
-    if args.specialists:
-        lines += ["", specialist_study(args, spec, ckpts, alts)]
+    lines += studies(args, spec, ckpts, alts)
     if args.unseen_scenes:
         unseen_dir = args.out / f"evd_unseen{args.unseen_scenes}"
         if not unseen_dir.exists():
             generate_aerial_dataset(unseen_dir, n_images=args.unseen_scenes, size=(256, 192), seed=2)
         unseen = f"evd4uav:{unseen_dir}"
-        lines += ["", f"Scenes the detectors never saw ({args.unseen_scenes}, seed 2):"]
-        if args.seeds:
-            lines += ["", seed_study(args, unseen, ckpts)]
-        if args.specialists:
-            lines += ["", specialist_study(args, unseen, ckpts, alts)]
+        lines += ["", f"Scenes the detectors never saw ({args.unseen_scenes}, seed 2):",
+                  *studies(args, unseen, ckpts, alts)]
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def studies(args: argparse.Namespace, spec: str, ckpts: dict[str, str], alts: list[str]) -> list[str]:
+    """The optional seed and one-altitude studies on data set ``spec``, as table lines."""
+    lines = []
+    if args.seeds:
+        lines += ["", seed_study(args, spec, ckpts)]
+    if args.specialists:
+        lines += ["", specialist_study(args, spec, ckpts, alts)]
+    return lines
 
 
 def seed_study(args: argparse.Namespace, spec: str, ckpts: dict[str, str]) -> str:
