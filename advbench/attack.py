@@ -177,6 +177,8 @@ def validate_batch(x: Any, y: Any, name: str = "x") -> None:
         raise InputError(f"labels must be a 1-D tensor with one entry per sample ({x.shape[0]}), got {shape}")
     if y.is_floating_point() or y.dtype == torch.bool:
         raise InputError(f"labels must be an integer tensor, got dtype {y.dtype}")
+    if y.device != x.device:
+        raise InputError(f"labels are on {y.device} but {name} is on {x.device}; move both to the model's device")
 
 
 class _FrozenAfterInit(type):
@@ -298,9 +300,10 @@ class Attack(metaclass=_FrozenAfterInit):
         if target is not None:
             if not isinstance(target, torch.Tensor) or target.shape != y.shape:
                 raise InputError(f"target must be a tensor of shape {tuple(y.shape)}")
+            target = target.to(y.device)
             if bool((target == y).any()):
                 raise InputError("a target equals the true label for some samples; pick other classes")
-            return target.to(y.device)
+            return target
         with torch.no_grad():
             n_classes = model(x[:1]).shape[1]
         offset = torch.randint(1, n_classes, y.shape, generator=generator, device=y.device)
@@ -356,11 +359,24 @@ def _jsonable(value: Any) -> bool:
 
 
 def _generator_for(device: torch.device, generator: torch.Generator | None) -> torch.Generator:
-    """A generator on ``device``: the given one, or one seeded from it (or from 0) when devices differ."""
-    if generator is not None and generator.device == device:
+    """A generator on ``device``: the given one, or one seeded from it (or from 0) when devices differ.
+
+    ``torch.Generator(device="cuda")`` reports ``cuda`` without an index; it counts as the current device."""
+    device = torch.device(device)
+    if generator is not None and _same_device(generator.device, device):
         return generator
-    seed = 0 if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator))
+    seed = 0 if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator,
+                                                          device=generator.device))
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
 
 
 def _freeze(model: nn.Module) -> tuple[bool, list[bool]]:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from advbench.checkpoints import file_sha256, load_model
+from advbench.devices import check_device
 from advbench.errors import ConfigError, InputError
 from advbench.evaluate import EvaluationResult, evaluate
 from advbench.records import code_version, config_hash, device_name, now_iso, package_versions
@@ -48,6 +49,7 @@ class RunSpec:
             raise ConfigError("--attack needs at least one attack name (see `advbench list attacks`)")
         if self.n_samples is not None and self.n_samples < 1:
             raise ConfigError(f"--n-samples must be >= 1, got {self.n_samples}")
+        check_device(self.device)
 
 
 @dataclass
@@ -144,11 +146,22 @@ def prepare(spec: RunSpec):
         "attacks": attacks,
         "seed": spec.seed,
         "batch_size": spec.batch_size,
+        **device_entry(spec.device),
     }
     model = victim.model
     if spec.defense:
         model, config["defense"] = defend(model, spec.defense, spec.device)
     return model, x, y, config
+
+
+def device_entry(device: str | torch.device) -> dict[str, str]:
+    """The run configuration's ``device`` entry: the device type off the CPU, nothing on it.
+
+    Seeded draws and float rounding differ between devices, so a GPU run is another configuration than the
+    same run on the CPU (and is not answered from a stored CPU record); CPU configurations stay as they were
+    before the entry existed, so their stored records still match."""
+    kind = torch.device(device).type
+    return {} if kind == "cpu" else {"device": kind}
 
 
 def defend(model: torch.nn.Module, defense: str, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -321,6 +334,7 @@ def run_multidomain(
         "attacks": params,
         "seed": spec.seed,
         "batch_size": spec.batch_size,
+        **device_entry(spec.device),
     }
 
     def compute():

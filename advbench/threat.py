@@ -216,12 +216,15 @@ class ThreatModel:
 
     def random_init(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A random point of the set around ``x`` (uniform in the linf ball; random direction and
-        radius for l2/l1; ``eps`` random coordinates for l0), already projected."""
+        radius for l2/l1; ``eps`` random coordinates for l0), already projected.
+
+        The draws happen on ``generator``'s device (``x``'s without one) and then move to ``x``'s device."""
         n = x.shape[0]
         if n == 0:
             return x.clone()
         d = x[0].numel()
-        kw = {"generator": generator, "device": x.device, "dtype": x.dtype}
+        draw_on = generator.device if generator is not None else x.device
+        kw = {"generator": generator, "device": draw_on, "dtype": x.dtype}
         if self.norm == "linf":
             delta = (torch.rand(x.shape, **kw) * 2 - 1) * self.eps
         elif self.norm in ("l2", "l1"):
@@ -237,12 +240,13 @@ class ThreatModel:
         else:
             scores = torch.rand((n, d), **kw)
             k = min(int(self.eps), d)
-            keep = torch.zeros((n, d), dtype=torch.bool, device=x.device)
+            keep = torch.zeros((n, d), dtype=torch.bool, device=draw_on)
             if k > 0:
                 keep.scatter_(1, scores.topk(k, dim=1).indices, True)
-            target = torch.rand((n, d), **kw)
+            target = torch.rand((n, d), **kw).to(x.device)
+            keep = keep.to(x.device)
             delta = torch.where(keep, target - x.reshape(n, d), torch.zeros_like(target)).reshape(x.shape)
-        return self.project(x + delta, x)
+        return self.project(x + delta.to(x.device), x)
 
     def ascent_direction(self, grad: torch.Tensor, l1_sparsity: float = 0.95) -> torch.Tensor:
         """Steepest-ascent direction of unit norm for this geometry.

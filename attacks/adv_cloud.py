@@ -183,6 +183,7 @@ def run_adv_cloud(x: torch.Tensor, masks: torch.Tensor, loss: TaskLoss, success:
     if masks.dim() != 5 or masks.shape[0] != x.shape[0] or masks.shape[2] != 1 or masks.shape[-2:] != x.shape[-2:]:
         raise InputError(f"cloud masks must be (B, K, 1, H, W) matching images {tuple(x.shape)}, got "
                          f"{tuple(masks.shape)}")
+    masks = masks.to(x)
     if mode not in MODES:
         raise ConfigError(f"adv-cloud mode must be one of {', '.join(MODES)}, got '{mode}'")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

@@ -97,7 +97,7 @@ class TorchattacksAttack(Attack):
             n_classes = logits.shape[1]
         else:
             n_classes = ctx.logits(x[:1], active[:1]).shape[1]
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator, device=ctx.generator.device))
         counter = _CountingModel(ctx.model).eval()  # torchattacks restores the wrapper's mode on the victim
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -225,7 +225,7 @@ class FAB(TorchattacksAttack):
 
         x_out = x.clone()
         counter = _CountingModel(ctx.model).eval()
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator, device=ctx.generator.device))
         devices = [x.device] if x.device.type == "cuda" else []
         for target in ctx.labels.unique().tolist():
             idx = (ctx.labels == target).nonzero().flatten()

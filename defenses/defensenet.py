@@ -129,7 +129,7 @@ def train_defensenet(victim: nn.Module, x_train: torch.Tensor, y_train: torch.Te
                          f"{tuple(x_train.shape[1:])}; pick the data set the victim was trained on")
     with torch.random.fork_rng(devices=[]):  # layer init draws from the global generator: seed it, then restore
         torch.manual_seed(cfg.seed)
-        net = DefenseNet(x_train.shape[1], cfg.base, cfg.depth, input_shape=x_train.shape[1:])
+        net = DefenseNet(x_train.shape[1], cfg.base, cfg.depth, input_shape=x_train.shape[1:]).to(x_train.device)
     frozen = [p.requires_grad for p in victim.parameters()]
     was_training = victim.training
     victim.eval()

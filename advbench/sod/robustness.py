@@ -126,14 +126,21 @@ def _rows(victim: nn.Module, x: torch.Tensor, gt: torch.Tensor, defense: nn.Modu
 
 
 def inference_cost(victim: nn.Module, pipeline: nn.Module, x: torch.Tensor, repeats: int = 5) -> dict[str, float]:
-    """Median seconds per batch of the victim alone and of defense + victim, and their ratio."""
+    """Median seconds per batch of the victim alone and of defense + victim, and their ratio (on CUDA each
+    pass is synchronised, so a time covers the GPU work)."""
+    def sync() -> None:
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+
     def median_time(model: nn.Module) -> float:
         times = []
         with torch.no_grad():
             model(x)
             for _ in range(repeats):
+                sync()
                 t0 = time.perf_counter()
                 model(x)
+                sync()
                 times.append(time.perf_counter() - t0)
         return sorted(times)[len(times) // 2]
 
