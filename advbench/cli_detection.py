@@ -28,16 +28,19 @@ def train_detector_cmd(
     augment: str = typer.Option("dihedral", "--augment", help="augmentation preset: none, flip, dihedral, "
                                                               "photometric, aerial"),
     seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Train a small detector from scratch (no download) and save it as safetensors + JSON sidecar."""
     from advbench.datasets.detection import load_detection_dataset
     from advbench.detection.training import DetectorTrainConfig, save_detector, train_detector
+    from advbench.devices import check_device
 
+    dev = check_device(device)
     samples = load_detection_dataset(dataset)
     cfg = DetectorTrainConfig(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                               augment=augment)
-    det, summary = train_detector(samples, cfg, progress=True)
+    det, summary = train_detector(samples, cfg, progress=True, device=dev)
     path = save_detector(det, out_path, {"dataset": dataset, "training": summary})
     if as_json:
         sys.stdout.write(json.dumps({"checkpoint": str(path), **summary}) + "\n")
@@ -124,6 +127,7 @@ def detect_attack_cmd(
     wandb: bool = typer.Option(False, "--wandb", help="log to Weights & Biases"),
     wandb_project: str = typer.Option("advbench", "--wandb-project"),
     wandb_mode: WandbMode | None = typer.Option(None, "--wandb-mode"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Learn an adversarial roof patch and measure ASR and AP per altitude, colour and type."""
@@ -143,7 +147,8 @@ def detect_attack_cmd(
                             extra_detectors=_split(detectors or ""), train_fraction=train_fraction,
                             score_threshold=score_threshold, seed=seed, max_images=max_images,
                             detector_epochs=detector_epochs, detector_arch=detector_arch, image_size=size,
-                            patch_altitudes=_split(patch_altitudes) if patch_altitudes is not None else None)
+                            patch_altitudes=_split(patch_altitudes) if patch_altitudes is not None else None,
+                            device=device)
     outcome = run_detect_attack(spec, store=store, force=force, progress=True)
     record = outcome.record
     if outcome.skipped:

@@ -285,6 +285,8 @@ def test_minmax_weights_can_follow_the_detection_rate(fcos, aerial):
     assert domains._rate(1, [torch.tensor([False])], [torch.tensor([0.9])]) is None  # nothing found yet
     with pytest.raises(ConfigError, match="weight_signal"):
         create_patch_attack("patch-minmax", weight_signal="asr")
+    with pytest.raises(ConfigError, match="reduction='vehicle'"):
+        create_patch_attack("patch-minmax", weight_signal="detection-rate", reduction="image")
 
 
 def test_soft_threshold_counts_vehicles_still_detected(fcos, aerial):
@@ -377,7 +379,8 @@ def test_detector_named_by_arch_is_trained_only_when_the_run_is_not_stored(fcos,
     root, _ = aerial
     calls = []
 
-    def fake_train(samples, cfg, progress=True):
+    def fake_train(samples, cfg, progress=True, device="cpu"):
+        assert device == "cpu"
         calls.append((cfg.arch, cfg.epochs, cfg.seed))
         return fcos[0], {"final_loss": 0.5}
 

@@ -146,6 +146,11 @@ class Detector(nn.Module):
         self.two_stage = isinstance(model, FasterRCNN)
 
     @property
+    def device(self) -> torch.device:
+        """Where the detector's weights live; inputs on another device are moved here."""
+        return next(self.model.parameters()).device
+
+    @property
     def label_offset(self) -> int:
         """Faster R-CNN reserves label 0 for the background; FCOS does not."""
         return 1 if self.two_stage else 0
@@ -155,22 +160,25 @@ class Detector(nn.Module):
         return {"task": "detection", "arch": self.arch, "class_names": list(self.class_names),
                 "image_size": list(self.image_size), "options": self.options}
 
-    @staticmethod
-    def _as_list(images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """A (B, 3, H, W) batch or a list of (3, H_i, W_i) images -> a list of images, checked."""
+    def _as_list(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """A (B, 3, H, W) batch or a list of (3, H_i, W_i) images -> a list of images on :attr:`device`, checked.
+
+        Moving keeps the autograd graph, so gradients still reach inputs that live on another device."""
         items = list(images.unbind(0)) if isinstance(images, torch.Tensor) and images.dim() == 4 else images
         if isinstance(items, torch.Tensor) or not all(
                 isinstance(t, torch.Tensor) and t.dim() == 3 and t.shape[0] == 3 for t in items):
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise InputError(f"detector input must be a float (B, 3, H, W) batch in [0, 1] or a list of "
                              f"(3, H, W) images, got {got}")
-        return list(items)
+        dev = self.device
+        return [t.to(dev) for t in items]
 
     def training_losses(self, images: torch.Tensor | list[torch.Tensor],
                         targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """The detector's own training losses; ``targets`` hold ``boxes`` (xyxy) and 0-based ``labels``."""
-        shifted = [{"boxes": t["boxes"], "labels": t["labels"] + self.label_offset} for t in targets]
-        return self.model(list(images), shifted)
+        dev = self.device
+        shifted = [{"boxes": t["boxes"].to(dev), "labels": t["labels"].to(dev) + self.label_offset} for t in targets]
+        return self.model(self._as_list(images), shifted)
 
     def _unshift(self, dets: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
         return [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - self.label_offset}

@@ -29,8 +29,9 @@ from advbench.detection.metrics import attack_success, coco_map, coco_map_by
 from advbench.detection.patch_attacks import PATCH_ATTACKS, PatchAttack, PatchFit, PatchSet, create_patch_attack
 from advbench.detection.patches import NO_JITTER, apply_patch, rotated_or_axis_boxes
 from advbench.detection.training import DetectorTrainConfig, load_detector, train_detector
+from advbench.devices import check_device
 from advbench.errors import ConfigError, InputError
-from advbench.runner import RunOutcome, execute, make_record
+from advbench.runner import RunOutcome, device_entry, execute, make_record
 
 
 @dataclass
@@ -57,6 +58,10 @@ class DetectAttackSpec:
     #: Learn the patch on these altitude groups' training images only (EVD4UAV's cross-altitude study); the
     #: held-out images of every altitude are still measured.  ``None``: every altitude.
     patch_altitudes: list[str] | None = None
+    #: Where the detectors train, learn the patch and detect (``cpu``, ``cuda``, ``cuda:1``).  A seed draws the
+    #: same batches and jitter on every device; float rounding differs, so off the CPU the device type is part
+    #: of the stored configuration (see :func:`advbench.runner.device_entry`).
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         PATCH_ATTACKS.get(self.attack)  # an unknown name fails here, listing the known ones
@@ -65,6 +70,7 @@ class DetectAttackSpec:
         if not 0 <= self.score_threshold <= 1 or not 0 < self.iou <= 1:
             raise ConfigError(f"score_threshold must lie in [0, 1] and iou in (0, 1]; got {self.score_threshold}, "
                               f"{self.iou}")
+        check_device(self.device)
         if self.attack == "patch-transfer" and not self.surrogate:
             raise ConfigError("patch-transfer needs --surrogate (a checkpoint or architecture other than the victim)")
 
@@ -121,9 +127,11 @@ class DetectorSource:
 
 
 def resolve_detector(spec: str, train: Sequence[DetectionSample], *, seed: int, epochs: int, progress: bool,
-                     arch: str | None = None, image_size: tuple[int, int] | None = None) -> DetectorSource:
+                     arch: str | None = None, image_size: tuple[int, int] | None = None,
+                     device: str = "cpu") -> DetectorSource:
     """A checkpoint path is loaded (bare weights need ``arch`` and ``image_size``; the classes are the data
-    set's); a registered architecture name is trained on ``train`` (seeded) when first needed."""
+    set's); a registered architecture name is trained on ``train`` (seeded) when first needed.  Either way
+    the detector ends up on ``device``."""
     path = Path(spec).expanduser()
     if path.exists():
         from advbench.checkpoints import file_sha256
@@ -134,10 +142,11 @@ def resolve_detector(spec: str, train: Sequence[DetectionSample], *, seed: int, 
             raise InputError(f"detector {path} knows classes {list(det.class_names)} but the data set has "
                              f"{list(train[0].class_names)}; train it on this data set's classes")
         return DetectorSource({"checkpoint": str(path), "sha256": file_sha256(path), "arch": det.arch},
-                              _detector=det)
+                              _detector=det.to(device))
     if spec in DETECTORS:
         def fit() -> tuple[Detector, dict[str, Any]]:
-            return train_detector(train, DetectorTrainConfig(arch=spec, epochs=epochs, seed=seed), progress=progress)
+            return train_detector(train, DetectorTrainConfig(arch=spec, epochs=epochs, seed=seed), progress=progress,
+                                  device=device)
 
         return DetectorSource({"arch": spec, "trained_here": {"epochs": epochs, "seed": seed}}, _train=fit)
     raise InputError(f"detector '{spec}' is neither a checkpoint file nor an architecture "
@@ -167,9 +176,10 @@ def patch_images(images: Sequence[torch.Tensor], samples: Sequence[DetectionSamp
 
 
 def _detect_all(det: Detector, images: Sequence[torch.Tensor], batch: int = 8) -> list[dict[str, torch.Tensor]]:
+    """Detections of every image, in batches, on the CPU (where the metrics are computed)."""
     out: list[dict[str, torch.Tensor]] = []
     for start in range(0, len(images), batch):
-        out += det.detect(list(images[start:start + batch]))
+        out += [{k: v.cpu() for k, v in d.items()} for d in det.detect(list(images[start:start + batch]))]
     return out
 
 
@@ -228,10 +238,13 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
     train, test = split_by_group(samples, spec.train_fraction, spec.seed)
     patch_train = train if spec.patch_altitudes is None else _altitude_subset(train, spec.patch_altitudes)
     victim = resolve_detector(spec.detector, train, seed=spec.seed, epochs=spec.detector_epochs,
-                              progress=progress, arch=spec.detector_arch, image_size=spec.image_size)
+                              progress=progress, arch=spec.detector_arch, image_size=spec.image_size,
+                              device=spec.device)
     surrogate = None if not spec.surrogate else resolve_detector(
-        spec.surrogate, train, seed=spec.seed + 1, epochs=spec.detector_epochs, progress=progress)
-    extras = [resolve_detector(d, train, seed=spec.seed + 2 + i, epochs=spec.detector_epochs, progress=progress)
+        spec.surrogate, train, seed=spec.seed + 1, epochs=spec.detector_epochs, progress=progress,
+        device=spec.device)
+    extras = [resolve_detector(d, train, seed=spec.seed + 2 + i, epochs=spec.detector_epochs, progress=progress,
+                               device=spec.device)
               for i, d in enumerate(spec.extra_detectors)]
     ids: dict[str, Any] = {}
     if surrogate is not None:
@@ -256,6 +269,7 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
         "score_threshold": spec.score_threshold,
         "iou": spec.iou,
         "max_images": spec.max_images,
+        **device_entry(spec.device),
     }
     if spec.patch_altitudes is not None:  # only when set, so the configs (and store keys) of other runs stay put
         config["patch_altitudes"] = sorted(spec.patch_altitudes)
@@ -289,7 +303,7 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
             cost["detectors_trained_here"] = trained
         name = f"{victim.identity['arch']}|{spec.dataset}|{spec.attack}"
         record = make_record(config, name=name, metrics=metrics, cost=cost, samples=evaluation.vehicles,
-                             device="cpu")
+                             device=spec.device)
         return record, DetectAttackResult(fit=fit, evaluation=evaluation, control=control, test_samples=test,
                                           test_images=images)
 

@@ -96,6 +96,15 @@ class PatchSet:
     def group_names(self) -> list[str]:
         return sorted(set(self.groups))
 
+    def to(self, device: torch.device | str) -> PatchSet:
+        """This set with its images and boxes on ``device`` (itself when they are already there)."""
+        dev = torch.device(device)
+        tensors = (*self.images, *self.rboxes, *self.boxes)
+        if all(t.device == dev for t in tensors):
+            return self
+        return PatchSet(images=[t.to(dev) for t in self.images], rboxes=[t.to(dev) for t in self.rboxes],
+                        boxes=[t.to(dev) for t in self.boxes], groups=list(self.groups))
+
 
 @dataclass
 class PatchFit:
@@ -194,13 +203,21 @@ class PatchAttack:
         """Learn a patch against ``detector`` on ``data``."""
         raise NotImplementedError
 
-    def _start(self) -> tuple[torch.Tensor, torch.Generator]:
-        return init_patch(self.patch_size, seed=self.seed, kind="gray"), torch.Generator().manual_seed(self.seed)
+    def _start(self, device: torch.device) -> tuple[torch.Tensor, torch.Generator]:
+        """The initial patch on ``device`` and the attack's generator.
+
+        The generator stays on the CPU on every device, so a seed draws the same minibatches and jitter on
+        a GPU as on the CPU."""
+        start = init_patch(self.patch_size, seed=self.seed, kind="gray").to(device)
+        return start, torch.Generator().manual_seed(self.seed)
 
 
 def _adam_fit(attack: PatchAttack, detector: Detector, data: PatchSet, progress: bool, desc: str) -> PatchFit:
-    """Thys-style optimisation: Adam on random pooled minibatches, the patch clamped to [0, 1] after each step."""
-    start, gen = attack._start()
+    """Thys-style optimisation: Adam on random pooled minibatches, the patch clamped to [0, 1] after each step.
+
+    It runs on ``detector``'s device; the learned patch comes back on the CPU."""
+    start, gen = attack._start(detector.device)
+    data = data.to(detector.device)
     patch = start.clone().requires_grad_(True)
     opt = torch.optim.Adam([patch], lr=attack.lr)
     history = []
@@ -213,7 +230,7 @@ def _adam_fit(attack: PatchAttack, detector: Detector, data: PatchSet, progress:
             bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
     finally:
         bar.close()
-    return PatchFit(patch=patch.detach(), history=history, info={"detector_queries": 0})
+    return PatchFit(patch=patch.detach().cpu(), history=history, info={"detector_queries": 0})
 
 
 @register_patch_attack("patch-whitebox")
@@ -274,7 +291,8 @@ class RandomSearchPatch(PatchAttack):
 
     @torch.no_grad()
     def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
-        patch, gen = self._start()
+        patch, gen = self._start(detector.device)
+        data, palette = data.to(detector.device), self.palette.to(detector.device)
         n = min(self.search_images, len(data))
         if n > self.queries:
             raise ConfigError(f"queries={self.queries} cannot score even one proposal on {n} images; raise it")
@@ -291,7 +309,7 @@ class RandomSearchPatch(PatchAttack):
             while used + n <= self.queries:
                 side = self._side(used)
                 top, left = (int(torch.randint(self.patch_size - side + 1, (1,), generator=gen)) for _ in range(2))
-                colour = self.palette[int(torch.randint(len(self.palette), (1,), generator=gen))]
+                colour = palette[int(torch.randint(len(palette), (1,), generator=gen))]
                 proposal = patch.clone()
                 proposal[:, top:top + side, left:left + side] = colour.view(3, 1, 1)
                 value = loss(proposal)
@@ -303,7 +321,7 @@ class RandomSearchPatch(PatchAttack):
                 bar.set_postfix(loss=f"{best:.3f}", refresh=False)
         finally:
             bar.close()
-        return PatchFit(patch=patch, history=history,
+        return PatchFit(patch=patch.cpu(), history=history,
                         info={"detector_queries": used, "accepted": accepted, "proposals": len(history) - 1})
 
 
@@ -364,7 +382,7 @@ class _AltitudeDomains:
         return out
 
     def _rate(self, k: int, found: list[torch.Tensor], scores: list[torch.Tensor]) -> float | None:
-        kept = [(s.detach() >= self.threshold)[f] for f, s in zip(found, scores, strict=True)]
+        kept = [(s.detach().cpu() >= self.threshold)[f.cpu()] for f, s in zip(found, scores, strict=True)]
         total = sum(int(f.sum()) for f in found)
         if total:
             now = sum(int(x.sum()) for x in kept) / total
@@ -392,7 +410,7 @@ class _AltitudeDomains:
                         loss = loss - loss.detach() + rate
                 losses.append(loss)
                 success.append(bool((scores < self.threshold).all()))
-        return torch.stack(losses).unsqueeze(0), torch.tensor([success])
+        return torch.stack(losses).unsqueeze(0), torch.tensor([success], device=patch.device)
 
 
 @register_patch_attack("patch-minmax")
@@ -414,6 +432,9 @@ class MinMaxPatch(PatchAttack):
         super().__init__(**kwargs)
         if weight_signal not in self.WEIGHT_SIGNALS:
             raise ConfigError(f"weight_signal must be one of {', '.join(self.WEIGHT_SIGNALS)}, got {weight_signal!r}")
+        if weight_signal == "detection-rate" and self.reduction != "vehicle":
+            raise ConfigError("weight_signal='detection-rate' counts the vehicles still detected, so it needs "
+                              f"reduction='vehicle', not {self.reduction!r}")
         self.weight_signal = weight_signal
         self.extra_detectors = list(detectors)
         self.engine = APGDA(steps=self.steps, alpha=1.0 / self.lr, beta=beta, gamma=gamma)
@@ -424,8 +445,13 @@ class MinMaxPatch(PatchAttack):
                 "weight_signal": self.weight_signal, "detectors": [d.arch for d in self.extra_detectors]}
 
     def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
-        start, gen = self._start()
+        start, gen = self._start(detector.device)
         detectors = [detector] + [d for d in self.extra_detectors if d is not detector]
+        elsewhere = [f"{d.arch} on {d.device}" for d in detectors if d.device != detector.device]
+        if elsewhere:
+            raise ConfigError(f"patch-minmax needs every detector on the victim's device ({detector.device}); "
+                              f"move {', '.join(elsewhere)} there with .to(device)")
+        data = data.to(detector.device)
         groups = data.group_names
         per_group = max(1, math.ceil(self.batch_size / len(groups)))
         domains = _AltitudeDomains(self, detectors, data, per_group, gen, self.score_threshold, self.weight_signal)
@@ -447,7 +473,7 @@ class MinMaxPatch(PatchAttack):
                 "weight_trace": trace, "final_domain_losses": result.losses[0].tolist(), "detector_queries": 0}
         if self.weight_signal == "detection-rate":
             info["detection_rates"] = dict(zip(domains.names, domains.rates, strict=True))
-        return PatchFit(patch=result.delta[0], history=history, info=info)
+        return PatchFit(patch=result.delta[0].cpu(), history=history, info=info)
 
 
 def create_patch_attack(name: str, **kwargs: Any) -> PatchAttack:

@@ -54,15 +54,19 @@ def _image_size(samples: Sequence[DetectionSample]) -> tuple[int, int]:
     return max(sizes, key=lambda wh: wh[0] * wh[1])
 
 
-def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig, *,
-                   progress: bool = True) -> tuple[Detector, dict[str, Any]]:
-    """Train a fresh ``cfg.arch`` detector on ``samples``; returns it (eval mode) and a training summary."""
+def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig, *, progress: bool = True,
+                   device: str | torch.device = "cpu") -> tuple[Detector, dict[str, Any]]:
+    """Train a fresh ``cfg.arch`` detector on ``samples``; returns it (eval mode, on ``device``) and a summary.
+
+    Images are loaded and augmented on the CPU and moved to ``device`` per batch.  The same seed gives the
+    same batches and augmentations on every device; the weights then differ by float rounding only."""
+    device = torch.device(device)
     if not samples:
         raise InputError("the training set is empty; check the data set spec and its filters")
     pipeline = None if cfg.augment in (None, "none") else detection_pipeline(cfg.augment)
     class_names = samples[0].class_names
     det = create_detector(cfg.arch, class_names=class_names, image_size=_image_size(samples), seed=cfg.seed,
-                          **cfg.options)
+                          **cfg.options).to(device)
     images = [s.load_image() for s in samples]
     gen = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
@@ -75,7 +79,7 @@ def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig,
     history: list[float] = []
     bar = progress_bar(total=total, desc=f"train {cfg.arch}", unit="step", enabled=progress)
     # torchvision's box samplers draw from the global generator: seed it for this run and restore it afterwards
-    rng = torch.random.fork_rng(devices=[])
+    rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
     rng.__enter__()
     torch.manual_seed(cfg.seed)
     try:
