@@ -38,7 +38,8 @@ def measure(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) ->
     """Run every function ``warmup`` times, then ``repeats`` rounds in rotating order.
 
     Returns ``(times, results)``: the list of wall times per name and each function's last result.
-    Interleaving the candidates spreads background load evenly over them.
+    Interleaving the candidates spreads background load evenly over them.  When CUDA is in use, each timed
+    call ends with ``torch.cuda.synchronize()``, so a time covers the GPU work the call queued.
     """
     names = list(fns)
     results: dict[str, Any] = {}
@@ -49,10 +50,18 @@ def measure(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) ->
     for r in range(repeats):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
+            _synchronize()
             t0 = time.perf_counter()
             results[name] = fns[name]()
+            _synchronize()
             times[name].append(time.perf_counter() - t0)
     return times, results
+
+
+def _synchronize() -> None:
+    """Wait for queued CUDA work (a no-op unless CUDA has been used in this process)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def medians(times: dict[str, list[float]]) -> dict[str, float]:
@@ -78,10 +87,19 @@ def add_run_options(p: argparse.ArgumentParser, repeats_help: str) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    """``--device`` (cpu, cuda, cuda:N), for the scripts that can put their models and batches on a GPU."""
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the models and batches live")
+
+
 def apply_threads(args: argparse.Namespace) -> None:
-    """``torch.set_num_threads(args.threads)`` when ``--threads`` was given."""
+    """``torch.set_num_threads(args.threads)`` when ``--threads`` was given; checks ``--device``."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    if getattr(args, "device", "cpu") != "cpu":
+        from advbench.devices import check_device
+
+        args.device = str(check_device(args.device))
 
 
 # --- models and data ----------------------------------------------------------------------------------------
@@ -126,9 +144,13 @@ def robust_accuracy(success: torch.Tensor, y: torch.Tensor) -> float:
 # --- report -------------------------------------------------------------------------------------------------
 
 
-def runtime_setup(repeats: int, torchattacks_key: str | None = None) -> dict[str, Any]:
-    """The ``repeats``, threads and versions part of a report's setup (torchattacks' under ``torchattacks_key``)."""
-    setup: dict[str, Any] = {"repeats": repeats, "threads": torch.get_num_threads(), "torch": torch.__version__}
+def runtime_setup(repeats: int, torchattacks_key: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """The ``repeats``, threads, device and versions part of a report's setup (torchattacks' version under
+    ``torchattacks_key``)."""
+    from advbench.records import device_name
+
+    setup: dict[str, Any] = {"repeats": repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                             "device": device_name(device)}
     if torchattacks_key is not None:
         import torchattacks
 
@@ -148,6 +170,8 @@ def print_title(what: str, setup: dict[str, Any], versions: tuple[str, ...] = ()
     """Print ``what | threads=T repeats=R (median)``, then `` | torch X, ...`` for the ``versions`` keys of
     ``setup`` (a key's ``_version`` suffix is left out of its label)."""
     line = f"{what} | threads={setup['threads']} repeats={setup['repeats']} (median)"
+    if setup.get("device", "cpu") != "cpu":
+        line += f" | device {setup['device']}"
     if versions:
         line += " | " + ", ".join(f"{key.removesuffix('_version')} {setup[key]}" for key in versions)
     print(line)

@@ -1,11 +1,13 @@
 """Inference time of DefenseNet + victim vs the victim alone (issue 7; goal <= 1.3).
 
-    .venv/bin/python benchmarks/bench_defensenet_latency.py [--batch 32] [--size 64] [--threads N] [--json]
+    .venv/bin/python benchmarks/bench_defensenet_latency.py [--batch 32] [--size 64] [--threads N] [--device cuda]
+        [--json]
 
 The victim is the U-Net SOD model (``unet-sod``, base 16, depth 3) and DefenseNet has the defaults of
 ``advbench defend train`` (base 4, depth 2); also a digits classifier (small_cnn) with its DefenseNet
 (base 4, depth 1).  Weights do not change the cost, so both are randomly initialised.  Median of interleaved
-no-grad forward passes on the same batch.
+no-grad forward passes on the same batch; with ``--device cuda`` on the GPU, each timed pass ending with a
+CUDA synchronisation.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=64)
     _common.add_run_options(p, "timed rounds per candidate (default 30, 8 with --quick)")
+    _common.add_device_option(p)
     args = p.parse_args()
     _common.apply_threads(args)
     repeats = args.repeats or (8 if args.quick else 30)
@@ -41,9 +44,10 @@ def main() -> None:
             create_model("small_cnn", input_shape=(1, 8, 8), num_classes=10).eval(),
             DefenseNet(1, base=4, depth=1).eval(), torch.rand(args.batch * 8, 1, 8, 8)),
     }
-    report = {"setup": _common.runtime_setup(repeats), "results": {}}
+    report = {"setup": _common.runtime_setup(repeats, device=args.device), "results": {}}
     rows = []
     for label, (victim, defense, x) in cases.items():
+        victim, defense, x = victim.to(args.device), defense.to(args.device), x.to(args.device)
         pipeline = torch.nn.Sequential(defense, victim)
 
         def run(model: torch.nn.Module, x: torch.Tensor = x):

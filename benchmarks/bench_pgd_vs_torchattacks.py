@@ -17,7 +17,9 @@ Timings are medians over ``--repeats`` interleaved repeats after a warm-up, in o
 Robust accuracies of advbench (early_stop=False) and torchattacks must match: both run the same
 deterministic iteration (sign of the CE gradient, clip to the linf ball and the [0,1] box).
 
-Run: ``.venv/bin/python benchmarks/bench_pgd_vs_torchattacks.py [--quick] [--json]``
+Run: ``.venv/bin/python benchmarks/bench_pgd_vs_torchattacks.py [--quick] [--device cuda] [--json]``
+(with ``--device cuda`` the trained model and the batch move to the GPU; every timed call ends with a CUDA
+synchronisation).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--alpha", type=float, default=None, help="step size (default 2.5*eps/steps)")
     bench.add_run_options(p, "timed repeats per candidate (default 7, 3 with --quick)")
+    bench.add_device_option(p)
     args = p.parse_args(argv)
     args.dataset = args.dataset or ("digits" if args.quick else "mnist5k")
     args.epochs = args.epochs or (8 if args.dataset == "digits" else 1)
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model, meta = bench.train_model(arch=args.arch, dataset=args.dataset, epochs=args.epochs, seed=args.seed)
     train_s = time.perf_counter() - t0
     x, y = bench.load_test_batch(args.dataset, args.seed, args.n)
+    model, x, y = model.to(args.device), x.to(args.device), y.to(args.device)
 
     common = {"norm": "linf", "eps": args.eps, "steps": args.steps, "step_size": args.alpha, "random_start": False}
     native_full = advbench.create_attack("pgd", early_stop=False, **common)
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "setup": {
             "dataset": args.dataset, "arch": args.arch, "epochs": args.epochs, "test_accuracy": meta["test_accuracy"],
             "input_shape": list(x.shape[1:]), "n": n, "steps": args.steps, "eps": args.eps, "alpha": args.alpha,
-            "random_start": False, **bench.runtime_setup(args.repeats, torchattacks_key="torchattacks"),
+            "random_start": False,
+            **bench.runtime_setup(args.repeats, torchattacks_key="torchattacks", device=args.device),
             "train_seconds": round(train_s, 2),
         },
         "median_seconds": med,
