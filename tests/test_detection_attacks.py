@@ -22,6 +22,7 @@ from advbench.detection.patches import (
     PatchPlacement,
     PatchTransform,
     apply_patch,
+    apply_patch_each,
     footprint_filter,
     patch_regions,
     region_mask,
@@ -93,6 +94,41 @@ def test_patch_gradient_and_seeded_jitter():
     assert torch.equal(a, b) and not torch.equal(a, c)
     a.sum().backward()
     assert patch.grad is not None and patch.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("footprint", [False, True])
+def test_batched_placement_equals_image_by_image_placement_bit_for_bit(footprint):
+    """apply_patch_each batches the placement (one call per image size) for speed on a GPU; the pixels, the
+    patch's gradient and the generator's state afterwards are exactly those of one apply_patch per image, so a
+    seed's patches (and the documented results) do not depend on the batching."""
+    gen = torch.Generator().manual_seed(2)
+    images = [torch.rand(3, 48, 64, generator=gen), torch.rand(3, 40, 40, generator=gen),
+              torch.rand(3, 48, 64, generator=gen), torch.rand(3, 48, 64, generator=gen)]
+    rboxes = [torch.tensor([[20.0, 20.0, 24.0, 12.0, 10.0], [44.0, 30.0, 18.0, 9.0, -35.0],
+                            [25.0, 24.0, 20.0, 10.0, 80.0]]),
+              torch.tensor([[20.0, 18.0, 16.0, 8.0, 0.0]]),
+              torch.zeros(0, 5),
+              torch.tensor([[60.0, 44.0, 20.0, 12.0, 30.0], [10.0, 10.0, 14.0, 7.0, 45.0]])]  # one crosses the edge
+    placement = PatchPlacement(footprint_filter=footprint)
+    outputs, grads, states = [], [], []
+    for batched in (False, True):
+        patch = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        jitter = torch.Generator().manual_seed(7)
+        if batched:
+            out = apply_patch_each(images, patch, rboxes, placement, PatchTransform(), jitter)
+        else:
+            out = [apply_patch(img[None], patch, [rb], placement, PatchTransform(), jitter)[0]
+                   for img, rb in zip(images, rboxes, strict=True)]
+        weights = [torch.rand(o.shape, generator=torch.Generator().manual_seed(i)) for i, o in enumerate(out)]
+        (grad,) = torch.autograd.grad(sum((o * w).sum() for o, w in zip(out, weights, strict=True)), patch)
+        outputs.append(out)
+        grads.append(grad)
+        states.append(jitter.get_state())
+    assert all(torch.equal(a, b) for a, b in zip(*outputs, strict=True))
+    assert torch.equal(outputs[1][2], images[2]), "an image without vehicles comes back unchanged"
+    assert torch.equal(grads[0], grads[1]) and torch.equal(states[0], states[1])
+    with pytest.raises(InputError, match="rotated boxes for 1 images"):
+        apply_patch_each(images, torch.rand(3, 8, 8), rboxes[:1])
 
 
 def _checkerboard(size: int) -> torch.Tensor:

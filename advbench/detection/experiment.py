@@ -27,7 +27,7 @@ from advbench.datasets.detection import DetectionSample, load_detection_dataset
 from advbench.detection.detectors import DETECTORS, Detector
 from advbench.detection.metrics import attack_success, coco_map, coco_map_by
 from advbench.detection.patch_attacks import PATCH_ATTACKS, PatchAttack, PatchFit, PatchSet, create_patch_attack
-from advbench.detection.patches import NO_JITTER, apply_patch, rotated_or_axis_boxes
+from advbench.detection.patches import NO_JITTER, apply_patch_each, rotated_or_axis_boxes
 from advbench.detection.training import DetectorTrainConfig, load_detector, train_detector
 from advbench.devices import check_device
 from advbench.errors import ConfigError, InputError
@@ -167,11 +167,12 @@ class PatchEvaluation:
 def patch_images(images: Sequence[torch.Tensor], samples: Sequence[DetectionSample], patch: torch.Tensor,
                  attack: PatchAttack) -> list[torch.Tensor]:
     """The test images with ``patch`` on every vehicle roof (no jitter: the deployed placement)."""
-    out = []
+    rboxes = [rotated_or_axis_boxes(s.boxes, s.rotated_boxes) for s in samples]
+    out: list[torch.Tensor] = []
     with torch.no_grad():
-        for img, s in zip(images, samples, strict=True):
-            rb = rotated_or_axis_boxes(s.boxes, s.rotated_boxes)
-            out.append(apply_patch(img[None], patch, [rb], attack.placement, NO_JITTER)[0])
+        for start in range(0, len(images), 16):  # batched placement, in chunks that bound the memory
+            out += apply_patch_each(images[start:start + 16], patch, rboxes[start:start + 16], attack.placement,
+                                    NO_JITTER)
     return out
 
 

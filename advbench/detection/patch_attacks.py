@@ -35,7 +35,7 @@ from advbench.detection.patches import (
     NO_JITTER,
     PatchPlacement,
     PatchTransform,
-    apply_patch,
+    apply_patch_each,
     init_patch,
     rotated_or_axis_boxes,
 )
@@ -176,8 +176,8 @@ class PatchAttack:
                        gen: torch.Generator | None, *, jitter: bool = True) -> list[torch.Tensor]:
         """Per patched image ``idx``, the score of each of its vehicles (soft-thresholded if asked)."""
         transform = self.transform if jitter else NO_JITTER
-        patched = [apply_patch(data.images[i][None], patch, [data.rboxes[i]], self.placement, transform, gen)[0]
-                   for i in idx]
+        patched = apply_patch_each([data.images[i] for i in idx], patch, [data.rboxes[i] for i in idx],
+                                   self.placement, transform, gen)
         cands = detector.candidates(patched)
         per_vehicle = vehicle_scores(cands, [data.boxes[i] for i in idx], kind=self.score,
                                      match_iou=self.match_iou, reduction=self.reduction)

@@ -77,34 +77,66 @@ class PatchPlacement:
             raise ConfigError(f"patch fraction must be two numbers in (0, 1] (along, across), got {self.fraction}")
 
 
+@dataclass
+class JitterDraws:
+    """The random part of the Thys jitter for ``n`` patch copies: contrast and brightness (n, 1, 1, 1), per-texel
+    noise (n, 3, P, Q) or None, and rotation offsets in degrees (n,)."""
+
+    contrast: torch.Tensor
+    brightness: torch.Tensor
+    noise: torch.Tensor | None
+    angles: torch.Tensor
+
+    def to(self, like: torch.Tensor) -> JitterDraws:
+        """On ``like``'s device and dtype."""
+        return JitterDraws(self.contrast.to(like), self.brightness.to(like),
+                           None if self.noise is None else self.noise.to(like), self.angles.to(like))
+
+
+def draw_jitter(n: int, patch_shape: Sequence[int], transform: PatchTransform, gen: torch.Generator | None,
+                dtype: torch.dtype = torch.float32) -> JitterDraws:
+    """Draw the jitter of ``n`` copies of a (3, P, Q) patch from ``gen``, on ``gen``'s device (the CPU without one).
+
+    The draw order (contrast, brightness, noise, rotation) is part of a seed's meaning: a seed gives the same
+    jitter whether the copies are placed one image at a time or many images at once."""
+    if gen is None and transform != NO_JITTER:
+        raise ConfigError("a jittered patch placement needs an explicit torch.Generator (gen=...)")
+    dev = gen.device if gen is not None else torch.device("cpu")
+
+    def uniform(*shape: int, lo: float, hi: float) -> torch.Tensor:
+        if lo == hi:
+            return torch.full(shape, lo, device=dev, dtype=dtype)
+        return torch.rand(shape, generator=gen, dtype=dtype, device=dev) * (hi - lo) + lo
+
+    contrast = uniform(n, 1, 1, 1, lo=transform.contrast[0], hi=transform.contrast[1])
+    brightness = uniform(n, 1, 1, 1, lo=-transform.brightness, hi=transform.brightness)
+    noise = uniform(n, *patch_shape, lo=-transform.noise, hi=transform.noise) if transform.noise > 0 else None
+    angles = uniform(n, lo=-transform.rotation, hi=transform.rotation)
+    return JitterDraws(contrast, brightness, noise, angles)
+
+
+def jittered_copies(patch: torch.Tensor, draws: JitterDraws, transform: PatchTransform) -> torch.Tensor:
+    """The copies of ``patch`` (3, P, Q) that ``draws`` describe, in [0, 1], differentiable w.r.t. ``patch``."""
+    draws = draws.to(patch)
+    p = patch.unsqueeze(0)
+    if transform.median and min(patch.shape[-2:]) >= 3:
+        p = kornia.filters.median_blur(p, (3, 3))
+    p = p.expand(draws.angles.shape[0], -1, -1, -1)
+    p = p * draws.contrast + draws.brightness
+    if draws.noise is not None:
+        p = p + draws.noise
+    if transform == NO_JITTER:  # already in [0, 1]; clamping would zero the gradient of texels at exactly 0 or 1
+        return p
+    return p.clamp(0, 1)
+
+
 def jitter_patch(patch: torch.Tensor, n: int, transform: PatchTransform,
                  gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` jittered copies of ``patch`` (3, P, P) in [0, 1] and their rotation offsets in degrees (n,).
 
     Any jitter needs an explicit ``gen`` (never the global generator)."""
-    if gen is None and transform != NO_JITTER:
-        raise ConfigError("a jittered patch placement needs an explicit torch.Generator (gen=...)")
-    p = patch.unsqueeze(0)
-    if transform.median and min(patch.shape[-2:]) >= 3:
-        p = kornia.filters.median_blur(p, (3, 3))
-    p = p.expand(n, -1, -1, -1)
-    dev, dt = patch.device, patch.dtype
-
-    def uniform(*shape: int, lo: float, hi: float) -> torch.Tensor:
-        if lo == hi:
-            return torch.full(shape, lo, device=dev, dtype=dt)
-        draw = torch.rand(shape, generator=gen, dtype=dt, device=gen.device if gen is not None else dev)
-        return draw.to(dev) * (hi - lo) + lo
-
-    contrast = uniform(n, 1, 1, 1, lo=transform.contrast[0], hi=transform.contrast[1])
-    brightness = uniform(n, 1, 1, 1, lo=-transform.brightness, hi=transform.brightness)
-    p = p * contrast + brightness
-    if transform.noise > 0:
-        p = p + uniform(*p.shape, lo=-transform.noise, hi=transform.noise)
-    angles = uniform(n, lo=-transform.rotation, hi=transform.rotation)
-    if transform == NO_JITTER:  # already in [0, 1]; clamping would zero the gradient of texels at exactly 0 or 1
-        return p, angles
-    return p.clamp(0, 1), angles
+    draws = draw_jitter(n, patch.shape, transform, gen, patch.dtype).to(patch)
+    return jittered_copies(patch, draws, transform), draws.angles
 
 
 def _fit_scale(length: torch.Tensor, width: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
@@ -167,6 +199,11 @@ def _warp_grid(regions: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.stack([u, v], dim=-1)
 
 
+def _check_patch(patch: torch.Tensor) -> None:
+    if patch.dim() != 3 or patch.shape[0] != 3:
+        raise InputError(f"patch must be (3, P, Q), got {tuple(patch.shape)}")
+
+
 def apply_patch(images: torch.Tensor, patch: torch.Tensor, rboxes: Sequence[torch.Tensor],
                 placement: PatchPlacement = PatchPlacement(), transform: PatchTransform = NO_JITTER,
                 gen: torch.Generator | None = None) -> torch.Tensor:
@@ -178,18 +215,73 @@ def apply_patch(images: torch.Tensor, patch: torch.Tensor, rboxes: Sequence[torc
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise InputError(f"images must be a (B, 3, H, W) batch, got {tuple(images.shape)}")
-    if patch.dim() != 3 or patch.shape[0] != 3:
-        raise InputError(f"patch must be (3, P, Q), got {tuple(patch.shape)}")
+    _check_patch(patch)
     if len(rboxes) != images.shape[0]:
         raise InputError(f"got rotated boxes for {len(rboxes)} images but {images.shape[0]} images")
-    counts = [int(r.shape[0]) for r in rboxes]
-    total = sum(counts)
+    total = sum(int(r.shape[0]) for r in rboxes)
     if total == 0:
         return images
+    draws = draw_jitter(total, patch.shape, transform, gen, images.dtype)
+    return _place(images, patch, rboxes, placement, transform, [draws])
+
+
+def apply_patch_each(images: Sequence[torch.Tensor], patch: torch.Tensor, rboxes: Sequence[torch.Tensor],
+                     placement: PatchPlacement = PatchPlacement(), transform: PatchTransform = NO_JITTER,
+                     gen: torch.Generator | None = None) -> list[torch.Tensor]:
+    """``[apply_patch(img[None], patch, [rb], ...)[0] for img, rb in zip(images, rboxes)]``, the same jitter
+    draws and pixels, computed in one placement per image size instead of one per image.
+
+    On a GPU the per-image version is bound by kernel launches; batching the placement removes most of them.
+    ``images`` are (3, H_i, W_i); each image's jitter is drawn in turn, exactly as image-by-image placement
+    draws it, so a seed means the same patches either way."""
+    _check_patch(patch)
+    if len(rboxes) != len(images):
+        raise InputError(f"got rotated boxes for {len(rboxes)} images but {len(images)} images")
+    for img in images:
+        if img.dim() != 3 or img.shape[0] != 3:
+            raise InputError(f"images must be (3, H, W), got {tuple(img.shape)}")
+    draws = [draw_jitter(int(r.shape[0]), patch.shape, transform, gen, img.dtype) if r.shape[0] else None
+             for img, r in zip(images, rboxes, strict=True)]
+    out = list(images)
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, (img, r) in enumerate(zip(images, rboxes, strict=True)):
+        if r.shape[0]:
+            by_size.setdefault(tuple(img.shape), []).append(i)
+    for members in by_size.values():
+        placed = _place(torch.stack([images[i] for i in members]), patch, [rboxes[i] for i in members], placement,
+                        transform, [draws[i] for i in members])  # type: ignore[misc]
+        for i, img in zip(members, placed.unbind(0), strict=True):
+            out[i] = img
+    return out
+
+
+def _draws_to(draws: Sequence[JitterDraws], like: torch.Tensor) -> list[JitterDraws]:
+    """``draws`` on ``like``'s device and dtype, moved in one copy per field rather than one per entry."""
+    if all(d.angles.device == like.device and d.angles.dtype == like.dtype for d in draws):
+        return list(draws)
+    sizes = [int(d.angles.shape[0]) for d in draws]
+
+    def moved(parts: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return torch.cat(parts).to(like).split(sizes)
+
+    contrast, brightness, angles = (moved([getattr(d, f) for d in draws]) for f in ("contrast", "brightness", "angles"))
+    noise = moved([d.noise for d in draws]) if draws[0].noise is not None else None  # type: ignore[misc]
+    return [JitterDraws(contrast[i], brightness[i], None if noise is None else noise[i], angles[i])
+            for i in range(len(draws))]
+
+
+def _place(images: torch.Tensor, patch: torch.Tensor, rboxes: Sequence[torch.Tensor], placement: PatchPlacement,
+           transform: PatchTransform, draws: Sequence[JitterDraws]) -> torch.Tensor:
+    """Composite the jittered copies ``draws`` describe onto ``images`` (B, 3, H, W), one per rotated box.
+
+    Each entry of ``draws`` makes its copies from its own view of ``patch``, so the patch's gradient sums the
+    same partial sums, in the same order, as placing each entry's images in a call of its own."""
+    counts = [int(r.shape[0]) for r in rboxes]
     b, _, h, w = images.shape
     boxes = torch.cat([r.to(images) for r in rboxes])
-    copies, angles = jitter_patch(patch.to(images), total, transform, gen)
-    regions = patch_regions(boxes, placement, angles)
+    draws = _draws_to(draws, images)
+    copies = torch.cat([jittered_copies(patch.to(images), d, transform) for d in draws])
+    regions = patch_regions(boxes, placement, torch.cat([d.angles for d in draws]))
     if placement.footprint_filter:
         copies = footprint_filter(copies, regions)
     xs, ys, grid = _window_grid(regions)
@@ -201,15 +293,18 @@ def apply_patch(images: torch.Tensor, patch: torch.Tensor, rboxes: Sequence[torc
     depth = ((1 - grid.abs()) * half).amin(dim=-1)
     inset = torch.where(depth > 0, (depth + 0.5).clamp(max=1.0), torch.zeros_like(depth)).unsqueeze(1)
     # Scatter each vehicle's window into its image (pixels of a window that fall outside the image are dropped).
-    owner = torch.repeat_interleave(torch.arange(b, device=images.device), torch.tensor(counts, device=images.device))
+    owner = torch.repeat_interleave(torch.arange(b, device=images.device), torch.tensor(counts, device=images.device),
+                                    output_size=sum(counts))
     inside = (xs >= 0)[:, None, :] & (xs < w)[:, None, :] & (ys >= 0)[:, :, None] & (ys < h)[:, :, None]
     flat = (owner.view(-1, 1, 1) * h + ys.clamp(0, h - 1)[:, :, None]) * w + xs.clamp(0, w - 1)[:, None, :]
-    keep = inside.reshape(-1)
-    index = flat.reshape(-1)[keep]
-    weight = inset.reshape(-1)[keep]
-    values = (sampled * inset).permute(0, 2, 3, 1).reshape(-1, 3)[keep]
-    colour = images.new_zeros(b * h * w, 3).index_add(0, index, values)  # sum of P_v M_v per pixel
-    cover = images.new_zeros(b * h * w).index_add(0, index, weight)
+    # Window pixels outside the image go to one spare slot past the end, dropped afterwards: the same sums as
+    # selecting the inside pixels first, without the host synchronisation a boolean selection costs on a GPU.
+    spare = b * h * w
+    index = torch.where(inside, flat, spare).reshape(-1)
+    weight = inset.reshape(-1)
+    values = (sampled * inset).permute(0, 2, 3, 1).reshape(-1, 3)
+    colour = images.new_zeros(spare + 1, 3).index_add(0, index, values)[:spare]  # sum of P_v M_v per pixel
+    cover = images.new_zeros(spare + 1).index_add(0, index, weight)[:spare]
     colour = colour.view(b, h, w, 3).permute(0, 3, 1, 2)
     cover = cover.view(b, 1, h, w)
     # Overlapping patches share the pixel in proportion to their coverage: still a convex combination.
