@@ -275,6 +275,26 @@ def test_whitebox_patch_on_the_device_starts_like_the_cpu(dev, aerial, arch) -> 
     assert there.history[0] == pytest.approx(cpu.history[0], rel=1e-3, abs=1e-5)
 
 
+def test_batched_placement_on_the_device_matches_the_cpu(dev, aerial) -> None:
+    """Jitter drawn from a CPU generator: the device's patched images and patch gradient are the CPU's, up to
+    float rounding (the GPU's scatter-add of overlapping patches has no fixed order)."""
+    from advbench.detection.patch_attacks import PatchSet
+    from advbench.detection.patches import PatchPlacement, PatchTransform, apply_patch_each
+
+    data = PatchSet.from_samples(aerial[1])
+    results = []
+    for where in (torch.device("cpu"), dev):
+        patch = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(0)).to(where).requires_grad_(True)
+        moved = data.to(where)
+        out = apply_patch_each(moved.images, patch, moved.rboxes, PatchPlacement(footprint_filter=True),
+                               PatchTransform(), torch.Generator().manual_seed(4))
+        (grad,) = torch.autograd.grad(sum(o.square().sum() for o in out), patch)
+        results.append(([o.cpu() for o in out], grad.cpu()))
+    (cpu, g_cpu), (there, g_there) = results
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(cpu, there, strict=True))
+    assert torch.allclose(g_cpu, g_there, rtol=1e-3, atol=1e-3)  # float32 sums in another order: ~1e-4 apart
+
+
 def test_minmax_and_random_search_patches_on_the_device(dev, aerial) -> None:
     from advbench.detection.detectors import create_detector
     from advbench.detection.patch_attacks import PatchSet, create_patch_attack
