@@ -27,6 +27,7 @@ MODULES = [
     "advbench.defenses.defensenet",
     "advbench.minmax",
     "advbench.tasks",
+    "advbench.devices",
 ]
 
 

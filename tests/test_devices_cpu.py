@@ -1,0 +1,44 @@
+"""Device names and device mismatches fail early with clear errors (runs on every machine; the GPU checks
+themselves are in test_device.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import advbench
+from advbench.devices import check_device
+from advbench.errors import ConfigError, InputError
+from advbench.runner import RunSpec, device_entry
+
+
+@pytest.mark.parametrize("name,fragment", [("gpu", "not a torch device"), ("mps", "cpu or cuda"),
+                                           ("cuda:99", "cuda")])
+def test_bad_devices_are_refused_naming_the_option(name, fragment) -> None:
+    if name == "cuda:99" and torch.cuda.is_available() and torch.cuda.device_count() > 99:
+        pytest.skip("this machine has 100 GPUs")
+    with pytest.raises(ConfigError, match=fragment) as info:
+        check_device(name, param="--device")
+    assert "--device" in str(info.value)
+    with pytest.raises(ConfigError, match="--device"):
+        RunSpec(model="m.safetensors", dataset="digits", attacks=["pgd"], eps=[0.1], device=name)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_says_so_and_how_to_fix_it(run_cli) -> None:
+    with pytest.raises(ConfigError, match="CUDA is not available.*--device cpu"):
+        check_device("cuda")
+    code, _, err = run_cli("detect-attack", "--dataset", "evd4uav:/nowhere", "--detector", "fcos-mnv3", "--attack",
+                           "patch-whitebox", "--device", "cuda")
+    assert code == 2 and "CUDA is not available" in err
+
+
+def test_cpu_runs_keep_their_stored_configuration_and_gpu_runs_get_their_own() -> None:
+    assert device_entry("cpu") == {} and device_entry(torch.device("cpu")) == {}
+    assert device_entry("cuda:1") == {"device": "cuda"}
+
+
+def test_labels_on_another_device_than_the_inputs_are_refused(digits_model, digits_batch) -> None:
+    x, y = digits_batch
+    with pytest.raises(InputError, match="labels are on meta but x is on cpu"):
+        advbench.create_attack("pgd", eps=0.1, steps=1)(digits_model, x, y.to("meta"))
