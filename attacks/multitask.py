@@ -134,7 +134,8 @@ class MultiTaskAttack:
         for p in model.parameters():
             p.requires_grad_(False)
         try:
-            domains = _TaskDomains(model, x, targets, order, signs.to(x))
+            on_x = {t: v.to(x.device) for t, v in targets.items()}  # ground truth may come from a CPU loader
+            domains = _TaskDomains(model, x, on_x, order, signs.to(x))
             result = engine.run(domains, torch.zeros_like(x), lambda d: self.threat.project_delta(d, x),
                                 lambda g: self.step_size * engine.alpha * self.threat.ascent_direction(g))
             x_adv = (x + result.delta).clamp(0, 1)

@@ -167,6 +167,22 @@ def test_cli_run_on_the_device_records_it_and_agrees_with_the_cpu(dev, digits_mo
     assert abs(there["robust_accuracy"] - cpu["robust_accuracy"]) <= 0.03
 
 
+def test_stealthy_multitask_attack_on_the_device_takes_cpu_ground_truth(dev) -> None:
+    from advbench.attacks.multitask import create_multitask_attack
+    from advbench.multitask.data import generate_multitask_scenes
+    from advbench.multitask.models import create_multitask_model
+
+    x, targets, _ = generate_multitask_scenes(4, 32, seed=0)
+    torch.manual_seed(0)
+    model = create_multitask_model("mtl-unet", ("seg", "depth"), 4, base=4, levels=2).eval()
+    attack = create_multitask_attack("stealthy-multitask", eps=8 / 255, steps=5, target_task="seg")
+    cpu = attack(model, x, {t: targets[t] for t in ("seg", "depth")})
+    there = attack(copy.deepcopy(model).to(dev), x.to(dev), {t: targets[t] for t in ("seg", "depth")})
+    assert _same_device(there.x_adv, dev)
+    assert float((there.x_adv - x.to(dev)).abs().max()) <= 8 / 255 + 1e-6
+    assert torch.allclose(there.relative_change.cpu(), cpu.relative_change, atol=0.05)
+
+
 # -- clouds, SOD and defenses ------------------------------------------------------------------------------
 def test_cloud_masks_on_the_device_are_seeded_and_in_range(dev) -> None:
     from advbench.clouds import CloudSpec, sample_clouds
