@@ -134,15 +134,18 @@ def train(
     adv_steps: int = typer.Option(10, "--adv-steps"),
     augment: bool = typer.Option(False, "--augment", help="albumentations training augmentation"),
     seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
 ) -> None:
     """Train a classifier (standard or PGD adversarial) and save it as safetensors + JSON sidecar."""
+    from advbench.devices import check_device
     from advbench.threat import parse_eps
     from advbench.training import TrainConfig, train_and_save
 
+    dev = check_device(device)
     cfg = TrainConfig(arch=model, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       adversarial=adversarial, adv_norm=adv_norm.value, adv_eps=parse_eps(adv_eps),
                       adv_steps=adv_steps, augment=augment, gat_types=gat_types)
-    meta = train_and_save(cfg, out_path)
+    meta = train_and_save(cfg, out_path, device=dev)
     err.print(f"saved {out_path} (test accuracy {meta['test_accuracy']:.4f})")
 
 

@@ -70,12 +70,15 @@ def defend_train(
     depth: int = typer.Option(2, "--depth", help="U-Net depth"),
     n_train: int | None = typer.Option(None, "--n-train", help="use only the first N training images"),
     seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (the victim and data move there)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Train DefenseNet in front of a frozen victim on clean, cloudy and adversarial inputs."""
     from advbench.defenses.defensenet import DefenseTrainConfig, save_defensenet, train_defensenet
+    from advbench.devices import check_device
     from advbench.threat import parse_eps
 
+    dev = check_device(device)
     kinds = _split(attack)
     unknown = [k for k in kinds if k not in SOD_ATTACKS]
     if unknown:
@@ -85,7 +88,7 @@ def defend_train(
                              eps_n=parse_eps(eps),
                              attack_steps=attack_steps, base=base, depth=depth, seed=seed,
                              inputs=("clean", "cloudy", *kinds))
-    net, summary = train_defensenet(model, x, y, task, cfg, progress=True)
+    net, summary = train_defensenet(model.to(dev), x.to(dev), y.to(dev), task, cfg, progress=True)
     path = save_defensenet(net, out_path, victim_checkpoint=victim,
                            extra={"dataset": dataset, "task_of_victim": task.name, "training": summary})
     if as_json:

@@ -33,18 +33,22 @@ def train_sod_cmd(
     depth: int | None = typer.Option(None, "--depth", help="U-Net poolings (default 3; H, W divisible by 2**depth)"),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="random rotations and flips"),
     seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Train a salient-object-detection model (BCE + IoU, Adam) and save it as safetensors + JSON sidecar."""
+    from advbench.devices import check_device
     from advbench.sod.data import load_sod_dataset
     from advbench.sod.training import save_sod_model, train_sod
 
+    dev = check_device(device)
     if out_path.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got '{out_path}'")
     options = {k: v for k, v in (("base", base), ("depth", depth)) if v is not None}
     data = load_sod_dataset(dataset, seed=seed)
     model, summary = train_sod(data, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                               iou_weight=iou_weight, augment=augment, model_options=options, progress=True)
+                               iou_weight=iou_weight, augment=augment, model_options=options, progress=True,
+                               device=dev)
     path = save_sod_model(model, out_path, {"dataset": dataset, "training": summary})
     if as_json:
         sys.stdout.write(json.dumps({"checkpoint": str(path), **summary}) + "\n")

@@ -19,7 +19,7 @@ from torch import nn
 from advbench.checkpoints import save_checkpoint
 from advbench.errors import ConfigError
 from advbench.progress import progress_bar
-from advbench.records import now_iso
+from advbench.records import device_name, now_iso
 
 #: ``pgd``: Madry et al.; ``gat-*``: several perturbation types (see advbench.defenses.adversarial_training).
 ADVERSARIAL_MODES = (None, "pgd", "gat-minmax", "gat-max", "gat-avg")
@@ -58,12 +58,18 @@ class TrainConfig:
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Top-1 accuracy in eval mode."""
+    """Top-1 accuracy in eval mode (batches move to the model's device)."""
     model.eval()
+    dev = _device_of(model)
     with torch.no_grad():
-        correct = sum(int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+        correct = sum(int((model(x[i : i + batch_size].to(dev)).argmax(1) == y[i : i + batch_size].to(dev)).sum())
                       for i in range(0, x.shape[0], batch_size))
     return correct / max(1, x.shape[0])
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (the CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def fit(
@@ -87,12 +93,14 @@ def fit(
     """Adam epochs of cross-entropy on ``data.x_train`` (optionally on adversarial examples from ``attack``
     and augmented by ``pipeline``), plus ``penalty()`` (e.g. the ADMM proximal term); ``batch_loss(model, x, y,
     generator)`` replaces the cross-entropy (e.g. multi-perturbation training); ``after_step`` runs
-    after every optimiser step (e.g. to re-apply a pruning mask).  Returns the optimiser."""
+    after every optimiser step (e.g. to re-apply a pruning mask).  Batches are drawn and augmented on the CPU
+    and moved to the model's device.  Returns the optimiser."""
     from advbench.datasets import augment_batch
 
     optimiser = optimiser or torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     n = data.x_train.shape[0]
     steps_per_epoch = (n + batch_size - 1) // batch_size
+    dev = _device_of(model)
     bar = progress_bar(total=epochs * steps_per_epoch, desc=desc, unit="batch", enabled=progress)
     for _epoch in range(epochs):
         order = torch.randperm(n, generator=generator)
@@ -101,6 +109,7 @@ def fit(
             xb, yb = data.x_train[idx], data.y_train[idx]
             if pipeline is not None:
                 xb = augment_batch(xb, pipeline)
+            xb, yb = xb.to(dev), yb.to(dev)
             if attack is not None:
                 xb = attack(model, xb, yb, generator=generator).x_adv
             model.train()
@@ -119,8 +128,11 @@ def fit(
     return optimiser
 
 
-def train_classifier(cfg: TrainConfig, *, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
-    """Train ``cfg.arch`` on ``cfg.dataset``; returns the model and its sidecar metadata."""
+def train_classifier(cfg: TrainConfig, *, progress: bool = True,
+                     device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``cfg.arch`` on ``cfg.dataset`` on ``device``; returns the model (on ``device``) and its sidecar
+    metadata.  The same seed draws the same minibatches on every device; the weights differ by float rounding
+    (and, for adversarial training, by the attack's random starts, drawn on the device)."""
     from advbench import create_attack
     from advbench.datasets import load_dataset, training_augmentation
     from advbench.models import create_model
@@ -131,6 +143,7 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True) -> tuple[nn.Mod
     with torch.random.fork_rng(devices=[]):  # layer init uses torch's global generator
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.arch, input_shape=data.input_shape, num_classes=data.num_classes, mean=mean, std=std)
+    model = model.to(device)
     attack, batch_loss = None, None
     if cfg.adversarial == "pgd":
         attack = create_attack("pgd", norm=cfg.adv_norm, eps=cfg.adv_eps, steps=cfg.adv_steps, early_stop=False)
@@ -155,15 +168,18 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True) -> tuple[nn.Mod
         "test_accuracy": test_acc,
         "created_at": now_iso(),
     }
+    if torch.device(device).type != "cpu":  # only off the CPU, so CPU sidecars keep their fields
+        meta["device"] = device_name(device)
     if batch_loss is not None and batch_loss.trace:
         meta["gat_weights"] = dict(zip(batch_loss.names, batch_loss.trace[-1], strict=True))
     return model, meta
 
 
-def train_and_save(cfg: TrainConfig, out: str | Path, *, progress: bool = True) -> dict[str, Any]:
-    """Train and write ``out`` (.safetensors) plus its sidecar; returns the metadata."""
+def train_and_save(cfg: TrainConfig, out: str | Path, *, progress: bool = True,
+                   device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Train (on ``device``) and write ``out`` (.safetensors, CPU tensors) plus its sidecar; returns the metadata."""
     if Path(out).suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got '{out}'")
-    model, meta = train_classifier(cfg, progress=progress)
+    model, meta = train_classifier(cfg, progress=progress, device=device)
     save_checkpoint(model, out, meta)
     return meta

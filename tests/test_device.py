@@ -183,6 +183,42 @@ def test_stealthy_multitask_attack_on_the_device_takes_cpu_ground_truth(dev) -> 
     assert torch.allclose(there.relative_change.cpu(), cpu.relative_change, atol=0.05)
 
 
+# -- training ---------------------------------------------------------------------------------------------
+def test_classifier_training_on_the_device_matches_the_cpu(dev) -> None:
+    """Same seed, same minibatches: the test accuracy is the CPU run's up to float rounding."""
+    from advbench.training import TrainConfig, train_classifier
+
+    cfg = TrainConfig(arch="small_cnn", dataset="digits", epochs=4, seed=0)
+    model, meta = train_classifier(cfg, progress=False, device=dev)
+    _, cpu_meta = train_classifier(cfg, progress=False)
+    assert _same_device(next(model.parameters()), dev)
+    assert abs(meta["test_accuracy"] - cpu_meta["test_accuracy"]) <= 0.03, (meta["test_accuracy"], cpu_meta)
+    if dev.type == "cuda":
+        assert meta["device"].startswith("cuda:")
+    robust, _ = train_classifier(TrainConfig(arch="mlp", dataset="digits", epochs=1, seed=0, adversarial="pgd",
+                                             adv_steps=3), progress=False, device=dev)
+    assert _same_device(next(robust.parameters()), dev)
+
+
+def test_training_commands_on_the_device_write_cpu_checkpoints(dev, run_cli, tmp_path) -> None:
+    from advbench.checkpoints import load_model, read_metadata
+    from advbench.sod import load_sod_model
+
+    clf, sod, dn = tmp_path / "clf.safetensors", tmp_path / "sod.safetensors", tmp_path / "dn.safetensors"
+    code, _, err = run_cli("train", "--model", "small_cnn", "--dataset", "digits", "--epochs", "2", "--out", str(clf),
+                           "--device", str(dev))
+    assert code == 0, err
+    assert next(load_model(clf).parameters()).device.type == "cpu" and read_metadata(clf)["test_accuracy"] > 0.5
+    code, _, err = run_cli("train-sod", "--dataset", "synthetic-sod:n=12,size=32", "--epochs", "2", "--base", "4",
+                           "--depth", "2", "--out", str(sod), "--device", str(dev), "--json")
+    assert code == 0, err
+    assert next(load_sod_model(sod).parameters()).device.type == "cpu"
+    code, out, err = run_cli("defend", "train", "--victim", str(sod), "--dataset", "synthetic-sod:n=12,size=32",
+                             "--epochs", "1", "--attack-steps", "2", "--out", str(dn), "--device", str(dev), "--json")
+    assert code == 0, err
+    assert json.loads(out)["steps"] >= 1 and dn.exists()
+
+
 # -- clouds, SOD and defenses ------------------------------------------------------------------------------
 def test_cloud_masks_on_the_device_are_seeded_and_in_range(dev) -> None:
     from advbench.clouds import CloudSpec, sample_clouds

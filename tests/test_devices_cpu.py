@@ -42,3 +42,18 @@ def test_labels_on_another_device_than_the_inputs_are_refused(digits_model, digi
     x, y = digits_batch
     with pytest.raises(InputError, match="labels are on meta but x is on cpu"):
         advbench.create_attack("pgd", eps=0.1, steps=1)(digits_model, x, y.to("meta"))
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--model", "small_cnn", "--dataset", "digits", "--out", "m.safetensors"],
+    ["train-sod", "--dataset", "synthetic-sod:n=12,size=32", "--out", "s.safetensors"],
+    ["defend", "train", "--victim", "v.safetensors", "--dataset", "digits", "--out", "d.safetensors"],
+    ["train-detector", "--dataset", "evd4uav:/nowhere", "--out", "d.safetensors"],
+    ["run", "--model", "small_cnn", "--dataset", "digits", "--attack", "pgd", "--eps", "0.1"],
+])
+def test_every_command_with_a_device_option_refuses_a_bad_one_before_working(command, run_cli, tmp_path,
+                                                                             monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(*command, "--device", "gpu")
+    assert code == 2 and "--device 'gpu' is not a torch device" in err
+    assert not list(tmp_path.iterdir()), "nothing may be written before the device is checked"

@@ -58,12 +58,14 @@ def _check_hyper(epochs: int, batch_size: int, lr: float, iou_weight: float) -> 
 
 def evaluate_sod(model: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, *,
                  batch_size: int = 64) -> dict[str, Any]:
-    """:func:`~advbench.sod.metrics.sod_metrics` of ``sigmoid(model(x))`` against ``masks`` (eval mode, no grad)."""
+    """:func:`~advbench.sod.metrics.sod_metrics` of ``sigmoid(model(x))`` against ``masks`` (eval mode, no grad;
+    batches move to the model's device)."""
     was_training = model.training
     model.eval()
+    dev = next((p.device for p in model.parameters()), x.device)
     try:
         with torch.no_grad():
-            probs = torch.cat([model(x[i:i + batch_size]).sigmoid() for i in range(0, len(x), batch_size)])
+            probs = torch.cat([model(x[i:i + batch_size].to(dev)).sigmoid() for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
     return sod_metrics(probs, masks)
@@ -81,6 +83,7 @@ def train_sod(
     augment: bool = True,
     model_options: dict[str, Any] | None = None,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> tuple[SODModel, dict[str, Any]]:
     """Train SOD model ``arch`` on ``data`` (an :class:`SODData` or a spec for
     :func:`~advbench.sod.data.load_sod_dataset`); returns the model (eval mode) and a summary.
@@ -89,7 +92,8 @@ def train_sod(
     ``lr``.  All randomness (initialisation, shuffling, augmentation) follows ``seed``.  The summary holds the
     hyperparameters, the first and final epoch losses, ``test_metrics`` (see :mod:`advbench.sod.metrics`) and
     ``baseline_test_metrics``: those of a constant map equal to the training foreground share, a floor that a
-    useful model must clearly beat.
+    useful model must clearly beat.  Batches are drawn and augmented on the CPU and trained on ``device``; the
+    model is returned there.
     """
     _check_hyper(epochs, batch_size, lr, iou_weight)
     if isinstance(data, str):
@@ -102,6 +106,7 @@ def train_sod(
         torch.manual_seed(seed)
         model = create_sod_model(arch, mean=mean.tolist(), std=std.tolist(), input_size=data.input_size,
                                  **(model_options or {}))
+    model = model.to(device)
     check = getattr(model.net, "check_input", None)
     if check is not None:
         check(data.x_train[:1])  # a size the net cannot take fails now, not after loading the optimiser
@@ -124,6 +129,7 @@ def train_sod(
                 x, m = data.x_train[idx], data.m_train[idx]
                 if augment:
                     x, m = _dihedral(x, m, gen)
+                x, m = x.to(device), m.to(device)
                 logits = model(x)
                 loss = F.binary_cross_entropy_with_logits(logits, m)
                 if iou_weight:
