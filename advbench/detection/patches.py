@@ -227,19 +227,29 @@ def apply_patch(images: torch.Tensor, patch: torch.Tensor, rboxes: Sequence[torc
 
 def apply_patch_each(images: Sequence[torch.Tensor], patch: torch.Tensor, rboxes: Sequence[torch.Tensor],
                      placement: PatchPlacement = PatchPlacement(), transform: PatchTransform = NO_JITTER,
-                     gen: torch.Generator | None = None) -> list[torch.Tensor]:
-    """``[apply_patch(img[None], patch, [rb], ...)[0] for img, rb in zip(images, rboxes)]``, the same jitter
-    draws and pixels, computed in one placement per image size instead of one per image.
+                     gen: torch.Generator | None = None, *, batched: bool | None = None) -> list[torch.Tensor]:
+    """``[apply_patch(img[None], patch, [rb], ...)[0] for img, rb in zip(images, rboxes)]``; with ``batched``
+    (the default for images on a GPU) computed in one placement per image size instead of one per image.
 
     On a GPU the per-image version is bound by kernel launches; batching the placement removes most of them.
-    ``images`` are (3, H_i, W_i); each image's jitter is drawn in turn, exactly as image-by-image placement
-    draws it, so a seed means the same patches either way."""
+    ``images`` are (3, H_i, W_i).  Batched, each image's jitter is still drawn in turn, exactly as
+    image-by-image placement draws it, and each image makes its copies from its own view of the patch: the
+    draws and the pixels are identical.  The patch's gradient is identical in most cases; otherwise, mostly
+    where a patch region is larger than the patch's texel grid, it differs in the last bits, because an image
+    then shares a wider sampling window with the other images of its size (float32 sums of the same terms,
+    grouped differently).  On the CPU the default stays image by image, so CPU results are bit-identical to
+    those the documented tables were made with."""
     _check_patch(patch)
     if len(rboxes) != len(images):
         raise InputError(f"got rotated boxes for {len(rboxes)} images but {len(images)} images")
     for img in images:
         if img.dim() != 3 or img.shape[0] != 3:
             raise InputError(f"images must be (3, H, W), got {tuple(img.shape)}")
+    if batched is None:
+        batched = any(img.device.type != "cpu" for img in images)
+    if not batched:
+        return [apply_patch(img[None], patch, [r], placement, transform, gen)[0]
+                for img, r in zip(images, rboxes, strict=True)]
     draws = [draw_jitter(int(r.shape[0]), patch.shape, transform, gen, img.dtype) if r.shape[0] else None
              for img, r in zip(images, rboxes, strict=True)]
     out = list(images)
