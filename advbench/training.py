@@ -101,6 +101,11 @@ def fit(
     n = data.x_train.shape[0]
     steps_per_epoch = (n + batch_size - 1) // batch_size
     dev = _device_of(model)
+    # ``generator`` orders the minibatches; attacks draw from a generator on the model's device (on the CPU the
+    # same one, as always), seeded without consuming ``generator``, so a seed gives the same minibatches anywhere
+    attack_gen = generator
+    if generator.device.type != dev.type:
+        attack_gen = torch.Generator(device=dev).manual_seed(generator.initial_seed())
     bar = progress_bar(total=epochs * steps_per_epoch, desc=desc, unit="batch", enabled=progress)
     for _epoch in range(epochs):
         order = torch.randperm(n, generator=generator)
@@ -111,9 +116,9 @@ def fit(
                 xb = augment_batch(xb, pipeline)
             xb, yb = xb.to(dev), yb.to(dev)
             if attack is not None:
-                xb = attack(model, xb, yb, generator=generator).x_adv
+                xb = attack(model, xb, yb, generator=attack_gen).x_adv
             model.train()
-            loss = F.cross_entropy(model(xb), yb) if batch_loss is None else batch_loss(model, xb, yb, generator)
+            loss = F.cross_entropy(model(xb), yb) if batch_loss is None else batch_loss(model, xb, yb, attack_gen)
             if penalty is not None:
                 loss = loss + penalty()
             optimiser.zero_grad(set_to_none=True)
@@ -132,7 +137,7 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True,
                      device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Train ``cfg.arch`` on ``cfg.dataset`` on ``device``; returns the model (on ``device``) and its sidecar
     metadata.  The same seed draws the same minibatches on every device; the weights differ by float rounding
-    (and, for adversarial training, by the attack's random starts, drawn on the device)."""
+    (and, for adversarial training, by the attacks' random starts, which a GPU draws from its own generator)."""
     from advbench import create_attack
     from advbench.datasets import load_dataset, training_augmentation
     from advbench.models import create_model

@@ -93,13 +93,17 @@ def add_device_option(p: argparse.ArgumentParser) -> None:
 
 
 def apply_threads(args: argparse.Namespace) -> None:
-    """``torch.set_num_threads(args.threads)`` when ``--threads`` was given; checks ``--device``."""
+    """``torch.set_num_threads(args.threads)`` when ``--threads`` was given; checks ``--device`` (and makes a
+    ``cuda:N`` the current device)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if getattr(args, "device", "cpu") != "cpu":
         from advbench.devices import check_device
 
-        args.device = str(check_device(args.device))
+        dev = check_device(args.device)
+        args.device = str(dev)
+        if dev.type == "cuda" and dev.index is not None:
+            torch.cuda.set_device(dev)  # so the timing loop's synchronize() waits for this GPU
 
 
 # --- models and data ----------------------------------------------------------------------------------------

@@ -144,8 +144,7 @@ def test_streamed_universal_perturbation_takes_a_cpu_generator(on_dev) -> None:
 
     model, x, y = on_dev
     result = stream_universal(model, x, y, eps=0.2, epochs=1, batch_size=16, generator=torch.Generator().manual_seed(0))
-    delta = result.delta if hasattr(result, "delta") else result[0]
-    assert _same_device(delta, x.device) and float(delta.abs().max()) <= 0.2 + 1e-6
+    assert _same_device(result.delta, x.device) and float(result.delta.abs().max()) <= 0.2 + 1e-6
 
 
 def test_cli_run_on_the_device_records_it_and_agrees_with_the_cpu(dev, digits_model, run_cli, tmp_path) -> None:

@@ -13,7 +13,7 @@ from advbench.runner import RunSpec, device_entry
 
 
 @pytest.mark.parametrize("name,fragment", [("gpu", "not a torch device"), ("mps", "cpu or cuda"),
-                                           ("cuda:99", "cuda")])
+                                           ("cuda:99", "numbered from 0|CUDA is not available")])
 def test_bad_devices_are_refused_naming_the_option(name, fragment) -> None:
     if name == "cuda:99" and torch.cuda.is_available() and torch.cuda.device_count() > 99:
         pytest.skip("this machine has 100 GPUs")
@@ -33,9 +33,14 @@ def test_cuda_without_a_gpu_says_so_and_how_to_fix_it(run_cli) -> None:
     assert code == 2 and "CUDA is not available" in err
 
 
-def test_cpu_runs_keep_their_stored_configuration_and_gpu_runs_get_their_own() -> None:
+def test_cpu_runs_keep_their_stored_configuration_and_gpu_runs_get_their_own(digits_model) -> None:
+    from advbench.runner import prepare
+
     assert device_entry("cpu") == {} and device_entry(torch.device("cpu")) == {}
     assert device_entry("cuda:1") == {"device": "cuda"}
+    config = prepare(RunSpec(model=digits_model.checkpoint_file, dataset="digits", attacks=["pgd"], eps=[0.1],
+                             n_samples=8))[3]
+    assert "device" not in config, "a CPU run's configuration (and so its stored hash) must not change"
 
 
 def test_labels_on_another_device_than_the_inputs_are_refused(digits_model, digits_batch) -> None:

@@ -21,6 +21,7 @@ from advbench.datasets.detection import DetectionSample, augment_sample, detecti
 from advbench.detection.detectors import Detector, create_detector
 from advbench.errors import CheckpointError, ConfigError, InputError
 from advbench.progress import progress_bar
+from advbench.records import device_name
 
 
 @dataclass
@@ -59,7 +60,9 @@ def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig,
     """Train a fresh ``cfg.arch`` detector on ``samples``; returns it (eval mode, on ``device``) and a summary.
 
     Images are loaded and augmented on the CPU and moved to ``device`` per batch.  The same seed gives the
-    same batches and augmentations on every device; the weights then differ by float rounding only."""
+    same batches and augmentations on every device.  FCOS then differs by float rounding only; Faster R-CNN's
+    box samplers draw from the global generator of ``device`` (seeded from ``cfg.seed``), so on a GPU they pick
+    other proposals than on the CPU and the weights differ by more than rounding."""
     device = torch.device(device)
     if not samples:
         raise InputError("the training set is empty; check the data set spec and its filters")
@@ -114,6 +117,8 @@ def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig,
     tail = history[-steps_per_epoch:]
     summary = {"config": asdict(cfg), "steps": total, "final_loss": sum(tail) / len(tail),
                "first_loss": history[0], "n_images": len(samples), "class_names": list(class_names)}
+    if device.type != "cpu":  # only off the CPU, so CPU summaries keep their fields
+        summary["device"] = device_name(device)
     return det, summary
 
 

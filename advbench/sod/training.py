@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_task_checkpoint
 from advbench.errors import CheckpointError, ConfigError, UnknownNameError
 from advbench.progress import progress_bar
+from advbench.records import device_name
 from advbench.sod.data import SODData, load_sod_dataset
 from advbench.sod.metrics import sod_metrics
 from advbench.sod.models import SODModel, create_sod_model
@@ -167,6 +168,8 @@ def train_sod(
         "test_metrics": evaluate_sod(model, data.x_test, data.m_test),
         "baseline_test_metrics": sod_metrics(torch.full_like(data.m_test, prior), data.m_test),
     }
+    if torch.device(device).type != "cpu":  # only off the CPU, so CPU summaries keep their fields
+        summary["device"] = device_name(device)
     return model, summary
 
 
