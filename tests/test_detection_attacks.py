@@ -139,6 +139,10 @@ def test_batched_placement_matches_image_by_image_placement(footprint, scale):
     assert torch.allclose(grad, batched_grad, rtol=1e-5, atol=1e-6)  # the same float32 terms, maybe regrouped
     with pytest.raises(InputError, match="rotated boxes for 1 images"):
         apply_patch_each(images, torch.rand(3, 8, 8), rboxes[:1])
+    with pytest.raises(InputError, match=r"images must be \(3, H, W\), got \(1, 3, 96, 128\)"):
+        apply_patch_each([images[0][None]], torch.rand(3, 8, 8), rboxes[:1])
+    with pytest.raises(InputError, match=r"patch must be \(3, P, Q\)"):
+        apply_patch_each(images, torch.rand(8, 8), rboxes)
 
 
 def _checkerboard(size: int) -> torch.Tensor:
