@@ -32,3 +32,8 @@ def check_device(name: str | torch.device, param: str = "--device") -> torch.dev
     elif dev.type != "cpu":
         raise ConfigError(f"{param} {name!r}: advbench runs on cpu or cuda, not {dev.type}")
     return dev
+
+
+def module_device(module: torch.nn.Module, default: torch.device | None = None) -> torch.device:
+    """The device of ``module``'s first parameter (``default``, else the CPU, for a module without any)."""
+    return next((p.device for p in module.parameters()), default or torch.device("cpu"))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.checkpoints import save_checkpoint
+from advbench.devices import module_device
 from advbench.errors import ConfigError
 from advbench.progress import progress_bar
 from advbench.records import device_name, now_iso
@@ -60,16 +61,11 @@ class TrainConfig:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
     """Top-1 accuracy in eval mode (batches move to the model's device)."""
     model.eval()
-    dev = _device_of(model)
+    dev = module_device(model)
     with torch.no_grad():
         correct = sum(int((model(x[i : i + batch_size].to(dev)).argmax(1) == y[i : i + batch_size].to(dev)).sum())
                       for i in range(0, x.shape[0], batch_size))
     return correct / max(1, x.shape[0])
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter (the CPU for a model without parameters)."""
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def fit(
@@ -100,7 +96,7 @@ def fit(
     optimiser = optimiser or torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     n = data.x_train.shape[0]
     steps_per_epoch = (n + batch_size - 1) // batch_size
-    dev = _device_of(model)
+    dev = module_device(model)
     # ``generator`` orders the minibatches; attacks draw from a generator on the model's device (on the CPU the
     # same one, as always), seeded without consuming ``generator``, so a seed gives the same minibatches anywhere
     attack_gen = generator

@@ -35,6 +35,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from advbench.devices import module_device
 from advbench.errors import ConfigError, InputError
 from advbench.registry import Registry
 
@@ -148,7 +149,7 @@ class Detector(nn.Module):
     @property
     def device(self) -> torch.device:
         """Where the detector's weights live; inputs on another device are moved here."""
-        return next(self.model.parameters()).device
+        return module_device(self.model)
 
     @property
     def label_offset(self) -> int:

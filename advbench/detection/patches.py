@@ -130,15 +130,6 @@ def jittered_copies(patch: torch.Tensor, draws: JitterDraws, transform: PatchTra
     return p.clamp(0, 1)
 
 
-def jitter_patch(patch: torch.Tensor, n: int, transform: PatchTransform,
-                 gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` jittered copies of ``patch`` (3, P, P) in [0, 1] and their rotation offsets in degrees (n,).
-
-    Any jitter needs an explicit ``gen`` (never the global generator)."""
-    draws = draw_jitter(n, patch.shape, transform, gen, patch.dtype).to(patch)
-    return jittered_copies(patch, draws, transform), draws.angles
-
-
 def _fit_scale(length: torch.Tensor, width: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                angle: torch.Tensor) -> torch.Tensor:
     """The largest factor <= 1 that keeps an (a x b) rectangle rotated by ``angle`` inside (length x width)."""

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_task_checkpoint
+from advbench.devices import module_device
 from advbench.errors import CheckpointError, ConfigError, UnknownNameError
 from advbench.progress import progress_bar
 from advbench.records import device_name
@@ -63,7 +64,7 @@ def evaluate_sod(model: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, *
     batches move to the model's device)."""
     was_training = model.training
     model.eval()
-    dev = next((p.device for p in model.parameters()), x.device)
+    dev = module_device(model, default=x.device)
     try:
         with torch.no_grad():
             probs = torch.cat([model(x[i:i + batch_size].to(dev)).sigmoid() for i in range(0, len(x), batch_size)])
