@@ -264,11 +264,9 @@ def run(
     if special:
         ignored = [f"--{k}" for k, v in (("gamma", gamma), ("alpha", alpha), ("beta", beta), ("loss", loss),
                                          ("kappa", kappa), ("k", k), ("transforms", transforms)) if v is not None]
-        if device != "cpu":
-            ignored.append("--device")
         if ignored:
-            raise ConfigError(f"{', '.join(ignored)} do(es) not apply to SOD or multi-task models (they run on "
-                              "the CPU with their own attacks); drop them")
+            raise ConfigError(f"{', '.join(ignored)} do(es) not apply to SOD or multi-task models (they have "
+                              "their own attacks); drop them")
         if steps is not None:
             for name in attacks:
                 params.setdefault(name, {}).setdefault("steps", steps)
@@ -278,14 +276,14 @@ def run(
         if norm is not Norm.linf:
             raise ConfigError("SOD runs use linf budgets (the cloud attack's additive part); drop --norm")
         run_sod(model, dataset, attacks, eps_values, n_samples, defense, params, seed, store, force, as_json,
-                wandb_opts)
+                wandb_opts, device=device)
         return
     if single and is_multitask_checkpoint(model):
         if len(attacks) != 1 or defense:
             raise ConfigError("a multi-task model takes exactly one --attack (stealthy-multitask, "
                               "fixed-weight-multitask, all-tasks) and no --defense")
         run_multitask(model, dataset, attacks[0], norm.value, eps_values, n_samples, params.get(attacks[0], {}),
-                      target_task, margin, tolerance, seed, store, force, as_json, wandb_opts)
+                      target_task, margin, tolerance, seed, store, force, as_json, wandb_opts, device=device)
         return
     if target_task is not None:
         raise ConfigError("--target-task applies to multi-task models only")

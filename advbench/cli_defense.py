@@ -113,10 +113,13 @@ def print_sod_table(record: dict[str, Any]) -> None:
 
 def run_sod(model: str, dataset: str, attacks: list[str], eps: list[float], n_samples: int | None,
             defense: str | None, params: dict[str, dict[str, Any]], seed: int, store: Path, force: bool,
-            as_json: bool, wandb: dict[str, Any] | None = None) -> None:
-    """``advbench run`` on an SOD checkpoint: the rows of :func:`advbench.sod.robustness.sod_robustness`."""
+            as_json: bool, wandb: dict[str, Any] | None = None, device: str = "cpu") -> None:
+    """``advbench run`` on an SOD checkpoint: the rows of :func:`advbench.sod.robustness.sod_robustness`.
+    The victim, its defense and the images move to ``device``; the clouds are drawn on the CPU either way."""
     from advbench.checkpoints import file_sha256
-    from advbench.runner import defend, execute, make_record
+    from advbench.devices import check_device
+    from advbench.records import device_name
+    from advbench.runner import defend, device_entry, execute, make_record
     from advbench.sod import load_sod_dataset, load_sod_model
     from advbench.sod.robustness import CloudAttackConfig, sod_robustness
 
@@ -125,11 +128,13 @@ def run_sod(model: str, dataset: str, attacks: list[str], eps: list[float], n_sa
         raise ConfigError(f"an SOD model is evaluated with {', '.join(SOD_ATTACKS)}, not {', '.join(unknown)}")
     if len(eps) != 1:
         raise ConfigError("an SOD run takes one --eps (the additive budget of adv-cloud and pgd)")
-    victim = load_sod_model(model)
+    dev = check_device(device)
+    victim = load_sod_model(model).to(dev)
     data = load_sod_dataset(dataset)
     x, gt = data.x_test, data.m_test
     if n_samples is not None:
         x, gt = x[:n_samples], gt[:n_samples]
+    x, gt = x.to(dev), gt.to(dev)
     knobs = dict(params.get("adv-cloud", {}))
     fields = [f for f in CloudAttackConfig.__dataclass_fields__ if f not in ("eps_n", "pgd_steps")]
     unknown = sorted(set(knobs) - set(fields)) + sorted(f"pgd.{k}" for k in params.get("pgd", {}) if k != "steps")
@@ -142,16 +147,16 @@ def run_sod(model: str, dataset: str, attacks: list[str], eps: list[float], n_sa
     config: dict[str, Any] = {"task": "sod", "model": {"path": model, "name": Path(model).stem,
                                                        "sha256": file_sha256(model)},
                               "dataset": dataset, "n_samples": int(x.shape[0]), "attacks": sorted(attacks),
-                              "attack": cfg.__dict__, "seed": seed}
+                              "attack": cfg.__dict__, "seed": seed, **device_entry(dev)}
     pre = None
     if defense:
-        defended, config["defense"] = defend(victim, defense)
+        defended, config["defense"] = defend(victim, defense, device=dev)
         pre = defended.preprocess
 
     def compute():
         result = sod_robustness(victim, x, gt, defense=pre, cfg=cfg, attacks=attacks, seed=seed)
         record = make_record(config, name=f"{Path(model).stem}|{dataset}|sod", metrics=result,
-                             cost=result["cost"], samples=[], device="cpu")
+                             cost=result["cost"], samples=[], device=device_name(dev))
         return record, result
 
     outcome = execute(config, compute, store=store, force=force)

@@ -95,20 +95,25 @@ def print_multitask_table(record: dict[str, Any]) -> None:
 
 def run_multitask(model: str, dataset: str, attack: str, norm: str, eps: list[float], n_samples: int | None,
                   params: dict[str, Any], target_task: str | None, margin: float, tolerance: float, seed: int,
-                  store: Path, force: bool, as_json: bool, wandb: dict[str, Any] | None = None) -> None:
-    """``advbench run`` on a multi-task checkpoint: one multi-task attack, metrics per task, stealth success."""
+                  store: Path, force: bool, as_json: bool, wandb: dict[str, Any] | None = None,
+                  device: str = "cpu") -> None:
+    """``advbench run`` on a multi-task checkpoint: one multi-task attack, metrics per task, stealth success.
+    The model and the images move to ``device``; the metrics are summed on the CPU."""
     from advbench.attacks.multitask import create_multitask_attack
     from advbench.checkpoints import file_sha256
+    from advbench.devices import check_device
     from advbench.multitask.data import load_multitask_dataset
     from advbench.multitask.robustness import multitask_robustness
     from advbench.multitask.training import load_multitask_model
-    from advbench.runner import execute, make_record
+    from advbench.records import device_name
+    from advbench.runner import device_entry, execute, make_record
 
     if len(eps) != 1:
         raise ConfigError("a multi-task run takes one --eps")
     if margin < 0 or tolerance < 0:
         raise ConfigError(f"--margin and --tolerance must be >= 0, got {margin} and {tolerance}")
-    net = load_multitask_model(model)
+    dev = check_device(device)
+    net = load_multitask_model(model).to(dev)
     if target_task is not None and target_task not in net.tasks:
         raise ConfigError(f"--target-task '{target_task}' is not one of the model's tasks: {', '.join(net.tasks)}")
     attack_obj = create_multitask_attack(attack, norm=norm, eps=eps[0], target_task=target_task, **params)
@@ -117,16 +122,16 @@ def run_multitask(model: str, dataset: str, attack: str, norm: str, eps: list[fl
     if missing:
         raise ConfigError(f"data set {dataset} has no ground truth for the model's task(s) {', '.join(missing)}")
     n = data.x_test.shape[0] if n_samples is None else min(n_samples, data.x_test.shape[0])
-    x = data.x_test[:n]
-    targets = {t: data.targets_test[t][:n] for t in net.tasks}
+    x = data.x_test[:n].to(dev)
+    targets = {t: data.targets_test[t][:n].to(dev) for t in net.tasks}
     config = {"task": "multitask", "model": {"path": model, "name": Path(model).stem, "sha256": file_sha256(model)},
               "dataset": dataset, "n_samples": n, "attack": attack_obj.hyperparameters(), "margin": margin,
-              "tolerance": tolerance, "seed": seed}
+              "tolerance": tolerance, "seed": seed, **device_entry(dev)}
 
     def compute():
         result = multitask_robustness(net, x, targets, attack_obj, margin=margin, tolerance=tolerance)
         record = make_record(config, name=f"{Path(model).stem}|{dataset}|{attack}", metrics=result["metrics"],
-                             cost=result["cost"], samples=result["samples"], device="cpu")
+                             cost=result["cost"], samples=result["samples"], device=device_name(dev))
         return record, result
 
     outcome = execute(config, compute, store=store, force=force)

@@ -197,3 +197,6 @@ def test_defend_train_and_defended_sod_run(run_cli, tmp_path):
     code, _, err = run_cli("run", "--model", str(victim), "--dataset", "synthetic-sod:n=24,size=16", "--attack",
                            "pgd", "--gamma", "2", "--store", str(tmp_path / "r.db"))
     assert code == 2 and "--gamma" in err
+    code, _, err = run_cli("run", "--model", str(victim), "--dataset", "synthetic-sod:n=24,size=16", "--attack",
+                           "pgd", "--device", "gpu", "--store", str(tmp_path / "r.db"))
+    assert code == 2 and "--device 'gpu' is not a torch device" in err

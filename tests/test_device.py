@@ -300,6 +300,65 @@ def test_defended_run_on_the_device(dev, digits_model, tmp_path) -> None:
     assert record["device"].startswith("cuda:") if dev.type == "cuda" else record["device"] == "cpu"
 
 
+def _rows_on_both(run_cli, args: list[str], dev: torch.device, store) -> tuple[dict, dict, dict]:
+    """``advbench run ARGS --json`` on ``dev`` and on the CPU, and the stored record of the device run."""
+    common = [*args, "--store", str(store), "--json"]
+    code, out, err = run_cli(*common, "--device", str(dev))
+    assert code == 0, err
+    there = json.loads(out)
+    code, out, err = run_cli(*common)
+    assert code == 0, err
+    cpu = json.loads(out)
+    code, out, err = run_cli("results", "export", "--format", "json", "--store", str(store))
+    assert code == 0, err
+    records = {r["config_hash"]: r for r in json.loads(out)}
+    if dev.type == "cuda":
+        assert len(records) == 2, "a GPU run must not be answered by the stored CPU run"
+        stored = records[there["config_hash"]]
+        assert stored["device"].startswith("cuda:") and stored["config"]["device"] == "cuda"
+    return there, cpu, records
+
+
+def test_sod_run_with_defensenet_on_the_device_agrees_with_the_cpu(dev, run_cli, tmp_path) -> None:
+    """``advbench run --device`` on an SOD checkpoint behind DefenseNet: every row, clouds drawn on the CPU."""
+    from advbench.defenses.defensenet import DefenseTrainConfig, save_defensenet, train_defensenet
+    from advbench.sod import load_sod_dataset, save_sod_model, train_sod
+    from advbench.tasks import SOD
+
+    data = load_sod_dataset("synthetic-sod:n=24,size=32")
+    model, _ = train_sod(data, epochs=2, batch_size=8, model_options={"base": 4, "depth": 2}, progress=False)
+    victim = save_sod_model(model, tmp_path / "sod.safetensors")
+    cfg = DefenseTrainConfig(epochs=1, batch_size=8, base=4, depth=1, attack_steps=1)
+    net, _ = train_defensenet(model, data.x_train, data.m_train, SOD, cfg, progress=False)
+    dn = save_defensenet(net, tmp_path / "dn.safetensors", victim_checkpoint=str(victim))
+    there, cpu, _ = _rows_on_both(run_cli, ["run", "--model", str(victim), "--dataset", "synthetic-sod:n=24,size=32",
+                                            "--attack", "adv-cloud,pgd", "--steps", "3", "--n-samples", "8",
+                                            "--defense", f"defensenet:{dn}"], dev, tmp_path / "r.db")
+    assert set(there["rows"]) == set(cpu["rows"])
+    for row, values in cpu["rows"].items():
+        exact = row in ("clean", "cloudy", "defended clean", "defended cloudy")
+        assert there["rows"][row]["mae"] == pytest.approx(values["mae"], abs=1e-4 if exact else 0.02), row
+
+
+def test_multitask_run_on_the_device_agrees_with_the_cpu(dev, run_cli, tmp_path) -> None:
+    """``advbench run --device`` on a multi-task checkpoint: the metrics sum device batches on the CPU."""
+    from advbench.multitask.data import load_multitask_dataset
+    from advbench.multitask.training import save_multitask_model, train_multitask
+
+    data = load_multitask_dataset("synthetic-multitask:n=24,size=16")
+    model, _ = train_multitask(data, epochs=1, batch_size=8, model_options={"base": 4, "levels": 2},
+                               progress=False)
+    ckpt = save_multitask_model(model, tmp_path / "mt.safetensors")
+    there, cpu, _ = _rows_on_both(run_cli, ["run", "--model", str(ckpt), "--dataset",
+                                            "synthetic-multitask:n=24,size=16", "--attack", "stealthy-multitask",
+                                            "--target-task", "seg", "--eps", "8/255", "--steps", "3",
+                                            "--n-samples", "8"], dev, tmp_path / "r.db")
+    assert there["clean"] == pytest.approx(cpu["clean"], abs=1e-4)
+    for task, value in cpu["adversarial"].items():
+        assert there["adversarial"][task] == pytest.approx(value, rel=0.1, abs=0.02), task
+    assert abs(there["stealth_success_rate"] - cpu["stealth_success_rate"]) <= 0.25
+
+
 # -- aerial detection --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def aerial(tmp_path_factory):

@@ -126,3 +126,5 @@ def test_run_cli_on_a_multitask_checkpoint(run_cli, tmp_path):
     assert code == 2 and "seg, depth, normal" in err
     code, _, err = run_cli(*args, "--tolerance", "-1")
     assert code == 2 and "tolerance" in err
+    code, _, err = run_cli(*args, "--device", "gpu")
+    assert code == 2 and "--device 'gpu' is not a torch device" in err

@@ -378,7 +378,8 @@ class MultiTaskMetrics:
     ``compute()`` gives the headline metric per task over everything seen so far; ``details()`` adds the
     secondary ones: seg ``miou`` and ``pixel_acc``; depth ``abs_err`` and ``rel_err``; normal ``angle_err`` and
     ``within_11.25`` / ``within_22.5`` / ``within_30`` (shares of valid pixels).  Set-level conventions are in
-    the module doc.  ``num_classes`` is needed when ``seg`` is among the tasks.
+    the module doc.  ``num_classes`` is needed when ``seg`` is among the tasks.  Batches may live on any device;
+    the counts accumulate on the CPU in float64.
 
     >>> metrics = MultiTaskMetrics(["depth"])
     >>> metrics.update({"depth": torch.full((1, 1, 1, 2), 2.0)}, {"depth": torch.tensor([[[[1.0, 4.0]]]])})
@@ -414,15 +415,15 @@ class MultiTaskMetrics:
             pred, target = outputs[task], targets[task]
             if task == "seg":
                 inter, union = seg_iou_counts(pred, target, self.num_classes)
-                self._inter += inter.sum(0)
-                self._union += union.sum(0)
+                self._inter += inter.sum(0).to(self._inter)
+                self._union += union.sum(0).to(self._union)
                 labels, _ = _labels(pred, target, self.num_classes)
                 valid = target != IGNORE_INDEX
                 self._seg += torch.tensor([float(((labels == target) & valid).sum()), float(valid.sum())],
                                           dtype=torch.float64)
             elif task == "depth":
                 abs_sum, rel_sum, count = _depth_sums(pred, target)
-                self._depth += torch.stack([abs_sum.sum(), rel_sum.sum(), count.sum()])
+                self._depth += torch.stack([abs_sum.sum(), rel_sum.sum(), count.sum()]).to(self._depth)
             elif task == "normal":
                 angles, valid = normal_angles(pred, target)
                 a = angles[valid]
