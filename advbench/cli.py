@@ -384,17 +384,21 @@ def prune(
     epochs_per_round: int = typer.Option(1, "--epochs-per-round"),
     retrain_epochs: int = typer.Option(3, "--retrain-epochs", help="masked retraining epochs"),
     seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
 ) -> None:
     """Prune (and optionally quantize) a dense checkpoint with ADMM or magnitude pruning."""
     from advbench.compression import PruneConfig, parse_per_layer
     from advbench.compression.pipeline import prune_checkpoint
+    from advbench.devices import check_device
     from advbench.threat import parse_eps
+
+    dev = check_device(device)
 
     cfg = PruneConfig(method=method.value, structure=structure.value, rounds=rounds, epochs_per_round=epochs_per_round,
                       rho=rho, rho_growth=rho_growth, retrain_epochs=retrain_epochs, quantize_bits=quantize_bits,
                       adversarial=adversarial, adv_eps=parse_eps(adv_eps), adv_steps=adv_steps, seed=seed)
     meta = prune_checkpoint(checkpoint, dataset, cfg, out=out_path, target=target,
-                            per_layer=parse_per_layer(per_layer) if per_layer else None)
+                            per_layer=parse_per_layer(per_layer) if per_layer else None, device=dev)
     comp = meta["compression"]
     err.print(f"saved {out_path}: {comp['compression_ratio']:.1f}x fewer weights, test accuracy "
               f"{meta['test_accuracy']:.4f} (dense {comp['parent_test_accuracy']:.4f})")

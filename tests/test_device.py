@@ -218,6 +218,27 @@ def test_training_commands_on_the_device_write_cpu_checkpoints(dev, run_cli, tmp
     assert json.loads(out)["steps"] >= 1 and dn.exists()
 
 
+def test_admm_prune_on_the_device_writes_a_cpu_child_with_the_cpu_sparsity(dev, digits_model, tmp_path) -> None:
+    """ADMM rounds, masked retraining and adversarial steps on the device; the masks keep the same shape of
+    sparsity as on the CPU, and the child checkpoint is written from CPU tensors."""
+    from advbench.checkpoints import load_model
+    from advbench.compression import PruneConfig
+    from advbench.compression.pipeline import prune_checkpoint
+
+    cfg = PruneConfig(rounds=2, epochs_per_round=1, retrain_epochs=1, adversarial=True, adv_steps=2, seed=0)
+    metas = {}
+    for where in ("cpu", str(dev)):
+        out = tmp_path / f"child-{where.replace(':', '_')}.safetensors"
+        metas[where] = prune_checkpoint(digits_model.checkpoint_file, "digits", cfg, out=out, target=0.5,
+                                        progress=False, device=where)
+        child = load_model(out)
+        assert next(child.parameters()).device.type == "cpu"
+    cpu, there = metas["cpu"]["compression"], metas[str(dev)]["compression"]
+    assert there["per_layer_sparsity"] == pytest.approx(cpu["per_layer_sparsity"], abs=0.01)
+    assert abs(metas[str(dev)]["test_accuracy"] - metas["cpu"]["test_accuracy"]) <= 0.05
+    assert "device" not in cpu and there.get("device", "cpu") == dev.type
+
+
 # -- clouds, SOD and defenses ------------------------------------------------------------------------------
 def test_cloud_masks_on_the_device_are_seeded_and_in_range(dev) -> None:
     from advbench.clouds import CloudSpec, sample_clouds

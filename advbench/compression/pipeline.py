@@ -6,6 +6,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from advbench.checkpoints import file_sha256, load_model, save_checkpoint
 from advbench.compression.admm import PruneConfig, admm_prune, compression_stats
 from advbench.compression.targets import resolve_targets, short_name
@@ -22,15 +24,20 @@ def prune_checkpoint(
     target: float | None = None,
     per_layer: dict[str, float] | None = None,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Prune ``checkpoint`` (ADMM or magnitude, optional quantization and adversarial training) on
-    ``dataset`` and write ``out``; returns the child's sidecar metadata."""
+    ``dataset`` and write ``out``; returns the child's sidecar metadata.  The model trains on ``device``
+    (batches are drawn on the CPU and moved there); the child is written from CPU tensors either way."""
     from advbench.datasets import load_dataset
+    from advbench.devices import check_device
+    from advbench.runner import device_entry
     from advbench.training import accuracy
 
     if Path(out).suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got '{out}'")
-    model = load_model(checkpoint)
+    dev = check_device(device)
+    model = load_model(checkpoint).to(dev)
     parent = dict(getattr(model, "checkpoint_meta", {}))
     split_seed = int(parent.get("training", {}).get("seed", 0))
     data = load_dataset(dataset, seed=split_seed)
@@ -56,6 +63,7 @@ def prune_checkpoint(
             "compression_ratio": stats["compression_ratio"],
             "quantization": report.quantization,
             "history": report.history,
+            **device_entry(dev),
         },
     })
     save_checkpoint(model, out, meta)
