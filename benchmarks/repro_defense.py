@@ -10,6 +10,8 @@
 4. ``--parts budget``: the SOD adv-cloud rows (undefended, DefenseNet white-box and transfer) for a range of
    threat settings (exposure budget, cloud thickness), each DefenseNet trained at the setting it faces, and an
    upper bound: the victim itself adversarially fine-tuned end to end on the same inputs (nothing frozen).
+5. ``--parts weak``: the same rows for weaker threats, down to a thin cloud, a 5 % exposure budget and 2/255 of
+   noise (about 30 min).
 
     .venv/bin/python benchmarks/repro_defense.py --out /tmp/defense_repro     # about 25 min on 2 CPU cores
 
@@ -112,22 +114,43 @@ def _headline(rows: dict) -> dict:
     return {k: {c: v[c] for c in ("s_measure", "max_f", "mae")} for k, v in rows.items()}
 
 
-def budget_part(args: argparse.Namespace) -> dict:
+#: (exposure budget, cloud thickness, noise budget) settings of ``--parts weak``: weaker threats than the
+#: budget study's, down to a thin cloud, a 5 % exposure and 2/255 of noise.
+WEAK_THREATS = ((0.2, 0.7, 2 / 255), (0.05, 0.2, 4 / 255), (0.05, 0.2, 2 / 255), (0.0, 0.2, 2 / 255))
+
+
+def _victim(args: argparse.Namespace):
     data = load_sod_dataset(f"synthetic-sod:n={args.sod_images},size=64", seed=args.seed)
     victim, _ = train_sod(data, epochs=args.sod_epochs, seed=args.seed, progress=False)
+    return data, victim
+
+
+def _defended_setting(args: argparse.Namespace, data, victim, eps_e: float, thickness: float,
+                      eps_n: float = 8 / 255) -> dict:
+    """A DefenseNet trained against one threat setting, and the adv-cloud rows of that setting."""
+    t0 = time.perf_counter()
+    cfg = DefenseTrainConfig(epochs=args.defense_epochs, batch_size=32, attack_steps=args.attack_steps,
+                             eps_e=eps_e, eps_n=eps_n, thickness=thickness, seed=args.seed)
+    net, _ = train_defensenet(victim, data.x_train, data.m_train, SOD, cfg, progress=False)
+    attack = CloudAttackConfig(steps=20, eps_e=eps_e, eps_n=eps_n, thickness=thickness)
+    res = sod_robustness(victim, data.x_test, data.m_test, defense=net, cfg=attack, attacks=("adv-cloud",),
+                         seed=args.seed)
+    rows = _headline(res["rows"])
+    print(f"eps_e {eps_e} thickness {thickness} eps_n {eps_n * 255:.0f}/255 ({time.perf_counter() - t0:.0f} s): "
+          + ", ".join(f"{k} S {v['s_measure']:.3f}" for k, v in rows.items()), flush=True)
+    return {"eps_e": eps_e, "thickness": thickness, "eps_n": eps_n, "rows": rows}
+
+
+def weak_part(args: argparse.Namespace) -> dict:
+    data, victim = _victim(args)
+    return {"settings": [_defended_setting(args, data, victim, *threat) for threat in WEAK_THREATS]}
+
+
+def budget_part(args: argparse.Namespace) -> dict:
+    data, victim = _victim(args)
     out: dict = {"settings": [], "robust_victim": None}
     for eps_e, thickness in BUDGETS:
-        t0 = time.perf_counter()
-        cfg = DefenseTrainConfig(epochs=args.defense_epochs, batch_size=32, attack_steps=args.attack_steps,
-                                 eps_e=eps_e, thickness=thickness, seed=args.seed)
-        net, _ = train_defensenet(victim, data.x_train, data.m_train, SOD, cfg, progress=False)
-        attack = CloudAttackConfig(steps=20, eps_e=eps_e, thickness=thickness)
-        res = sod_robustness(victim, data.x_test, data.m_test, defense=net, cfg=attack, attacks=("adv-cloud",),
-                             seed=args.seed)
-        rows = _headline(res["rows"])
-        out["settings"].append({"eps_e": eps_e, "thickness": thickness, "rows": rows})
-        print(f"eps_e {eps_e} thickness {thickness} ({time.perf_counter() - t0:.0f} s): "
-              + ", ".join(f"{k} S {v['s_measure']:.3f}" for k, v in rows.items()), flush=True)
+        out["settings"].append(_defended_setting(args, data, victim, eps_e, thickness))
     t0 = time.perf_counter()
     eps_e, thickness = BUDGETS[0]
     cfg = DefenseTrainConfig(epochs=args.robust_epochs, batch_size=32, attack_steps=args.attack_steps, eps_e=eps_e,
@@ -144,8 +167,9 @@ def budget_part(args: argparse.Namespace) -> dict:
 
 def budget_table(result: dict) -> str:
     """The budget study as markdown: S-measure (max F) per setting."""
-    lines = ["| exposure eps_e | cloud thickness | clean | cloudy | adv-cloud | DefenseNet white-box | DefenseNet "
-             "transfer | share of the loss recovered white-box |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| exposure eps_e | cloud thickness | noise eps_n | clean | cloudy | adv-cloud | DefenseNet white-box | "
+             "DefenseNet transfer | share of the loss recovered white-box |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def cell(m: dict) -> str:
         return f"{m['s_measure']:.3f} ({m['max_f']:.3f})"
@@ -154,10 +178,13 @@ def budget_table(result: dict) -> str:
         r = s["rows"]
         lost = r["clean"]["s_measure"] - r["adv-cloud"]["s_measure"]
         regained = r["defended adv-cloud"]["s_measure"] - r["adv-cloud"]["s_measure"]
-        lines.append(f"| {s['eps_e']} | {s['thickness']} | {cell(r['clean'])} | {cell(r['cloudy'])} | "
-                     f"{cell(r['adv-cloud'])} | {cell(r['defended adv-cloud'])} | "
-                     f"{cell(r['defended adv-cloud (transfer)'])} | {regained / lost:+.0%} |")
-    rv = result["robust_victim"]
+        lines.append(f"| {s['eps_e']} | {s['thickness']} | {s.get('eps_n', 8 / 255) * 255:.0f}/255 | "
+                     f"{cell(r['clean'])} | {cell(r['cloudy'])} | {cell(r['adv-cloud'])} | "
+                     f"{cell(r['defended adv-cloud'])} | {cell(r['defended adv-cloud (transfer)'])} | "
+                     f"{regained / lost:+.0%} |")
+    rv = result.get("robust_victim")
+    if rv is None:
+        return "\n".join(lines) + "\n"
     lines += ["", f"Victim adversarially fine-tuned end to end ({rv['epochs']} epochs, default threat), white-box:",
               "", "| condition | S (max F) |", "| --- | --- |"]
     lines += [f"| {k} | {cell(v)} |" for k, v in rv["rows"].items()]
@@ -267,20 +294,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--robust-epochs", type=int, default=24,
                     help="budget part: epochs of the end-to-end adversarial fine-tuning of the victim")
-    ap.add_argument("--parts", default="sod,classifier,gat", help="any of sod, classifier, gat, budget")
+    ap.add_argument("--parts", default="sod,classifier,gat", help="any of sod, classifier, gat, budget, weak")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for part, fn in (("sod", sod_part), ("classifier", classifier_part), ("gat", gat_part),
-                     ("budget", budget_part)):
+                     ("budget", budget_part), ("weak", weak_part)):
         if part in args.parts.split(",") and part not in results:
             results[part] = fn(args)
             results_file.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    if "budget" in results:
-        text = budget_table(results["budget"])
-        (args.out / "budget.md").write_text(text)
-        print(text)
+    for part in ("budget", "weak"):
+        if part in results:
+            text = budget_table(results[part])
+            (args.out / f"{part}.md").write_text(text)
+            print(text)
     if {"sod", "classifier", "gat"} <= set(results):
         text = tables(results)
         (args.out / "tables.md").write_text(text)
