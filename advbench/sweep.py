@@ -164,6 +164,10 @@ def _write(store, record: dict[str, Any], summary: SweepSummary, sink) -> None:
     sink.log_cell(record)
 
 
+#: Seconds to wait for the Dask client and local cluster to shut down.
+CLOSE_TIMEOUT_S = 30
+
+
 def _run_dask(cells: list[Cell], *, scheduler: str | None, workers: int | None, retries: int):
     """Yield (cell, record) as cells finish on a Dask cluster; failures become failed records."""
     from distributed import Client, LocalCluster, as_completed
@@ -196,10 +200,10 @@ def _run_dask(cells: list[Cell], *, scheduler: str | None, workers: int | None, 
                 yield cell, future.result()
             except Exception as err:
                 yield cell, failed_record(cell, f"{type(err).__name__}: {err}")
-    finally:
-        client.close()
+    finally:  # bounded: a cluster whose worker died mid-task must not hold the sweep open forever
+        client.close(timeout=CLOSE_TIMEOUT_S)
         if cluster is not None:
-            cluster.close()
+            cluster.close(timeout=CLOSE_TIMEOUT_S)
 
 
 class _SweepTracker:
