@@ -6,8 +6,10 @@ trained from scratch here; ``patch-transfer`` uses the *other* detector as its s
 
     .venv/bin/python benchmarks/repro_patch.py --out /tmp/patch_repro --seeds 2   # about 60 min on 2 CPU cores
 
-``--specialists`` adds patches learned on one altitude each; ``--unseen-scenes 450`` repeats both studies on new
-scenes that the detectors never saw (about 40 min more).
+``--specialists`` adds patches learned on one altitude each; ``--ensemble`` adds one patch learned on both
+detectors (min-max over altitude x detector domains, and the averaged ensemble; 60-90 min more with
+``--seeds 2``); ``--unseen-scenes 450`` repeats these studies on new scenes that the detectors never saw (about
+40 min more without ``--ensemble``).
 
 Writes ``results.json`` and ``table.md`` in ``--out``; the store there makes a rerun skip finished cells.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -41,16 +44,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=0,
                     help="also run patch-whitebox and both patch-minmax weightings with this many more attack seeds "
                          "(same split and detectors) and report the worst-altitude ASR's mean and spread")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="also learn patch-minmax on both detectors (altitude x detector domains) and the averaged "
+                         "ensemble, over the --seeds attack seeds, measured on each detector")
     ap.add_argument("--specialists", action="store_true",
                     help="also learn patch-whitebox on each altitude alone (measured on every altitude): does a "
                          "patch with a better worst altitude than the pooled one exist?")
     ap.add_argument("--unseen-scenes", type=int, default=0, metavar="N",
-                    help="also run the --seeds and --specialists studies on N new scenes (seed 2) that the detectors "
-                         "never saw, split per altitude into patch-training and held-out halves")
+                    help="also run the --seeds, --ensemble and --specialists studies on N new scenes (seed 2) that "
+                         "the detectors never saw, split per altitude into patch-training and held-out halves")
     args = ap.parse_args()
-    if args.unseen_scenes < 0 or (args.unseen_scenes and not (args.seeds or args.specialists)):
-        ap.error("--unseen-scenes takes a positive number of scenes and needs --seeds and/or --specialists "
-                 "(the studies it repeats)")
+    if args.unseen_scenes < 0 or (args.unseen_scenes and not (args.seeds or args.ensemble or args.specialists)):
+        ap.error("--unseen-scenes takes a positive number of scenes and needs --seeds, --ensemble and/or "
+                 "--specialists (the studies it repeats)")
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)
     data_dir = args.out / "evd"
@@ -108,29 +114,42 @@ def studies(args: argparse.Namespace, spec: str, ckpts: dict[str, str], alts: li
     lines = []
     if args.seeds:
         lines += ["", seed_study(args, spec, ckpts)]
+    if args.ensemble:
+        lines += ["", seed_study(args, spec, ckpts, ENSEMBLE_VARIANTS)]
     if args.specialists:
         lines += ["", specialist_study(args, spec, ckpts, alts)]
     return lines
 
 
-def seed_study(args: argparse.Namespace, spec: str, ckpts: dict[str, str]) -> str:
-    """Worst-altitude ASR of patch-whitebox vs patch-minmax over attack seeds (the data split stays fixed)."""
+#: The seed study's variants: label -> (attack, extra parameters, learn on both detectors).
+SEED_VARIANTS = {"patch-whitebox": ("patch-whitebox", {}, False), "patch-minmax": ("patch-minmax", {}, False),
+                 "patch-minmax, detection-rate weights": ("patch-minmax", {"weight_signal": "detection-rate",
+                                                                            "gamma": 0.2}, False)}
+#: ``--ensemble``: one patch learned on both detectors, with altitude x detector domains; ``gamma = inf`` keeps
+#: the weights uniform (the averaging ensemble), which separates the weighting's effect from the extra detector's.
+ENSEMBLE_VARIANTS = {"patch-whitebox": ("patch-whitebox", {}, False),
+                     "patch-minmax, both detectors": ("patch-minmax", {"gamma": 1.0}, True),
+                     "averaged ensemble (gamma = inf), both detectors": ("patch-minmax", {"gamma": math.inf}, True)}
+
+
+def seed_study(args: argparse.Namespace, spec: str, ckpts: dict[str, str],
+               variants: dict[str, tuple[str, dict, bool]] = SEED_VARIANTS) -> str:
+    """Worst-altitude ASR of each variant over attack seeds (the data split stays fixed), measured on each
+    detector; an ensemble variant learns one patch on that detector and the other one."""
     import statistics
 
     from advbench.detection.experiment import run_detect_attack as run
 
-    variants = {"patch-whitebox": ("patch-whitebox", {}), "patch-minmax": ("patch-minmax", {}),
-                "patch-minmax, detection-rate weights": ("patch-minmax", {"weight_signal": "detection-rate",
-                                                                           "gamma": 0.2})}
     out = ["| detector | attack | worst-altitude ASR per seed | mean | stdev | worst altitude per seed |",
            "| --- | --- | --- | --- | --- | --- |"]
     for victim in ckpts:
-        for label, (attack, extra) in variants.items():
+        others = [path for name, path in ckpts.items() if name != victim]
+        for label, (attack, extra, ensemble) in variants.items():
             worst, where = [], []
             for k in range(args.seeds + 1):
                 params = {"steps": args.steps, **extra, **({"seed": args.seed + 100 * k} if k else {})}
                 cell = DetectAttackSpec(dataset=spec, detector=ckpts[victim], attack=attack, params=params,
-                                        seed=args.seed)
+                                        seed=args.seed, extra_detectors=others if ensemble else [])
                 m = run(cell, store=args.out / "results.db").record["metrics"]
                 worst.append(m["worst_altitude_asr"])
                 where.append(min(m["asr_by_altitude"], key=lambda a: m["asr_by_altitude"][a]))
