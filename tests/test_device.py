@@ -147,10 +147,9 @@ def test_streamed_universal_perturbation_takes_a_cpu_generator(on_dev) -> None:
     assert _same_device(result.delta, x.device) and float(result.delta.abs().max()) <= 0.2 + 1e-6
 
 
-def test_cli_run_on_the_device_records_it_and_agrees_with_the_cpu(dev, digits_model, run_cli, tmp_path) -> None:
-    store = tmp_path / "r.db"
-    common = ["run", "--model", digits_model.checkpoint_file, "--dataset", "digits", "--attack", "pgd", "--eps",
-              "0.1", "--n-samples", "128", "--store", str(store), "--json"]
+def _run_on_both(run_cli, args: list[str], dev: torch.device, store) -> tuple[dict, dict]:
+    """``advbench run ARGS --json`` on ``dev``, then on the CPU; off the CPU the two must be stored apart."""
+    common = [*args, "--store", str(store), "--json"]
     code, out, err = run_cli(*common, "--device", str(dev))
     assert code == 0, err
     there = json.loads(out)
@@ -158,11 +157,19 @@ def test_cli_run_on_the_device_records_it_and_agrees_with_the_cpu(dev, digits_mo
     assert code == 0, err
     cpu = json.loads(out)
     code, out, err = run_cli("results", "export", "--format", "json", "--store", str(store))
+    assert code == 0, err
     records = {r["config_hash"]: r for r in json.loads(out)}
     stored = records[there["config_hash"]]
-    if dev.type == "cuda":
-        assert stored["device"].startswith("cuda:") and stored["config"]["device"] == "cuda"
+    if dev.type != "cpu":
         assert len(records) == 2, "a GPU run must not be answered by the stored CPU run"
+        assert stored["device"].startswith("cuda:") and stored["config"]["device"] == "cuda"
+    return there, cpu
+
+
+def test_cli_run_on_the_device_records_it_and_agrees_with_the_cpu(dev, digits_model, run_cli, tmp_path) -> None:
+    args = ["run", "--model", digits_model.checkpoint_file, "--dataset", "digits", "--attack", "pgd", "--eps", "0.1",
+            "--n-samples", "128"]
+    there, cpu = _run_on_both(run_cli, args, dev, tmp_path / "r.db")
     assert abs(there["robust_accuracy"] - cpu["robust_accuracy"]) <= 0.03
 
 
@@ -321,25 +328,6 @@ def test_defended_run_on_the_device(dev, digits_model, tmp_path) -> None:
     assert record["device"].startswith("cuda:") if dev.type == "cuda" else record["device"] == "cpu"
 
 
-def _rows_on_both(run_cli, args: list[str], dev: torch.device, store) -> tuple[dict, dict, dict]:
-    """``advbench run ARGS --json`` on ``dev`` and on the CPU, and the stored record of the device run."""
-    common = [*args, "--store", str(store), "--json"]
-    code, out, err = run_cli(*common, "--device", str(dev))
-    assert code == 0, err
-    there = json.loads(out)
-    code, out, err = run_cli(*common)
-    assert code == 0, err
-    cpu = json.loads(out)
-    code, out, err = run_cli("results", "export", "--format", "json", "--store", str(store))
-    assert code == 0, err
-    records = {r["config_hash"]: r for r in json.loads(out)}
-    if dev.type == "cuda":
-        assert len(records) == 2, "a GPU run must not be answered by the stored CPU run"
-        stored = records[there["config_hash"]]
-        assert stored["device"].startswith("cuda:") and stored["config"]["device"] == "cuda"
-    return there, cpu, records
-
-
 def test_sod_run_with_defensenet_on_the_device_agrees_with_the_cpu(dev, run_cli, tmp_path) -> None:
     """``advbench run --device`` on an SOD checkpoint behind DefenseNet: every row, clouds drawn on the CPU."""
     from advbench.defenses.defensenet import DefenseTrainConfig, save_defensenet, train_defensenet
@@ -352,7 +340,7 @@ def test_sod_run_with_defensenet_on_the_device_agrees_with_the_cpu(dev, run_cli,
     cfg = DefenseTrainConfig(epochs=1, batch_size=8, base=4, depth=1, attack_steps=1)
     net, _ = train_defensenet(model, data.x_train, data.m_train, SOD, cfg, progress=False)
     dn = save_defensenet(net, tmp_path / "dn.safetensors", victim_checkpoint=str(victim))
-    there, cpu, _ = _rows_on_both(run_cli, ["run", "--model", str(victim), "--dataset", "synthetic-sod:n=24,size=32",
+    there, cpu = _run_on_both(run_cli, ["run", "--model", str(victim), "--dataset", "synthetic-sod:n=24,size=32",
                                             "--attack", "adv-cloud,pgd", "--steps", "3", "--n-samples", "8",
                                             "--defense", f"defensenet:{dn}"], dev, tmp_path / "r.db")
     assert set(there["rows"]) == set(cpu["rows"])
@@ -370,7 +358,7 @@ def test_multitask_run_on_the_device_agrees_with_the_cpu(dev, run_cli, tmp_path)
     model, _ = train_multitask(data, epochs=1, batch_size=8, model_options={"base": 4, "levels": 2},
                                progress=False)
     ckpt = save_multitask_model(model, tmp_path / "mt.safetensors")
-    there, cpu, _ = _rows_on_both(run_cli, ["run", "--model", str(ckpt), "--dataset",
+    there, cpu = _run_on_both(run_cli, ["run", "--model", str(ckpt), "--dataset",
                                             "synthetic-multitask:n=24,size=16", "--attack", "stealthy-multitask",
                                             "--target-task", "seg", "--eps", "8/255", "--steps", "3",
                                             "--n-samples", "8"], dev, tmp_path / "r.db")
