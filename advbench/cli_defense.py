@@ -118,7 +118,6 @@ def run_sod(model: str, dataset: str, attacks: list[str], eps: list[float], n_sa
     The victim, its defense and the images move to ``device``; the clouds are drawn on the CPU either way."""
     from advbench.checkpoints import file_sha256
     from advbench.devices import check_device
-    from advbench.records import device_name
     from advbench.runner import defend, device_entry, execute, make_record
     from advbench.sod import load_sod_dataset, load_sod_model
     from advbench.sod.robustness import CloudAttackConfig, sod_robustness
@@ -156,7 +155,7 @@ def run_sod(model: str, dataset: str, attacks: list[str], eps: list[float], n_sa
     def compute():
         result = sod_robustness(victim, x, gt, defense=pre, cfg=cfg, attacks=attacks, seed=seed)
         record = make_record(config, name=f"{Path(model).stem}|{dataset}|sod", metrics=result,
-                             cost=result["cost"], samples=[], device=device_name(dev))
+                             cost=result["cost"], samples=[], device=str(dev))
         return record, result
 
     outcome = execute(config, compute, store=store, force=force)

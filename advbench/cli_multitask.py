@@ -105,7 +105,6 @@ def run_multitask(model: str, dataset: str, attack: str, norm: str, eps: list[fl
     from advbench.multitask.data import load_multitask_dataset
     from advbench.multitask.robustness import multitask_robustness
     from advbench.multitask.training import load_multitask_model
-    from advbench.records import device_name
     from advbench.runner import device_entry, execute, make_record
 
     if len(eps) != 1:
@@ -131,7 +130,7 @@ def run_multitask(model: str, dataset: str, attack: str, norm: str, eps: list[fl
     def compute():
         result = multitask_robustness(net, x, targets, attack_obj, margin=margin, tolerance=tolerance)
         record = make_record(config, name=f"{Path(model).stem}|{dataset}|{attack}", metrics=result["metrics"],
-                             cost=result["cost"], samples=result["samples"], device=device_name(dev))
+                             cost=result["cost"], samples=result["samples"], device=str(dev))
         return record, result
 
     outcome = execute(config, compute, store=store, force=force)

@@ -59,10 +59,15 @@ def package_versions() -> dict[str, str]:
 
 
 def device_name(device: Any) -> str:
-    """A readable device description (the GPU model on CUDA)."""
+    """A readable device description (the GPU model on CUDA); a description passes through unchanged."""
     import torch
 
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        if isinstance(device, str) and device.startswith("cuda:"):
+            return device  # already "cuda:<GPU model>"
+        raise
     if dev.type == "cuda" and torch.cuda.is_available():
         return f"cuda:{torch.cuda.get_device_name(dev)}"
     return dev.type

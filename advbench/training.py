@@ -78,6 +78,7 @@ def fit(
     weight_decay: float = 0.0,
     generator: torch.Generator,
     attack=None,
+    attack_generator: torch.Generator | None = None,
     pipeline=None,
     penalty: Callable[[], torch.Tensor] | None = None,
     batch_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None,
@@ -86,11 +87,11 @@ def fit(
     desc: str = "train",
     progress: bool = True,
 ) -> torch.optim.Optimizer:
-    """Adam epochs of cross-entropy on ``data.x_train`` (optionally on adversarial examples from ``attack``
-    and augmented by ``pipeline``), plus ``penalty()`` (e.g. the ADMM proximal term); ``batch_loss(model, x, y,
-    generator)`` replaces the cross-entropy (e.g. multi-perturbation training); ``after_step`` runs
-    after every optimiser step (e.g. to re-apply a pruning mask).  Batches are drawn and augmented on the CPU
-    and moved to the model's device.  Returns the optimiser."""
+    """Adam epochs of cross-entropy on ``data.x_train`` (optionally on adversarial examples from ``attack``,
+    which draws from ``attack_generator``, and augmented by ``pipeline``), plus ``penalty()`` (e.g. the ADMM
+    proximal term); ``batch_loss(model, x, y, generator)`` replaces the cross-entropy (e.g. multi-perturbation
+    training); ``after_step`` runs after every optimiser step (e.g. to re-apply a pruning mask).  Batches are
+    drawn and augmented on the CPU and moved to the model's device.  Returns the optimiser."""
     from advbench.datasets import augment_batch
 
     optimiser = optimiser or torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -99,8 +100,9 @@ def fit(
     dev = module_device(model)
     # ``generator`` orders the minibatches; attacks draw from a generator on the model's device (on the CPU the
     # same one, as always), seeded without consuming ``generator``, so a seed gives the same minibatches anywhere
-    attack_gen = generator
-    if generator.device.type != dev.type:
+    # (pass ``attack_generator`` to carry one stream on across several calls, as ADMM's rounds do)
+    attack_gen = attack_generator if attack_generator is not None else generator
+    if attack_gen.device.type != dev.type:
         attack_gen = torch.Generator(device=dev).manual_seed(generator.initial_seed())
     bar = progress_bar(total=epochs * steps_per_epoch, desc=desc, unit="batch", enabled=progress)
     for _epoch in range(epochs):

@@ -154,7 +154,8 @@ def seed_study(args: argparse.Namespace, spec: str, ckpts: dict[str, str],
                 worst.append(m["worst_altitude_asr"])
                 where.append(min(m["asr_by_altitude"], key=lambda a: m["asr_by_altitude"][a]))
             out.append(f"| {victim} | {label} | {', '.join(f'{w:.3f}' for w in worst)} | "
-                       f"{statistics.mean(worst):.3f} | {statistics.stdev(worst):.3f} | {', '.join(where)} |")
+                       f"{statistics.mean(worst):.3f} | {statistics.stdev(worst) if len(worst) > 1 else 0.0:.3f} | "
+                       f"{', '.join(where)} |")
     return "\n".join(out)
 
 

@@ -49,3 +49,28 @@ def test_train_classifier_with_gat_minmax_reports_weights():
     assert meta["test_accuracy"] > 0.5
     with pytest.raises(ConfigError, match="gat-minmax"):
         TrainConfig(arch="mlp", dataset="digits", adversarial="trades")
+
+
+def test_fit_draws_adversarial_examples_from_the_given_attack_generator(digits_model, digits_batch):
+    """ADMM's rounds pass one attack stream through every fit() call; the minibatches keep ``generator``."""
+    import copy
+    from types import SimpleNamespace
+
+    from advbench.training import fit
+
+    seen = []
+
+    def recording_attack(model, x, y, generator=None):
+        seen.append(generator)
+        return SimpleNamespace(x_adv=x)
+
+    x, y = digits_batch
+    data = SimpleNamespace(x_train=x[:32], y_train=y[:32])
+    batches, attack_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    fit(copy.deepcopy(digits_model), data, epochs=1, batch_size=16, generator=batches, attack=recording_attack,
+        attack_generator=attack_gen, progress=False)
+    assert len(seen) == 2 and all(g is attack_gen for g in seen)
+    seen.clear()
+    fit(copy.deepcopy(digits_model), data, epochs=1, batch_size=16, generator=batches, attack=recording_attack,
+        progress=False)
+    assert len(seen) == 2 and all(g is batches for g in seen), "without one, the attacks share the batch stream"

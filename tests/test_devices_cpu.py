@@ -63,3 +63,12 @@ def test_every_command_with_a_device_option_refuses_a_bad_one_before_working(com
     code, out, err = run_cli(*command, "--device", "gpu")
     assert code == 2 and "--device 'gpu' is not a torch device" in err
     assert not list(tmp_path.iterdir()), "nothing may be written before the device is checked"
+
+
+def test_a_device_description_is_not_described_twice() -> None:
+    from advbench.records import device_name
+
+    assert device_name("cpu") == device_name(torch.device("cpu")) == "cpu"
+    assert device_name("cuda:NVIDIA H100 80GB HBM3") == "cuda:NVIDIA H100 80GB HBM3"
+    with pytest.raises(RuntimeError):
+        device_name("gpu")

@@ -161,3 +161,21 @@ def test_sweep_logs_one_wandb_run_per_cell_and_a_summary(tmp_path, checkpoints, 
     summary = run_sweep(spec, progress=False, wandb_mode="offline")
     assert summary.finished == 4
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 5
+
+
+def test_a_dask_shutdown_that_runs_over_is_logged_not_raised(caplog) -> None:
+    from advbench.sweep import CLOSE_TIMEOUT_S, _close_within_bound
+
+    class Stuck:
+        def __init__(self) -> None:
+            self.timeouts: list[float] = []
+
+        def close(self, timeout: float) -> None:
+            self.timeouts.append(timeout)
+            raise TimeoutError("still closing")
+
+    stuck = Stuck()
+    with caplog.at_level("WARNING", logger="advbench.sweep"):
+        _close_within_bound(stuck)
+    assert stuck.timeouts == [CLOSE_TIMEOUT_S]
+    assert "Stuck did not close cleanly: TimeoutError: still closing" in caplog.text

@@ -24,6 +24,7 @@ from torch import nn
 
 from advbench.compression.projections import project_sparse, quantize, sparsity_mask
 from advbench.compression.targets import prunable_layers, short_name
+from advbench.devices import module_device
 from advbench.errors import ConfigError
 
 
@@ -84,15 +85,16 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
 
 
 def masked_retrain(model: nn.Module, data, masks: dict[str, torch.Tensor], cfg: PruneConfig,
-                   generator: torch.Generator, progress: bool = True) -> None:
+                   generator: torch.Generator, progress: bool = True,
+                   attack_generator: torch.Generator | None = None) -> None:
     """Retrain with the masks fixed: the mask is re-applied after every step, so zeros stay exactly zero."""
     from advbench.training import fit
 
     apply_masks(model, masks)
     if cfg.retrain_epochs:
         fit(model, data, epochs=cfg.retrain_epochs, lr=cfg.lr, batch_size=cfg.batch_size, generator=generator,
-            attack=_attack(cfg), after_step=lambda: apply_masks(model, masks), desc="masked retrain",
-            progress=progress)
+            attack=_attack(cfg), attack_generator=attack_generator, after_step=lambda: apply_masks(model, masks),
+            desc="masked retrain", progress=progress)
 
 
 def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConfig,
@@ -102,6 +104,10 @@ def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConf
 
     layers = prunable_layers(model)
     generator = torch.Generator().manual_seed(cfg.seed)
+    # off the CPU the adversarial steps draw from one device stream that runs on across rounds (on the CPU they
+    # share ``generator``, as always), instead of fit() reseeding a fresh one at every round
+    dev = module_device(model)
+    attack_gen = generator if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     if cfg.method == "admm":
         weights = {name: layers[name].weight for name in targets}
@@ -115,7 +121,8 @@ def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConf
                 return (rho / 2) * sum((weights[n] - z[n] + u[n]).square().sum() for n in weights)
 
             optimiser = fit(model, data, epochs=cfg.epochs_per_round, lr=cfg.lr, batch_size=cfg.batch_size,
-                            generator=generator, attack=_attack(cfg), penalty=penalty, optimiser=optimiser,
+                            generator=generator, attack=_attack(cfg), attack_generator=attack_gen, penalty=penalty,
+                            optimiser=optimiser,
                             desc=f"admm round {round_index + 1}/{cfg.rounds}", progress=progress)
             with torch.no_grad():
                 for name, w in weights.items():
@@ -126,7 +133,7 @@ def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConf
                             "test_accuracy": accuracy(model, data.x_test, data.y_test)})
             rho *= cfg.rho_growth
     masks = {name: sparsity_mask(layers[name].weight.detach(), ratio, cfg.structure) for name, ratio in targets.items()}
-    masked_retrain(model, data, masks, cfg, generator, progress)
+    masked_retrain(model, data, masks, cfg, generator, progress, attack_generator=attack_gen)
     report = PruneReport(masks=masks, history=history)
     if cfg.quantize_bits:
         with torch.no_grad():
