@@ -35,20 +35,23 @@ def train_multitask_cmd(
                                                              "2**levels)"),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="random horizontal flips"),
     seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Train a multi-task model (segmentation, depth, normals; summed losses, Adam) and save it as safetensors."""
+    from advbench.devices import check_device
     from advbench.multitask.data import load_multitask_dataset
     from advbench.multitask.tasks import check_tasks, get_task
     from advbench.multitask.training import save_multitask_model, train_multitask
 
+    dev = check_device(device)
     if out_path.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got '{out_path}'")
     options = {k: v for k, v in (("base", base), ("levels", levels)) if v is not None}
     data = load_multitask_dataset(dataset, seed=seed)
     chosen = data.tasks if tasks is None else check_tasks(tasks, available=data.tasks, what="--tasks")
     model, summary = train_multitask(data, tasks=chosen, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
-                                     seed=seed, augment=augment, model_options=options, progress=True)
+                                     seed=seed, augment=augment, model_options=options, progress=True, device=dev)
     path = save_multitask_model(model, out_path, {"dataset": dataset, "training": summary})
     if as_json:
         sys.stdout.write(json.dumps({"checkpoint": str(path), **summary}) + "\n")

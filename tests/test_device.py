@@ -225,6 +225,25 @@ def test_training_commands_on_the_device_write_cpu_checkpoints(dev, run_cli, tmp
     assert json.loads(out)["steps"] >= 1 and dn.exists()
 
 
+def test_multitask_training_on_the_device_draws_the_cpu_batches_and_writes_a_cpu_checkpoint(dev, run_cli,
+                                                                                            tmp_path) -> None:
+    from advbench.multitask.training import load_multitask_model
+
+    summaries = {}
+    for where in ("cpu", str(dev)):
+        ckpt = tmp_path / f"mt-{where.replace(':', '_')}.safetensors"
+        code, out, err = run_cli("train-multitask", "--dataset", "synthetic-multitask:n=24,size=16", "--epochs", "2",
+                                 "--base", "4", "--levels", "2", "--out", str(ckpt), "--device", where, "--json")
+        assert code == 0, err
+        summaries[where] = json.loads(out)
+        assert next(load_multitask_model(ckpt).parameters()).device.type == "cpu"
+    cpu, there = summaries["cpu"], summaries[str(dev)]
+    assert there["first_loss"] == pytest.approx(cpu["first_loss"], rel=1e-3), "same seed, same first batches"
+    for task, value in cpu["test_metrics"].items():
+        assert there["test_metrics"][task] == pytest.approx(value, rel=0.05, abs=0.02), task
+    assert "device" not in cpu and (there.get("device", "cpu").startswith("cuda:") or dev.type == "cpu")
+
+
 def test_admm_prune_on_the_device_writes_a_cpu_child_with_the_cpu_sparsity(dev, digits_model, tmp_path) -> None:
     """ADMM rounds, masked retraining and adversarial steps on the device; the masks keep the same shape of
     sparsity as on the CPU, and the child checkpoint is written from CPU tensors."""

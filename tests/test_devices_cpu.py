@@ -52,6 +52,7 @@ def test_labels_on_another_device_than_the_inputs_are_refused(digits_model, digi
 @pytest.mark.parametrize("command", [
     ["train", "--model", "small_cnn", "--dataset", "digits", "--out", "m.safetensors"],
     ["train-sod", "--dataset", "synthetic-sod:n=12,size=32", "--out", "s.safetensors"],
+    ["train-multitask", "--dataset", "synthetic-multitask:n=12,size=16", "--out", "mt.safetensors"],
     ["defend", "train", "--victim", "v.safetensors", "--dataset", "digits", "--out", "d.safetensors"],
     ["train-detector", "--dataset", "evd4uav:/nowhere", "--out", "d.safetensors"],
     ["run", "--model", "small_cnn", "--dataset", "digits", "--attack", "pgd", "--eps", "0.1"],

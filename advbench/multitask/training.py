@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_task_checkpoint
+from advbench.dense_training import fit_dense
 from advbench.errors import CheckpointError, ConfigError, UnknownNameError
 from advbench.multitask.data import MultiTaskData, load_multitask_dataset
 from advbench.multitask.models import MultiTaskNet, create_multitask_model
 from advbench.multitask.tasks import IGNORE_INDEX, MultiTaskMetrics, check_tasks, evaluate_multitask, get_task
-from advbench.progress import progress_bar
+from advbench.records import device_name
 
 STD_FLOOR = 1e-3
 
@@ -35,6 +36,12 @@ def _check_hyper(epochs: int, batch_size: int, lr: float) -> None:
             raise ConfigError(f"train_multitask: {name} must be a positive int, got {value!r}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ConfigError(f"train_multitask: lr must be a positive number, got {lr!r}")
+
+
+def _flip_half_the_batches(x: torch.Tensor, targets: Mapping[str, torch.Tensor],
+                           gen: torch.Generator) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
+    """Augmentation: :func:`flip_batch` on a coin toss from ``gen``."""
+    return flip_batch(x, targets) if bool(torch.rand((), generator=gen) < 0.5) else (x, targets)
 
 
 def flip_batch(x: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -82,6 +89,7 @@ def train_multitask(
     augment: bool = True,
     model_options: dict[str, Any] | None = None,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> tuple[MultiTaskNet, dict[str, Any]]:
     """Train multi-task model ``arch`` on ``data`` (a :class:`MultiTaskData` or a spec for
     :func:`~advbench.multitask.data.load_multitask_dataset`); returns the model (eval mode) and a summary.
@@ -90,7 +98,8 @@ def train_multitask(
     Adam with a cosine learning-rate decay to 5% of ``lr``; the depth head starts at the median training depth.
     All randomness (initialisation, shuffling, flips) follows ``seed``.  The summary holds the hyperparameters, the
     first and final epoch losses (also per task), ``test_metrics`` (headline metric per task), ``test_details``
-    and ``baseline_test_metrics`` (constant predictions, see :func:`baseline_metrics`).
+    and ``baseline_test_metrics`` (constant predictions, see :func:`baseline_metrics`).  Batches are drawn and
+    flipped on the CPU and trained on ``device``; the model is returned there.
     """
     _check_hyper(epochs, batch_size, lr)
     if isinstance(data, str):
@@ -112,46 +121,27 @@ def train_multitask(
         valid = data.targets_train["depth"][data.targets_train["depth"] > 0]
         if valid.numel():
             model.init_depth_prior(float(valid.median()))
+    model = model.to(device)
     gen = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     n = len(data.x_train)
     total = epochs * math.ceil(n / batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total, eta_min=0.05 * lr)
-    epoch_losses: list[float] = []
-    task_losses: list[dict[str, float]] = []
+
+    def loss_fn(net: torch.nn.Module, x: torch.Tensor,
+                targets: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        outputs = net(x)
+        losses = {t: get_task(t).loss(outputs[t], targets[t]).mean() for t in tasks}
+        return torch.stack(list(losses.values())).sum(), losses
+
     started = time.perf_counter()
-    model.train()
-    bar = progress_bar(total=total, desc=f"train {arch}", unit="step", enabled=progress)
-    try:
-        for _epoch in range(epochs):
-            order = torch.randperm(n, generator=gen)
-            running = 0.0
-            per_task = dict.fromkeys(tasks, 0.0)
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                x = data.x_train[idx]
-                targets = {t: data.targets_train[t][idx] for t in tasks}
-                if augment and bool(torch.rand((), generator=gen) < 0.5):
-                    x, targets = flip_batch(x, targets)
-                outputs = model(x)
-                losses = {t: get_task(t).loss(outputs[t], targets[t]).mean() for t in tasks}
-                loss = torch.stack(list(losses.values())).sum()
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                running += loss.item() * len(idx)
-                for t, value in losses.items():
-                    per_task[t] += value.item() * len(idx)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            epoch_losses.append(running / n)
-            task_losses.append({t: v / n for t, v in per_task.items()})
-    finally:
-        bar.close()
-    model.eval()
+    history = fit_dense(model, data.x_train, lambda idx: {t: data.targets_train[t][idx] for t in tasks}, loss_fn,
+                        epochs=epochs, batch_size=batch_size, lr=lr, generator=gen,
+                        augment=_flip_half_the_batches if augment else None, device=device, desc=f"train {arch}",
+                        progress=progress)
+    epoch_losses, task_losses = history.epoch_losses, history.part_losses
     seconds = time.perf_counter() - started
-    details = evaluate_multitask(model, data.x_test, data.targets_test, details=True)
+    dev = torch.device(device)
+    details = evaluate_multitask(model, data.x_test.to(dev), {t: v.to(dev) for t, v in data.targets_test.items()},
+                                 details=True)
     summary = {
         "arch": arch,
         "dataset": data.name,
@@ -178,6 +168,8 @@ def train_multitask(
         "baseline_test_metrics": baseline_metrics(data, tasks),
         "higher_is_better": {t: get_task(t).higher_is_better for t in tasks},
     }
+    if dev.type != "cpu":  # only off the CPU, so CPU summaries keep their fields
+        summary["device"] = device_name(dev)
     return model, summary
 
 

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_task_checkpoint
+from advbench.dense_training import fit_dense
 from advbench.devices import module_device
 from advbench.errors import CheckpointError, ConfigError, UnknownNameError
-from advbench.progress import progress_bar
 from advbench.records import device_name
 from advbench.sod.data import SODData, load_sod_dataset
 from advbench.sod.metrics import sod_metrics
@@ -113,40 +113,21 @@ def train_sod(
     if check is not None:
         check(data.x_train[:1])  # a size the net cannot take fails now, not after loading the optimiser
     gen = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     n = len(data.x_train)
-    steps_per_epoch = math.ceil(n / batch_size)
-    total = epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total, eta_min=0.05 * lr)
-    epoch_losses: list[float] = []
+    total = epochs * math.ceil(n / batch_size)
+
+    def loss_fn(net: torch.nn.Module, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        logits = net(x)
+        loss = F.binary_cross_entropy_with_logits(logits, m)
+        if iou_weight:
+            loss = loss + iou_weight * soft_iou_loss(logits, m)
+        return loss, {}
+
     started = time.perf_counter()
-    model.train()
-    bar = progress_bar(total=total, desc=f"train {arch}", unit="step", enabled=progress)
-    try:
-        for _epoch in range(epochs):
-            order = torch.randperm(n, generator=gen)
-            running = 0.0
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                x, m = data.x_train[idx], data.m_train[idx]
-                if augment:
-                    x, m = _dihedral(x, m, gen)
-                x, m = x.to(device), m.to(device)
-                logits = model(x)
-                loss = F.binary_cross_entropy_with_logits(logits, m)
-                if iou_weight:
-                    loss = loss + iou_weight * soft_iou_loss(logits, m)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                running += loss.item() * len(idx)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            epoch_losses.append(running / n)
-    finally:
-        bar.close()
-    model.eval()
+    history = fit_dense(model, data.x_train, lambda idx: data.m_train[idx], loss_fn, epochs=epochs,
+                        batch_size=batch_size, lr=lr, generator=gen, augment=_dihedral if augment else None,
+                        device=device, desc=f"train {arch}", progress=progress)
+    epoch_losses = history.epoch_losses
     seconds = time.perf_counter() - started
     prior = float(data.m_train.mean())
     summary = {
