@@ -42,13 +42,8 @@ TINY = "synthetic-sod:n=10,size=32"
 TINY_UNET = {"base": 4, "depth": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other work on a small machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Tiny tensors run fastest on one thread (see ``one_thread`` in conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
