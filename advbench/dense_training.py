@@ -26,8 +26,9 @@ Loss = Callable[[nn.Module, torch.Tensor, Any], tuple[torch.Tensor, Mapping[str,
 
 @dataclass
 class DenseFitHistory:
-    """Mean training loss per epoch, and the same per named part (e.g. per task)."""
+    """Optimiser steps taken, mean training loss per epoch, and the same per named part (e.g. per task)."""
 
+    steps: int = 0
     epoch_losses: list[float] = field(default_factory=list)
     part_losses: list[dict[str, float]] = field(default_factory=list)
 
@@ -48,7 +49,7 @@ def fit_dense(model: nn.Module, x_train: torch.Tensor, select: Callable[[torch.T
     n = len(x_train)
     total = epochs * math.ceil(n / batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total, eta_min=0.05 * lr)
-    history = DenseFitHistory()
+    history = DenseFitHistory(steps=total)
     model.train()
     bar = progress_bar(total=total, desc=desc, unit="step", enabled=progress)
     try:

@@ -124,7 +124,6 @@ def train_multitask(
     model = model.to(device)
     gen = torch.Generator().manual_seed(seed)
     n = len(data.x_train)
-    total = epochs * math.ceil(n / batch_size)
 
     def loss_fn(net: torch.nn.Module, x: torch.Tensor,
                 targets: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -154,7 +153,7 @@ def train_multitask(
         "lr": lr,
         "seed": seed,
         "augment": augment,
-        "steps": total,
+        "steps": history.steps,
         "n_train": n,
         "n_test": len(data.x_test),
         "input_size": list(data.input_size),

@@ -114,7 +114,6 @@ def train_sod(
         check(data.x_train[:1])  # a size the net cannot take fails now, not after loading the optimiser
     gen = torch.Generator().manual_seed(seed)
     n = len(data.x_train)
-    total = epochs * math.ceil(n / batch_size)
 
     def loss_fn(net: torch.nn.Module, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, dict]:
         logits = net(x)
@@ -140,7 +139,7 @@ def train_sod(
         "seed": seed,
         "iou_weight": iou_weight,
         "augment": augment,
-        "steps": total,
+        "steps": history.steps,
         "n_train": n,
         "n_test": len(data.x_test),
         "input_size": list(data.input_size),
