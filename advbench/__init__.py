@@ -17,6 +17,11 @@ from typing import Any
 
 from advbench.attack import ATTACKS, Attack, AttackOutput
 from advbench.checkpoints import load_model
+
+# Imported eagerly and bound last: a lazy ``import advbench.evaluate`` inside a function used to replace this
+# attribute with the submodule, so the second ``advbench.evaluate(...)`` of a process raised "'module' object is
+# not callable".  The submodule stays importable by its full name (``from advbench.evaluate import ...``).
+from advbench.evaluate import evaluate  # noqa: E402  (after the modules it needs)
 from advbench.threat import ThreatModel, parse_eps
 
 __version__ = "0.1.0"
@@ -36,13 +41,6 @@ def create_attack(name: str, **hyperparameters: Any) -> Attack:
     """Build the attack registered as ``name`` with keyword-only ``hyperparameters``."""
     _load_attacks()
     return ATTACKS.get(name)(**hyperparameters)
-
-
-def evaluate(*args: Any, **kwargs: Any):
-    """Cascade evaluation; see :func:`advbench.evaluate.evaluate` for the arguments."""
-    from advbench.evaluate import evaluate as _evaluate
-
-    return _evaluate(*args, **kwargs)
 
 
 __all__ = [

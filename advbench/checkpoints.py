@@ -60,7 +60,26 @@ def normalize_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
                 raise CheckpointError(f"the mask of '{base}' is not binary (values other than 0 and 1); "
                                       "torch.nn.utils.prune masks hold only 0 and 1")
         out[base] = orig * mask if mask is not None else orig
-    return out
+    return _keep_metadata(state, out, lambda key: _strip_module(key))
+
+
+def _strip_module(key: str) -> str:
+    while key.startswith("module."):
+        key = key[len("module."):]
+    return key
+
+
+def _keep_metadata(source: Any, out: dict[str, Any], rename) -> dict[str, Any]:
+    """Carry ``state_dict()._metadata`` (per-module format versions) over to a re-keyed copy: int8 ``torch.ao``
+    modules need it to read their packed parameters."""
+    meta = getattr(source, "_metadata", None)
+    if meta is None:
+        return out
+    from collections import OrderedDict
+
+    kept = OrderedDict(out)
+    kept._metadata = OrderedDict((rename(k + ".")[:-1] if k else k, v) for k, v in meta.items())  # type: ignore[attr-defined]
+    return kept
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -75,9 +94,22 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, meta
 
 
+#: Suffixes read as torch files (``.pth.tar`` is timm's training-checkpoint name).
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+#: Where training scripts keep the weights inside a checkpoint dict, in the order they are looked up
+#: (timm: ``state_dict`` / ``state_dict_ema``; torchvision references: ``model`` / ``model_ema``).
+NESTED_KEYS = ("state_dict", "model", "net", "module")
+EMA_KEYS = ("state_dict_ema", "model_ema")
+
+
 def _read_torch(path: Path) -> dict[str, Any]:
+    import argparse
+
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        # timm's train.py stores its argparse.Namespace next to the weights; a Namespace only holds plain
+        # attributes, so it is allowed.  Anything else that needs code is refused.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpointError(
             f"{path} is a pickle that needs to run code to load, so it was refused ({str(err).splitlines()[0]}). "
@@ -86,8 +118,34 @@ def _read_torch(path: Path) -> dict[str, Any]:
             "'model.safetensors')"
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        if "TorchScript" in str(err):
+            raise CheckpointError(f"{path} is a TorchScript archive, not a state dict; load it with the model spec "
+                                  f"'torchscript:{path}'") from err
         raise CheckpointError(f"{path} could not be read as a torch checkpoint ({err}); it may be corrupt") from err
     return obj
+
+
+def unwrap_state_dict(obj: Any, path: str | Path, *, ema: bool = False) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The tensors of a loaded torch checkpoint and the key they were found under (None: the top level).
+
+    Training checkpoints nest the weights (timm: ``state_dict`` and ``state_dict_ema``; torchvision's
+    reference scripts: ``model`` and ``model_ema``); ``ema=True`` asks for the EMA copy and fails if there
+    is none."""
+    key = None
+    nested = isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in (*NESTED_KEYS, *EMA_KEYS))
+    if nested or (isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values())):
+        keys = EMA_KEYS if ema else NESTED_KEYS
+        key = next((k for k in keys if isinstance(obj.get(k), dict)), None)
+        if key is None:
+            what = "an EMA copy (state_dict_ema / model_ema)" if ema else f"weights under {', '.join(NESTED_KEYS)}"
+            raise CheckpointError(f"{path} holds no {what}; its top-level keys are {sorted(map(str, obj))[:8]}")
+        obj = obj[key]
+    elif ema:
+        raise CheckpointError(f"{path} is a plain state dict with no EMA copy; drop ema=true")
+    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors (got {type(obj).__name__})")
+    # int8 (torch.ao) state dicts also hold packed-parameter tuples and dtypes next to the tensors
+    return obj, key
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -117,8 +175,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors (normalised, see module doc) and metadata (sidecar JSON, else header metadata)."""
+def read_checkpoint(path: str | Path, *, ema: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors (normalised, see module doc) and metadata (sidecar JSON, else header metadata); ``ema=True``
+    takes the EMA weights of a training checkpoint."""
     path = Path(path)
     if not path.exists():
         raise MissingPathError(f"checkpoint not found: {path}")
@@ -127,15 +186,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         tensors, header = _read_safetensors(path)
         if SIDECAR_KEY in header:
             meta = json.loads(header[SIDECAR_KEY])
-    elif path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        obj = _read_torch(path)
-        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            obj = obj["state_dict"]
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise CheckpointError(f"{path} does not hold a state dict of tensors (got {type(obj).__name__})")
-        tensors = obj
+    elif path.suffix in TORCH_SUFFIXES:
+        tensors, _ = unwrap_state_dict(_read_torch(path), path, ema=ema)
     else:
-        raise CheckpointError(f"{path}: unknown checkpoint format '{path.suffix}'; use .safetensors, .pt or .pth")
+        raise CheckpointError(f"{path}: unknown checkpoint format '{path.suffix}'; use .safetensors, .pt, .pth "
+                              "or .pth.tar")
     side = sidecar_path(path)
     if side.exists() and side != path:
         try:
@@ -183,7 +238,7 @@ def load_model(
     from advbench.models import create_model
 
     text = str(path_or_name)
-    looks_like_path = Path(text).suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt") or "/" in text
+    looks_like_path = Path(text).suffix in (".safetensors", *TORCH_SUFFIXES) or "/" in text
     if not looks_like_path:
         if input_shape is None or num_classes is None:
             raise CheckpointError(f"building a fresh '{text}' needs input_shape=(C, H, W) and num_classes=")
@@ -224,7 +279,10 @@ def load_model(
             ) if part
         )
         raise CheckpointError(f"{text} does not match architecture '{arch}' {tuple(shape)}: {detail}")
+    floats = [str(v.dtype).replace("torch.", "") for k, v in state.items() if k.startswith("net.") and
+              v.is_floating_point()]
     model.load_state_dict(state)
+    model.weights_dtype = max(set(floats), key=floats.count) if floats else "float32"  # before the float32 copy
     model.checkpoint_meta = meta
     model.checkpoint_path = text
     model.eval()

@@ -33,6 +33,17 @@ out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("advbench")
 
+MODEL_HELP = (
+    "checkpoint path(s) or model spec(s), comma separated: model.safetensors (with its JSON sidecar); "
+    "timm:NAME[?weights=PATH&ema=true]; torchvision:NAME[?weights=PATH]; "
+    "robustbench:NAME[?dataset=cifar10&threat=Linf&model_dir=DIR]; ARCH?weights=PATH (e.g. resnet20, wrn-28-10); "
+    "torchscript:PATH; py:FILE.py:FACTORY[?weights=PATH] (this imports and runs your own Python file). "
+    "Options: quantized=dynamic|static (torch.ao int8 weights), surrogate=PATH or gradients=bpda (gradients "
+    "for int8 models). Nothing is ever downloaded")
+DATASET_HELP = (
+    "digits, mnist5k, cifar10:/path, cifar100:/path (python layout; only the test batch is read), "
+    "imagefolder:/path (class subfolders, or val/ or test/ inside; never split), synthetic; "
+    "see `advbench list datasets`")
 DEFAULT_STORE = "advbench-results.db"
 
 
@@ -220,12 +231,28 @@ def print_run_table(records: list[dict[str, Any]], title: str = "robustness") ->
 
 @app.command()
 def run(
-    model: str = typer.Option(..., "--model", help="checkpoint path(s) or model name(s), comma separated"),
-    dataset: str = typer.Option(..., "--dataset"),
+    model: str = typer.Option(..., "--model", help=MODEL_HELP),
+    dataset: str = typer.Option(..., "--dataset", help=DATASET_HELP),
     attack: str = typer.Option("pgd", "--attack", help="attack name(s), comma separated: run as a cascade"),
     norm: Norm = typer.Option(Norm.linf, "--norm"),
     eps: str = typer.Option("8/255", "--eps", help="one or more budgets, comma separated; 8/255 style allowed"),
-    n_samples: int = typer.Option(500, "--n-samples"),
+    n_samples: int = typer.Option(500, "--n-samples", help="how many samples to evaluate (see --selection)"),
+    selection: str = typer.Option("balanced", "--selection", help="balanced: a seeded class-balanced subset "
+                                  "(--seed); first: the first N in the data set's fixed order"),
+    samples: Path | None = typer.Option(None, "--samples", help="a file of sample indices or file names to "
+                                        "evaluate (one per line, or a JSON list), like RobustBench's fixed subsets"),
+    num_classes: int | None = typer.Option(None, "--num-classes", help="model outputs (replaces the sidecar)"),
+    input_size: int | None = typer.Option(None, "--input-size", help="model input side in pixels, e.g. 224"),
+    mean: str | None = typer.Option(None, "--mean", help="per-channel normalization mean, e.g. 0.485,0.456,0.406"),
+    std: str | None = typer.Option(None, "--std", help="per-channel normalization std, e.g. 0.229,0.224,0.225"),
+    interpolation: str | None = typer.Option(None, "--interpolation", help="resize interpolation: bilinear, "
+                                             "bicubic, nearest, lanczos"),
+    crop_pct: float | None = typer.Option(None, "--crop-pct", help="centre-crop fraction: resize the shorter "
+                                          "side to input-size / crop-pct, then crop (0.875: 256 -> 224)"),
+    dtype: str | None = typer.Option(None, "--dtype", help="evaluate in float32 (default), float16, bfloat16 "
+                                     "or auto (the checkpoint's own dtype)"),
+    class_map: Path | None = typer.Option(None, "--class-map", help="map data set classes to model outputs "
+                                          "(lines 'CLASS_NAME INDEX' or JSON) to evaluate a class subset"),
     steps: int | None = typer.Option(None, "--steps", help="iterations for every attack that has steps"),
     gamma: float | None = typer.Option(None, "--gamma", help="min-max: weight regulariser (inf = averaging)"),
     alpha: float | None = typer.Option(None, "--alpha", help="min-max: inverse step size of the perturbation"),
@@ -253,6 +280,7 @@ def run(
     """Attack one or more models with an attack cascade at one or more eps; store and print the result."""
     from advbench.cli_defense import is_sod_checkpoint, run_sod
     from advbench.cli_multitask import is_multitask_checkpoint, run_multitask
+    from advbench.models.resolve import ModelOptions
     from advbench.runner import RunSpec, run_multidomain
     from advbench.runner import run as run_one
     from advbench.threat import parse_eps_list
@@ -298,6 +326,9 @@ def run(
         for name in takers:
             params.setdefault(name, {}).setdefault(pname, value)
     wandb_opts = _wandb_options(wandb, wandb_mode, wandb_project, store)
+    model_options = ModelOptions(num_classes=num_classes, input_size=input_size, mean=_floats(mean, "--mean"),
+                                 std=_floats(std, "--std"), interpolation=interpolation, crop_pct=crop_pct,
+                                 dtype=dtype)
     records, skipped = [], []
     model_specs = _split(model)
     multi = [name for name in attacks if getattr(_attack_class(name), "multi_domain", False)]
@@ -307,7 +338,8 @@ def run(
     for group in groups:
         spec = RunSpec(model=group[0], dataset=dataset, attacks=attacks, eps=eps_values, norm=norm.value,
                        n_samples=n_samples, seed=seed, batch_size=batch_size, attack_params=params, device=device,
-                       defense=defense)
+                       defense=defense, model_options=model_options, selection=selection,
+                       samples=str(samples) if samples else None, class_map=str(class_map) if class_map else None)
         if multi:
             if defense:
                 raise ConfigError("--defense applies to attack cascades, not to min-max recipes")
@@ -347,11 +379,30 @@ def _wandb_options(enabled: bool, mode: WandbMode | None, project: str, store: P
 
 
 def _json_payload(record: dict[str, Any], skipped: bool) -> dict[str, Any]:
+    """The metrics plus everything needed to compare the run: the resolved config (attack hyperparameters,
+    seed, sample selection, preprocessing, dtype, device) and the code and library versions."""
     payload = dict(record["metrics"])
+    config = record["config"]
+    data = config.get("data") or {}
     payload.update({"cost": record.get("cost", {}), "config_hash": record["config_hash"],
-                    "model": record["config"]["model"].get("name"), "dataset": record["config"]["dataset"],
-                    "skipped": skipped, "run_id": record.get("id")})
+                    "model": config["model"].get("name"), "dataset": config["dataset"],
+                    "skipped": skipped, "run_id": record.get("id"),
+                    "config": config, "attacks": config.get("attacks"), "seed": config.get("seed"),
+                    "selection": data.get("selection"), "preprocessing": data.get("preprocessing"),
+                    "dtype": config["model"].get("eval_dtype", "float32"), "device": record.get("device"),
+                    "code_version": record.get("code_version"), "versions": record.get("versions")})
     return payload
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in _split(text))
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated numbers, one per channel, e.g. 0.485,0.456,0.406; got "
+                          f"'{text}'") from None
+
 
 
 class Structure(str, Enum):

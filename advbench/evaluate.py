@@ -174,7 +174,10 @@ def evaluate(
     pert = torch.full((n,), float("nan"))
     warnings_out: list[dict[str, str]] = []
     total_grad = total_query = 0
-    if sanity_checks:
+    white_box = any(a.kind != "black-box" for row in plan.values() for a in row)
+    for message in getattr(model, "run_warnings", ()):  # e.g. a recorded dtype cast, a capped --n-samples
+        warnings_out.append({"name": "RunWarning", "message": message})
+    if sanity_checks and white_box:  # a black-box cascade needs no gradient, so a model without one is fine
         probe = clean_correct.nonzero().flatten()[:batch_size]
         frac = zero_gradient_fraction(model, x[probe], y[probe])
         if frac > 0:

@@ -8,6 +8,8 @@ The record is written once, in one transaction, after the evaluation finished, s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +17,12 @@ from typing import Any
 
 import torch
 
-from advbench.checkpoints import file_sha256, load_model
+from advbench.checkpoints import load_model
 from advbench.devices import check_device
-from advbench.errors import ConfigError, InputError
+from advbench.errors import ConfigError, InputError, MissingPathError
 from advbench.evaluate import EvaluationResult, evaluate
+from advbench.models.resolve import ClassSubsetModel, ModelOptions, ResolvedModel, resolve_model
+from advbench.models.specs import parse_model_spec
 from advbench.records import code_version, config_hash, device_name, now_iso, package_versions
 from advbench.threat import NORMS, parse_eps_list
 
@@ -27,7 +31,7 @@ log = logging.getLogger("advbench")
 
 @dataclass
 class RunSpec:
-    """What the user asked for (CLI flags or a sweep cell)."""
+    """What the user asked for (CLI flags, a sweep cell or the Python API)."""
 
     model: str
     dataset: str
@@ -40,6 +44,10 @@ class RunSpec:
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "cpu"
     defense: str | None = None
+    model_options: ModelOptions = field(default_factory=ModelOptions)
+    selection: str = "balanced"
+    samples: str | None = None
+    class_map: str | None = None
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -49,7 +57,12 @@ class RunSpec:
             raise ConfigError("--attack needs at least one attack name (see `advbench list attacks`)")
         if self.n_samples is not None and self.n_samples < 1:
             raise ConfigError(f"--n-samples must be >= 1, got {self.n_samples}")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"--selection must be one of {', '.join(SELECTIONS)}, got '{self.selection}'")
         check_device(self.device)
+
+
+SELECTIONS = ("balanced", "first")
 
 
 @dataclass
@@ -57,20 +70,6 @@ class RunOutcome:
     record: dict[str, Any]
     skipped: bool
     result: EvaluationResult | None = None
-
-
-def _model_identity(spec: str) -> dict[str, Any]:
-    path = Path(spec)
-    if path.exists() and path.is_file():
-        identity = {"path": str(path), "name": path.stem, "sha256": file_sha256(path)}
-        from advbench.checkpoints import read_metadata
-
-        compression = read_metadata(path).get("compression") or {}
-        if compression.get("parent_sha256"):  # a compressed child: leaderboards relate it to its parent
-            identity["parent_sha256"] = compression["parent_sha256"]
-            identity["compression_ratio"] = compression.get("compression_ratio")
-        return identity
-    return {"name": spec}
 
 
 def resolve_attack_params(spec: RunSpec) -> list[dict[str, Any]]:
@@ -87,60 +86,216 @@ def resolve_attack_params(spec: RunSpec) -> list[dict[str, Any]]:
 
 @dataclass
 class Victim:
-    """A loaded model with the data set it is evaluated on and its provenance."""
+    """A loaded model with the samples it is evaluated on and the provenance of both."""
 
     model: torch.nn.Module
-    data: Any
+    x: torch.Tensor
+    y: torch.Tensor
     identity: dict[str, Any]
+    data: dict[str, Any]
     split_seed: int
     arch: str | None
+    differentiable: bool = True
+    warnings: list[str] = field(default_factory=list)
 
 
-def load_victim(model_spec: str, dataset: str, *, seed: int = 0, device: str = "cpu") -> Victim:
-    """Load a checkpoint (or build a fresh named model) and the data set, and check that they fit.
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """SHA-256 of the evaluated samples' pixels and labels: the data set's content, not only its path."""
+    digest = hashlib.sha256()
+    digest.update(str((tuple(x.shape), str(x.dtype))).encode())
+    xc = x.detach().cpu().contiguous()
+    for i in range(0, xc.shape[0], 256):
+        digest.update(xc[i:i + 256].numpy().tobytes())
+    digest.update(y.detach().cpu().to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
-    The test split is drawn with the checkpoint's training seed, so a model is never evaluated on
-    samples it was trained on."""
+
+def _is_fresh_name(model_spec: str) -> bool:
+    """A bare registered architecture name (no weights): a freshly initialised model."""
+    spec = parse_model_spec(model_spec)
+    return spec.scheme == "" and not spec.options and not Path(spec.name).suffix and "/" not in spec.name
+
+
+def _is_folder(dataset: str) -> bool:
+    """An image folder whose images the model's preprocessing resizes (unless ``?size=N`` already fixes it)."""
+    text = dataset.strip().lower()
+    return text.startswith("imagefolder:") and "size=" not in text.partition("?")[2]
+
+
+def _channel_stats(dataset: str, x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The training split's per-channel statistics for a fresh model's normalization; the evaluated samples'
+    own when the data set has no training split (an evaluation-only folder, CIFAR test files only)."""
     from advbench.datasets import load_dataset
+    from advbench.datasets.data import STD_FLOOR
+    from advbench.errors import DatasetError
 
-    identity = _model_identity(model_spec)
-    if "path" in identity:
-        model = load_model(model_spec)
-        meta = getattr(model, "checkpoint_meta", {})
-        split_seed = int(meta.get("training", {}).get("seed", 0))
-        data = load_dataset(dataset, seed=split_seed)
-    else:
-        meta, split_seed = {}, 0
-        data = load_dataset(dataset, seed=split_seed)
+    try:
+        return load_dataset(dataset, seed=0).channel_stats()
+    except (DatasetError, MissingPathError):
+        xd = x.detach().to(torch.float64)
+        mean = xd.mean(dim=(0, 2, 3))
+        std = xd.std(dim=(0, 2, 3), correction=0).clamp_min(STD_FLOOR)
+        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def load_victim(model_spec: str, dataset: str, *, seed: int = 0, device: str = "cpu",
+                options: ModelOptions | None = None, n_samples: int | None = None, selection: str = "balanced",
+                samples: str | None = None, class_map: str | None = None) -> Victim:
+    """Resolve the model spec, read the selected evaluation samples, and check that they fit.
+
+    The samples are drawn with the checkpoint's training seed as split seed, so a model is never evaluated
+    on samples it was trained on.  Preprocessing (resize + centre crop) comes from the model (timm's
+    pretrained config, torchvision's weight transforms, the RobustBench zoo entry, the sidecar) or the
+    ``--input-size``/``--crop-pct``/``--interpolation`` flags; in-memory sets whose images already have the
+    model's size are left untouched."""
+    from advbench.datasets.evaluation_set import Preprocessing, load_evaluation_set
+
+    options = options or ModelOptions()
+    spec = parse_model_spec(model_spec)
+    select = {"n_samples": n_samples, "selection": selection, "seed": seed, "samples": samples}
+    warnings_out: list[str] = []
+    if _is_fresh_name(model_spec) and options == ModelOptions():
+        evalset = load_evaluation_set(dataset, split_seed=0, **select)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            mean, std = data.channel_stats()
-            model = load_model(model_spec, input_shape=data.input_shape, num_classes=data.num_classes)
+            mean, std = _channel_stats(dataset, evalset.x)
+            model = load_model(model_spec, input_shape=evalset.input_shape, num_classes=evalset.num_classes)
             model.mean.copy_(torch.tensor(mean).reshape(model.mean.shape))
             model.std.copy_(torch.tensor(std).reshape(model.std.shape))
-    expected = tuple(getattr(model, "input_shape", data.input_shape))
-    if expected != tuple(data.input_shape) or getattr(model, "num_classes", data.num_classes) != data.num_classes:
+        resolved = ResolvedModel(model, {"name": model_spec, "weights": "random"}, evalset.input_shape,
+                                 evalset.num_classes)
+    else:
+        needs_data = spec.scheme in ("", "py", "torchscript") and options.input_size is None \
+            and not _looks_like_checkpoint(spec)
+        first = load_evaluation_set(dataset, split_seed=0, **select) if needs_data else None
+        resolved = resolve_model(model_spec, options,
+                                 data_shape=first.input_shape if first else None,
+                                 data_classes=first.num_classes if first else None)
+        split_seed = resolved.split_seed
+        pre = resolved.preprocessing if _is_folder(dataset) else None
+        if first is not None and split_seed == 0 and pre is None:
+            evalset = first
+        else:
+            evalset = load_evaluation_set(dataset, split_seed=split_seed,
+                                          preprocessing=Preprocessing(**pre) if pre else None, **select)
+    warnings_out += [*resolved.warnings, *evalset.warnings]
+    x, y = evalset.x, evalset.y
+    preprocessing = evalset.preprocessing
+    expected = tuple(resolved.input_shape or evalset.input_shape)
+    if tuple(x.shape[1:]) != expected and expected[0] == x.shape[1] and resolved.preprocessing is not None \
+            and not _is_folder(dataset):
+        pre = Preprocessing(**resolved.preprocessing)
+        x = pre.apply_tensor(x)
+        preprocessing = pre.describe()
+    if tuple(x.shape[1:]) != expected:
         raise InputError(
-            f"model {model_spec} expects inputs {expected} with {getattr(model, 'num_classes', '?')} classes, but "
-            f"dataset {dataset} gives {tuple(data.input_shape)} with {data.num_classes} classes"
-        )
-    return Victim(model.to(device), data, identity, split_seed, getattr(model, "arch", meta.get("arch")))
+            f"model {model_spec} expects inputs {expected} but data set {dataset} gives {tuple(x.shape[1:])}; "
+            "pass --input-size (and --crop-pct/--interpolation) to resize and centre-crop, or use a data set "
+            "of the model's image size")
+    model, class_entry = map_classes(resolved, evalset.class_names, class_map, model_spec, dataset)
+    data_entry = {"spec": dataset, **{k: v for k, v in evalset.source.items() if k != "spec"},
+                  "selection": evalset.selection, "preprocessing": preprocessing,
+                  "fingerprint": data_fingerprint(x, y)}
+    if class_entry is not None:
+        data_entry["class_map"] = class_entry
+    return Victim(model.to(device), x.to(device), y.to(device), resolved.identity, data_entry,
+                  resolved.split_seed, resolved.identity.get("arch") or getattr(model, "arch", None),
+                  resolved.differentiable, warnings_out)
+
+
+def _looks_like_checkpoint(spec) -> bool:
+    return spec.scheme == "" and not spec.options and (Path(spec.name).is_file() or bool(Path(spec.name).suffix))
+
+
+def read_class_map(path: str, class_names: tuple[str, ...]) -> dict[str, int]:
+    """A class map file: JSON ``{"data class name": model output index}`` (or a list of output indices in the
+    data set's class order), or text lines ``NAME INDEX``."""
+    file = Path(path)
+    if not file.is_file():
+        raise MissingPathError(f"--class-map file not found: {file}")
+    text = file.read_text()
+    if file.suffix == ".json":
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--class-map {file} is not valid JSON (line {err.lineno}): {err.msg}") from err
+        if isinstance(obj, list):
+            if len(obj) != len(class_names):
+                raise ConfigError(f"--class-map {file} lists {len(obj)} indices for {len(class_names)} classes")
+            obj = dict(zip(class_names, obj, strict=True))
+        if not isinstance(obj, dict):
+            raise ConfigError(f"--class-map {file} must hold an object {{name: index}} or a list of indices")
+        pairs = obj
+    else:
+        pairs = {}
+        for lineno, line in enumerate(text.splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                raise ConfigError(f"--class-map {file}, line {lineno}: expected 'CLASS_NAME MODEL_INDEX', got '{line}'")
+            pairs[parts[0]] = int(parts[1])
+    out = {}
+    for name, index in pairs.items():
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise ConfigError(f"--class-map {file}: the index of '{name}' must be an integer, got {index!r}")
+        out[str(name)] = index
+    return out
+
+
+def map_classes(resolved: ResolvedModel, class_names: tuple[str, ...], class_map: str | None, model_spec: str,
+                dataset: str) -> tuple[torch.nn.Module, dict[str, Any] | None]:
+    """The model restricted to the data set's classes, when they are a subset of its outputs.
+
+    The map comes from ``--class-map``, else from the model's own class names (e.g. the ImageNet synsets
+    n01440764, ... of a 1,000-class model against an ImageNet-val-style folder); a data set with as many
+    classes as the model has outputs is taken in order."""
+    model, outputs = resolved.model, int(resolved.num_classes or len(class_names))
+    if class_map:
+        mapping = read_class_map(class_map, class_names)
+        missing = [c for c in class_names if c not in mapping]
+        if missing:
+            raise ConfigError(f"--class-map {class_map} has no entry for data set classes {missing[:5]}")
+        source = f"file:{class_map}"
+    elif resolved.class_names and set(class_names) <= set(resolved.class_names) and \
+            tuple(class_names) != tuple(resolved.class_names):
+        position = {name: i for i, name in enumerate(resolved.class_names)}
+        mapping, source = {c: position[c] for c in class_names}, "model class names"
+    elif len(class_names) == outputs:
+        return model, None
+    else:
+        raise InputError(
+            f"model {model_spec} has {outputs} outputs but data set {dataset} has {len(class_names)} classes; "
+            "pass --class-map FILE (lines 'CLASS_NAME MODEL_INDEX') to evaluate on a subset of the model's classes, "
+            "or --num-classes to build the model with the data set's class count")
+    indices = [mapping[c] for c in class_names]
+    bad = [i for i in indices if not 0 <= i < outputs]
+    if bad:
+        raise ConfigError(f"class map: model indices {bad[:5]} are outside the model's {outputs} outputs")
+    if len(set(indices)) != len(indices):
+        raise ConfigError("class map: two data set classes map to the same model output")
+    entry = {"source": source, "indices": indices,
+             "sha256": hashlib.sha256(json.dumps(indices).encode()).hexdigest()}
+    return ClassSubsetModel(model, indices).eval(), entry
 
 
 def prepare(spec: RunSpec):
     """Load the model and the evaluation samples; returns (model, x, y, config)."""
     attacks = resolve_attack_params(spec)
-    victim = load_victim(spec.model, spec.dataset, seed=spec.seed, device=spec.device)
-    data = victim.data
-    n = data.x_test.shape[0] if spec.n_samples is None else min(spec.n_samples, data.x_test.shape[0])
-    x, y = data.x_test[:n].to(spec.device), data.y_test[:n].to(spec.device)
+    victim = load_victim(spec.model, spec.dataset, seed=spec.seed, device=spec.device, options=spec.model_options,
+                         n_samples=spec.n_samples, selection=spec.selection, samples=spec.samples,
+                         class_map=spec.class_map)
+    require_gradients(victim, spec.attacks, spec.model)
+    x, y = victim.x, victim.y
     config = {
         "model": victim.identity,
         "arch": victim.arch,
         "dataset": spec.dataset,
+        "data": victim.data,
         "split": "test",
         "split_seed": victim.split_seed,
-        "n_samples": n,
+        "n_samples": int(x.shape[0]),
         "norm": spec.norm,
         "eps": spec.eps,
         "attacks": attacks,
@@ -151,7 +306,25 @@ def prepare(spec: RunSpec):
     model = victim.model
     if spec.defense:
         model, config["defense"] = defend(model, spec.defense, spec.device)
+    model.run_warnings = victim.warnings
     return model, x, y, config
+
+
+def require_gradients(victim: Victim, attacks: list[str], model_spec: str) -> None:
+    """Refuse white-box attacks on a model without input gradients (int8, some TorchScript) before any work."""
+    if victim.differentiable:
+        return
+    import advbench
+    from advbench.attack import ATTACKS
+
+    advbench.list_attacks()
+    white = [a for a in attacks if ATTACKS.get(a).kind != "black-box"]
+    if white:
+        black = [n for n in advbench.list_attacks() if ATTACKS.get(n).kind == "black-box"]
+        raise ConfigError(
+            f"{model_spec} has no input gradients (int8 or non-differentiable TorchScript), so the gradient attacks "
+            f"{white} cannot run on it. Run black-box attacks ({', '.join(black)}) directly, or declare where "
+            "gradients come from: add '?surrogate=PATH' (the float parent) or, for dynamic int8, '?gradients=bpda'")
 
 
 def device_entry(device: str | torch.device) -> dict[str, str]:
@@ -309,7 +482,11 @@ def run_multidomain(
         raise ConfigError("a min-max recipe runs on its own, not in a cascade: pass exactly one --attack")
     attack = spec.attacks[0]
     params = resolve_attack_params(spec)
-    victims = [load_victim(m, spec.dataset, seed=spec.seed, device=spec.device) for m in models]
+    victims = [load_victim(m, spec.dataset, seed=spec.seed, device=spec.device, options=spec.model_options,
+                           n_samples=spec.n_samples, selection=spec.selection, samples=spec.samples,
+                           class_map=spec.class_map) for m in models]
+    for v, m in zip(victims, models, strict=True):
+        require_gradients(v, spec.attacks, m)
     if len({v.split_seed for v in victims}) > 1:
         log.warning("the models were trained with different split seeds; evaluating on the split of %s", models[0])
     if attack.endswith("-ensemble"):
@@ -319,13 +496,13 @@ def run_multidomain(
         raise ConfigError(f"'{attack}' attacks one model at a time")
     else:
         model = victims[0].model
-    data = victims[0].data
-    n = data.x_test.shape[0] if spec.n_samples is None else min(spec.n_samples, data.x_test.shape[0])
-    x, y = data.x_test[:n].to(spec.device), data.y_test[:n].to(spec.device)
+    x, y = victims[0].x, victims[0].y
+    n = int(x.shape[0])
     config = {
         "models": [v.identity for v in victims],
         "model": victims[0].identity if len(victims) == 1 else {"name": "+".join(v.identity["name"] for v in victims)},
         "dataset": spec.dataset,
+        "data": victims[0].data,
         "split": "test",
         "split_seed": victims[0].split_seed,
         "n_samples": n,

@@ -36,7 +36,11 @@ def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
         x = x.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             loss = F.cross_entropy(model(x), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x)
+            if not loss.requires_grad:  # e.g. an int8 model: no gradient reaches the input at all
+                return 1.0
+            (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+        if grad is None:
+            return 1.0
     finally:
         model.train(training)
     zero = grad.reshape(grad.shape[0], -1).abs().amax(dim=1) == 0

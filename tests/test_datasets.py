@@ -49,7 +49,7 @@ def _rows(x: torch.Tensor) -> np.ndarray:
 
 
 def test_list_datasets_names_every_scheme() -> None:
-    assert list_datasets() == ["cifar10", "digits", "imagefolder", "mnist5k", "synthetic"]
+    assert list_datasets() == ["cifar10", "cifar100", "digits", "imagefolder", "mnist5k", "synthetic"]
 
 
 def test_digits_contract_and_values() -> None:
@@ -324,7 +324,10 @@ def _write_rgb_tree(root: Path, per_class: int = 5, size: tuple[int, int] = (6, 
 def test_imagefolder_rgb_split_and_values(tmp_path: Path) -> None:
     _write_rgb_tree(tmp_path)
     (tmp_path / "red" / "notes.txt").write_text("ignored: not an image suffix")
-    data = load_dataset(f"imagefolder:{tmp_path}")
+    # a single tree is never split silently: the hold-out fraction must be asked for
+    with pytest.raises(DatasetError, match=r"no train/ and test/.*\?holdout=0\.2"):
+        load_dataset(f"imagefolder:{tmp_path}")
+    data = load_dataset(f"imagefolder:{tmp_path}?holdout=0.2")
     _check_contract(data, (3, 6, 6), 8, 2)
     assert data.class_names == ("blue", "red")
     assert sorted(data.y_test.tolist()) == [0, 1]  # stratified
@@ -361,7 +364,11 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
     _write_rgb_tree(tree)
     (tree / "red" / "broken.png").write_bytes(b"definitely not a png")
     with pytest.raises(DatasetError, match="broken.png"):
-        load_dataset(f"imagefolder:{tree}")
+        load_dataset(f"imagefolder:{tree}?holdout=0.2")
+    with pytest.raises(DatasetError, match="'holdout'"):
+        load_dataset(f"imagefolder:{tree}?holdout=1.5")
+    with pytest.raises(DatasetError, match="'split'"):
+        load_dataset(f"imagefolder:{tree}?split=val")
     with pytest.raises(DatasetError, match="'colour'"):
         load_dataset(f"imagefolder:{tree}?colour=1")
     with pytest.raises(DatasetError, match="'size'"):
@@ -369,7 +376,7 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
     (tree / "red" / "broken.png").unlink()
     (tree / "green").mkdir()
     with pytest.raises(DatasetError, match="green"):
-        load_dataset(f"imagefolder:{tree}")
+        load_dataset(f"imagefolder:{tree}?holdout=0.2")
 
 
 # --------------------------------------------------------------------------- augmentation

@@ -13,6 +13,7 @@ MODULES = [
     "advbench.threat",
     "advbench.losses",
     "advbench.checkpoints",
+    "advbench.models.specs",
     "advbench.evaluate",
     "advbench.records",
     "advbench.datasets",
