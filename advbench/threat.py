@@ -16,7 +16,8 @@ A :class:`ThreatModel` knows, for one norm and radius ``eps``:
   the separable problem give the closed forms above with one scalar multiplier.
 * :meth:`ThreatModel.random_init` — a random start inside the set, from an explicit generator.
 * :meth:`ThreatModel.ascent_direction` — the steepest-ascent direction of a gradient for the norm
-  (sign for linf, the normalised gradient for l2 and l0, a sparse sign vector for l1).
+  (sign for linf, the normalised gradient for l2 and l0, a sparse sign vector for l1 that, given the
+  current point, only uses coordinates that are not already at the box bound in the step's direction).
 
 Perturbations are always measured per sample over all non-batch dimensions.
 """
@@ -171,6 +172,9 @@ class ThreatModel:
         eps = parse_eps(self.eps)
         if self.norm == "l0" and eps != int(eps):
             raise ConfigError(f"l0 eps counts coordinates and must be a whole number, got {eps}")
+        if self.norm == "linf" and eps > 1:
+            raise ConfigError(f"linf eps {eps:g} is larger than the whole [0, 1] pixel range, so nothing would be "
+                              f"bounded; images are in [0, 1]: did you mean {eps:g}/255?")
         object.__setattr__(self, "eps", eps)
 
     # -- geometry -------------------------------------------------------------------------------
@@ -248,12 +252,20 @@ class ThreatModel:
             delta = torch.where(keep, target - x.reshape(n, d), torch.zeros_like(target)).reshape(x.shape)
         return self.project(x + delta.to(x.device), x)
 
-    def ascent_direction(self, grad: torch.Tensor, l1_sparsity: float = 0.95) -> torch.Tensor:
+    def ascent_direction(self, grad: torch.Tensor, l1_sparsity: float = 0.95,
+                         x_adv: torch.Tensor | None = None) -> torch.Tensor:
         """Steepest-ascent direction of unit norm for this geometry.
 
         linf: ``sign(g)``. l2 and l0: ``g / ||g||_2`` (l0 then relies on the projection to pick the
         coordinates). l1: the sign of the top ``(1 - l1_sparsity)`` fraction of coordinates by
         ``|g|``, scaled to unit l1 norm (a sparse step, as in SLIDE / APGD-l1).
+
+        ``x_adv`` is the point the step starts from (in [0,1], shaped like ``grad``).  With it, the l1 step
+        picks its coordinates only among those that can still move along ``sign(g)``: a coordinate already
+        at 1 with ``g > 0``, at 0 with ``g < 0``, or with ``g = 0`` gets no mass, so no part of the step is
+        lost to clipping (the steepest ascent direction over the l1 ball ∩ box, as in l1-APGD, Croce & Hein,
+        ICML 2021).  When fewer coordinates can move than the sparsity asks for, only those are used; when
+        none can, the direction is zero.  linf, l2 and l0 ignore ``x_adv``.
         """
         n = grad.shape[0]
         flat = grad.reshape(n, -1)
@@ -263,9 +275,17 @@ class ThreatModel:
             out = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
         else:
             k = max(1, int(round(flat.shape[1] * (1 - l1_sparsity))))
-            top = flat.abs().topk(k, dim=1).indices
+            score = flat.abs()
+            if x_adv is not None:
+                point = x_adv.reshape(n, -1)
+                movable = ((flat > 0) & (point < 1)) | ((flat < 0) & (point > 0))
+                score = torch.where(movable, score, torch.full_like(score, -1.0))
+            top = score.topk(k, dim=1).indices
+            signs = flat.gather(1, top).sign()
+            if x_adv is not None:
+                signs = signs * (score.gather(1, top) >= 0)
             out = torch.zeros_like(flat)
-            out.scatter_(1, top, flat.gather(1, top).sign())
+            out.scatter_(1, top, signs)
             out = out / out.abs().sum(dim=1, keepdim=True).clamp_min(1e-12)
         return out.reshape(grad.shape)
 

@@ -7,6 +7,7 @@ row in the test table (``tests/test_attack_registry.py``).
 from advbench.attacks import (
     adv_cloud,  # noqa: F401
     apgd,  # noqa: F401
+    autoattack,  # noqa: F401
     ensemble,  # noqa: F401
     pgd,  # noqa: F401
     torchattacks_adapter,  # noqa: F401

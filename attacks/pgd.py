@@ -113,7 +113,7 @@ class PGD(Attack):
             if box is not None:
                 xa = torch.clamp(torch.add(xa, grad.sign(), alpha=self._step), box[0], box[1])
             else:
-                xa = threat.project(xa + self._step * threat.ascent_direction(grad, self.l1_sparsity), xc)
+                xa = threat.project(xa + self._step * threat.ascent_direction(grad, self.l1_sparsity, x_adv=xa), xc)
         return RawResult(x_adv=x_out, adv_pred=adv_pred, success_step=first, loss_trace=trace)
 
 

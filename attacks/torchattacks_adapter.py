@@ -28,6 +28,8 @@ What the adapter adds, and what it deliberately leaves out of torchattacks' habi
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Any, ClassVar
 
 import torch
@@ -100,7 +102,9 @@ class TorchattacksAttack(Attack):
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator, device=ctx.generator.device))
         counter = _CountingModel(ctx.model).eval()  # torchattacks restores the wrapper's mode on the victim
         devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        # torchattacks prints to stdout when the model has no parameters to read a device from (an int8 model);
+        # stdout belongs to --json, so its chatter goes to stderr
+        with torch.random.fork_rng(devices=devices), contextlib.redirect_stdout(sys.stderr):
             torch.manual_seed(seed)
             attack = self._make(counter, n_classes, seed)
             if self.targeted:
@@ -230,7 +234,7 @@ class FAB(TorchattacksAttack):
         for target in ctx.labels.unique().tolist():
             idx = (ctx.labels == target).nonzero().flatten()
             view = _TargetVsRest(counter, int(target)).eval()
-            with torch.random.fork_rng(devices=devices):
+            with torch.random.fork_rng(devices=devices), contextlib.redirect_stdout(sys.stderr):
                 torch.manual_seed(seed)
                 fab = torchattacks.FAB(view, norm=_TA_NORM[self.norm], eps=self.eps, steps=self.steps,
                                        n_restarts=self.n_restarts, alpha_max=self.alpha_max, eta=self.eta,
@@ -348,51 +352,6 @@ class DeepFool(TorchattacksAttack):
             step = ((gap.abs() + 1e-4) / flat.square().sum(1).clamp_min(1e-12))[:, None] * flat
             x_adv[active] = (x_adv[active] + (1 + self.overshoot) * step.reshape(grad.shape)).clamp(0, 1)
         return RawResult(x_adv=self.threat.project(x_adv, x))
-
-
-@register_attack("autoattack")
-class AutoAttack(TorchattacksAttack):
-    """torchattacks' AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square; 10 steps each as torchattacks
-    builds them, Square with 5000 queries) as one attack.  advbench's own cascade over the individual
-    attacks is :func:`advbench.evaluate` with ``attacks=['apgd-ce', 'apgd-t', 'fab-t', 'square']``."""
-
-    norms = ("linf", "l2")
-
-    def __init__(self, *, norm: str = "linf", eps: float | str = 8 / 255, version: str = "standard",
-                 targeted: bool = False, early_stop: bool = True) -> None:
-        super().__init__(norm=norm, eps=eps, targeted=targeted, early_stop=early_stop)
-        if version not in ("standard", "plus", "rand"):
-            raise ConfigError(f"autoattack version must be standard, plus or rand; got '{version}'")
-        self.version = version
-
-    def _make(self, model, n_classes, seed):
-        import torchattacks
-
-        return torchattacks.AutoAttack(model, norm=_TA_NORM[self.norm], eps=self.eps, version=self.version,
-                                       n_classes=n_classes, seed=seed)
-
-    def _targeted(self, ctx, x):
-        """torchattacks' AutoAttack is untargeted; the targeted cascade is native APGD on the targeted CE
-        loss, then on the targeted DLR loss, then targeted FAB and targeted Square, each only on the samples
-        that have not reached the target yet."""
-        stages = [_native_apgd(self, "ce", steps=100), _native_apgd(self, "dlr", steps=100),
-                  FAB(norm=self.norm, eps=self.eps, targeted=True), Square(norm=self.norm, eps=self.eps, targeted=True)]
-        x_out = x.clone()
-        left = torch.arange(x.shape[0], device=x.device)
-        for stage in stages:
-            sub = AttackContext(ctx.model, x[left], ctx.labels[left], targeted=True, threat=self.threat,
-                                generator=ctx.generator)
-            raw = stage._attack(sub, x[left])
-            ctx.n_queries[left] += sub.n_queries
-            ctx.n_gradients[left] += sub.n_gradients
-            x_out[left] = raw.x_adv
-            with torch.no_grad():
-                reached = ctx.model(raw.x_adv).argmax(1) == ctx.labels[left]
-            ctx.n_queries[left] += 1
-            left = left[~reached]
-            if left.numel() == 0:
-                break
-        return RawResult(x_adv=x_out)
 
 
 def _target_gap(logits: torch.Tensor, target: torch.Tensor, targeted: bool) -> torch.Tensor:

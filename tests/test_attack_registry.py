@@ -27,7 +27,7 @@ FAST = {
     "square": {"n_queries": 40},
     "cw": {"steps": 10, "c": 10.0, "lr": 0.05},
     "deepfool": {"steps": 10},
-    "autoattack": {},
+    "autoattack": {"steps": 5, "n_queries": 40, "n_target_classes": 2},  # standard: 100, 5000, 9
     "minmax-ensemble": {"steps": 5},
     "avg-ensemble": {"steps": 5},
     "minmax-universal": {"steps": 5, "k": 4},
