@@ -185,9 +185,43 @@ class _FrozenAfterInit(type):
     """Metaclass that makes instances immutable once ``__init__`` has finished."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(cls, type) and hasattr(cls, "parameter_names") and not args:
+            kwargs = _checked_hyperparameters(cls, kwargs)
         obj = super().__call__(*args, **kwargs)
         object.__setattr__(obj, "_frozen", True)
         return obj
+
+
+def _checked_hyperparameters(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Refuse unknown hyperparameters and values of the wrong type with an error that names the parameter and
+    lists the valid ones (``--param pgd.stepz=3`` used to end in a TypeError from deep inside the class)."""
+    valid = cls.parameter_names()
+    label = getattr(cls, "name", "") or cls.__name__
+    unknown = [k for k in kwargs if k not in valid]
+    if unknown:
+        raise ConfigError(f"attack '{label}' has no parameter {', '.join(repr(k) for k in unknown)}; its parameters "
+                          f"are: {', '.join(valid)}")
+    defaults: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            defaults.update({p: spec.default for p, spec in inspect.signature(init).parameters.items()
+                             if spec.default is not inspect.Parameter.empty})
+    out = dict(kwargs)
+    for key, value in kwargs.items():
+        default = defaults.get(key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{label}.{key} must be true or false, got {value!r}")
+        elif isinstance(default, int) and not isinstance(value, bool):
+            if isinstance(value, float) and value.is_integer():
+                out[key] = int(value)
+            elif not isinstance(value, int):
+                raise ConfigError(f"{label}.{key} must be an integer, got {value!r}")
+        elif isinstance(default, float) and key != "eps":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{label}.{key} must be a number, got {value!r}")
+    return out
 
 
 class Attack(metaclass=_FrozenAfterInit):

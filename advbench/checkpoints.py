@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -108,11 +110,14 @@ def _read_torch(path: Path) -> dict[str, Any]:
     try:
         # timm's train.py stores its argparse.Namespace next to the weights; a Namespace only holds plain
         # attributes, so it is allowed.  Anything else that needs code is refused.
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's note on a raw pickle's protocol, before refusing
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f" (it calls {found.group(1)})" if found else ""
         raise UnsafeCheckpointError(
-            f"{path} is a pickle that needs to run code to load, so it was refused ({str(err).splitlines()[0]}). "
+            f"{path} is a pickle that needs to run code to load{what}, so it was refused. "
             "Re-save only the tensors, in a trusted environment: "
             "torch.save(model.state_dict(), 'clean.pt') or safetensors.torch.save_file(model.state_dict(), "
             "'model.safetensors')"

@@ -47,6 +47,21 @@ DATASET_HELP = (
 DEFAULT_STORE = "advbench-results.db"
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from advbench import __version__
+        from advbench.records import code_version
+
+        out.print(f"advbench {__version__} ({code_version()})", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", metavar="", is_eager=True, callback=_print_version,
+                                       help="print the version and exit")) -> None:
+    """Adversarial attacks and robustness benchmarks."""
+
+
 class Listable(str, Enum):
     attacks = "attacks"
     models = "models"
@@ -106,9 +121,19 @@ def list_cmd(what: Listable = typer.Argument(..., help="attacks, models, dataset
     if what is Listable.models:
         names = list_models() + ["timm:<architecture>"]
     elif what is Listable.datasets:
-        from advbench.datasets import list_datasets
+        from advbench.datasets import DATASETS
+        from advbench.datasets.detection.catalog import DETECTION_DATASETS
+        from advbench.multitask.data import MULTITASK_DATASETS
+        from advbench.sod.data import SOD_DATASETS
 
-        names = list_datasets()
+        table = Table("data set", "task")
+        for registry, task in ((DATASETS, "classification"), (SOD_DATASETS, "salient-object detection"),
+                               (MULTITASK_DATASETS, "multi-task dense prediction"),
+                               (DETECTION_DATASETS, "detection")):
+            for name in registry.names():
+                table.add_row(name, task)
+        out.print(table)
+        return
     elif what is Listable.defenses:
         from advbench.defenses import list_defenses
 
@@ -143,7 +168,7 @@ def train(
     adv_eps: str = typer.Option("0.1", "--adv-eps", help="training eps (fractions such as 8/255 allowed)"),
     adv_norm: Norm = typer.Option(Norm.linf, "--adv-norm"),
     adv_steps: int = typer.Option(10, "--adv-steps"),
-    augment: bool = typer.Option(False, "--augment", help="albumentations training augmentation"),
+    augment: bool = typer.Option(False, "--augment", metavar="", help="albumentations training augmentation"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
 ) -> None:
@@ -174,6 +199,17 @@ def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
             value = raw
         params.setdefault(attack, {})[name] = value
     return params
+
+
+def _check_params_target(params: dict[str, dict[str, Any]], attacks: list[str]) -> None:
+    """``--param`` must name an attack of the cascade, and never the budget (that is --norm / --eps)."""
+    for name, values in params.items():
+        if name not in attacks:
+            raise ConfigError(f"--param {name}.{next(iter(values))}=... names attack '{name}', which is not in "
+                              f"--attack ({', '.join(attacks)}); add it there or fix the name")
+        for reserved in ("norm", "eps"):
+            if reserved in values:
+                raise ConfigError(f"--param {name}.{reserved} is not allowed: set the budget with --{reserved}")
 
 
 def _attack_class(attack: str):
@@ -265,8 +301,8 @@ def run(
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(256, "--batch-size"),
     store: Path = typer.Option(Path(DEFAULT_STORE), "--store", help="SQLite results store"),
-    force: bool = typer.Option(False, "--force", help="rerun even if this config is already stored"),
-    wandb: bool = typer.Option(False, "--wandb", help="log to Weights & Biases"),
+    force: bool = typer.Option(False, "--force", metavar="", help="rerun even if this config is already stored"),
+    wandb: bool = typer.Option(False, "--wandb", metavar="", help="log to Weights & Biases"),
     wandb_project: str = typer.Option("advbench", "--wandb-project"),
     wandb_mode: WandbMode | None = typer.Option(None, "--wandb-mode"),
     device: str = typer.Option("cpu", "--device"),
@@ -275,7 +311,7 @@ def run(
     tolerance: float = typer.Option(0.05, "--tolerance", help="multi-task: relative worsening allowed elsewhere"),
     defense: str | None = typer.Option(None, "--defense", help="preprocessing defense in front of the model: "
                                        "jpeg[:quality=75], bitdepth[:bits=4], median[:k=3], defensenet:CKPT"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object on stdout"),
 ) -> None:
     """Attack one or more models with an attack cascade at one or more eps; store and print the result."""
     from advbench.cli_defense import is_sod_checkpoint, run_sod
@@ -287,6 +323,7 @@ def run(
 
     attacks = _split(attack)
     params = _parse_params(param)
+    _check_params_target(params, attacks)
     single = len(_split(model)) == 1
     special = single and (is_sod_checkpoint(model) or is_multitask_checkpoint(model))
     if special:
@@ -323,6 +360,11 @@ def run(
         takers = [name for name in attacks if _accepts(name, pname)]
         if not takers:
             raise ConfigError(f"--{pname} does not apply to {', '.join(attacks)}")
+        others = [name for name in attacks if name not in takers]
+        if others:
+            err.print(f"note: --{pname} {value} applies to {', '.join(takers)}; {', '.join(others)} "
+                      + ("has no '{0}' and keeps its" if len(others) == 1 else "have no '{0}' and keep their")
+                      .format(pname) + " own settings (see --param)", highlight=False)
         for name in takers:
             params.setdefault(name, {}).setdefault(pname, value)
     wandb_opts = _wandb_options(wandb, wandb_mode, wandb_project, store)
@@ -426,7 +468,8 @@ def prune(
     target: float | None = typer.Option(None, "--target", help="global pruning ratio in [0, 1), e.g. 0.9"),
     per_layer: str | None = typer.Option(None, "--per-layer", help="conv1=0.8,conv2=0.92,... (see inspect)"),
     quantize_bits: int | None = typer.Option(None, "--quantize-bits", help="ADMM-NN quantization width"),
-    adversarial: bool = typer.Option(False, "--adversarial", help="PGD training in the W-step and retraining"),
+    adversarial: bool = typer.Option(False, "--adversarial", metavar="",
+                                     help="PGD training in the W-step and retraining"),
     adv_eps: str = typer.Option("0.1", "--adv-eps"),
     adv_steps: int = typer.Option(10, "--adv-steps"),
     rho: float = typer.Option(1e-3, "--rho", help="initial ADMM penalty (grows by --rho-growth per round)"),
@@ -458,7 +501,7 @@ def prune(
 @app.command()
 def inspect(
     checkpoint: Path = typer.Argument(..., help="a checkpoint (.safetensors, .pt, .pth)"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", metavar=""),
 ) -> None:
     """Per-layer sparsity, compression ratio, parameter and FLOP counts of a checkpoint."""
     from advbench.checkpoints import load_model
@@ -495,9 +538,9 @@ def compare(
     seed: int = typer.Option(0, "--seed"),
     store: Path = typer.Option(Path(DEFAULT_STORE), "--store"),
     plot: Path | None = typer.Option(None, "--plot", help="PNG path (default: next to the store)"),
-    wandb: bool = typer.Option(False, "--wandb"),
+    wandb: bool = typer.Option(False, "--wandb", metavar=""),
     wandb_project: str = typer.Option("advbench", "--wandb-project"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", metavar=""),
 ) -> None:
     """Dense vs compressed: robust accuracy per eps, ASR, transfer ASR both ways, worst per-class drop,
     compression and CPU latency, as one table and one plot; every model's run goes into the store."""
@@ -559,19 +602,26 @@ def sweep(
     executor: Executor = typer.Option(Executor.local, "--executor"),
     scheduler: str | None = typer.Option(None, "--scheduler", help="tcp://HOST:PORT of a running Dask scheduler"),
     workers: int | None = typer.Option(None, "--workers", help="local Dask workers (default: one per core)"),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep (stored cells are skipped)"),
-    force: bool = typer.Option(False, "--force", help="rerun cells that are already stored"),
-    retries: int = typer.Option(2, "--retries", help="retries of a failed or lost cell before it is recorded failed"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="list the cells, their count and estimated cost"),
+    resume: bool = typer.Option(False, "--resume", hidden=True, metavar=""),
+    force: bool = typer.Option(False, "--force", metavar="", help="rerun cells that are already stored"),
+    retries: int = typer.Option(2, "--retries", min=0,
+                                help="retries of a failed (or, on Dask, lost) cell before it is recorded failed"),
+    dry_run: bool = typer.Option(False, "--dry-run", metavar="", help="list the cells, their count and estimated cost"),
     wandb_mode: WandbMode | None = typer.Option(None, "--wandb-mode"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", metavar=""),
 ) -> None:
-    """Run every cell of a sweep spec (models × datasets × attacks × norms × seeds), resumably."""
+    """Run every cell of a sweep spec (models × datasets × attacks × norms × seeds).
+
+    Cells already in the store are skipped, so rerunning a killed or failed sweep resumes it: it runs
+    exactly the cells that are missing or failed (--force reruns stored cells too). Warnings raised in a
+    cell go into its record. Exits 1 when any cell failed (listed by `advbench results list`).
+    """
     from advbench.sweep import build_cells, estimate_cost, resolve, run_sweep
     from advbench.sweep_spec import load_sweep_spec
 
-    if resume and force:
-        raise ConfigError("--resume keeps stored cells and --force reruns them: pass only one")
+    if resume:
+        raise ConfigError("sweep --resume was removed: a rerun always skips the cells already stored and runs the "
+                          "rest; drop the flag (--force reruns stored cells)")
     spec = load_sweep_spec(spec_path)
     if dry_run:
         from advbench.store import ResultsStore
@@ -599,26 +649,34 @@ def sweep(
     summary = run_sweep(spec, executor=executor.value, scheduler=scheduler, workers=workers, force=force,
                         retries=retries, wandb_mode=wandb_mode.value if wandb_mode else None)
     result = {"cells": summary.total, "skipped": summary.skipped, "finished": summary.finished,
-              "failed": summary.failed, "store": spec.store}
+              "failed": summary.failed, "warned": summary.warned, "store": spec.store}
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
-        out.print(f"sweep {spec.name}: {summary.total} cells, {summary.finished} run, {summary.skipped} already "
-                  f"stored, {summary.failed} failed; store {spec.store}")
+        warned = f" ({summary.warned} with warnings: `advbench results show`)" if summary.warned else ""
+        out.print(f"sweep {spec.name}: {summary.total} cells, {summary.finished} run{warned}, {summary.skipped} "
+                  f"already stored, {summary.failed} failed; store {spec.store}")
+    if summary.failed:
+        err.print(f"{summary.failed} of {summary.total} cells failed; see `advbench results list --store "
+                  f"{spec.store}`", highlight=False, markup=False)
+        raise typer.Exit(1)
 
 
 @results_app.command("list")
 def results_list(store: Path = typer.Option(Path(DEFAULT_STORE), "--store")) -> None:
-    """List the stored runs, newest first."""
+    """List the stored runs, newest first (name: model|data|attacks|norm|eps=...|defense)."""
+    from advbench.records import format_eps
     from advbench.store import ResultsStore
 
     _require_store(store)
     with ResultsStore(store) as db:
         rows = db.list_runs()
-    table = Table("id", "hash", "name", "status", "created", "clean acc", "robust acc")
+    table = Table("id", "hash", "name", "status", "created", "clean acc", "robust acc", "at eps")
     for row in rows:
-        table.add_row(str(row["id"]), row["config_hash"][:12], str(row.get("name")), str(row.get("status")),
-                      str(row.get("created_at")), _fmt(row.get("clean_accuracy")), _fmt(row.get("robust_accuracy")))
+        eps = row.get("eps")
+        table.add_row(str(row["id"]), row["config_hash"][:12], str(row.get("run_name") or row.get("name")),
+                      str(row.get("status")), str(row.get("created_at")), _fmt(row.get("clean_accuracy")),
+                      _fmt(row.get("robust_accuracy")), "-" if eps is None else format_eps(eps))
     out.print(table)
 
 
@@ -626,7 +684,7 @@ def results_list(store: Path = typer.Option(Path(DEFAULT_STORE), "--store")) -> 
 def results_show(
     run_id: str = typer.Argument(..., help="run id or config-hash prefix"),
     store: Path = typer.Option(Path(DEFAULT_STORE), "--store"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", metavar=""),
 ) -> None:
     """Show one stored run."""
     from advbench.store import ResultsStore
@@ -646,7 +704,7 @@ def results_export(
     output: Path | None = typer.Option(None, "--out", help="file to write (default: stdout)"),
     store: Path = typer.Option(Path(DEFAULT_STORE), "--store"),
 ) -> None:
-    """Export every run as CSV (one row per run) or JSON (full records)."""
+    """Export every run as CSV (one row per run and eps; list values as JSON) or JSON (full records)."""
     from advbench.store import ResultsStore
 
     _require_store(store)
@@ -668,7 +726,7 @@ def leaderboard_build(
     store: Path = typer.Option(Path(DEFAULT_STORE), "--store", help="results store to read"),
     out_dir: Path = typer.Option(..., "--out", help="directory for the entry JSON files"),
 ) -> None:
-    """Write one validated JSON entry per (model, dataset, threat model) of the store."""
+    """Write one validated JSON entry per (model, defense, attack suite, dataset, norm, eps) of the store."""
     from advbench.leaderboards import build_leaderboard
 
     _require_store(store)
@@ -711,7 +769,7 @@ def _count_table(title: str, header: str, counts: dict[str, int], unit: str) -> 
 @data_app.command("inspect")
 def data_inspect(
     spec: str = typer.Argument(..., help=DETECTION_SPEC_HELP),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object on stdout"),
 ) -> None:
     """Count images and boxes per class, altitude, colour, type, snow flag and image size."""
     from advbench.datasets.detection import inspect_dataset, load_detection_dataset
@@ -787,7 +845,7 @@ def demo(
     out_dir: Path = typer.Option(Path("demo-out"), "--out-dir"),
     eps: str = typer.Option("0.05,0.1,0.2", "--eps"),
     n_samples: int = typer.Option(300, "--n-samples"),
-    wandb: bool = typer.Option(False, "--wandb"),
+    wandb: bool = typer.Option(False, "--wandb", metavar=""),
 ) -> None:
     """Train a small CNN, then evaluate it under FGSM, PGD, APGD-CE and Square at several eps."""
     from advbench.runner import RunSpec
@@ -827,14 +885,16 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # usage errors: typer raises its own copy of click's exception classes
-        import click
-        from typer._click import exceptions as typer_click
+    except typer.Abort:
+        err.print("interrupted; nothing partial was written to the store")
+        sys.exit(130)
+    except Exception as exc:  # usage errors: typer raises its own copy of click's exceptions (public base class
+        import click  # typer.TyperException), older typers click's own; only public names are used
 
-        if isinstance(exc, (click.ClickException, typer_click.ClickException)):
+        if isinstance(exc, (click.ClickException, typer.TyperException)) and hasattr(exc, "show"):
             exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, (click.exceptions.Abort, typer_click.Abort)):
+            sys.exit(int(getattr(exc, "exit_code", 2)))
+        if isinstance(exc, click.exceptions.Abort):
             sys.exit(130)
         raise
     if code == 130:

@@ -28,7 +28,7 @@ def cloudify_cmd(
     persistence: float = typer.Option(0.5, "--persistence", help="amplitude ratio between octaves, in (0, 1]"),
     base_scale: float = typer.Option(0.25, "--base-scale", help="coarsest noise cell / longer image side (> 0)"),
     clouds_dir: str = typer.Option("clouds", "--clouds-dir", help="folder under OUT for the cloud masks"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object on stdout"),
 ) -> None:
     """Write a cloudy copy of an image folder: images cloudified, masks/labels/gt folders and other files copied,
     cloud opacities saved as PNG under OUT/clouds/."""

@@ -71,7 +71,7 @@ def defend_train(
     n_train: int | None = typer.Option(None, "--n-train", help="use only the first N training images"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (the victim and data move there)"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object on stdout"),
 ) -> None:
     """Train DefenseNet in front of a frozen victim on clean, cloudy and adversarial inputs."""
     from advbench.defenses.defensenet import DefenseTrainConfig, save_defensenet, train_defensenet

@@ -29,7 +29,7 @@ def train_detector_cmd(
                                                               "photometric, aerial"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object on stdout"),
 ) -> None:
     """Train a small detector from scratch (no download) and save it as safetensors + JSON sidecar."""
     from advbench.datasets.detection import load_detection_dataset
@@ -123,12 +123,12 @@ def detect_attack_cmd(
     seed: int = typer.Option(0, "--seed"),
     report: Path | None = typer.Option(None, "--report", help="folder for report.json, patch.png, grid.png"),
     store: Path = typer.Option(Path(DEFAULT_STORE), "--store", help="SQLite results store"),
-    force: bool = typer.Option(False, "--force", help="rerun even if this config is already stored"),
-    wandb: bool = typer.Option(False, "--wandb", help="log to Weights & Biases"),
+    force: bool = typer.Option(False, "--force", metavar="", help="rerun even if this config is already stored"),
+    wandb: bool = typer.Option(False, "--wandb", metavar="", help="log to Weights & Biases"),
     wandb_project: str = typer.Option("advbench", "--wandb-project"),
     wandb_mode: WandbMode | None = typer.Option(None, "--wandb-mode"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object on stdout"),
 ) -> None:
     """Learn an adversarial roof patch and measure ASR and AP per altitude, colour and type."""
     from advbench.detection.experiment import DetectAttackSpec, run_detect_attack

@@ -33,10 +33,10 @@ def train_multitask_cmd(
     base: int | None = typer.Option(None, "--base", help="trunk width (channels at full resolution, default 16)"),
     levels: int | None = typer.Option(None, "--levels", help="U-Net poolings (default 3; H, W divisible by "
                                                              "2**levels)"),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="random horizontal flips"),
+    augment: bool = typer.Option(True, "--augment/--no-augment", metavar="", help="random horizontal flips"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object on stdout"),
 ) -> None:
     """Train a multi-task model (segmentation, depth, normals; summed losses, Adam) and save it as safetensors."""
     from advbench.devices import check_device

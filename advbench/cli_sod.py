@@ -31,10 +31,10 @@ def train_sod_cmd(
     iou_weight: float = typer.Option(1.0, "--iou-weight", help="weight of the soft-IoU loss added to BCE (0: BCE)"),
     base: int | None = typer.Option(None, "--base", help="U-Net width (channels at full resolution, default 16)"),
     depth: int | None = typer.Option(None, "--depth", help="U-Net poolings (default 3; H, W divisible by 2**depth)"),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="random rotations and flips"),
+    augment: bool = typer.Option(True, "--augment/--no-augment", metavar="", help="random rotations and flips"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object on stdout"),
 ) -> None:
     """Train a salient-object-detection model (BCE + IoU, Adam) and save it as safetensors + JSON sidecar."""
     from advbench.devices import check_device

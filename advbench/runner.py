@@ -23,7 +23,7 @@ from advbench.errors import ConfigError, InputError, MissingPathError
 from advbench.evaluate import EvaluationResult, evaluate
 from advbench.models.resolve import ClassSubsetModel, ModelOptions, ResolvedModel, resolve_model
 from advbench.models.specs import parse_model_spec
-from advbench.records import code_version, config_hash, device_name, now_iso, package_versions
+from advbench.records import code_version, config_hash, device_name, now_iso, package_versions, run_name
 from advbench.threat import NORMS, parse_eps_list
 
 log = logging.getLogger("advbench")
@@ -111,9 +111,17 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
 
 
 def _is_fresh_name(model_spec: str) -> bool:
-    """A bare registered architecture name (no weights): a freshly initialised model."""
+    """A registered architecture name without weights: a freshly initialised (untrained) model.  It must say
+    so with ``?random=true``: a bare ``small_cnn`` used to be evaluated and stored as if it were a result."""
     spec = parse_model_spec(model_spec)
-    return spec.scheme == "" and not spec.options and not Path(spec.name).suffix and "/" not in spec.name
+    if spec.scheme or Path(spec.name).suffix or "/" in spec.name or set(spec.options) - {"random"}:
+        return False
+    if spec.options.get("random") is not True:
+        raise ConfigError(
+            f"--model {model_spec} names an architecture without weights, so it would evaluate an untrained "
+            f"network; pass a checkpoint, '{spec.name}?weights=PATH', or '{spec.name}?random=true' to evaluate "
+            "random weights on purpose")
+    return True
 
 
 def _is_folder(dataset: str) -> bool:
@@ -159,11 +167,12 @@ def load_victim(model_spec: str, dataset: str, *, seed: int = 0, device: str = "
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             mean, std = _channel_stats(dataset, evalset.x)
-            model = load_model(model_spec, input_shape=evalset.input_shape, num_classes=evalset.num_classes)
+            model = load_model(spec.name, input_shape=evalset.input_shape, num_classes=evalset.num_classes)
             model.mean.copy_(torch.tensor(mean).reshape(model.mean.shape))
             model.std.copy_(torch.tensor(std).reshape(model.std.shape))
-        resolved = ResolvedModel(model, {"name": model_spec, "weights": "random"}, evalset.input_shape,
-                                 evalset.num_classes)
+        resolved = ResolvedModel(model, {"name": spec.name, "spec": model_spec, "weights": "random",
+                                         "normalization": model.normalization()}, evalset.input_shape,
+                                 evalset.num_classes, warnings=[f"{model_spec}: random weights, evaluated on purpose"])
     else:
         needs_data = spec.scheme in ("", "py", "torchscript") and options.input_size is None \
             and not _looks_like_checkpoint(spec)
@@ -401,8 +410,8 @@ def build_record(config: dict[str, Any], result: EvaluationResult, device: str) 
     """The store record of a finished cascade evaluation."""
     summary = result.summary()
     cost = summary.pop("cost")
-    return make_record(config, name=f"{config['model'].get('name')}|{config['dataset']}|{config['norm']}",
-                       metrics=summary, cost=cost, samples=result.samples, device=device)
+    return make_record(config, name=run_name(config), metrics=summary, cost=cost, samples=result.samples,
+                       device=device)
 
 
 def execute(config: dict[str, Any], compute, *, store: Any = None, force: bool = False) -> RunOutcome:
@@ -413,12 +422,18 @@ def execute(config: dict[str, Any], compute, *, store: Any = None, force: bool =
     digest = config_hash(config)
     db = ResultsStore(store) if isinstance(store, (str, Path)) else store
     try:
-        if db is not None and not force and db.has_run(digest):
+        seen = db.finished_run_id(digest) if db is not None else None
+        if seen is not None and not force:
             log.info("run %s is already in the store; skipped (pass --force to rerun)", digest[:12])
-            return RunOutcome(record=db.get_run(digest), skipped=True)
+            return RunOutcome(record=db.get_run(seen), skipped=True)
         record, result = compute()
         if db is not None:
-            record["id"] = db.write_run(record, force=True)
+            # One transaction keeps one finished record per config: a process that raced another to the same
+            # config reports the record that survived, never an id the store did not keep.
+            saved = db.save_run(record, replaces=seen)
+            if not saved.written:
+                return RunOutcome(record=saved.existing, skipped=True, result=result)
+            record["id"] = saved.id
     finally:
         if db is not None and db is not store:
             db.close()
@@ -518,7 +533,7 @@ def run_multidomain(
         result = evaluate_multidomain(model, x, y, attack=attack, eps=spec.eps, norm=spec.norm,
                                       params=spec.attack_params.get(attack, {}), batch_size=spec.batch_size,
                                       seed=spec.seed, progress=progress)
-        record = make_record(config, name=f"{config['model']['name']}|{spec.dataset}|{attack}|{spec.norm}",
+        record = make_record(config, name=run_name(config),
                              metrics=result.summary(), cost=result.cost, samples=result.samples, device=spec.device)
         return record, result
 

@@ -10,7 +10,11 @@ row per config hash in the ``runs`` table and one row per (sample, eps) in ``sam
   the single writer lock, so two processes may open the same file; the other one waits up to
   ``busy_timeout`` seconds instead of failing;
 * a finished run is "done" (:meth:`ResultsStore.has_run`), so an interrupted sweep can skip it on
-  restart; a failed run is retried and replaced.
+  restart; a failed run is retried and replaced;
+* :meth:`ResultsStore.save_run` is the race-free write for processes that computed the same config
+  at the same time: the first finished record wins and every writer gets its id back;
+* files written next to the store (exports, leaderboards) go through :func:`atomic_write_text`,
+  which gives them the permissions a plain ``open()`` would (``0o666 & ~umask``).
 
 >>> store = ResultsStore(":memory:")
 >>> rid = store.write_run({"config_hash": "ab" * 32, "config": {"attack": "pgd"},
@@ -29,9 +33,11 @@ import logging
 import math
 import os
 import re
+import secrets
 import sqlite3
-import tempfile
+import stat
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -167,30 +173,58 @@ def _sample_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    """Flatten nested dicts into ``prefix.key`` columns, keeping only scalars (lists are skipped)."""
+    """Flatten nested dicts into ``prefix.key`` columns; a list becomes one JSON-encoded cell."""
     if isinstance(value, Mapping):
         for key, inner in value.items():
             _flatten(inner, f"{prefix}.{key}" if prefix else str(key), out)
     elif value is None or isinstance(value, (str, int, float, bool)):
         out[prefix] = value
+    elif isinstance(value, (list, tuple)):
+        out[prefix] = json.dumps(value, default=_json_default, separators=(",", ":"))
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _temp_file(directory: Path, name: str) -> tuple[int, str]:
+    """Create a new, empty temporary file next to the target and open it for writing.
+
+    It is created with mode ``0o666``, so the process umask applies exactly as it does to a plain
+    ``open(path, "w")`` (``tempfile.mkstemp`` would create it ``0o600``).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp_name = os.fspath(directory / f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp_name, flags, 0o666), tmp_name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file in {directory}")
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` atomically: temp file in the same directory, fsync, ``os.replace``."""
+    """Write ``text`` to ``path`` atomically: temp file in the same directory, fsync, ``os.replace``.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give it: a new file
+    ``0o666 & ~umask``, an existing file keeps its mode.
+    """
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_dir():
             raise IsADirectoryError(f"{target} is a directory")
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, tmp_name = _temp_file(target.parent, target.name)
     except OSError as exc:
         raise StoreError(f"cannot write {target}: {exc}; choose a writable file path") from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            try:
+                mode = stat.S_IMODE(os.stat(target).st_mode)
+            except FileNotFoundError:
+                mode = None
+            if mode is not None and hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), mode)  # like open() on an existing file: its mode stays
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -213,6 +247,22 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """What :meth:`ResultsStore.save_run` did.
+
+    Attributes:
+        id: the id of the run stored for the config hash now; the one to report.
+        written: True when the caller's record was written; False when another writer's finished
+            run of the same config hash was kept instead.
+        existing: that kept run's record (without samples) when ``written`` is False, else None.
+    """
+
+    id: int
+    written: bool
+    existing: dict[str, Any] | None = None
 
 
 class ResultsStore:
@@ -363,16 +413,80 @@ class ResultsStore:
         ).fetchone()
         return row is not None
 
+    def finished_run_id(self, config_hash: str) -> int | None:
+        """The id of the *finished* run stored for ``config_hash``, or None (failed runs count as none).
+
+        Pass it to :meth:`save_run` as ``replaces`` when the run is recomputed on purpose (``--force``).
+        """
+        row = self.conn.execute(
+            "SELECT id FROM runs WHERE config_hash = ? AND status = 'finished'", (config_hash,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
     def write_run(self, record: Mapping[str, Any], *, force: bool = False) -> int:
         """Store ``record`` and all its samples in one transaction; return the new run id.
 
         An existing *failed* run with the same config hash is replaced; an existing *finished* one
         is replaced only with ``force=True``.  Any error rolls the whole write back.
 
+        Two processes that computed the same config at the same time should use :meth:`save_run`
+        instead: with ``force=True`` the second write here deletes the first one's record.
+
         Raises:
             StoreError: a required key is missing or invalid, the run exists and ``force`` is
                 false, or the database could not be written.
         """
+        config_hash, row, samples = self._prepare(record)
+        try:
+            with self._transaction() as conn:
+                existing = conn.execute("SELECT id, status FROM runs WHERE config_hash = ?", (config_hash,)).fetchone()
+                if existing is not None:
+                    if existing["status"] == "finished" and not force:
+                        raise StoreError(
+                            f"a finished run with config hash {config_hash[:12]} is already stored "
+                            f"(id {existing['id']}); pass force=True (CLI: --force) to replace it"
+                        )
+                    conn.execute("DELETE FROM runs WHERE id = ?", (existing["id"],))
+                run_id = self._insert(conn, row, samples)
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not write run {config_hash[:12]} to {self.path}: {exc}") from exc
+        logger.debug("stored run %s (%s) in %s", run_id, config_hash[:12], self.path)
+        return run_id
+
+    def save_run(self, record: Mapping[str, Any], *, replaces: int | None = None) -> SavedRun:
+        """Store ``record`` unless another writer stored a finished run of its config hash first.
+
+        Race-free for several processes that computed the same config: in one ``BEGIN IMMEDIATE``
+        transaction (one writer at a time) the stored run of the config hash is looked up and
+
+        * none, or a *failed* one: ``record`` is written (``written=True``, the new id);
+        * the *finished* run with id ``replaces`` (the one the caller saw before it recomputed on
+          purpose, from :meth:`finished_run_id`): it is replaced by ``record`` (``written=True``);
+        * any other *finished* run: it is kept and ``record`` is dropped; the result carries that
+          run's id and record (``written=False``), so every process reports the run that survives.
+
+        Raises:
+            StoreError: ``record`` is invalid or the database could not be written.
+        """
+        config_hash, row, samples = self._prepare(record)
+        try:
+            with self._transaction() as conn:
+                existing = conn.execute("SELECT * FROM runs WHERE config_hash = ?", (config_hash,)).fetchone()
+                if existing is not None:
+                    if existing["status"] == "finished" and (replaces is None or existing["id"] != replaces):
+                        logger.info("run %s is already stored as id %s by another writer; keeping that one",
+                                    config_hash[:12], existing["id"])
+                        return SavedRun(int(existing["id"]), False, self._record(existing, None))
+                    conn.execute("DELETE FROM runs WHERE id = ?", (existing["id"],))
+                run_id = self._insert(conn, row, samples)
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not write run {config_hash[:12]} to {self.path}: {exc}") from exc
+        logger.debug("stored run %s (%s) in %s", run_id, config_hash[:12], self.path)
+        return SavedRun(run_id, True, None)
+
+    @staticmethod
+    def _prepare(record: Mapping[str, Any]) -> tuple[str, tuple[Any, ...], Iterable[Mapping[str, Any]]]:
+        """Validate a record; return its config hash, its ``runs`` row and its samples."""
         if not isinstance(record, Mapping):
             raise StoreError(f"a run record must be a dict, got {type(record).__name__}")
         for key in REQUIRED_KEYS:
@@ -411,30 +525,21 @@ class ResultsStore:
             _dumps(record.get("cost"), "cost"),
             None if error is None else str(error),
         )
-        try:
-            with self._transaction() as conn:
-                existing = conn.execute("SELECT id, status FROM runs WHERE config_hash = ?", (config_hash,)).fetchone()
-                if existing is not None:
-                    if existing["status"] == "finished" and not force:
-                        raise StoreError(
-                            f"a finished run with config hash {config_hash[:12]} is already stored "
-                            f"(id {existing['id']}); pass force=True (CLI: --force) to replace it"
-                        )
-                    conn.execute("DELETE FROM runs WHERE id = ?", (existing["id"],))
-                cursor = conn.execute(
-                    "INSERT INTO runs (config_hash, name, status, created_at, config_json, code_version, "
-                    "versions_json, device, metrics_json, cost_json, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    row,
-                )
-                run_id = int(cursor.lastrowid)
-                conn.executemany(
-                    f"INSERT INTO samples (run_id, {', '.join(SAMPLE_COLUMNS)}, extra_json) "
-                    f"VALUES ({', '.join('?' * (len(SAMPLE_COLUMNS) + 2))})",
-                    _iter_sample_rows(run_id, samples),
-                )
-        except sqlite3.Error as exc:
-            raise StoreError(f"could not write run {config_hash[:12]} to {self.path}: {exc}") from exc
-        logger.debug("stored run %s (%s) in %s", run_id, config_hash[:12], self.path)
+        return config_hash, row, samples
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, row: tuple[Any, ...], samples: Iterable[Mapping[str, Any]]) -> int:
+        cursor = conn.execute(
+            "INSERT INTO runs (config_hash, name, status, created_at, config_json, code_version, "
+            "versions_json, device, metrics_json, cost_json, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            row,
+        )
+        run_id = int(cursor.lastrowid)
+        conn.executemany(
+            f"INSERT INTO samples (run_id, {', '.join(SAMPLE_COLUMNS)}, extra_json) "
+            f"VALUES ({', '.join('?' * (len(SAMPLE_COLUMNS) + 2))})",
+            _iter_sample_rows(run_id, samples),
+        )
         return run_id
 
     # ------------------------------------------------------------------ reads
@@ -505,7 +610,14 @@ class ResultsStore:
             return self._record(row, self._samples(run_id) if with_samples else None)
 
     def list_runs(self) -> list[dict[str, Any]]:
-        """Summaries of every run, newest first: ids, status and the main metrics."""
+        """Summaries of every run, newest first: ids, status and the main metrics.
+
+        ``eps`` is the eps that ``robust_accuracy`` and ``attack_success_rate`` were measured at
+        (a multi-eps run's top-level numbers are its largest eps').  ``run_name`` is the readable
+        name of the run's config (:func:`advbench.records.run_name`:
+        model, data set, attack suite, threat model, eps and defense) for attack evaluation runs,
+        and the stored name for task runs (detection, SOD, multi-task) whose config has a ``task``.
+        """
         rows = self.conn.execute("SELECT * FROM runs ORDER BY created_at DESC, id DESC").fetchall()
         summaries = []
         for row in rows:
@@ -514,10 +626,12 @@ class ResultsStore:
                 "id": row["id"],
                 "config_hash": row["config_hash"],
                 "name": row["name"],
+                "run_name": _display_name(row),
                 "status": row["status"],
                 "created_at": row["created_at"],
             }
             summary.update({m: metrics.get(m) for m in SUMMARY_METRICS})
+            summary["eps"] = _summary_eps(metrics)
             summary["error"] = row["error"]
             summaries.append(summary)
         return summaries
@@ -534,11 +648,14 @@ class ResultsStore:
             return int(conn.execute("SELECT COUNT(*) FROM samples WHERE run_id = ?", (rid,)).fetchone()[0])
 
     def export(self, fmt: str, out_path: str | os.PathLike[str] | None = None) -> str:
-        """Every run as ``"json"`` (full records with samples) or ``"csv"`` (one row per run).
+        """Every run as ``"json"`` (full records with samples) or ``"csv"`` (one row per run and eps).
 
-        The CSV has ``id, config_hash, name, status, created_at, code_version, device, error`` and
-        then the scalar leaves of ``config``, ``metrics`` and ``cost`` as ``config.x``,
-        ``metrics.robust_accuracy``, ... columns.  With ``out_path`` the text is also written there
+        The CSV has ``id, config_hash, name, run_name, status, created_at, code_version, device,
+        error, eps``
+        and then the leaves of ``config``, ``metrics`` and ``cost`` as ``config.x``,
+        ``metrics.robust_accuracy``, ... columns; list values (``config.attacks``, ``config.eps``)
+        are JSON-encoded cells.  A multi-eps run gives one row per eps of its curve, with that eps'
+        metrics (see :func:`eps_metrics`).  With ``out_path`` the text is also written there
         atomically.
 
         Raises:
@@ -573,29 +690,102 @@ class ResultsStore:
         return int(self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
 
+def _summary_eps(metrics: Mapping[str, Any]) -> float | None:
+    """The eps of a run's top-level metrics: ``metrics.eps``, else the last curve point's."""
+    eps = _number_or_none(metrics.get("eps"))
+    curve = metrics.get("curve")
+    if eps is None and isinstance(curve, list) and curve and isinstance(curve[-1], Mapping):
+        eps = _number_or_none(curve[-1].get("eps"))
+    return eps
+
+
+def _display_name(row: sqlite3.Row) -> str | None:
+    try:
+        config = json.loads(row["config_json"])
+    except (TypeError, ValueError):
+        return row["name"]
+    return display_name(config, row["name"])
+
+
+def display_name(config: Any, stored_name: str | None) -> str | None:
+    """The name to show for a run: :func:`advbench.records.run_name` of its config (model, data,
+    attack suite, norm, eps, defense), or ``stored_name`` for a task run (its config has a ``task``)."""
+    from advbench.records import run_name
+
+    if not isinstance(config, Mapping) or config.get("task"):
+        return stored_name
+    return run_name(config)
+
+
 def _iter_sample_rows(run_id: int, samples: Iterable[Mapping[str, Any]]) -> Iterator[tuple[Any, ...]]:
     for index, sample in enumerate(samples):
         yield _sample_row(run_id, index, sample)
 
 
-_CSV_FIXED = ("id", "config_hash", "name", "status", "created_at", "code_version", "device", "error")
+_CSV_FIXED = ("id", "config_hash", "name", "run_name", "status", "created_at", "code_version", "device", "error", "eps")
+_LAST_EPS_ONLY = ("per_class_robust_accuracy", "max_perturbation")
+"""Top-level metrics of a multi-eps run that hold the last eps' values and have no per-eps copy."""
+
+
+def _number_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def eps_metrics(record: Mapping[str, Any]) -> list[tuple[float | None, dict[str, Any]]]:
+    """A run's metrics split by eps: ``[(eps, metrics at that eps), ...]``.
+
+    A multi-eps run (``metrics.curve``) gives one item per curve point: the run-level metrics
+    (clean accuracy, n, ...) plus the point's own (robust accuracy, attack success rate, mean
+    perturbation, per-attack counts).  The top-level metrics that only exist for the last eps
+    (per-class robust accuracy, max perturbation) go with the last point only.  Any other run
+    gives one item, at ``metrics.eps`` or at its config's single eps (None when there is none).
+    """
+    from advbench.records import eps_values
+
+    metrics = dict(record.get("metrics") or {})
+    curve = metrics.pop("curve", None)
+    if isinstance(curve, list) and curve and all(isinstance(p, Mapping) for p in curve):
+        out = []
+        for index, point in enumerate(curve):
+            dropped = {"eps", *point} if index == len(curve) - 1 else {"eps", *point, *_LAST_EPS_ONLY}
+            row = {k: v for k, v in metrics.items() if k not in dropped}
+            row.update({k: v for k, v in point.items() if k != "eps"})
+            out.append((_number_or_none(point.get("eps")), row))
+        return out
+    eps = _number_or_none(metrics.pop("eps", None))
+    if eps is None:
+        config = record.get("config")
+        listed = eps_values(config) if isinstance(config, Mapping) else []
+        eps = listed[0] if len(listed) == 1 else None
+    return [(eps, metrics)]
 
 
 def _records_to_csv(records: list[dict[str, Any]]) -> str:
     flat_rows: list[dict[str, Any]] = []
     columns: dict[str, list[str]] = {"config": [], "metrics": [], "cost": []}
     seen: set[str] = set()
+
+    def add(group: str, leaves: dict[str, Any]) -> None:
+        for key in leaves:
+            if key not in seen:
+                seen.add(key)
+                columns[group].append(key)
+
     for record in records:
-        flat = {key: record.get(key) for key in _CSV_FIXED}
-        for group in columns:
+        base = {key: record.get(key) for key in _CSV_FIXED if key not in ("eps", "run_name")}
+        base["run_name"] = display_name(record.get("config"), record.get("name"))
+        for group in ("config", "cost"):
             leaves: dict[str, Any] = {}
             _flatten(record.get(group) or {}, group, leaves)
-            for key in leaves:
-                if key not in seen:
-                    seen.add(key)
-                    columns[group].append(key)
-            flat.update(leaves)
-        flat_rows.append(flat)
+            add(group, leaves)
+            base.update(leaves)
+        for eps, metrics in eps_metrics(record):
+            leaves = {}
+            _flatten(metrics, "metrics", leaves)
+            add("metrics", leaves)
+            flat_rows.append({**base, "eps": eps, **leaves})
     header = list(_CSV_FIXED) + [c for group in columns.values() for c in sorted(group)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n", extrasaction="ignore")
@@ -613,4 +803,4 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-__all__ = ["ResultsStore", "SCHEMA_VERSION", "atomic_write_text"]
+__all__ = ["ResultsStore", "SCHEMA_VERSION", "SavedRun", "atomic_write_text", "eps_metrics"]

@@ -3,23 +3,32 @@ on a Dask cluster, resumable, with one W&B run per cell.
 
 * A cell is a pure function from a resolved config to a record (:func:`run_cell`); only the driver writes
   to the SQLite store, one transaction per record, as results arrive.  Killing the driver loses at most
-  the cells in flight; rerunning skips every cell whose config hash is stored (``--force`` reruns).
+  the cells in flight; rerunning skips every cell whose config hash is stored (``--force`` reruns), so a
+  rerun *is* the resume.  Python warnings raised while a cell runs go into its record
+  (``metrics["warnings"]``), never raw onto the terminal, on either executor.
+* A failed cell is retried ``retries`` times (a lost Dask worker counts as a failure), then recorded as
+  failed with its error, and the sweep goes on.  An advbench error (bad input, whose message says what to
+  fix) is recorded at once: it would fail the same way again.
 * ``executor="dask"`` starts a loopback-only ``LocalCluster`` (no dashboard) with single-threaded worker
-  processes and ``cores / workers`` torch threads each, or connects to ``scheduler``.  A failed or lost
-  cell is retried ``retries`` times, then recorded as failed with its error, and the sweep goes on.
+  processes and ``cores / workers`` torch threads each, or connects to ``scheduler``; with no cell left to
+  run it starts nothing.  At the end each worker process is given time to exit on its own before the
+  cluster closes, all of it bounded by :data:`CLOSE_TIMEOUT_S`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from advbench.errors import ConfigError
+from advbench.errors import AdvbenchError, ConfigError
 from advbench.progress import progress_bar
-from advbench.records import config_hash, now_iso
+from advbench.records import config_hash, now_iso, run_name
 from advbench.runner import RunSpec
 from advbench.sweep_spec import SweepSpec
 
@@ -43,6 +52,11 @@ class SweepSummary:
     finished: int = 0
     failed: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def warned(self) -> int:
+        """Cells run in this call whose record holds warnings (``advbench results show ID`` lists them)."""
+        return sum(1 for r in self.records if (r.get("metrics") or {}).get("warnings"))
 
 
 def build_cells(spec: SweepSpec) -> list[Cell]:
@@ -87,22 +101,49 @@ def estimate_cost(cell: Cell) -> int:
 
 
 def run_cell(spec: RunSpec, torch_threads: int | None = None) -> dict[str, Any]:
-    """Evaluate one cell and return its record; writes nothing (the driver does)."""
+    """Evaluate one cell and return its record; writes nothing (the driver does).
+
+    Python warnings raised meanwhile (a sanity warning, a library's) are recorded in the record's
+    ``metrics["warnings"]`` as ``{name, message}``, once each, instead of printed: on a Dask worker a
+    printed warning ends up on the driver's terminal as raw source lines through the progress bar.
+    """
     import torch
 
     from advbench.evaluate import evaluate
     from advbench.runner import build_record, prepare
 
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
-    model, x, y, config = prepare(spec)
-    result = evaluate(model, x, y, attacks=spec.attacks, eps=spec.eps, norm=spec.norm,
-                      attack_kwargs=spec.attack_params, batch_size=spec.batch_size, seed=spec.seed)
-    return build_record(config, result, spec.device)
+    with warnings.catch_warnings(record=True) as caught:  # the process's filters still decide what counts
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        model, x, y, config = prepare(spec)
+        result = evaluate(model, x, y, attacks=spec.attacks, eps=spec.eps, norm=spec.norm,
+                          attack_kwargs=spec.attack_params, batch_size=spec.batch_size, seed=spec.seed)
+    record = build_record(config, result, spec.device)
+    listed = record.setdefault("metrics", {}).setdefault("warnings", [])
+    for w in caught:
+        entry = {"name": w.category.__name__, "message": str(w.message)}
+        if entry not in listed:
+            listed.append(entry)
+    return record
+
+
+@dataclass
+class _Refused:
+    """A cell that failed with an advbench error on a Dask worker: returned, not raised, so Dask does not
+    retry it (it would fail the same way)."""
+
+    error: str
+
+
+def _run_cell_task(spec: RunSpec, torch_threads: int | None = None) -> dict[str, Any] | _Refused:
+    try:
+        return run_cell(spec, torch_threads)
+    except AdvbenchError as err:
+        return _Refused(f"{type(err).__name__}: {err}")
 
 
 def failed_record(cell: Cell, error: str) -> dict[str, Any]:
-    return {"config": cell.config, "config_hash": cell.config_hash, "name": cell.label, "status": "failed",
+    return {"config": cell.config, "config_hash": cell.config_hash, "name": run_name(cell.config), "status": "failed",
             "error": error, "metrics": {}, "cost": {}, "samples": [], "created_at": now_iso()}
 
 
@@ -122,40 +163,47 @@ def run_sweep(
 
     if executor not in ("local", "dask"):
         raise ConfigError(f"--executor must be local or dask, got '{executor}'")
+    if retries < 0:
+        raise ConfigError(f"--retries must be >= 0, got {retries}")
     cells = [resolve(c) for c in build_cells(spec)]
     summary = SweepSummary(total=len(cells))
     sink = _SweepTracker(spec, wandb_mode)
     with ResultsStore(spec.store) as store:
         todo = []
+        seen: dict[str, int | None] = {}  # the stored finished run a forced cell replaces
         for cell in cells:
-            if not force and cell.error is None and store.has_run(cell.config_hash):
+            seen[cell.config_hash] = store.finished_run_id(cell.config_hash) if cell.error is None else None
+            if not force and seen[cell.config_hash] is not None:
                 summary.skipped += 1
             elif cell.error is not None:
-                _write(store, failed_record(cell, cell.error), summary, sink)
+                _write(store, failed_record(cell, cell.error), summary, sink, None)
             else:
                 todo.append(cell)
         bar = progress_bar(total=len(cells), desc=f"sweep {spec.name}", unit="cell", enabled=progress)
         bar.update(len(cells) - len(todo))
-        if executor == "local":
-            for cell in todo:
-                try:
-                    record = run_cell(cell.spec)
-                except Exception as err:  # recorded, and the sweep goes on
-                    log.warning("cell %d (%s) failed: %s", cell.index, cell.label, err)
-                    record = failed_record(cell, f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}")
-                _write(store, record, summary, sink)
-                bar.update(1)
+        if executor == "local" or not todo:  # nothing left to run starts no Dask cluster
+            results = _run_local(todo, retries=retries)
         else:
-            for _cell, record in _run_dask(todo, scheduler=scheduler, workers=workers, retries=retries):
-                _write(store, record, summary, sink)
+            results = _run_dask(todo, scheduler=scheduler, workers=workers, retries=retries)
+        with contextlib.closing(results):  # an interrupted sweep still shuts its cluster down
+            for _cell, record in results:
+                _write(store, record, summary, sink, seen.get(record.get("config_hash", "")))
                 bar.update(1)
         bar.close()
     sink.finish(summary)
     return summary
 
 
-def _write(store, record: dict[str, Any], summary: SweepSummary, sink) -> None:
-    record["id"] = store.write_run(record, force=True)
+def _write(store, record: dict[str, Any], summary: SweepSummary, sink, replaces: int | None) -> None:
+    """Store one cell's record in one transaction; if another process stored the same config meanwhile, its
+    record is the one that survives and is reported."""
+    if record.get("status") == "failed":
+        record["id"] = store.write_run(record, force=True)
+    else:
+        saved = store.save_run(record, replaces=replaces)
+        if not saved.written:
+            record = saved.existing
+        record["id"] = saved.id
     summary.records.append(record)
     if record.get("status") == "failed":
         summary.failed += 1
@@ -164,7 +212,28 @@ def _write(store, record: dict[str, Any], summary: SweepSummary, sink) -> None:
     sink.log_cell(record)
 
 
-#: Seconds to wait for the Dask client and local cluster to shut down.
+def _run_local(cells: list[Cell], *, retries: int):
+    """Yield (cell, record) for each cell run in this process, each tried up to ``1 + retries`` times."""
+    for cell in cells:
+        for attempt in range(retries + 1):
+            try:
+                record = run_cell(cell.spec)
+            except AdvbenchError as err:  # bad input: another try would fail the same way
+                log.warning("cell %d (%s) failed: %s", cell.index, cell.label, err)
+                record = failed_record(cell, f"{type(err).__name__}: {err}")
+            except Exception as err:  # retried, then recorded, and the sweep goes on
+                if attempt < retries:
+                    log.warning("cell %d (%s) failed (%s: %s); retry %d of %d", cell.index, cell.label,
+                                type(err).__name__, err, attempt + 1, retries)
+                    continue
+                log.warning("cell %d (%s) failed after %d attempt(s): %s", cell.index, cell.label, attempt + 1, err)
+                record = failed_record(cell, f"{type(err).__name__}: {err} (after {attempt + 1} attempt(s))\n"
+                                             f"{traceback.format_exc(limit=3)}")
+            break
+        yield cell, record
+
+
+#: Seconds to wait for the Dask client, the worker processes and the local cluster to shut down.
 CLOSE_TIMEOUT_S = 30
 
 
@@ -173,37 +242,69 @@ def _run_dask(cells: list[Cell], *, scheduler: str | None, workers: int | None, 
     from distributed import Client, LocalCluster, as_completed
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # progress is ours; keep Dask's chatter out
-    cluster = None
-    if scheduler:
-        client = Client(scheduler)
-        threads = None
-    else:
-        import dask
-
-        cores = os.cpu_count() or 1
-        n_workers = workers or cores
-        threads = max(1, cores // n_workers)
-        # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in workers by default; with torch it makes every
-        # allocation trim memory and halves the speed of a cell (measured: 13.5 s vs 6.5 s), so unset it.
-        environ = {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                   "OPENBLAS_NUM_THREADS": threads}
-        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in environ.items()}):
-            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address=None)
-        client = Client(cluster)
+    cluster = client = None
+    finished = False
     try:
-        futures = {client.submit(run_cell, c.spec, threads, key=f"cell-{c.index}-{c.config_hash[:12]}", pure=False,
-                                 retries=retries): c for c in cells}
+        with warnings.catch_warnings(record=True) as caught:  # e.g. "Port 8787 is already in use": not ours
+            if scheduler:
+                client = Client(scheduler)
+                threads = None
+            else:
+                import dask
+
+                cores = os.cpu_count() or 1
+                n_workers = workers or cores
+                threads = max(1, cores // n_workers)
+                # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in workers by default; with torch it makes every
+                # allocation trim memory and halves the speed of a cell (measured: 13.5 s vs 6.5 s), so unset it.
+                environ = {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                           "OPENBLAS_NUM_THREADS": threads}
+                with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in environ.items()}):
+                    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", dashboard_address=None)
+                client = Client(cluster)
+        for w in caught:
+            log.info("Dask: %s: %s", w.category.__name__, w.message)
+        futures = {client.submit(_run_cell_task, c.spec, threads, key=f"cell-{c.index}-{c.config_hash[:12]}",
+                                 pure=False, retries=retries): c for c in cells}
         for future in as_completed(futures):
-            cell = futures[future]
+            cell = futures.pop(future)
             try:
-                yield cell, future.result()
-            except Exception as err:
-                yield cell, failed_record(cell, f"{type(err).__name__}: {err}")
+                result = future.result()
+            except Exception as err:  # failed (or its worker lost) 1 + retries times
+                result = _Refused(f"{type(err).__name__}: {err} (after {retries + 1} attempt(s))")
+            if isinstance(result, _Refused):
+                log.warning("cell %d (%s) failed: %s", cell.index, cell.label, result.error)
+                result = failed_record(cell, result.error)
+            yield cell, result
+        finished = True
     finally:  # bounded: a cluster whose worker died mid-task must not hold the sweep open forever
-        _close_within_bound(client)
+        if client is not None:
+            _close_within_bound(client)
         if cluster is not None:
+            if finished:  # idle workers: let them exit on their own; an interrupted sweep closes at once
+                _close_workers_within_bound(cluster)
             _close_within_bound(cluster)
+
+
+def _close_workers_within_bound(cluster: Any) -> None:
+    """Close the local cluster's workers, giving each worker process ``0.8 * CLOSE_TIMEOUT_S`` to exit.
+
+    ``LocalCluster.close`` gives them 4 s, then kills them with "Worker process still alive after 4.0
+    seconds, killing": an idle worker that has imported torch takes 2-4 s to tear its interpreter down, more
+    on a busy machine.  A worker that has not exited by then is killed all the same, and a close that runs
+    over is logged, not raised.
+    """
+    nannies = list(getattr(cluster, "workers", {}).values())
+
+    async def close_all() -> None:
+        await asyncio.gather(*(n.close(timeout=CLOSE_TIMEOUT_S) for n in nannies), return_exceptions=True)
+
+    try:
+        cluster.sync(close_all, callback_timeout=2 * CLOSE_TIMEOUT_S)
+    except Exception as err:  # noqa: BLE001 - shutdown of a finished sweep must not fail it
+        logging.getLogger("advbench.sweep").warning("Dask workers did not close cleanly: %s: %s",
+                                                    type(err).__name__, err)
 
 
 def _close_within_bound(closable: Any) -> None:
@@ -250,25 +351,5 @@ class _SweepTracker:
             return
         from advbench.tracking import WandbSink
 
-        rows = [r for r in summary.records if r.get("status") == "finished"]
         with WandbSink(name=f"{self.spec.name}-summary", tags=["sweep-summary"], **self.options) as sink:
-            import wandb
-
-            table = wandb.Table(columns=["cell", "model", "dataset", "norm", "eps", "robust_accuracy"],
-                                data=[[r["name"], r["config"]["model"].get("name"), r["config"]["dataset"],
-                                       r["config"]["norm"], p["eps"], p["robust_accuracy"]]
-                                      for r in rows for p in _curve(r)])
-            sink.log_metrics({"sweep_table": table})
-            for model in sorted({r["config"]["model"].get("name") for r in rows}):
-                mine = [p for r in rows if r["config"]["model"].get("name") == model for p in _curve(r)]
-                xs = sorted({p["eps"] for p in mine})
-                ys = [[min(p["robust_accuracy"] for p in mine if p["eps"] == e) for e in xs]]
-                sink.log_metrics({f"robust_accuracy_vs_eps/{model}": wandb.plot.line_series(
-                    xs=xs, ys=ys, keys=[model], title=f"{model}: robust accuracy vs eps", xname="eps")})
-
-
-def _curve(record: dict[str, Any]) -> list[dict[str, Any]]:
-    metrics = record.get("metrics") or {}
-    if "curve" in metrics:
-        return metrics["curve"]
-    return [{"eps": metrics.get("eps"), "robust_accuracy": metrics.get("robust_accuracy")}]
+            sink.log_sweep_summary(summary.records)

@@ -1,4 +1,8 @@
-"""The YAML sweep spec, validated with pydantic; errors name the field and the line.
+"""The YAML sweep spec, validated with pydantic; errors name the file, the field and the line.
+
+Loading also checks what would otherwise fail only in a cell: every attack name against the registry, every
+hyperparameter name and type against its attack, each attack built at every norm and budget its cells use,
+and every eps against its norm's threat model (a linf eps above 1 is refused: did you mean 8/255?).
 
 ```yaml
 name: digits-robustness            # the sweep (and W&B group) name
@@ -177,7 +181,109 @@ def load_sweep_spec(path: str | Path) -> SweepSpec:
                 message = f"unknown field '{loc[-1]}'"
             problems.append(f"{path}:{line or '?'}: {field}: {message}")
         raise ConfigError("invalid sweep spec:\n  " + "\n  ".join(problems)) from None
+    located = sorted(((_line_of(root, loc) or 0, ".".join(str(p) for p in loc), message)
+                      for loc, message in check_attacks_and_budgets(spec, data)), key=lambda p: p[0])
+    problems = [f"{path}:{line or '?'}: {field}: {message}" for line, field, message in located]
+    if problems:
+        raise ConfigError("invalid sweep spec:\n  " + "\n  ".join(problems))
     if not Path(spec.store).is_absolute():
         spec.store = str((path.parent / spec.store).resolve())
     spec.models = [str((path.parent / m).resolve()) if (path.parent / m).exists() else m for m in spec.models]
     return spec
+
+
+
+def check_attacks_and_budgets(spec: SweepSpec, data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """Every eps against its norm's threat model, and every attack name, hyperparameter and value against the
+    attack registry, as (YAML location, problem) pairs: a typo fails when the spec is loaded, not in a cell.
+
+    ``data`` is the spec as read from YAML, before validation: it tells in which form each attack item was
+    written, so that a problem points at the line that holds it.
+    """
+    from advbench import list_attacks
+    from advbench.attack import ATTACKS, _checked_hyperparameters
+    from advbench.errors import AdvbenchError
+    from advbench.threat import ThreatModel
+
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    valid_eps: dict[str, list[float]] = {}
+    for norm in spec.norms:
+        valid_eps[norm] = []
+        for k, eps in enumerate(spec.eps_for(norm)):
+            try:
+                ThreatModel(norm, eps)
+            except AdvbenchError as err:
+                if isinstance(spec.eps, dict):
+                    problems.append((("eps", norm, k), str(err)))
+                else:
+                    problems.append((("eps", k), f"{err} (for norm {norm})"))
+            else:
+                valid_eps[norm].append(eps)
+
+    raw_items = data.get("attacks")
+    raw_items = raw_items if isinstance(raw_items, list) else [raw_items]
+    known = list_attacks()
+    buildable = []
+    for i, item in enumerate(spec.attacks):
+        raw = raw_items[i] if i < len(raw_items) else None
+        ok = True
+        for name in item.params:
+            if name not in item.cascade:
+                problems.append((("attacks", i, "params", name),
+                                 f"params for '{name}', which is not in this cascade ({', '.join(item.cascade)})"))
+                ok = False
+        for name in item.cascade:
+            if name not in known:
+                problems.append((_where(raw, i, item, name), f"unknown attack '{name}'; known attacks: "
+                                 f"{', '.join(known)}"))
+                ok = False
+                continue
+            for key, value in item.params.get(name, {}).items():
+                if key in ("norm", "eps"):
+                    axis = "norms" if key == "norm" else "eps"
+                    problems.append((_where(raw, i, item, name, key),
+                                     f"{name}.{key} is set by the sweep's '{axis}' field, not per attack"))
+                    ok = False
+                    continue
+                try:
+                    _checked_hyperparameters(ATTACKS.get(name), {key: value})
+                except AdvbenchError as err:
+                    problems.append((_where(raw, i, item, name, key), str(err)))
+                    ok = False
+        buildable.append(ok)
+
+    # Build each attack as its cells will, at every norm and budget it meets: value errors (steps: 0) and
+    # norms an attack does not support fail here too, instead of in every cell that uses them.
+    index = {id(item): i for i, item in enumerate(spec.attacks)}
+    seen: set[tuple[int, str]] = set()
+    failed: set[tuple[int, str]] = set()  # one problem per attack of an item, not one per norm and budget
+    for cell in spec.cells():
+        i, norm, item = index[id(cell["attack"])], cell["norm"], cell["attack"]
+        if not buildable[i] or (i, norm) in seen:
+            continue
+        seen.add((i, norm))
+        raw = raw_items[i] if i < len(raw_items) else None
+        for name in item.cascade:
+            for eps in valid_eps[norm]:
+                if (i, name) in failed:
+                    break
+                try:
+                    ATTACKS.get(name)(norm=norm, eps=eps, **item.params.get(name, {}))
+                except (AdvbenchError, TypeError, ValueError) as err:
+                    failed.add((i, name))
+                    message = str(err) if f"'{name}'" in str(err) else f"{name}: {err}"
+                    if f"'{norm}'" not in message:
+                        message += f" (at norm {norm}, eps {eps:g})"
+                    problems.append((_where(raw, i, item, name), message))
+    return problems
+
+
+def _where(raw: Any, i: int, item: AttackItem, name: str, key: str | None = None) -> tuple[Any, ...]:
+    """The YAML location of attack ``name`` of attack item ``i`` (or of its hyperparameter ``key``), for the
+    form the item was written in: ``pgd``, ``{name: pgd, params: ...}`` or ``{cascade: [...], params: ...}``."""
+    single = isinstance(raw, str) or (isinstance(raw, dict) and "name" in raw)
+    if key is not None:
+        return ("attacks", i, "params", key) if single else ("attacks", i, "params", name, key)
+    if isinstance(raw, str):
+        return ("attacks", i)
+    return ("attacks", i, "name") if single else ("attacks", i, "cascade", item.cascade.index(name))

@@ -3,14 +3,25 @@
 :func:`resolve_wandb_mode` picks ``online``, ``offline`` or ``disabled`` without touching the
 network: with no API key (``WANDB_API_KEY`` or a ``~/.netrc`` entry for the W&B host) it falls back
 to offline logging, which can be uploaded later with ``wandb sync``.  :class:`WandbSink` wraps one
-W&B run and logs a run record to it: config, scalar summary metrics, the robust-accuracy-vs-eps
-curve, a table of per-sample outcomes and optionally a clean / adversarial / perturbation image grid.
+W&B run and logs a run record to it:
+
+* the config (plus config hash and provenance);
+* summary values: run-level metrics under their own name (``clean_accuracy``, ``n``), every metric
+  that depends on eps under its eps (``robust_accuracy/eps=0.1``, ``per_attack/pgd/broken/eps=0.1``);
+* one history step per eps, with ``eps`` as the step metric (``by_eps/robust_accuracy``, ...), so
+  W&B's own line charts draw robust accuracy against eps;
+* tables (the curve, per-sample outcomes) whose dict and list cells are JSON text;
+* optionally a clean / adversarial / perturbation image grid, upscaled so small images are visible.
+
+:meth:`WandbSink.log_sweep_summary` logs a sweep's table and robust-accuracy-vs-eps plots, one per
+(data set, norm), with one line per run.
 
 ``wandb`` is imported lazily, inside :class:`WandbSink`, never when this module is imported.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -28,6 +39,24 @@ _MODE_ALIASES = {"run": "online", "dryrun": "offline"}  # older names wandb itse
 _DEFAULT_HOST = "api.wandb.ai"
 MAX_IMAGES = 8
 """At most this many samples go into the clean / adversarial / perturbation grid."""
+MIN_TILE_PX = 64
+"""Images smaller than this (8x8 digits, 32x32 CIFAR) are upscaled, nearest neighbour, to at least this size."""
+MIN_GRID_WIDTH_PX = 256
+"""The grid is upscaled until it is at least this wide."""
+GRID_PADDING_PX = 4
+PER_EPS_METRICS = (
+    "robust_accuracy",
+    "attack_success_rate",
+    "mean_perturbation",
+    "max_perturbation",
+    "per_attack",
+    "per_class_robust_accuracy",
+)
+"""Metrics that hold the value at one eps: summary keys get an ``/eps=<eps>`` suffix."""
+HISTORY_METRICS = ("robust_accuracy", "attack_success_rate", "mean_perturbation", "per_attack")
+"""The per-eps metrics every eps has (the curve's); they go to history, one step per eps."""
+HISTORY_PREFIX = "by_eps/"
+"""History keys of the per-eps steps (``by_eps/robust_accuracy``); their step metric is ``eps``."""
 
 
 def _normalise_mode(value: str, source: str) -> str:
@@ -116,19 +145,105 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return columns
 
 
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
 def _cell(value: Any) -> Any:
+    """A table cell: scalars stay, dicts and lists become JSON text (never a Python repr)."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         return value.item()
+    if isinstance(value, (Mapping, list, tuple)):
+        return json.dumps(value, sort_keys=True, default=_json_default)
     return str(value)
 
 
-def perturbation_grid(clean: Any, adversarial: Any, max_images: int = MAX_IMAGES) -> Any:
-    """A ``3xHxW`` uint8 numpy grid: clean row, adversarial row, amplified-perturbation row.
+def summary_values(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The W&B summary of a run record: scalar leaves, every per-eps metric keyed by its eps.
 
+    Run-level metrics keep their name (``clean_accuracy``, ``n``, ``defense/name``); the metrics
+    in :data:`PER_EPS_METRICS` and those of a curve point get ``/eps=<eps>`` appended
+    (``robust_accuracy/eps=0.1``, ``per_attack/pgd/broken/eps=0.1``), one key per eps evaluated.
+    A single-eps run also keeps ``eps`` itself (its other metrics, e.g. a min-max run's ``asr_all``,
+    are at that eps); a multi-eps run has no bare ``eps``.
+    Cost leaves are ``cost/...``; ``status`` and ``error`` are copied when set.
+    """
+    from advbench.records import format_eps
+    from advbench.store import eps_metrics
+
+    metrics = record.get("metrics") or {}
+    per_eps = eps_metrics(record)
+    eps_keys = set(PER_EPS_METRICS)
+    curve = metrics.get("curve")
+    if isinstance(curve, list):
+        eps_keys.update(k for point in curve if isinstance(point, Mapping) for k in point if k != "eps")
+    run_level = {k: v for k, v in metrics.items() if k not in eps_keys and k not in ("curve", "eps")}
+    summary = _flatten_scalars(run_level)
+    if "curve" not in metrics and isinstance(metrics.get("eps"), (int, float)):
+        summary["eps"] = metrics["eps"]  # a single-eps run: every number above is at this eps
+    for eps, values in per_eps:
+        suffix = "" if eps is None else f"/eps={format_eps(eps)}"
+        for key in sorted(eps_keys & set(values)):
+            for name, value in _flatten_scalars(values[key], key).items():
+                summary[name + suffix] = value
+    summary.update(_flatten_scalars(record.get("cost") or {}, "cost"))
+    for key in ("status", "error"):
+        if record.get(key) is not None:
+            summary[key] = record[key]
+    return summary
+
+
+def history_steps(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One history row per eps evaluated: ``eps`` and the metrics at that eps under ``by_eps/``.
+
+    The metrics are those of a curve point (for a cascade run :data:`HISTORY_METRICS`); empty for a
+    run without an eps or without per-eps numbers (nothing to plot)."""
+    from advbench.store import eps_metrics
+
+    metrics = record.get("metrics") or {}
+    curve = metrics.get("curve") if isinstance(metrics, Mapping) else None
+    keys = set(HISTORY_METRICS)
+    if isinstance(curve, list):  # what every curve point has (a min-max run's asr_all, weights, ...)
+        keys = {k for point in curve if isinstance(point, Mapping) for k in point if k != "eps"}
+    steps = []
+    for eps, values in eps_metrics(record):
+        if eps is None:
+            continue
+        row: dict[str, Any] = {"eps": eps}
+        for key in sorted(keys & set(values)):
+            row.update({HISTORY_PREFIX + k: v for k, v in _flatten_scalars(values[key], key).items()})
+        if len(row) > 1:
+            steps.append(row)
+    return sorted(steps, key=lambda r: r["eps"])
+
+
+def sweep_line_name(config: Mapping[str, Any]) -> str:
+    """The name of a run's line in a sweep plot: :func:`~advbench.records.run_name` without the eps list."""
+    from advbench.records import run_name
+
+    return "|".join(part for part in run_name(config).split("|") if not part.startswith("eps="))
+
+
+def _upscale_factor(height: int, width: int, columns: int, min_tile: int, min_width: int) -> int:
+    """The smallest integer zoom that makes each tile ``min_tile`` px and the grid ``min_width`` px wide."""
+    tile = max(1, -(-min_tile // max(height, width, 1)))
+    wide = max(1, -(-(min_width - GRID_PADDING_PX * (columns + 1)) // max(columns * width, 1)))
+    return max(tile, wide)
+
+
+def perturbation_grid(clean: Any, adversarial: Any, max_images: int = MAX_IMAGES, *, min_tile: int = MIN_TILE_PX,
+                      min_width: int = MIN_GRID_WIDTH_PX) -> Any:
+    """A ``HxWx3`` uint8 numpy grid: clean row, adversarial row, amplified-perturbation row.
+
+    Column ``i`` shows sample ``i`` in all three rows.  Small images are upscaled by an integer
+    factor, nearest neighbour (pixels stay sharp squares), until every tile is at least
+    ``min_tile`` px and the grid at least ``min_width`` px wide: 8x8 digits become 64x64 tiles.
     The perturbation of each image is scaled by its own largest absolute value and centred on mid
-    grey, so even an 8/255 perturbation is visible.
+    grey, so even an 8/255 perturbation is visible.  Tiles are separated by white padding.
 
     Raises:
         InputError: the inputs are not matching NCHW tensors.
@@ -149,7 +264,11 @@ def perturbation_grid(clean: Any, adversarial: Any, max_images: int = MAX_IMAGES
     delta = adversarial - clean
     scale = delta.abs().flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     amplified = (0.5 + 0.5 * delta / scale).clamp(0, 1)
-    grid = make_grid(torch.cat([clean, adversarial, amplified]), nrow=max(n, 1), padding=2, pad_value=1.0)
+    tiles = torch.cat([clean, adversarial, amplified])
+    zoom = _upscale_factor(int(tiles.shape[2]), int(tiles.shape[3]), max(n, 1), min_tile, min_width)
+    if zoom > 1:
+        tiles = tiles.repeat_interleave(zoom, dim=2).repeat_interleave(zoom, dim=3)
+    grid = make_grid(tiles, nrow=max(n, 1), padding=GRID_PADDING_PX, pad_value=1.0)
     return grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
@@ -260,14 +379,22 @@ class WandbSink:
     def log_record(self, record: Mapping[str, Any], *, images: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Log a run record: config, summary metrics, the eps curve, the sample table and images.
 
+        Summary keys of per-eps metrics carry their eps (:func:`summary_values`); every eps is one
+        history step with ``eps`` as the step metric (:func:`history_steps`), so W&B's native line
+        charts plot ``by_eps/robust_accuracy`` against eps.
+
         Args:
             record: a run record (see :mod:`advbench.store`).
             images: optional ``{"clean": NCHW tensor, "adversarial": NCHW tensor}`` in [0, 1]; the
                 first :data:`MAX_IMAGES` become a clean / adversarial / perturbation grid.
 
         Returns:
-            the summary values set and the names of the logged media (for inspection and tests).
+            the summary values set, the history steps logged and the names of the logged media
+            (for inspection and tests).
         """
+        from advbench.records import format_eps
+        from advbench.store import eps_metrics
+
         wandb = self._wandb
         run = self._run
         config = dict(record.get("config") or {})
@@ -278,11 +405,14 @@ class WandbSink:
             run.config.update(config, allow_val_change=True)
 
         metrics = record.get("metrics") or {}
-        summary = _flatten_scalars(metrics)
-        summary.update(_flatten_scalars(record.get("cost") or {}, "cost"))
-        for key in ("status", "error"):
-            if record.get(key) is not None:
-                summary[key] = record[key]
+        steps = history_steps(record)
+        if steps:
+            # eps is the x axis of every per-eps series; summaries are set below, keyed by eps
+            run.define_metric("eps", summary="none")
+            run.define_metric(f"{HISTORY_PREFIX}*", step_metric="eps", summary="none")
+            for step in steps:
+                run.log(step)
+        summary = summary_values(record)
         for key, value in summary.items():
             run.summary[key] = value
 
@@ -305,12 +435,72 @@ class WandbSink:
             if missing:
                 raise InputError(f"images is missing {missing}; pass {{'clean': tensor, 'adversarial': tensor}}")
             grid = perturbation_grid(images["clean"], images["adversarial"])
+            eps_text = ""
+            eps = [e for e, _ in eps_metrics(record) if e is not None]
+            if eps:
+                eps_text = f" at eps={format_eps(max(eps))}"
             media["examples"] = wandb.Image(
-                grid, caption="rows: clean / adversarial / perturbation (amplified, grey = 0)"
+                grid, caption=f"columns: samples; rows: clean / adversarial{eps_text} / perturbation "
+                              "(amplified per image, grey = 0)"
             )
         if media:
             run.log(media)
-        return {"summary": summary, "media": sorted(media)}
+        return {"summary": summary, "history": steps, "media": sorted(media)}
+
+    def log_sweep_summary(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """A sweep's results: one table row per (run, eps) and robust-accuracy-vs-eps plots.
+
+        There is one plot per (data set, norm): an L2 eps and an L∞ eps are different units and are
+        never drawn on one axis.  Each finished run is its own line, named by
+        :func:`advbench.records.run_name` without the eps list (model, data set, attack suite, norm,
+        defense), so a PGD run and an APGD-CE + Square run of one model are two lines.  Failed runs
+        are left out.
+
+        Returns:
+            ``{"rows": number of table rows, "plots": {plot key: [line names]}}``.
+        """
+        from advbench.records import attack_suite, defense_label, run_name
+        from advbench.store import eps_metrics
+
+        wandb = self._wandb
+        finished = [r for r in records if (r.get("status") or "finished") == "finished"]
+        columns = ["run", "model", "dataset", "norm", "eps", "attacks", "defense", "clean_accuracy",
+                   "robust_accuracy", "attack_success_rate", "n", "config_hash"]
+        rows: list[list[Any]] = []
+        lines: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
+        owners: dict[tuple[str, str, str], str] = {}
+        for record in finished:
+            config = record.get("config") or {}
+            label = sweep_line_name(config)
+            model = config.get("model")
+            for eps, values in eps_metrics(record):
+                rows.append([run_name(config), model.get("name") if isinstance(model, Mapping) else model,
+                             config.get("dataset"), config.get("norm"), eps, "+".join(attack_suite(config)),
+                             defense_label(config.get("defense")), values.get("clean_accuracy"),
+                             values.get("robust_accuracy"), values.get("attack_success_rate"), values.get("n"),
+                             record.get("config_hash")])
+                accuracy = values.get("robust_accuracy")
+                if eps is None or isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)):
+                    continue
+                where = (str(config.get("dataset")), str(config.get("norm")))
+                digest = str(record.get("config_hash"))
+                name = label
+                if owners.setdefault((*where, label), digest) != digest:  # two runs, one name: tell them apart
+                    name = f"{label} [{digest[:8]}]"
+                lines.setdefault(where, {}).setdefault(name, []).append((float(eps), float(accuracy)))
+        media: dict[str, Any] = {"sweep_table": wandb.Table(columns=columns, data=[[_cell(v) for v in row]
+                                                                                   for row in rows])}
+        plots: dict[str, list[str]] = {}
+        for (dataset, norm), board in sorted(lines.items()):
+            names = sorted(board)
+            series = [sorted(board[k]) for k in names]
+            key = f"robust_accuracy_vs_eps/{dataset}/{norm}"
+            media[key] = wandb.plot.line_series(
+                xs=[[e for e, _ in points] for points in series], ys=[[a for _, a in points] for points in series],
+                keys=names, title=f"Robust accuracy vs eps ({norm}, {dataset})", xname=f"eps ({norm})")
+            plots[key] = names
+        self._run.log(media)
+        return {"rows": len(rows), "plots": plots}
 
     def finish(self, exit_code: int | None = None) -> None:
         """Finish the run (idempotent); a non-zero ``exit_code`` marks it failed."""
@@ -326,4 +516,13 @@ class WandbSink:
         self.finish(exit_code=1 if exc_type is not None else None)
 
 
-__all__ = ["WANDB_MODES", "WandbSink", "has_wandb_api_key", "perturbation_grid", "resolve_wandb_mode"]
+__all__ = [
+    "WANDB_MODES",
+    "WandbSink",
+    "has_wandb_api_key",
+    "history_steps",
+    "perturbation_grid",
+    "resolve_wandb_mode",
+    "summary_values",
+    "sweep_line_name",
+]

@@ -1,8 +1,12 @@
 """Leaderboards built from the results store: entry schema, build, render.
 
-* :mod:`~advbench.leaderboards.schema`: :class:`LeaderboardEntry`, one validated record per
-  (model, dataset, threat model);
-* :mod:`~advbench.leaderboards.collect`: eligible runs -> merged entries (min robust accuracy per eps);
+An entry is one model behind one defense (or none), under one attack suite, at one threat model
+(norm and eps), with clean and robust accuracy from one run on one sample set.  Entries are ranked
+only against entries of the same data set, norm and eps.
+
+* :mod:`~advbench.leaderboards.schema`: :class:`LeaderboardEntry` and its identity;
+* :mod:`~advbench.leaderboards.collect`: eligible runs -> one candidate per (run, eps) -> one entry
+  per identity (largest sample set, then the strongest run);
 * :mod:`~advbench.leaderboards.storage`: :func:`build_leaderboard` (store -> one JSON file per entry)
   and :func:`load_entries`;
 * :mod:`~advbench.leaderboards.markdown_table` and :mod:`~advbench.leaderboards.html_page`:
@@ -12,11 +16,11 @@
 
 from __future__ import annotations
 
-from advbench.leaderboards.collect import entries_from_runs, merge_runs
+from advbench.leaderboards.collect import entries_from_runs
 from advbench.leaderboards.html_page import render_html
 from advbench.leaderboards.markdown_table import render_markdown
-from advbench.leaderboards.schema import SCHEMA_VERSION, CurvePoint, LeaderboardEntry
-from advbench.leaderboards.storage import build_leaderboard, entry_filename, load_entries
+from advbench.leaderboards.schema import SCHEMA_VERSION, CurvePoint, DefenseInfo, LeaderboardEntry
+from advbench.leaderboards.storage import build_leaderboard, entry_filename, entry_id, load_entries
 
 RENDER_FORMATS = ("md", "html")
 
@@ -41,12 +45,13 @@ __all__ = [
     "RENDER_FORMATS",
     "SCHEMA_VERSION",
     "CurvePoint",
+    "DefenseInfo",
     "LeaderboardEntry",
     "build_leaderboard",
     "entries_from_runs",
     "entry_filename",
+    "entry_id",
     "load_entries",
-    "merge_runs",
     "render",
     "render_html",
     "render_markdown",

@@ -1,14 +1,18 @@
 """Render leaderboard entries as one static HTML page that works from the file system.
 
 Everything is inline (CSS, a small vanilla-JS sorter, SVG plots); a Content-Security-Policy meta tag
-forbids every external resource.  Per (dataset, norm) the page has a table and a robust-accuracy-vs-eps
-plot.  Each *family* (a dense model and its compressed descendants) is one ``<tbody>``: the head row
-first, then the children marked ``↳`` and indented.  Clicking a column header sorts the families by
-the head row's value (numerically for numeric columns; first click descending for numbers, ascending
-for text; a second click reverses), so children stay under their parent.
+forbids every external resource.  Per (dataset, norm) the page has one table per eps (the only
+entries ranked against each other) and one robust-accuracy-vs-eps plot.  Each table row names the
+entry's defense and attack suite.  Each *family* (a dense model and its compressed descendants,
+behind the same defense, under the same suite) is one ``<tbody>``: the head row first, then the
+children marked ``↳`` and indented.  Clicking a column header sorts the families by the head row's
+value (numerically for numeric columns; first click descending for numbers, ascending for text; a
+second click reverses), so children stay under their parent.
 
-Rows carry stable data attributes for scripts and tests: ``data-model``, ``data-key`` (sha256 or name),
-``data-sha256``, ``data-parent-sha256``, ``data-depth``, ``data-rank``, ``data-robust-accuracy``,
+Rows carry stable data attributes for scripts and tests: ``data-model``, ``data-key`` (the entry id),
+``data-sha256``, ``data-parent-sha256``, ``data-defense`` (``none`` or e.g. ``jpeg:quality=60``),
+``data-attacks`` (``apgd-ce+square``), ``data-eps``, ``data-norm``, ``data-n-samples``,
+``data-sample-set``, ``data-config-hash``, ``data-depth``, ``data-rank``, ``data-robust-accuracy``,
 ``data-clean-accuracy``; numeric cells carry ``data-value``.
 """
 
@@ -18,12 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
 
-from advbench.leaderboards.layout import Board, Row, boards, fmt_eps, fmt_pct, fmt_ratio
+from advbench.leaderboards.layout import Board, Row, Section, fmt_defense, fmt_eps, fmt_pct, fmt_ratio, sections
+from advbench.leaderboards.markdown_table import board_note
 from advbench.leaderboards.schema import LeaderboardEntry
 from advbench.leaderboards.svg_plot import colour, render_curve_svg
-
-MAX_EPS_COLUMNS = 8
-"""A board with more distinct eps than this gets no per-eps columns (the plot still shows them)."""
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
@@ -115,26 +117,19 @@ class Column:
     hint: str = ""
 
 
-def _columns(board: Board) -> list[Column]:
-    eps_values = board.eps_values
-    cols = [
-        Column("rank", "#", "num", "rank by robust accuracy"),
-        Column("model", "Model", "text"),
-        Column("clean_accuracy", "Clean", "num", "accuracy without attack"),
-        Column("robust_accuracy", "Robust", "num", "robust accuracy at the model's largest ε"),
-        Column("eps", "ε", "num", "largest ε evaluated"),
-    ]
-    if 1 < len(eps_values) <= MAX_EPS_COLUMNS:
-        cols += [Column(f"eps:{fmt_eps(e)}", f"@ ε={fmt_eps(e)}", "num", f"robust accuracy at ε={fmt_eps(e)}")
-                 for e in eps_values]
-    cols += [
-        Column("compression_ratio", "Compression", "num", "total / nonzero weights of a compressed checkpoint"),
-        Column("attacks", "Attacks", "text"),
-        Column("n_samples", "n", "num", "evaluated samples"),
-        Column("date", "Date", "text"),
-        Column("runs", "Runs", None, "config hashes of the stored runs"),
-    ]
-    return cols
+COLUMNS = (
+    Column("rank", "#", "num", "rank by robust accuracy at this ε"),
+    Column("model", "Model", "text"),
+    Column("defense", "Defense", "text", "the defense in front of the model (BPDA: attacks used identity gradients)"),
+    Column("attacks", "Attacks", "text", "the attack suite, in cascade order"),
+    Column("clean_accuracy", "Clean", "num", "accuracy without attack, on the same samples"),
+    Column("robust_accuracy", "Robust", "num", "accuracy under the attack suite at this ε"),
+    Column("attack_success_rate", "ASR", "num", "broken / correctly classified samples"),
+    Column("compression_ratio", "Compression", "num", "total / nonzero weights of a compressed checkpoint"),
+    Column("n_samples", "n", "num", "evaluated samples (one sample set)"),
+    Column("date", "Date", "text"),
+    Column("run", "Run", None, "config hash of the stored run"),
+)
 
 
 def _attr(value: object) -> str:
@@ -146,13 +141,14 @@ def _num_cell(value: float | int | None, text: str) -> str:
     return f'<td class="num" data-value="{data}">{escape(text)}</td>'
 
 
-def _model_cell(row: Row, index: int) -> str:
+def _model_cell(row: Row) -> str:
     entry = row.entry
     tip = [f"model: {entry.model}"]
     if entry.model_sha256:
         tip.append(f"sha256: {entry.model_sha256}")
     if entry.parent_sha256:
         tip.append(f"parent sha256: {entry.parent_sha256}")
+    tip.append(f"sample set: {entry.sample_set}")
     tip.append(f"code: {entry.code_version or 'unknown'}")
     marker = ""
     style = ""
@@ -162,45 +158,55 @@ def _model_cell(row: Row, index: int) -> str:
     elif entry.is_compressed:
         tip.append("compressed; its parent is not on this board")
     return (f'<td class="model" data-value="{_attr(row.label)}" title="{_attr(chr(10).join(tip))}"{style}>'
-            f'{marker}<span class="swatch" style="background: {colour(index)}"></span>{escape(row.label)}</td>')
+            f'{marker}<span class="swatch" style="background: {colour(row.colour_index)}"></span>'
+            f"{escape(row.label)}</td>")
 
 
-def _row_html(board: Board, row: Row, columns: list[Column], index: int) -> str:
+def _defense_cell(entry: LeaderboardEntry) -> str:
+    if entry.defense is None:
+        return '<td class="defense" data-value="none"><span class="muted">none</span></td>'
+    return f'<td class="defense" data-value="{_attr(entry.defense_label)}">{escape(fmt_defense(entry))}</td>'
+
+
+def _row_html(row: Row) -> str:
     entry = row.entry
-    by_eps = {p.eps: p.robust_accuracy for p in entry.curve}
     cells = []
-    for col in columns:
+    for col in COLUMNS:
         if col.key == "rank":
             cells.append(_num_cell(row.rank, str(row.rank)))
         elif col.key == "model":
-            cells.append(_model_cell(row, index))
-        elif col.key in ("clean_accuracy", "robust_accuracy"):
+            cells.append(_model_cell(row))
+        elif col.key == "defense":
+            cells.append(_defense_cell(entry))
+        elif col.key == "attacks":
+            suite = escape(", ".join(entry.attacks))
+            cells.append(f'<td class="attacks" data-value="{_attr(entry.suite)}">{suite}</td>')
+        elif col.key in ("clean_accuracy", "robust_accuracy", "attack_success_rate"):
             value = getattr(entry, col.key)
-            cells.append(_num_cell(value, fmt_pct(value)))
-        elif col.key == "eps":
-            cells.append(_num_cell(entry.eps, fmt_eps(entry.eps)))
-        elif col.key.startswith("eps:"):
-            eps = next(e for e in board.eps_values if fmt_eps(e) == col.key[4:])
-            value = by_eps.get(eps)
             cells.append(_num_cell(value, fmt_pct(value)))
         elif col.key == "compression_ratio":
             cells.append(_num_cell(entry.compression_ratio, fmt_ratio(entry.compression_ratio)))
-        elif col.key == "attacks":
-            cells.append(f"<td>{escape(', '.join(entry.attacks))}</td>")
         elif col.key == "n_samples":
             cells.append(_num_cell(entry.n_samples, str(entry.n_samples)))
         elif col.key == "date":
             date = _attr(entry.date)
             cells.append(f'<td data-value="{date}" title="{date}">{escape(entry.date[:10])}</td>')
-        else:  # runs
-            hashes = " ".join(f'<code title="{_attr(h)}">{escape(h[:12])}</code>' for h in entry.config_hashes)
-            cells.append(f'<td class="runs">{hashes}</td>')
+        else:  # run
+            cells.append(f'<td class="runs"><code title="{_attr(entry.config_hash)}">'
+                         f"{escape(entry.config_hash[:12])}</code></td>")
     attrs = {
         "class": "child" if row.depth else "head",
         "data-model": entry.model,
-        "data-key": entry.identity,
+        "data-key": row.id,
         "data-sha256": entry.model_sha256 or "",
         "data-parent-sha256": entry.parent_sha256 or "",
+        "data-defense": entry.defense_label,
+        "data-attacks": entry.suite,
+        "data-eps": entry.eps_text,
+        "data-norm": entry.norm,
+        "data-n-samples": entry.n_samples,
+        "data-sample-set": entry.sample_set,
+        "data-config-hash": entry.config_hash,
         "data-depth": row.depth,
         "data-rank": row.rank,
         "data-clean-accuracy": repr(entry.clean_accuracy),
@@ -211,11 +217,9 @@ def _row_html(board: Board, row: Row, columns: list[Column], index: int) -> str:
 
 
 def render_board_html(board: Board) -> str:
-    """One board as an HTML ``<section>``: heading, sortable table and plot."""
-    columns = _columns(board)
-    color_index = {id(row): i for i, row in enumerate(board.ranked)}
+    """One board (dataset, norm, eps) as an HTML ``<section>``: heading, note and sortable table."""
     head_cells = []
-    for col in columns:
+    for col in COLUMNS:
         classes = ' class="num"' if col.type == "num" else ""
         title = f' title="{_attr(col.hint)}"' if col.hint else ""
         if col.type is None:
@@ -228,18 +232,16 @@ def render_board_html(board: Board) -> str:
         )
     bodies = []
     for order, family in enumerate(board.families()):
-        rows = "\n".join(_row_html(board, row, columns, color_index[id(row)]) for row in family)
-        bodies.append(f'<tbody class="family" data-head="{_attr(family[0].entry.identity)}" data-order="{order}">\n'
+        rows = "\n".join(_row_html(row) for row in family)
+        bodies.append(f'<tbody class="family" data-head="{_attr(family[0].id)}" data-order="{order}">\n'
                       f"{rows}\n</tbody>")
-    n_children = sum(1 for row in board.rows if row.depth)
-    note = ("Robust accuracy at each model's largest ε; at every ε the lowest accuracy over all stored runs counts "
-            "(the strongest attack wins). Click a column header to sort.")
-    if n_children:
+    note = board_note(board) + " Click a column header to sort."
+    if any(row.depth for row in board.rows):
         note += " Compressed checkpoints (↳) stay under their dense parent."
     return "\n".join([
         f'<section class="board" id="{_attr(board.slug)}" data-dataset="{_attr(board.dataset)}" '
-        f'data-norm="{_attr(board.norm)}">',
-        f"<h2>{escape(board.title)}</h2>",
+        f'data-norm="{_attr(board.norm)}" data-eps="{_attr(fmt_eps(board.eps))}">',
+        f"<h3>{escape(board.title)}</h3>",
         f'<p class="note">{escape(note)}</p>',
         '<div class="table-wrap">',
         f'<table class="leaderboard" id="table-{_attr(board.slug)}">',
@@ -247,10 +249,21 @@ def render_board_html(board: Board) -> str:
         *bodies,
         "</table>",
         "</div>",
+        "</section>",
+    ])
+
+
+def render_section_html(section: Section) -> str:
+    """One (dataset, norm) as an HTML ``<section>``: a table per eps, then the robust-accuracy-vs-eps plot."""
+    return "\n".join([
+        f'<section class="threat" id="{_attr(section.slug)}" data-dataset="{_attr(section.dataset)}" '
+        f'data-norm="{_attr(section.norm)}">',
+        f"<h2>{escape(section.title)}</h2>",
+        *(render_board_html(board) for board in section.boards),
         "<figure>",
-        render_curve_svg(board),
-        "<figcaption>Robust accuracy vs ε (ε = 0 is clean accuracy); dashed lines are compressed "
-        "checkpoints.</figcaption>",
+        render_curve_svg(section),
+        "<figcaption>Robust accuracy vs ε (ε = 0 is clean accuracy): one line per model, defense, attack suite "
+        "and sample set; dashed lines are compressed checkpoints.</figcaption>",
         "</figure>",
         "</section>",
     ])
@@ -267,14 +280,19 @@ def render_html(entries: Iterable[LeaderboardEntry], *, title: str = "advbench r
     build time, only the newest run date of the entries.
     """
     entries = list(entries)
-    board_list = boards(entries)
+    section_list = sections(entries)
+    n_boards = sum(len(s.boards) for s in section_list)
     latest = max((e.date for e in entries), default="")
-    nav = "".join(f'<li><a href="#{_attr(b.slug)}">{escape(b.title)}</a> ({len(b.rows)} models)</li>'
-                  for b in board_list)
-    summary = (f"{len(entries)} {_plural(len(entries), 'entry', 'entries')} in {len(board_list)} "
-               f"{_plural(len(board_list), 'table', 'tables')}"
+    nav = "".join(
+        f'<li><a href="#{_attr(s.slug)}">{escape(s.title)}</a>: '
+        + ", ".join(f'<a href="#{_attr(b.slug)}">ε = {escape(fmt_eps(b.eps))}</a> ({len(b.rows)})' for b in s.boards)
+        + "</li>"
+        for s in section_list
+    )
+    summary = (f"{len(entries)} {_plural(len(entries), 'entry', 'entries')} in {n_boards} "
+               f"{_plural(n_boards, 'table', 'tables')}; each table ranks one data set, norm and ε"
                + (f"; newest run {escape(latest)}" if latest else "") + ".")
-    sections = [render_board_html(b) for b in board_list] or ['<p class="muted">No entries.</p>']
+    body = [render_section_html(s) for s in section_list] or ['<p class="muted">No entries.</p>']
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -292,9 +310,9 @@ def render_html(entries: Iterable[LeaderboardEntry], *, title: str = "advbench r
         f"<nav><ul>{nav}</ul></nav>" if nav else "",
         "</header>",
         "<main>",
-        *sections,
+        *body,
         "</main>",
-        '<footer><p>Generated by advbench from leaderboard entry files; every number links back to stored runs by '
+        '<footer><p>Generated by advbench from leaderboard entry files; every number links back to its stored run by '
         "config hash (<code>advbench results show HASH</code>).</p></footer>",
         f"<script>{SCRIPT}</script>",
         "</body>",
@@ -303,4 +321,4 @@ def render_html(entries: Iterable[LeaderboardEntry], *, title: str = "advbench r
     ])
 
 
-__all__ = ["render_board_html", "render_html"]
+__all__ = ["COLUMNS", "render_board_html", "render_html", "render_section_html"]

@@ -1,17 +1,19 @@
-"""Render leaderboard entries as Markdown: one table per dataset × threat model.
+"""Render leaderboard entries as Markdown: one table per dataset × threat model × eps.
 
-Rows are sorted by robust accuracy (at each model's largest eps) descending.  A compressed
-checkpoint names its parent in the "Compressed from" column when the parent is on the same board.
+Only the entries of one table are ranked against each other, by robust accuracy descending.  Each
+row names its defense and attack suite; a compressed checkpoint names its parent in the
+"Compressed from" column when the parent is on the same table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from advbench.leaderboards.layout import Board, boards, fmt_eps, fmt_pct, fmt_ratio, norm_label
+from advbench.leaderboards.layout import Board, Row, boards, fmt_defense, fmt_pct, fmt_ratio, norm_label
 from advbench.leaderboards.schema import LeaderboardEntry
 
-COLUMNS = ("#", "Model", "Clean", "Robust", "ε", "Compressed from", "Attacks", "n", "Date", "Runs")
+COLUMNS = ("#", "Model", "Defense", "Attacks", "Clean", "Robust", "n", "Compressed from", "Date", "Run")
+_NUMERIC = ("#", "Clean", "Robust", "n")
 
 
 def _cell(text: str) -> str:
@@ -19,12 +21,24 @@ def _cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _compressed_from(board: Board, entry: LeaderboardEntry) -> str:
+def _compressed_from(board: Board, row: Row) -> str:
+    entry = row.entry
     if entry.parent_sha256 is None:
         return ""
     ratio = fmt_ratio(entry.compression_ratio)
-    parent = next((r.label for r in board.rows if r.entry.model_sha256 == entry.parent_sha256), None)
+    parent = next((r.label for r in board.rows if r.entry is row.parent), None)
     return f"{parent or entry.parent_sha256[:12]} ({ratio})"
+
+
+def board_note(board: Board) -> str:
+    """The sentence under a board's heading: what is ranked, and a warning when attack suites differ."""
+    note = (f"Robust accuracy under {norm_label(board.norm)} attacks at ε = {board.rows[0].entry.eps_text}, "
+            "ranked only against this table. An entry's clean and robust accuracy come from one run on one "
+            "sample set of n samples.")
+    if len(board.suites) > 1:
+        note += (" The entries were attacked with different attack suites; a weaker suite overestimates "
+                 "robustness, so compare entries with the same suite.")
+    return note
 
 
 def render_board_markdown(board: Board) -> str:
@@ -32,25 +46,24 @@ def render_board_markdown(board: Board) -> str:
     lines = [
         f"## {_cell(board.title)}",
         "",
-        f"Robust accuracy under {norm_label(board.norm)} attacks at each model's largest ε; "
-        "at every ε the lowest accuracy over all stored runs counts (the strongest attack wins).",
+        board_note(board),
         "",
         "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---:" if c in ("#", "Clean", "Robust", "ε", "n") else "---" for c in COLUMNS) + "|",
+        "|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|",
     ]
     for row in board.ranked:
         entry = row.entry
         cells = [
             str(row.rank),
             _cell(row.label),
+            _cell(fmt_defense(entry)),
+            _cell(", ".join(entry.attacks)),
             fmt_pct(entry.clean_accuracy),
             fmt_pct(entry.robust_accuracy),
-            fmt_eps(entry.eps),
-            _cell(_compressed_from(board, entry)),
-            _cell(", ".join(entry.attacks)),
             str(entry.n_samples),
+            _cell(_compressed_from(board, row)),
             entry.date[:10],
-            ", ".join(f"`{h[:12]}`" for h in entry.config_hashes),
+            f"`{entry.config_hash[:12]}`",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -64,4 +77,4 @@ def render_markdown(entries: Iterable[LeaderboardEntry]) -> str:
     return "# Leaderboard\n\n" + "\n".join(sections)
 
 
-__all__ = ["render_board_markdown", "render_markdown"]
+__all__ = ["board_note", "render_board_markdown", "render_markdown"]

@@ -1,33 +1,40 @@
-"""The leaderboard entry schema: one validated record per (model, dataset, threat model).
+"""The leaderboard entry schema: one validated record per comparable measurement.
 
-An entry is what a leaderboard shows about one model: its clean accuracy, its robust accuracy at the
-largest eps evaluated and the whole robust-accuracy-vs-eps curve, who it is (name, file hash, and
-for compressed checkpoints the parent's hash and the compression ratio) and where the numbers come
-from (the config hashes of the stored runs, code version, date, attack suite).
+An entry is one model's robustness at **one** threat model and eps, behind **one** defense (or
+none), under **one** attack suite, measured in **one** run on one sample set.  Those are its
+identity (:attr:`LeaderboardEntry.key`): a JPEG-defended model is another entry than the bare
+model, an APGD-CE + Square evaluation another entry than a PGD one, eps 0.031 another entry than
+eps 0.1.  Its clean and robust accuracy both come from the run ``config_hash`` on the sample set
+``sample_set`` (``n_samples`` samples), so they are always measured on the same images.
 
 Numbers must be JSON numbers: a string such as ``"0.5"`` where a number belongs is rejected (strict
 mode), as are NaN and infinities.
 
->>> entry = LeaderboardEntry(model="cnn", dataset="digits", norm="linf", clean_accuracy=0.9,
-...     robust_accuracy=0.4, eps=0.1, curve=[{"eps": 0.05, "robust_accuracy": 0.7},
-...     {"eps": 0.1, "robust_accuracy": 0.4}], n_samples=100, config_hashes=["ab" * 32],
-...     code_version="0.1.0", date="2024-01-01T00:00:00+00:00", attacks=["pgd"])
+>>> entry = LeaderboardEntry(model="cnn", dataset="digits", norm="linf", eps=0.1, attacks=["pgd"],
+...     clean_accuracy=0.9, robust_accuracy=0.4, n_samples=100, sample_set="0123456789abcdef",
+...     config_hash="ab" * 32, code_version="0.1.0", date="2024-01-01T00:00:00+00:00")
 >>> entry.key
-('digits', 'linf', 'cnn')
+('digits', 'linf', 0.1, 'cnn', 'none', 'pgd')
+>>> entry.defense_label
+'none'
 """
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from advbench.records import canonical_json, defense_label, format_eps
 from advbench.threat import NORMS
 
-SCHEMA_VERSION = 1
-"""Stored in every entry file; bumped whenever the schema changes incompatibly."""
+SCHEMA_VERSION = 2
+"""Stored in every entry file; bumped whenever the schema changes incompatibly (1: one entry per model
+merged over eps, attack suites and defenses)."""
+
+EPS_DIGITS = 10
+"""Eps values are rounded to this many decimals before they are compared or stored."""
 
 Accuracy = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
 """A fraction in [0, 1]; a JSON number, never a string."""
@@ -38,11 +45,25 @@ Epsilon = Annotated[float, Field(strict=True, ge=0.0, allow_inf_nan=False)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 """A lowercase hex SHA-256 digest of a checkpoint file."""
 
-_ATOL = 1e-9
+
+class DefenseInfo(BaseModel):
+    """The defense the model was evaluated behind (the run's ``config.defense``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    differentiable: bool | None = Field(None, description="whether gradients flow through the defense")
+    bpda: bool | None = Field(None, description="whether attacks used BPDA (identity gradient) through it")
+
+    @property
+    def label(self) -> str:
+        """``jpeg:quality=60``."""
+        return defense_label(self.model_dump()) or self.name
 
 
 class CurvePoint(BaseModel):
-    """Robust accuracy at one eps."""
+    """Robust accuracy at one eps (a point of a plotted series)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -51,16 +72,14 @@ class CurvePoint(BaseModel):
 
 
 class LeaderboardEntry(BaseModel):
-    """One leaderboard row: a model's robustness on one dataset under one threat model (norm).
+    """One leaderboard row: a model (behind a defense) under one attack suite at one (norm, eps).
 
-    When several stored runs evaluated the same (model, dataset, norm), ``curve`` holds, for each
-    eps, the lowest robust accuracy over those runs (the strongest attack wins) and
-    ``config_hashes`` lists every run used.
+    Entries are ranked only against entries of the same data set, norm and eps.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     # identity
     model: str = Field(min_length=1, description="model name (checkpoint file stem or architecture name)")
     model_sha256: Sha256 | None = Field(None, description="SHA-256 of the checkpoint file; null for a named model")
@@ -68,25 +87,39 @@ class LeaderboardEntry(BaseModel):
     compression_ratio: Annotated[float, Field(strict=True, gt=0.0, allow_inf_nan=False)] | None = Field(
         None, description="total / nonzero weights of a compressed checkpoint"
     )
+    defense: DefenseInfo | None = Field(None, description="the defense in front of the model; null: none")
     dataset: str = Field(min_length=1)
-    norm: str = Field(description=f"the threat model: one of {', '.join(NORMS)}")
-    # numbers
+    norm: str = Field(description=f"the threat model's norm: one of {', '.join(NORMS)}")
+    eps: Epsilon = Field(description="the threat model's budget")
+    attacks: list[str] = Field(min_length=1, description="the attack suite, in cascade order")
+    # numbers: all from the run ``config_hash`` on the sample set ``sample_set``
     clean_accuracy: Accuracy
-    robust_accuracy: Accuracy = Field(description="robust accuracy at the largest eps evaluated (``eps``)")
-    eps: Epsilon = Field(description="the largest eps evaluated")
-    curve: list[CurvePoint] = Field(min_length=1, description="robust accuracy per eps, sorted by eps")
+    robust_accuracy: Accuracy = Field(description="accuracy under the attack suite at ``eps``")
+    attack_success_rate: Accuracy | None = Field(None, description="broken / clean-correct samples at ``eps``")
     n_samples: Annotated[int, Field(strict=True, ge=1)]
+    sample_set: str = Field(min_length=1, description="digest of the evaluated samples (data, split, selection)")
     # provenance
-    config_hashes: list[str] = Field(min_length=1, description="config hashes of the stored runs used")
-    code_version: str | None = Field(None, description="advbench version of the newest run used")
-    date: str = Field(description="ISO 8601 creation time of the newest run used")
-    attacks: list[str] = Field(min_length=1, description="attack names of the runs used, in cascade order")
+    config_hash: str = Field(min_length=1, description="config hash of the stored run the numbers come from")
+    code_version: str | None = Field(None, description="advbench version of that run")
+    date: str = Field(description="ISO 8601 creation time of that run")
 
     @field_validator("norm")
     @classmethod
     def _known_norm(cls, value: str) -> str:
         if value not in NORMS:
             raise ValueError(f"unknown norm {value!r}; use one of {', '.join(NORMS)}")
+        return value
+
+    @field_validator("eps")
+    @classmethod
+    def _rounded_eps(cls, value: float) -> float:
+        return round(value, EPS_DIGITS)
+
+    @field_validator("attacks")
+    @classmethod
+    def _attack_names(cls, value: list[str]) -> list[str]:
+        if any(not isinstance(name, str) or not name.strip() for name in value):
+            raise ValueError("attack names must be non-empty strings")
         return value
 
     @field_validator("date")
@@ -98,43 +131,54 @@ class LeaderboardEntry(BaseModel):
             raise ValueError(f"{value!r} is not an ISO 8601 date such as 2024-01-31T12:00:00+00:00") from exc
         return value
 
-    @field_validator("config_hashes")
-    @classmethod
-    def _unique_hashes(cls, value: list[str]) -> list[str]:
-        if any(not h for h in value):
-            raise ValueError("config hashes must be non-empty strings")
-        if len(set(value)) != len(value):
-            raise ValueError("config hashes must be unique")
-        return value
-
     @model_validator(mode="after")
     def _consistent(self) -> LeaderboardEntry:
-        eps_values = [p.eps for p in self.curve]
-        if any(b <= a for a, b in zip(eps_values, eps_values[1:], strict=False)):
-            raise ValueError(f"curve must be sorted by strictly increasing eps, got eps {eps_values}")
-        last = self.curve[-1]
-        if not math.isclose(self.eps, last.eps, rel_tol=0.0, abs_tol=_ATOL):
-            raise ValueError(f"eps ({self.eps}) must be the largest eps of the curve ({last.eps})")
-        if not math.isclose(self.robust_accuracy, last.robust_accuracy, rel_tol=0.0, abs_tol=_ATOL):
-            raise ValueError(
-                f"robust_accuracy ({self.robust_accuracy}) must equal the curve's value at the largest eps "
-                f"({last.robust_accuracy})"
-            )
         if self.compression_ratio is not None and self.parent_sha256 is None:
             raise ValueError("compression_ratio is only meaningful for a compressed checkpoint: set parent_sha256")
         if self.parent_sha256 is not None and self.parent_sha256 == self.model_sha256:
             raise ValueError("parent_sha256 equals model_sha256: a checkpoint cannot be its own parent")
         return self
 
+    # ------------------------------------------------------------------ identity
     @property
     def identity(self) -> str:
-        """The model's identity within a table: its file hash, or its name for a named model."""
+        """The model's identity: its file hash, or its name for a named model."""
         return self.model_sha256 or self.model
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        """(dataset, norm, identity): at most one entry per key."""
-        return (self.dataset, self.norm, self.identity)
+    def defense_key(self) -> str:
+        """The defense as canonical JSON (``"none"`` without one): part of the entry's identity."""
+        return "none" if self.defense is None else canonical_json(self.defense.model_dump())
+
+    @property
+    def defense_label(self) -> str:
+        """A readable defense name: ``jpeg:quality=60``, or ``none``."""
+        return "none" if self.defense is None else self.defense.label
+
+    @property
+    def suite(self) -> str:
+        """The attack suite as one name: ``apgd-ce+square``."""
+        return "+".join(self.attacks)
+
+    @property
+    def key(self) -> tuple[str, str, float, str, str, str]:
+        """(dataset, norm, eps, model identity, defense, attack suite): at most one entry per key."""
+        return (self.dataset, self.norm, self.eps, self.identity, self.defense_key, self.suite)
+
+    @property
+    def board_key(self) -> tuple[str, str, float]:
+        """(dataset, norm, eps): entries are ranked only against entries with the same board key."""
+        return (self.dataset, self.norm, self.eps)
+
+    @property
+    def series_key(self) -> tuple[str, str, str, str, str, str]:
+        """(dataset, norm, identity, defense, suite, sample set): the entries one plotted line joins."""
+        return (self.dataset, self.norm, self.identity, self.defense_key, self.suite, self.sample_set)
+
+    @property
+    def eps_text(self) -> str:
+        """The eps as short text (``0.1``)."""
+        return format_eps(self.eps)
 
     @property
     def is_compressed(self) -> bool:
@@ -142,9 +186,9 @@ class LeaderboardEntry(BaseModel):
         return self.parent_sha256 is not None
 
 
-def sort_key(entry: LeaderboardEntry) -> tuple[str, str, str, str]:
-    """A total, stable order for entries: dataset, norm, model name, identity."""
-    return (entry.dataset, entry.norm, entry.model, entry.identity)
+def sort_key(entry: LeaderboardEntry) -> tuple[str, str, float, str, str, str, str]:
+    """A total, stable order for entries: dataset, norm, eps, model name, identity, defense, suite."""
+    return (entry.dataset, entry.norm, entry.eps, entry.model, entry.identity, entry.defense_key, entry.suite)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -167,4 +211,12 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["SCHEMA_VERSION", "CurvePoint", "LeaderboardEntry", "describe_validation_error", "sort_key"]
+__all__ = [
+    "EPS_DIGITS",
+    "SCHEMA_VERSION",
+    "CurvePoint",
+    "DefenseInfo",
+    "LeaderboardEntry",
+    "describe_validation_error",
+    "sort_key",
+]

@@ -1,8 +1,9 @@
 """Entry files: build them from a results store, write them deterministically, load and validate them.
 
-One JSON file per entry, named ``<dataset>__<norm>__<model>__<id>.json`` (``id``: the first 12 hex
-digits of the checkpoint's SHA-256, or of the name's hash for a named model).  Files are written with
-sorted keys and two-space indentation, so building twice from the same store gives identical bytes.
+One JSON file per entry, named ``<dataset>__<norm>__eps-<eps>__<model>__<defense>__<attacks>__<id>.json``
+(``id``: the first 12 hex digits of the SHA-256 of the entry's identity, see :func:`entry_id`).  Files
+are written with sorted keys and two-space indentation, so building twice from the same store gives
+identical bytes; they get the permissions a plain ``open()`` would (``0o666 & ~umask``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pydantic import ValidationError
 
 from advbench.errors import ConfigError, MissingPathError, StoreError
 from advbench.leaderboards.collect import entries_from_runs
-from advbench.leaderboards.schema import LeaderboardEntry, describe_validation_error, sort_key
+from advbench.leaderboards.schema import SCHEMA_VERSION, LeaderboardEntry, describe_validation_error, sort_key
+from advbench.records import canonical_json
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +37,16 @@ def slugify(text: str) -> str:
     return _SLUG.sub("-", text.lower()).strip("-.") or "x"
 
 
+def entry_id(entry: LeaderboardEntry) -> str:
+    """12 hex digits that name an entry's identity (data set, norm, eps, model, defense, attack suite)."""
+    return hashlib.sha256(canonical_json(list(entry.key)).encode("utf-8")).hexdigest()[:12]
+
+
 def entry_filename(entry: LeaderboardEntry) -> str:
-    """The file name of an entry: dataset, norm, model slug and a short identity hash."""
-    ident = entry.model_sha256 or hashlib.sha256(entry.model.encode("utf-8")).hexdigest()
-    return f"{slugify(entry.dataset)}__{slugify(entry.norm)}__{slugify(entry.model)}__{ident[:12]}.json"
+    """The file name of an entry: data set, norm, eps, model, defense and attack suite slugs, and its id."""
+    defense = entry.defense.name if entry.defense is not None else "none"
+    parts = [entry.dataset, entry.norm, f"eps-{entry.eps_text}", entry.model, defense, entry.suite]
+    return "__".join(slugify(part) for part in parts) + f"__{entry_id(entry)}.json"
 
 
 def dump_entry(entry: LeaderboardEntry) -> str:
@@ -50,8 +58,15 @@ def parse_entry(data: Any, source: str | os.PathLike[str]) -> LeaderboardEntry:
     """Validate one decoded entry; ``source`` (a file name) goes into the error message.
 
     Raises:
-        ConfigError: the data breaks the schema; the message names the file and each bad field.
+        ConfigError: the data breaks the schema (or is an older schema); the message names the file
+            and each bad field.
     """
+    if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
+        raise ConfigError(
+            f"{os.fspath(source)} is a leaderboard entry of schema version {data.get('schema_version')!r}; this "
+            f"advbench reads version {SCHEMA_VERSION} (one entry per model, defense, attack suite and eps): "
+            "rebuild the entries with `advbench leaderboard build`"
+        )
     try:
         return LeaderboardEntry.model_validate(data)
     except ValidationError as exc:
@@ -80,10 +95,11 @@ def read_runs(store_path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def build_leaderboard(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Write one validated JSON entry per (model, dataset, norm) of the store to ``out_dir``.
+    """Write one validated JSON entry per (dataset, norm, eps, model, defense, attack suite) to ``out_dir``.
 
-    Entry files of an earlier build that no longer correspond to an entry are removed; other files in
-    ``out_dir`` are left alone.  Returns the written paths in a stable order (dataset, norm, model).
+    Entry files of an earlier build (of any schema version) that no longer correspond to an entry
+    are removed; other files in ``out_dir`` are left alone.  Returns the written paths in a stable
+    order (dataset, norm, eps, model, defense, attack suite).
 
     Raises:
         MissingPathError: ``store_path`` does not exist.
@@ -101,8 +117,8 @@ def build_leaderboard(store_path: str | os.PathLike[str], out_dir: str | os.Path
         name = entry_filename(entry)
         if name in names:
             raise StoreError(
-                f"models {names[name].model!r} and {entry.model!r} on {entry.dataset} ({entry.norm}) map to the "
-                f"same entry file {name}; rename one of the checkpoints"
+                f"models {names[name].model!r} and {entry.model!r} on {entry.dataset} ({entry.norm}, eps "
+                f"{entry.eps_text}) map to the same entry file {name}; rename one of the checkpoints"
             )
         names[name] = entry
     if not entries:
@@ -127,7 +143,7 @@ def _is_entry_file(path: Path) -> bool:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return isinstance(data, dict) and "schema_version" in data and "config_hashes" in data
+    return isinstance(data, dict) and "schema_version" in data and ("config_hash" in data or "config_hashes" in data)
 
 
 def load_entries(directory: str | os.PathLike[str]) -> list[LeaderboardEntry]:
@@ -136,7 +152,7 @@ def load_entries(directory: str | os.PathLike[str]) -> list[LeaderboardEntry]:
     Raises:
         MissingPathError: ``directory`` does not exist.
         ConfigError: it is not a directory, a file is not valid JSON or breaks the schema (the
-            message names the file and the field), or two files hold the same (model, dataset, norm).
+            message names the file and the field), or two files hold the same entry identity.
     """
     folder = Path(directory)
     if not folder.exists():
@@ -147,7 +163,7 @@ def load_entries(directory: str | os.PathLike[str]) -> list[LeaderboardEntry]:
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a directory; give the directory that holds the entry JSON files")
     entries: list[LeaderboardEntry] = []
-    seen: dict[tuple[str, str, str], Path] = {}
+    seen: dict[tuple[Any, ...], Path] = {}
     for path in sorted(folder.glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -163,12 +179,21 @@ def load_entries(directory: str | os.PathLike[str]) -> list[LeaderboardEntry]:
         entry = parse_entry(data, path)
         if entry.key in seen:
             raise ConfigError(
-                f"{path} and {seen[entry.key]} both hold model {entry.model!r} on {entry.dataset} ({entry.norm}); "
-                "remove one of them"
+                f"{path} and {seen[entry.key]} both hold model {entry.model!r} on {entry.dataset} ({entry.norm}, "
+                f"eps {entry.eps_text}, defense {entry.defense_label}, attacks {entry.suite}); remove one of them"
             )
         seen[entry.key] = path
         entries.append(entry)
     return sorted(entries, key=sort_key)
 
 
-__all__ = ["build_leaderboard", "dump_entry", "entry_filename", "load_entries", "parse_entry", "read_runs", "slugify"]
+__all__ = [
+    "build_leaderboard",
+    "dump_entry",
+    "entry_filename",
+    "entry_id",
+    "load_entries",
+    "parse_entry",
+    "read_runs",
+    "slugify",
+]

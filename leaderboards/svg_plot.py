@@ -1,19 +1,20 @@
-"""An inline SVG plot of robust accuracy vs eps for one board: axes, one polyline per model, legend.
+"""An inline SVG plot of robust accuracy vs eps for one (dataset, norm) section: axes, lines, legend.
 
-The curve of each model starts at eps = 0 with its clean accuracy (robust accuracy under a zero
-budget); compressed children are drawn dashed.  Coordinates are rounded to two decimals, so the
-output is a pure function of the board.
+One polyline per :class:`~advbench.leaderboards.layout.Series` (one model behind one defense under
+one attack suite, on one sample set); it starts at eps = 0 with the clean accuracy (robust accuracy
+under a zero budget).  Compressed checkpoints are drawn dashed.  Coordinates are rounded to two
+decimals, so the output is a pure function of the section.
 """
 
 from __future__ import annotations
 
 from html import escape
 
-from advbench.leaderboards.layout import Board, fmt_eps, fmt_ratio, norm_label
+from advbench.leaderboards.layout import Section, fmt_eps, fmt_ratio, norm_label
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
-"""Line colours (matplotlib's tab10), assigned in rank order and reused past ten models."""
+"""Line colours (matplotlib's tab10), assigned in rank order and reused past ten series."""
 
 WIDTH, PLOT_HEIGHT = 640, 300
 LEFT, RIGHT, TOP, BOTTOM = 60, 20, 16, 46
@@ -32,17 +33,17 @@ def _nice_ticks(top: float, count: int = 5) -> list[float]:
 
 
 def colour(index: int) -> str:
-    """The colour of the ``index``-th model (rank order)."""
+    """The colour of the ``index``-th series (rank order)."""
     return PALETTE[index % len(PALETTE)]
 
 
-def render_curve_svg(board: Board) -> str:
-    """The robust-accuracy-vs-eps plot of ``board`` as an ``<svg>`` element (text)."""
-    rows = board.ranked
-    eps_values = board.eps_values
+def render_curve_svg(section: Section) -> str:
+    """The robust-accuracy-vs-eps plot of ``section`` as an ``<svg>`` element (text)."""
+    series = section.series
+    eps_values = section.eps_values
     x_max = max(eps_values) if eps_values and max(eps_values) > 0 else 1.0
     plot_w, plot_h = WIDTH - LEFT - RIGHT, PLOT_HEIGHT - TOP - BOTTOM
-    height = PLOT_HEIGHT + LEGEND_LINE * len(rows) + 8
+    height = PLOT_HEIGHT + LEGEND_LINE * len(series) + 8
 
     def x_of(eps: float) -> float:
         return LEFT + plot_w * eps / x_max
@@ -50,10 +51,11 @@ def render_curve_svg(board: Board) -> str:
     def y_of(acc: float) -> float:
         return TOP + plot_h * (1.0 - acc)
 
-    title = f"Robust accuracy vs ε, {board.dataset}, {norm_label(board.norm)}"
+    title = f"Robust accuracy vs ε, {section.dataset}, {norm_label(section.norm)}"
     parts = [
         f'<svg class="curve" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-        f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(title)}" data-board="{escape(board.slug)}">',
+        f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(title)}" '
+        f'data-section="{escape(section.slug)}">',
         f"<title>{escape(title)}</title>",
         f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#999"/>',
     ]
@@ -71,36 +73,38 @@ def render_curve_svg(board: Board) -> str:
         parts.append(f'<text x="{x}" y="{TOP + plot_h + 16}" text-anchor="middle" font-size="11">'
                      f"{escape(fmt_eps(eps))}</text>")
     parts.append(f'<text x="{_f(LEFT + plot_w / 2)}" y="{TOP + plot_h + 36}" text-anchor="middle" '
-                 f'font-size="12">ε ({escape(norm_label(board.norm))})</text>')
+                 f'font-size="12">ε ({escape(norm_label(section.norm))})</text>')
     parts.append(f'<text x="14" y="{_f(TOP + plot_h / 2)}" text-anchor="middle" font-size="12" '
                  f'transform="rotate(-90 14 {_f(TOP + plot_h / 2)})">robust accuracy</text>')
-    # one polyline per model
-    for index, row in enumerate(rows):
-        entry = row.entry
-        points = [(p.eps, p.robust_accuracy) for p in entry.curve]
-        if points[0][0] > 0:
-            points.insert(0, (0.0, entry.clean_accuracy))
+    # one polyline per series
+    for line in series:
+        first = line.entries[0]
+        points = line.points
         coords = " ".join(f"{_f(x_of(e))},{_f(y_of(a))}" for e, a in points)
-        dash = ' stroke-dasharray="6 4"' if entry.is_compressed else ""
-        parts.append(f'<g class="series" data-model="{escape(entry.model)}" data-key="{escape(entry.identity)}">')
-        parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour(index)}" stroke-width="2"{dash}/>')
+        dash = ' stroke-dasharray="6 4"' if line.is_compressed else ""
+        stroke = colour(line.colour_index)
+        parts.append(f'<g class="series" data-model="{escape(first.model)}" '
+                     f'data-defense="{escape(first.defense_label)}" data-attacks="{escape(first.suite)}" '
+                     f'data-sample-set="{escape(first.sample_set)}">')
+        parts.append(f'<polyline points="{coords}" fill="none" stroke="{stroke}" stroke-width="2"{dash}/>')
         for eps, acc in points:
-            parts.append(f'<circle cx="{_f(x_of(eps))}" cy="{_f(y_of(acc))}" r="3" fill="{colour(index)}">'
-                         f"<title>{escape(row.label)}: ε={escape(fmt_eps(eps))}, {100 * acc:.1f}%</title></circle>")
+            parts.append(f'<circle cx="{_f(x_of(eps))}" cy="{_f(y_of(acc))}" r="3" fill="{stroke}">'
+                         f"<title>{escape(line.label)}: ε={escape(fmt_eps(eps))}, {100 * acc:.1f}%</title></circle>")
         parts.append("</g>")
     # legend below the plot
-    for index, row in enumerate(rows):
+    for index, line in enumerate(series):
         y = PLOT_HEIGHT + LEGEND_LINE * index + 4
-        dash = ' stroke-dasharray="6 4"' if row.entry.is_compressed else ""
+        dash = ' stroke-dasharray="6 4"' if line.is_compressed else ""
         note = ""
-        if row.entry.is_compressed:
-            ratio = row.entry.compression_ratio
+        if line.is_compressed:
+            ratio = line.entries[0].compression_ratio
             note = " — compressed" + (f" {fmt_ratio(ratio)}" if ratio is not None else "")
         parts.append(
-            f'<g class="legend-item" data-model="{escape(row.entry.model)}">'
-            f'<line x1="{LEFT}" y1="{y}" x2="{LEFT + 24}" y2="{y}" stroke="{colour(index)}" stroke-width="2"{dash}/>'
+            f'<g class="legend-item" data-model="{escape(line.entries[0].model)}">'
+            f'<line x1="{LEFT}" y1="{y}" x2="{LEFT + 24}" y2="{y}" stroke="{colour(line.colour_index)}" '
+            f'stroke-width="2"{dash}/>'
             f'<text x="{LEFT + 30}" y="{y}" dominant-baseline="middle" font-size="12">'
-            f"{escape(row.label + note)}</text></g>"
+            f"{escape(line.label + note)}</text></g>"
         )
     parts.append("</svg>")
     return "\n".join(parts)

@@ -114,7 +114,7 @@ def test_corrupt_missing_and_mismatched_checkpoints(tmp_path) -> None:
 
 def test_model_names_and_timm_adapter() -> None:
     assert {"mlp", "small_cnn", "lenet5", "resnet20"} <= set(list_models())
-    assert list_models("res*") == ["resnet20"]
+    assert list_models("res*") == ["resnet18-cifar", "resnet20", "resnet50-cifar"]
     with pytest.raises(UnknownNameError, match="known models"):
         create_model("nope", input_shape=(1, 8, 8), num_classes=10)
     model = load_model("timm:resnet18", input_shape=(3, 16, 16), num_classes=4)

@@ -86,7 +86,7 @@ def test_run_json_curve_store_and_skip(monkeypatch, capsys, tmp_path, ckpt) -> N
     code, out, _ = cli(monkeypatch, capsys, "results", "export", "--format", "json", "--store", str(store))
     assert json.loads(out)[0]["config_hash"] == payload["config_hash"]
     code, out, _ = cli(monkeypatch, capsys, "results", "export", "--format", "csv", "--store", str(store))
-    assert out.splitlines()[0].startswith("id,") and len(out.strip().splitlines()) == 2
+    assert out.splitlines()[0].startswith("id,") and len(out.strip().splitlines()) == 4
 
 
 def test_run_table_for_two_models_with_one_eps(monkeypatch, capsys, tmp_path, ckpt) -> None:

@@ -55,7 +55,7 @@ def test_labels_on_another_device_than_the_inputs_are_refused(digits_model, digi
     ["train-multitask", "--dataset", "synthetic-multitask:n=12,size=16", "--out", "mt.safetensors"],
     ["defend", "train", "--victim", "v.safetensors", "--dataset", "digits", "--out", "d.safetensors"],
     ["train-detector", "--dataset", "evd4uav:/nowhere", "--out", "d.safetensors"],
-    ["run", "--model", "small_cnn", "--dataset", "digits", "--attack", "pgd", "--eps", "0.1"],
+    ["run", "--model", "small_cnn?random=true", "--dataset", "digits", "--attack", "pgd", "--eps", "0.1"],
     ["prune", "--checkpoint", "m.safetensors", "--dataset", "digits", "--out", "p.safetensors", "--target", "0.5"],
 ])
 def test_every_command_with_a_device_option_refuses_a_bad_one_before_working(command, run_cli, tmp_path,

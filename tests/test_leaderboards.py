@@ -4,12 +4,12 @@ rendering, and the HTML page in a real headless Chromium (skipped when Chromium 
 from __future__ import annotations
 
 import copy
-import hashlib
 import html
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,6 +22,7 @@ from advbench.leaderboards import (
     LeaderboardEntry,
     build_leaderboard,
     entries_from_runs,
+    entry_id,
     load_entries,
     render,
     render_html,
@@ -30,6 +31,7 @@ from advbench.leaderboards import (
 from advbench.store import ResultsStore
 
 SHA_WIDE, SHA_SMALL, SHA_PRUNED = "aa" * 32, "bb" * 32, "cc" * 32
+JPEG = {"name": "jpeg", "params": {"quality": 60}, "differentiable": False, "bpda": True}
 
 
 def _hash(tag: str) -> str:
@@ -38,7 +40,8 @@ def _hash(tag: str) -> str:
 
 def make_run(config_hash: str, *, name: str, sha: str | None, curve: list[tuple[float, float]], clean: float,
              attacks: list[str], n: int = 100, norm: str = "linf", created: str = "2024-01-01T00:00:00+00:00",
-             parent: str | None = None, ratio: float | None = None, status: str = "finished") -> dict:
+             parent: str | None = None, ratio: float | None = None, status: str = "finished",
+             defense: dict | None = None, selection_seed: int = 0) -> dict:
     """A run record shaped like advbench.runner's (several eps: a curve; one eps: a top-level eps)."""
     model = {"name": name, "path": f"/ckpt/{name}.safetensors"}
     if sha is not None:
@@ -51,10 +54,17 @@ def make_run(config_hash: str, *, name: str, sha: str | None, curve: list[tuple[
         metrics["eps"] = curve[0][0]
     else:
         metrics["curve"] = [{"eps": e, "robust_accuracy": a, "attack_success_rate": 1 - a / clean} for e, a in curve]
+    config = {"model": model, "dataset": "digits", "norm": norm, "eps": [e for e, _ in curve],
+              "data": {"spec": "digits", "fingerprint": "f" * 64,
+                       "selection": {"method": "balanced", "seed": selection_seed, "n": n}},
+              "split": "test", "split_seed": 0,
+              "attacks": [{"name": a, "steps": 10} for a in attacks], "n_samples": n, "seed": 0}
+    if defense is not None:
+        config["defense"] = dict(defense)
+        metrics["defense"] = {**defense, "clean_accuracy_undefended": 0.99}
     return {
         "config_hash": config_hash,
-        "config": {"model": model, "dataset": "digits", "norm": norm, "eps": [e for e, _ in curve],
-                   "attacks": [{"name": a, "steps": 10} for a in attacks], "n_samples": n, "seed": 0},
+        "config": config,
         "code_version": "0.1.0+gittest",
         "metrics": metrics,
         "cost": {"gradients": 1, "queries": 1, "wall_time_s": 0.1},
@@ -64,24 +74,32 @@ def make_run(config_hash: str, *, name: str, sha: str | None, curve: list[tuple[
 
 
 def demo_runs() -> list[dict]:
-    """Two dense models, a compressed child of the first, a second (stronger) run of the first, a
-    single-eps named model under L2, and a failed run and a min-max run that must be skipped."""
+    """wide_cnn evaluated several ways (two FGSM+PGD runs on one sample set, one on a smaller sample set,
+    an APGD-CE+Square run, a JPEG-defended run), a compressed child, a second dense model, a named model
+    measured only at eps 0.031 and one under L2, and a failed run and a min-max run that must be skipped."""
     wide_1 = make_run(_hash("1"), name="wide_cnn", sha=SHA_WIDE, curve=[(0.05, 0.8), (0.1, 0.5), (0.2, 0.1)],
                       clean=0.95, attacks=["fgsm", "pgd"], created="2024-01-01T00:00:00+00:00")
-    wide_2 = make_run(_hash("2"), name="wide_cnn", sha=SHA_WIDE, curve=[(0.1, 0.45), (0.2, 0.15), (0.3, 0.02)],
-                      clean=0.95, attacks=["pgd", "apgd-ce"], created="2024-02-01T00:00:00+00:00")
+    wide_2 = make_run(_hash("2"), name="wide_cnn", sha=SHA_WIDE, curve=[(0.1, 0.45), (0.2, 0.15)],
+                      clean=0.95, attacks=["fgsm", "pgd"], created="2024-02-01T00:00:00+00:00")
+    wide_few = make_run(_hash("a"), name="wide_cnn", sha=SHA_WIDE, curve=[(0.1, 0.2)], clean=0.99,
+                        attacks=["fgsm", "pgd"], n=50, created="2024-03-01T00:00:00+00:00")
+    wide_apgd = make_run(_hash("b"), name="wide_cnn", sha=SHA_WIDE, curve=[(0.1, 0.35), (0.2, 0.05)], clean=0.95,
+                         attacks=["apgd-ce", "square"], created="2024-02-02T00:00:00+00:00")
+    wide_jpeg = make_run(_hash("c"), name="wide_cnn", sha=SHA_WIDE, curve=[(0.1, 0.7), (0.2, 0.5)], clean=0.93,
+                         attacks=["fgsm", "pgd"], defense=JPEG, created="2024-02-03T00:00:00+00:00")
     small = make_run(_hash("3"), name="small_cnn", sha=SHA_SMALL, curve=[(0.05, 0.7), (0.1, 0.4), (0.2, 0.2)],
                      clean=0.9, attacks=["fgsm", "pgd"], n=20)
     pruned = make_run(_hash("4"), name="wide_cnn-pruned", sha=SHA_PRUNED, curve=[(0.05, 0.75), (0.1, 0.6), (0.2, 0.3)],
                       clean=0.93, attacks=["fgsm", "pgd"], parent=SHA_WIDE, ratio=4.0)
+    tiny_eps = make_run(_hash("d"), name="fresh_cnn", sha=None, curve=[(0.031, 0.9)], clean=0.92, attacks=["pgd"])
     named = make_run(_hash("5"), name="fresh_cnn", sha=None, curve=[(0.5, 0.4)], clean=0.6, attacks=["pgd"], norm="l2")
     failed = make_run(_hash("6"), name="wide_cnn", sha=SHA_WIDE, curve=[(0.05, 0.0), (0.2, 0.0)], clean=0.95,
-                      attacks=["pgd"], status="failed", created="2024-03-01T00:00:00+00:00")
+                      attacks=["fgsm", "pgd"], status="failed", created="2024-03-01T00:00:00+00:00")
     minmax = make_run(_hash("7"), name="wide_cnn", sha=SHA_WIDE, curve=[(0.05, 0.0), (0.2, 0.0)], clean=0.95,
                       attacks=["msd"], created="2024-03-02T00:00:00+00:00")
     minmax["config"]["models"] = [minmax["config"]["model"]]
     minmax["metrics"] = {"n": 100, "attack": "msd", "asr_all": 0.9, "clean_accuracy": 0.95, "eps": 0.2}
-    return [wide_1, wide_2, small, pruned, named, failed, minmax]
+    return [wide_1, wide_2, wide_few, wide_apgd, wide_jpeg, small, pruned, tiny_eps, named, failed, minmax]
 
 
 def write_store(path: Path, runs: list[dict]) -> Path:
@@ -102,17 +120,19 @@ def entries(store_path: Path, tmp_path: Path) -> list[LeaderboardEntry]:
     return load_entries(tmp_path / "entries")
 
 
-def by_model(entries: list[LeaderboardEntry]) -> dict[str, LeaderboardEntry]:
-    return {e.model: e for e in entries}
+def find(entries: list[LeaderboardEntry], model: str, eps: float, *, attacks: str = "fgsm+pgd",
+         defense: str = "none") -> LeaderboardEntry:
+    (match,) = [e for e in entries if e.model == model and e.eps == eps and e.suite == attacks
+                and e.defense_label == defense]
+    return match
 
 
 def valid_entry_dict() -> dict:
     return {
-        "model": "cnn", "model_sha256": SHA_SMALL, "dataset": "digits", "norm": "linf",
-        "clean_accuracy": 0.9, "robust_accuracy": 0.4, "eps": 0.1,
-        "curve": [{"eps": 0.05, "robust_accuracy": 0.7}, {"eps": 0.1, "robust_accuracy": 0.4}],
-        "n_samples": 100, "config_hashes": [_hash("1")], "code_version": "0.1.0",
-        "date": "2024-01-01T00:00:00+00:00", "attacks": ["pgd"],
+        "model": "cnn", "model_sha256": SHA_SMALL, "dataset": "digits", "norm": "linf", "eps": 0.1,
+        "attacks": ["pgd"], "defense": None, "clean_accuracy": 0.9, "robust_accuracy": 0.4,
+        "attack_success_rate": 0.5, "n_samples": 100, "sample_set": "0123456789abcdef",
+        "config_hash": _hash("1"), "code_version": "0.1.0", "date": "2024-01-01T00:00:00+00:00",
     }
 
 
@@ -120,7 +140,11 @@ def valid_entry_dict() -> dict:
 def test_valid_entry_round_trips_through_json():
     entry = LeaderboardEntry.model_validate(valid_entry_dict())
     assert LeaderboardEntry.model_validate_json(entry.model_dump_json()) == entry
-    assert entry.schema_version == 1 and entry.key == ("digits", "linf", SHA_SMALL)
+    assert entry.schema_version == 2
+    assert entry.key == ("digits", "linf", 0.1, SHA_SMALL, "none", "pgd")
+    defended = LeaderboardEntry.model_validate({**valid_entry_dict(), "defense": JPEG})
+    assert defended.key != entry.key and defended.defense_label == "jpeg:quality=60"
+    assert LeaderboardEntry.model_validate_json(defended.model_dump_json()) == defended
 
 
 @pytest.mark.parametrize("field", ["clean_accuracy", "robust_accuracy", "eps", "n_samples"])
@@ -133,14 +157,6 @@ def test_string_in_numeric_field_fails_naming_the_field(field: str):
     assert field in str(info.value)
     with pytest.raises(ValidationError):  # the same from JSON text
         LeaderboardEntry.model_validate_json(json.dumps(data))
-
-
-def test_string_inside_the_curve_fails_naming_the_point():
-    data = valid_entry_dict()
-    data["curve"][0]["robust_accuracy"] = "0.7"
-    with pytest.raises(ValidationError) as info:
-        LeaderboardEntry.model_validate(data)
-    assert info.value.errors()[0]["loc"] == ("curve", 0, "robust_accuracy")
 
 
 @pytest.mark.parametrize(
@@ -156,11 +172,12 @@ def test_string_inside_the_curve_fails_naming_the_point():
         ({"date": "yesterday"}, "ISO 8601"),
         ({"model_sha256": "xyz"}, "model_sha256"),
         ({"compression_ratio": 4.0}, "parent_sha256"),
-        ({"eps": 0.05}, "largest eps"),
-        ({"robust_accuracy": 0.5}, "curve's value"),
-        ({"curve": [{"eps": 0.1, "robust_accuracy": 0.4}, {"eps": 0.05, "robust_accuracy": 0.7}]}, "sorted"),
-        ({"curve": []}, "curve"),
         ({"attacks": []}, "attacks"),
+        ({"attacks": [""]}, "attack names"),
+        ({"sample_set": ""}, "sample_set"),
+        ({"config_hash": ""}, "config_hash"),
+        ({"defense": {"params": {}}}, "defense.name"),
+        ({"schema_version": 1}, "schema_version"),
         ({"surprise": 1}, "surprise"),
     ],
 )
@@ -171,51 +188,87 @@ def test_schema_rejects_bad_values(change: dict, message: str):
         LeaderboardEntry.model_validate(data)
 
 
-def test_accuracy_above_one_fails():
-    data = valid_entry_dict()
-    data["curve"][1]["robust_accuracy"] = data["robust_accuracy"] = 1.5
-    with pytest.raises(ValidationError) as info:
-        LeaderboardEntry.model_validate(data)
-    locs = {e["loc"] for e in info.value.errors()}
-    assert ("robust_accuracy",) in locs and ("curve", 1, "robust_accuracy") in locs
-    assert "less than or equal to 1" in str(info.value)
+# ---------------------------------------------------------------------------------------------- issue 18: identity
+def test_a_defended_run_is_its_own_entry_and_says_so(entries: list[LeaderboardEntry], tmp_path: Path):
+    """Before: the JPEG+BPDA numbers landed on the bare model's row and the entry never named the defense."""
+    bare = find(entries, "wide_cnn", 0.1)
+    jpeg = find(entries, "wide_cnn", 0.1, defense="jpeg:quality=60")
+    assert (bare.defense, bare.robust_accuracy, bare.clean_accuracy) == (None, 0.45, 0.95)
+    assert jpeg.defense is not None and jpeg.defense.model_dump() == JPEG
+    assert (jpeg.robust_accuracy, jpeg.clean_accuracy, jpeg.config_hash) == (0.7, 0.93, _hash("c"))
+    assert bare.config_hash not in {_hash("c")} and bare.key != jpeg.key
+    files = {p.name: json.loads(p.read_text()) for p in (tmp_path / "entries").glob("*.json")}
+    defended = [d for d in files.values() if d["defense"] is not None]
+    assert defended and all(d["defense"] == JPEG for d in defended)
+    assert {name for name, d in files.items() if d["defense"]} == {
+        n for n in files if "__jpeg__" in n}
 
 
-# ---------------------------------------------------------------------------------------------- merge
-def test_runs_of_one_model_merge_to_the_minimum_per_eps(entries: list[LeaderboardEntry]):
-    wide = by_model(entries)["wide_cnn"]
-    assert [(p.eps, p.robust_accuracy) for p in wide.curve] == [(0.05, 0.8), (0.1, 0.45), (0.2, 0.1), (0.3, 0.02)]
-    assert (wide.eps, wide.robust_accuracy, wide.clean_accuracy) == (0.3, 0.02, 0.95)
-    assert wide.config_hashes == sorted([_hash("1"), _hash("2")])  # not the failed or the min-max run
-    assert wide.attacks == ["fgsm", "pgd", "apgd-ce"]
+def test_clean_and_robust_accuracy_come_from_one_run_and_sample_set():
+    """Before: clean accuracy came from an n=100 run and robust accuracy from an n=50 run."""
+    big = make_run(_hash("1"), name="cnn", sha=SHA_SMALL, curve=[(0.1, 0.5)], clean=0.9, attacks=["pgd"], n=100)
+    few = make_run(_hash("2"), name="cnn", sha=SHA_SMALL, curve=[(0.1, 0.3)], clean=0.96, attacks=["pgd"], n=50,
+                   created="2024-05-01T00:00:00+00:00")
+    (entry,) = entries_from_runs([big, few])
+    assert (entry.clean_accuracy, entry.robust_accuracy, entry.n_samples) == (0.9, 0.5, 100)
+    assert entry.config_hash == _hash("1")
+    stronger = make_run(_hash("3"), name="cnn", sha=SHA_SMALL, curve=[(0.1, 0.4)], clean=0.9, attacks=["pgd"],
+                        n=100, created="2023-01-01T00:00:00+00:00")
+    (entry,) = entries_from_runs([big, few, stronger])  # same sample set: the strongest run, all numbers from it
+    assert (entry.clean_accuracy, entry.robust_accuracy, entry.config_hash) == (0.9, 0.4, _hash("3"))
+    other_set = make_run(_hash("4"), name="cnn", sha=SHA_SMALL, curve=[(0.1, 0.1)], clean=0.97, attacks=["pgd"],
+                         n=100, selection_seed=7, created="2022-01-01T00:00:00+00:00")
+    (entry,) = entries_from_runs([big, stronger, other_set])  # a tie on n: the newest sample set, not a mix
+    assert (entry.clean_accuracy, entry.robust_accuracy, entry.config_hash) == (0.9, 0.4, _hash("3"))
+
+
+def test_entries_at_different_eps_are_never_ranked_together():
+    """Before: a model measured at eps 0.031 was ranked first, above models measured at eps 0.1."""
+    runs = [make_run(_hash("1"), name="easy", sha=None, curve=[(0.031, 0.9)], clean=0.95, attacks=["pgd"]),
+            make_run(_hash("2"), name="hard_a", sha=None, curve=[(0.1, 0.4)], clean=0.95, attacks=["pgd"]),
+            make_run(_hash("3"), name="hard_b", sha=None, curve=[(0.1, 0.5)], clean=0.95, attacks=["pgd"])]
+    entries = entries_from_runs(runs)
+    assert {e.eps for e in entries} == {0.031, 0.1}
+    tables = _markdown_tables(render_markdown(entries))
+    assert {title: [(c[0], c[1]) for c in rows] for title, rows in tables.items()} == {
+        "digits · L∞ · ε = 0.031": [("1", "easy")],
+        "digits · L∞ · ε = 0.1": [("1", "hard_b"), ("2", "hard_a")],
+    }
+    html_tables = parse_page(render_html(entries)).tables
+    assert {k: [r["data-model"] for f in v for r in f] for k, v in html_tables.items()} == {
+        "table-digits-linf-eps-0.031": ["easy"], "table-digits-linf-eps-0.1": ["hard_b", "hard_a"]}
+
+
+def test_attack_suites_are_separate_entries(entries: list[LeaderboardEntry]):
+    pgd = find(entries, "wide_cnn", 0.2)
+    apgd = find(entries, "wide_cnn", 0.2, attacks="apgd-ce+square")
+    assert (pgd.robust_accuracy, apgd.robust_accuracy) == (0.1, 0.05)
+    assert pgd.attacks == ["fgsm", "pgd"] and apgd.attacks == ["apgd-ce", "square"]
+
+
+# ---------------------------------------------------------------------------------------------- collect
+def test_runs_with_one_identity_keep_the_strongest_run_per_eps(entries: list[LeaderboardEntry]):
+    assert [(e.eps, e.robust_accuracy, e.config_hash) for e in entries
+            if e.model == "wide_cnn" and e.suite == "fgsm+pgd" and e.defense is None] == [
+        (0.05, 0.8, _hash("1")), (0.1, 0.45, _hash("2")), (0.2, 0.1, _hash("1"))]
+    wide = find(entries, "wide_cnn", 0.1)
+    assert wide.n_samples == 100 and wide.clean_accuracy == 0.95  # not the n=50 run's 0.99 / 0.2
     assert wide.date == "2024-02-01T00:00:00+00:00" and wide.code_version == "0.1.0+gittest"
+    assert wide.attack_success_rate == round(1 - 0.45 / 0.95, 6)
     assert wide.model_sha256 == SHA_WIDE and wide.parent_sha256 is None and wide.compression_ratio is None
 
 
 def test_failed_and_minmax_runs_are_skipped(entries: list[LeaderboardEntry]):
-    used = {h for e in entries for h in e.config_hashes}
-    assert used == {_hash(t) for t in "12345"}
-    assert sorted(e.key for e in entries) == sorted([
-        ("digits", "l2", "fresh_cnn"), ("digits", "linf", SHA_SMALL), ("digits", "linf", SHA_WIDE),
-        ("digits", "linf", SHA_PRUNED),
-    ])
+    used = {e.config_hash for e in entries}
+    assert used == {_hash(t) for t in "12bc345d"}
+    assert len({e.key for e in entries}) == len(entries) == 15
 
 
 def test_compressed_child_and_single_eps_entries(entries: list[LeaderboardEntry]):
-    models = by_model(entries)
-    pruned = models["wide_cnn-pruned"]
+    pruned = find(entries, "wide_cnn-pruned", 0.2)
     assert (pruned.parent_sha256, pruned.compression_ratio, pruned.robust_accuracy) == (SHA_WIDE, 4.0, 0.3)
-    fresh = models["fresh_cnn"]
-    assert fresh.model_sha256 is None and [(p.eps, p.robust_accuracy) for p in fresh.curve] == [(0.5, 0.4)]
-    assert (fresh.norm, fresh.eps, fresh.n_samples) == ("l2", 0.5, 100)
-
-
-def test_merge_with_a_weaker_later_run_keeps_the_stronger_numbers():
-    runs = demo_runs()[:2]
-    runs[1] = make_run(_hash("2"), name="wide_cnn", sha=SHA_WIDE, curve=[(0.05, 0.9), (0.2, 0.6)], clean=0.95,
-                       attacks=["fgsm"], created="2024-02-01T00:00:00+00:00")
-    (wide,) = entries_from_runs(runs)
-    assert [(p.eps, p.robust_accuracy) for p in wide.curve] == [(0.05, 0.8), (0.1, 0.5), (0.2, 0.1)]
+    (fresh,) = [e for e in entries if e.norm == "l2"]
+    assert fresh.model_sha256 is None and (fresh.eps, fresh.robust_accuracy, fresh.n_samples) == (0.5, 0.4, 100)
 
 
 def test_a_run_that_breaks_the_schema_is_a_store_error_naming_it(tmp_path: Path):
@@ -228,18 +281,17 @@ def test_a_run_that_breaks_the_schema_is_a_store_error_naming_it(tmp_path: Path)
 # ---------------------------------------------------------------------------------------------- build / load
 def test_build_writes_one_valid_json_file_per_entry(store_path: Path, tmp_path: Path):
     paths = build_leaderboard(store_path, tmp_path / "entries")
-    assert [p.name for p in paths] == [
-        f"digits__l2__fresh_cnn__{hashlib.sha256(b'fresh_cnn').hexdigest()[:12]}.json",
-        f"digits__linf__small_cnn__{SHA_SMALL[:12]}.json",
-        f"digits__linf__wide_cnn__{SHA_WIDE[:12]}.json",
-        f"digits__linf__wide_cnn-pruned__{SHA_PRUNED[:12]}.json",
-    ]
+    assert len(paths) == 15
     assert sorted(tmp_path.joinpath("entries").iterdir()) == sorted(paths)
+    names = [p.name for p in paths]
+    assert f"digits__linf__eps-0.1__wide_cnn__jpeg__fgsm-pgd__{entry_id(find(load_entries(tmp_path / 'entries'), 'wide_cnn', 0.1, defense='jpeg:quality=60'))}.json" in names  # noqa: E501
+    assert any(n.startswith("digits__linf__eps-0.031__fresh_cnn__none__pgd__") for n in names)
     for path in paths:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text)
         assert list(data) == sorted(data) and text.endswith("\n")
         assert isinstance(data["robust_accuracy"], float) and isinstance(data["n_samples"], int)
+        assert data["schema_version"] == 2 and "defense" in data and "sample_set" in data
         LeaderboardEntry.model_validate(data)
 
 
@@ -253,14 +305,24 @@ def test_build_is_deterministic_whatever_the_insertion_order(store_path: Path, t
         assert a.read_bytes() == b.read_bytes()
 
 
-def test_rebuild_removes_stale_entries_but_keeps_other_files(store_path: Path, tmp_path: Path):
+def test_rebuild_removes_stale_and_old_schema_entries_but_keeps_other_files(store_path: Path, tmp_path: Path):
     out = tmp_path / "entries"
-    build_leaderboard(store_path, out)
-    stale = out / "digits__linf__gone__000000000000.json"
-    stale.write_text((out / f"digits__linf__small_cnn__{SHA_SMALL[:12]}.json").read_text())
+    paths = build_leaderboard(store_path, out)
+    stale = out / "digits__linf__eps-0.1__gone__none__pgd__000000000000.json"
+    stale.write_text(paths[0].read_text())
+    old_schema = out / "digits__linf__wide_cnn__aaaaaaaaaaaa.json"
+    old_schema.write_text(json.dumps({"schema_version": 1, "config_hashes": [_hash("1")], "model": "wide_cnn"}))
     (out / "README.txt").write_text("keep me")
     build_leaderboard(store_path, out)
-    assert not stale.exists() and (out / "README.txt").exists()
+    assert not stale.exists() and not old_schema.exists() and (out / "README.txt").exists()
+
+
+def test_an_old_schema_entry_is_refused_with_a_rebuild_hint(tmp_path: Path):
+    folder = tmp_path / "entries"
+    folder.mkdir()
+    (folder / "old.json").write_text(json.dumps({"schema_version": 1, "model": "cnn", "config_hashes": ["x"]}))
+    with pytest.raises(ConfigError, match=r"old\.json is a leaderboard entry of schema version 1.*leaderboard build"):
+        load_entries(folder)
 
 
 def test_build_missing_store_is_an_error(tmp_path: Path):
@@ -269,9 +331,21 @@ def test_build_missing_store_is_an_error(tmp_path: Path):
     assert not (tmp_path / "nope.db").exists()
 
 
+def test_entry_files_follow_the_umask(store_path: Path, tmp_path: Path):
+    """Before: entry files (written through a temporary file) were created 0600 whatever the umask."""
+    for umask, expected in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
+        old = os.umask(umask)
+        try:
+            out = tmp_path / f"entries-{umask:o}"
+            paths = build_leaderboard(store_path, out)
+        finally:
+            os.umask(old)
+        assert {stat.S_IMODE(p.stat().st_mode) for p in paths} == {expected}
+
+
 def test_load_entries_errors_name_the_file(entries: list[LeaderboardEntry], tmp_path: Path):
     folder = tmp_path / "entries"
-    target = folder / f"digits__linf__small_cnn__{SHA_SMALL[:12]}.json"
+    target = sorted(folder.glob("digits__linf__eps-0.1__small_cnn__*.json"))[0]
     data = json.loads(target.read_text())
     data["clean_accuracy"] = "0.9"
     target.write_text(json.dumps(data))
@@ -284,27 +358,42 @@ def test_load_entries_errors_name_the_file(entries: list[LeaderboardEntry], tmp_
         load_entries(tmp_path / "missing")
 
 
-def test_load_entries_rejects_two_files_for_one_model(entries: list[LeaderboardEntry], tmp_path: Path):
+def test_load_entries_rejects_two_files_for_one_entry(entries: list[LeaderboardEntry], tmp_path: Path):
     folder = tmp_path / "entries"
-    source = folder / f"digits__linf__small_cnn__{SHA_SMALL[:12]}.json"
+    source = sorted(folder.glob("digits__linf__eps-0.1__small_cnn__*.json"))[0]
     shutil.copy(source, folder / "copy.json")
-    with pytest.raises(ConfigError, match="both hold model 'small_cnn'"):
+    with pytest.raises(ConfigError, match="both hold model 'small_cnn'.*eps 0.1"):
         load_entries(folder)
 
 
 # ---------------------------------------------------------------------------------------------- markdown
-def test_markdown_has_one_table_per_board_sorted_by_robust_accuracy(entries: list[LeaderboardEntry]):
+def _markdown_tables(text: str) -> dict[str, list[list[str]]]:
+    tables = {}
+    for block in text.split("\n## ")[1:]:
+        title, _, body = block.partition("\n")
+        rows = [line for line in body.splitlines() if line.startswith("| ") and not line.startswith("| #")]
+        tables[title] = [[c.strip() for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]] for row in rows]
+    return tables
+
+
+def test_markdown_has_one_table_per_eps_sorted_by_robust_accuracy(entries: list[LeaderboardEntry]):
     text = render_markdown(entries)
     assert text == render_markdown(list(reversed(entries)))
-    assert text.index("## digits · L2") < text.index("## digits · L∞")
-    linf = text[text.index("## digits · L∞"):]
-    rows = [line for line in linf.splitlines() if line.startswith("| ") and not line.startswith("| #")]
-    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
-    assert [c[1] for c in cells] == ["wide_cnn-pruned", "small_cnn", "wide_cnn"]
-    assert [c[0] for c in cells] == ["1", "2", "3"]
-    assert cells[0][2:6] == ["93.0%", "30.0%", "0.2", "wide_cnn (4.0×)"]
-    assert cells[2][3:5] == ["2.0%", "0.3"] and cells[2][6] == "fgsm, pgd, apgd-ce"
-    assert f"`{_hash('1')[:12]}`, `{_hash('2')[:12]}`" in cells[2][9]
+    tables = _markdown_tables(text)
+    assert list(tables) == ["digits · L2 · ε = 0.5", "digits · L∞ · ε = 0.031", "digits · L∞ · ε = 0.05",
+                            "digits · L∞ · ε = 0.1", "digits · L∞ · ε = 0.2"]
+    rows = tables["digits · L∞ · ε = 0.1"]
+    assert [(c[0], c[1], c[2], c[3], c[5]) for c in rows] == [
+        ("1", "wide_cnn", "jpeg:quality=60 + BPDA", "fgsm, pgd", "70.0%"),
+        ("2", "wide_cnn-pruned", "none", "fgsm, pgd", "60.0%"),
+        ("3", "wide_cnn", "none", "fgsm, pgd", "45.0%"),
+        ("4", "small_cnn", "none", "fgsm, pgd", "40.0%"),
+        ("5", "wide_cnn", "none", "apgd-ce, square", "35.0%"),
+    ]
+    assert rows[1][7] == "wide_cnn (4.0×)" and rows[0][6] == "100" and rows[3][6] == "20"
+    assert rows[2][9] == f"`{_hash('2')[:12]}`"
+    assert "different attack suites" in text.split("## digits · L∞ · ε = 0.1")[1].split("## ")[0]
+    assert "different attack suites" not in text.split("## digits · L∞ · ε = 0.031")[1].split("## ")[0]
 
 
 # ---------------------------------------------------------------------------------------------- html
@@ -369,29 +458,37 @@ def test_html_is_self_contained(entries: list[LeaderboardEntry]):
     assert page.count("<script>") == 1 and "addEventListener(\"click\"" in page
 
 
+T01 = "table-digits-linf-eps-0.1"
+
+
 def test_html_tables_rows_and_children_follow_their_parent(entries: list[LeaderboardEntry]):
     parsed = parse_page(render_html(entries))
-    assert list(parsed.tables) == ["table-digits-l2", "table-digits-linf"]
-    families = parsed.tables["table-digits-linf"]
-    assert [[r["data-model"] for r in family] for family in families] == [
-        ["small_cnn"], ["wide_cnn", "wide_cnn-pruned"],  # families ordered by their head's robust accuracy
+    assert list(parsed.tables) == ["table-digits-l2-eps-0.5", "table-digits-linf-eps-0.031",
+                                   "table-digits-linf-eps-0.05", T01, "table-digits-linf-eps-0.2"]
+    families = parsed.tables[T01]
+    assert [[(r["data-model"], r["data-defense"], r["data-attacks"]) for r in family] for family in families] == [
+        [("wide_cnn", "jpeg:quality=60", "fgsm+pgd")],
+        [("wide_cnn", "none", "fgsm+pgd"), ("wide_cnn-pruned", "none", "fgsm+pgd")],  # the child under its parent
+        [("small_cnn", "none", "fgsm+pgd")],
+        [("wide_cnn", "none", "apgd-ce+square")],
     ]
     child = families[1][1]
-    assert (child["data-depth"], child["data-parent-sha256"], child["class"]) == ("1", SHA_WIDE, "child")
-    assert families[1][0]["data-depth"] == "0" and families[0][0]["data-rank"] == "2"
-    assert float(child["data-robust-accuracy"]) == 0.3
-    keys = [h["data-key"] for h in parsed.headers["table-digits-linf"]]
-    assert keys[:5] == ["rank", "model", "clean_accuracy", "robust_accuracy", "eps"]
-    assert {"eps:0.05", "eps:0.1", "eps:0.2", "eps:0.3", "compression_ratio", "n_samples"} <= set(keys)
-    assert [s["data-model"] for s in parsed.series] == ["fresh_cnn", "wide_cnn-pruned", "small_cnn", "wide_cnn"]
-    assert parsed.polylines == 4
+    assert (child["data-depth"], child["data-parent-sha256"], child["class"], child["data-rank"]) == (
+        "1", SHA_WIDE, "child", "2")
+    assert all(r["data-eps"] == "0.1" for f in families for r in f)
+    keys = [h["data-key"] for h in parsed.headers[T01]]
+    assert keys == ["rank", "model", "defense", "attacks", "clean_accuracy", "robust_accuracy", "attack_success_rate",
+                    "compression_ratio", "n_samples", "date", "run"]
+    # one plot per (dataset, norm), one line per model x defense x suite x sample set
+    linf = [s for s in parsed.series if s["data-attacks"] != "pgd" or s["data-model"] != "fresh_cnn"]
+    assert len(parsed.series) == 7 and parsed.polylines == 7 and len(linf) == 5
     page = render_html(entries)
     assert "↳" in page and "4.0×" in page
 
 
 def test_html_with_an_orphan_child_and_no_entries(entries: list[LeaderboardEntry]):
     orphan_only = [e for e in entries if e.model != "wide_cnn"]
-    families = parse_page(render_html(orphan_only)).tables["table-digits-linf"]
+    families = parse_page(render_html(orphan_only)).tables[T01]
     assert [[r["data-model"] for r in f] for f in families] == [["wide_cnn-pruned"], ["small_cnn"]]
     assert families[0][0]["data-depth"] == "0"
     assert "No entries." in render_html([]) and "No entries." in render_markdown([])
@@ -411,10 +508,27 @@ BROWSER_PROBE = """
 window.addEventListener("load", function () {
   var out = {};
   try {
-    var table = document.getElementById("table-digits-linf");
+    var text = function (el) { return el ? el.innerText.trim() : null; };
+    out.tables = {};
+    Array.prototype.forEach.call(document.querySelectorAll("table.leaderboard"), function (table) {
+      var heads = Array.prototype.map.call(table.tHead.rows[0].cells, function (th) {
+        return th.getAttribute("data-key");
+      });
+      out.tables[table.id] = {
+        heading: text(table.closest("section.board").querySelector("h3")),
+        rows: Array.prototype.map.call(table.querySelectorAll("tbody tr"), function (r) {
+          var cell = function (key) { return text(r.cells[heads.indexOf(key)]); };
+          return {model: r.getAttribute("data-model"), eps: r.getAttribute("data-eps"),
+                  rank: cell("rank"), defense: cell("defense"), attacks: cell("attacks"),
+                  robust: cell("robust_accuracy"), clean: cell("clean_accuracy"), n: cell("n_samples"),
+                  visible: r.getBoundingClientRect().height > 0};
+        })
+      };
+    });
+    var table = document.getElementById("table-digits-linf-eps-0.1");
     var order = function () {
       return Array.prototype.map.call(table.querySelectorAll("tbody tr"), function (r) {
-        return r.getAttribute("data-model");
+        return [r.getAttribute("data-model"), r.getAttribute("data-defense"), r.getAttribute("data-attacks")].join("/");
       });
     };
     var click = function (key) {
@@ -422,16 +536,12 @@ window.addEventListener("load", function () {
       th.dispatchEvent(new MouseEvent("click", {bubbles: true, cancelable: true}));
       return order().concat([th.getAttribute("aria-sort")]);
     };
-    out.initial = order();
     out.robust_1 = click("robust_accuracy");
-    out.clean_1 = click("clean_accuracy");
-    out.clean_2 = click("clean_accuracy");
+    out.defense_1 = click("defense");
     out.n_1 = click("n_samples");
-    out.model_1 = click("model");
-    out.model_2 = click("model");
-    out.compression_1 = click("compression_ratio");
     out.polylines = document.querySelectorAll("svg.curve polyline").length;
-    out.polyline_width = document.querySelector("#digits-linf svg.curve polyline").getBBox().width;
+    out.polyline_width = Math.max.apply(null, Array.prototype.map.call(
+      document.querySelectorAll("#digits-linf svg.curve polyline"), function (p) { return p.getBBox().width; }));
   } catch (err) {
     out.error = String(err);
   }
@@ -444,11 +554,10 @@ window.addEventListener("load", function () {
 """
 
 
-def test_html_in_headless_chromium_sorts_on_header_click(entries: list[LeaderboardEntry], tmp_path: Path):
+def run_probe(page: str, tmp_path: Path) -> dict:
     chromium = find_chromium()
     if chromium is None:
         pytest.skip("chromium not installed: apt-get install chromium")
-    page = render_html(entries)
     probe_page = tmp_path / "leaderboard-probe.html"
     probe_page.write_text(page.replace("</body>", BROWSER_PROBE + "</body>"), encoding="utf-8")
     command = [
@@ -464,22 +573,54 @@ def test_html_in_headless_chromium_sorts_on_header_click(entries: list[Leaderboa
     assert match, f"no probe result in the dumped DOM (rc {proc.returncode}); stderr:\n{proc.stderr[-3000:]}"
     result = json.loads(html.unescape(match.group(1)))
     assert "error" not in result, result
-    wide, pruned, small = "wide_cnn", "wide_cnn-pruned", "small_cnn"
-    # the rows the page shows, children right under their parent
-    assert result["initial"] == [small, wide, pruned]
+    return result
+
+
+def test_html_in_headless_chromium_separates_defenses_and_eps(tmp_path: Path):
+    """Issue 18: a defended run, an undefended run and two eps in a real store, rendered in a real browser."""
+    runs = [
+        make_run(_hash("1"), name="cnn", sha=SHA_WIDE, curve=[(0.031, 0.8), (0.1, 0.3)], clean=0.95,
+                 attacks=["pgd"], created="2024-01-01T00:00:00+00:00"),
+        make_run(_hash("2"), name="cnn", sha=SHA_WIDE, curve=[(0.1, 0.6)], clean=0.9, attacks=["pgd"],
+                 defense=JPEG, created="2024-01-02T00:00:00+00:00"),
+        make_run(_hash("3"), name="other", sha=SHA_SMALL, curve=[(0.031, 0.5)], clean=0.93, attacks=["pgd"]),
+        make_run(_hash("4"), name="cnn", sha=SHA_WIDE, curve=[(0.1, 0.1)], clean=0.99, attacks=["pgd"], n=50,
+                 created="2024-01-03T00:00:00+00:00"),
+    ]
+    store = write_store(tmp_path / "results.db", runs)
+    build_leaderboard(store, tmp_path / "entries")
+    result = run_probe(render_html(load_entries(tmp_path / "entries")), tmp_path)
+    tables = result["tables"]
+    assert list(tables) == ["table-digits-linf-eps-0.031", "table-digits-linf-eps-0.1"]
+    low, high = tables["table-digits-linf-eps-0.031"], tables["table-digits-linf-eps-0.1"]
+    assert low["heading"] == "digits · L∞ · ε = 0.031" and high["heading"] == "digits · L∞ · ε = 0.1"
+    # each table holds only its eps, ranked from 1 on its own
+    assert [(r["rank"], r["model"], r["eps"], r["robust"]) for r in low["rows"]] == [
+        ("1", "cnn", "0.031", "80.0%"), ("2", "other", "0.031", "50.0%")]
+    assert [(r["rank"], r["model"], r["defense"], r["robust"], r["clean"], r["n"]) for r in high["rows"]] == [
+        ("1", "cnn", "jpeg:quality=60 + BPDA", "60.0%", "90.0%", "100"),  # the defended entry says so
+        ("2", "cnn", "none", "30.0%", "95.0%", "100"),  # the bare model keeps its own numbers (not the n=50 run)
+    ]
+    assert all(r["visible"] and r["attacks"] == "pgd" for t in tables.values() for r in t["rows"])
+    cnn_bare, cnn_jpeg = "cnn/none/pgd", "cnn/jpeg:quality=60/pgd"
+    assert result["robust_1"] == [cnn_bare, cnn_jpeg, "ascending"]
+    assert result["defense_1"] == [cnn_jpeg, cnn_bare, "ascending"]
+    assert result["polylines"] == 3 and result["polyline_width"] > 100
+
+
+def test_html_in_headless_chromium_sorts_on_header_click(entries: list[LeaderboardEntry], tmp_path: Path):
+    result = run_probe(render_html(entries), tmp_path)
+    jpeg, wide, pruned = "wide_cnn/jpeg:quality=60/fgsm+pgd", "wide_cnn/none/fgsm+pgd", "wide_cnn-pruned/none/fgsm+pgd"
+    small, apgd = "small_cnn/none/fgsm+pgd", "wide_cnn/none/apgd-ce+square"
     # robust starts sorted descending, so the first click sorts ascending (by the head row's value)
-    assert result["robust_1"] == [wide, pruned, small, "ascending"]
-    # numbers sort descending on the first click, ascending on the second
-    assert result["clean_1"] == [wide, pruned, small, "descending"]
-    assert result["clean_2"] == [small, wide, pruned, "ascending"]
-    # numeric, not lexicographic: n = 100 (wide) beats n = 20 (small)
-    assert result["n_1"] == [wide, pruned, small, "descending"]
-    # text sorts ascending first
-    assert result["model_1"] == [small, wide, pruned, "ascending"]
-    assert result["model_2"] == [wide, pruned, small, "descending"]
-    # dense heads have no compression ratio: empty values sort last, the child stays with its parent
-    assert result["compression_1"] == [small, wide, pruned, "descending"]
-    assert result["polylines"] == 4 and result["polyline_width"] > 100
+    assert result["robust_1"] == [apgd, small, wide, pruned, jpeg, "ascending"]
+    # text sorts ascending first; ties keep the rank order
+    assert result["defense_1"] == [jpeg, wide, pruned, small, apgd, "ascending"]
+    # numeric, not lexicographic: n = 100 beats n = 20
+    assert result["n_1"] == [jpeg, wide, pruned, apgd, small, "descending"]
+    assert set(result["tables"]) == {"table-digits-l2-eps-0.5", "table-digits-linf-eps-0.031",
+                                     "table-digits-linf-eps-0.05", T01, "table-digits-linf-eps-0.2"}
+    assert result["polylines"] == 7 and result["polyline_width"] > 100
 
 
 # ---------------------------------------------------------------------------------------------- docs

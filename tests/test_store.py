@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -148,12 +149,13 @@ def test_export_csv_and_json(store, tmp_path):
     text = store.export("csv", out_csv)
     assert out_csv.read_text() == text
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert [int(r["id"]) for r in rows] == [a, b]
-    assert [r["config_hash"] for r in rows] == ["11" * 32, "22" * 32]
-    assert float(rows[1]["metrics.robust_accuracy"]) == 0.5
+    assert [(int(r["id"]), float(r["eps"])) for r in rows] == [(a, 0.1), (a, 0.2), (b, 0.1), (b, 0.2)]  # run x eps
+    assert [r["config_hash"] for r in rows] == ["11" * 32] * 2 + ["22" * 32] * 2
+    assert [float(r["metrics.robust_accuracy"]) for r in rows] == [0.5, 0.25, 0.5, 0.5]
     assert rows[0]["config.attack.name"] == "pgd"
+    assert json.loads(rows[0]["config.eps"]) == [0.1, 0.2]  # lists are JSON-encoded cells
     assert rows[0]["cost.gradients"] == "1234"
-    assert "metrics.curve" not in rows[0]  # lists are not flattened into columns
+    assert "metrics.curve" not in rows[0]  # the curve is the rows
 
     out_json = tmp_path / "runs.json"
     text = store.export("JSON", out_json)
@@ -329,3 +331,222 @@ def test_sigkill_mid_write_leaves_consistent_store(tmp_path):
         # still writable after the crash
         store.write_run(make_record())
         assert store.integrity_check() == "ok"
+
+
+# --------------------------------------------------------------------------------------------------------- issue 18
+def cascade_record(config_hash: str, attacks: list[str], *, eps: list[float], defense: dict | None = None) -> dict:
+    """A record shaped like advbench.runner.build_record's: resolved attack dicts, an eps list, a curve."""
+    per_attack = {a: {"broken": i + 1, "attacked": 10, "gradients": 5, "queries": 6} for i, a in enumerate(attacks)}
+    curve = [{"eps": e, "robust_accuracy": 0.8 - e, "attack_success_rate": e, "mean_perturbation": e / 2,
+              "per_attack": {a: {**v, "broken": v["broken"] * (k + 1)} for a, v in per_attack.items()}}
+             for k, e in enumerate(eps)]
+    metrics = {"n": 10, "norm": "linf", "clean_accuracy": 0.9, "robust_accuracy": curve[-1]["robust_accuracy"],
+               "attack_success_rate": curve[-1]["attack_success_rate"], "per_attack": curve[-1]["per_attack"],
+               "per_class_robust_accuracy": {"0": 0.5, "1": 0.25}, "mean_perturbation": curve[-1]["mean_perturbation"],
+               "max_perturbation": eps[-1], "warnings": ["gradient masking?"]}
+    if len(eps) > 1:
+        metrics["curve"] = curve
+    else:
+        metrics["eps"] = eps[0]
+    config = {"model": {"name": "cnn", "sha256": "ab" * 32}, "dataset": "digits", "norm": "linf", "eps": eps,
+              "attacks": [{"name": a, "steps": 10, "norm": "linf"} for a in attacks], "n_samples": 10, "seed": 0}
+    if defense is not None:
+        config["defense"] = defense
+    return {"config": config, "config_hash": config_hash, "name": "cnn|digits|linf", "metrics": metrics,
+            "cost": {"gradients": 10}, "status": "finished", "created_at": "2026-11-26T02:00:00+00:00"}
+
+
+def test_csv_export_keeps_the_attack_cascade_and_every_eps(store, tmp_path):
+    """Before: config.attacks and config.eps were dropped and a curve run kept only its last eps."""
+    curve_id = store.write_run(cascade_record("11" * 32, ["apgd-ce", "square"], eps=[0.05, 0.1]))
+    single_id = store.write_run(cascade_record("22" * 32, ["pgd"], eps=[0.1]))
+    rows = list(csv.DictReader(io.StringIO(store.export("csv"))))
+    by_run = {rid: [r for r in rows if int(r["id"]) == rid] for rid in (curve_id, single_id)}
+    assert [r["eps"] for r in by_run[curve_id]] == ["0.05", "0.1"] and [r["eps"] for r in by_run[single_id]] == ["0.1"]
+    first, last = by_run[curve_id]
+    attacks = json.loads(first["config.attacks"])
+    assert [a["name"] for a in attacks] == ["apgd-ce", "square"] and attacks[0]["steps"] == 10
+    assert json.loads(first["config.eps"]) == [0.05, 0.1]
+    assert (float(first["metrics.robust_accuracy"]), float(last["metrics.robust_accuracy"])) == (0.75, 0.8 - 0.1)
+    assert (first["metrics.per_attack.square.broken"], last["metrics.per_attack.square.broken"]) == ("2", "4")
+    assert first["metrics.clean_accuracy"] == last["metrics.clean_accuracy"] == "0.9"
+    # numbers measured only at the last eps are not copied onto the other eps' rows
+    assert first["metrics.max_perturbation"] == "" and last["metrics.max_perturbation"] == "0.1"
+    assert first["metrics.per_class_robust_accuracy.0"] == "" and last["metrics.per_class_robust_accuracy.0"] == "0.5"
+    assert json.loads(first["metrics.warnings"]) == ["gradient masking?"]
+    assert first["run_name"] == "cnn|digits|apgd-ce+square|linf|eps=0.05,0.1"
+    assert "metrics.eps" not in first and "metrics.curve" not in first
+
+
+def test_list_runs_names_the_attack_suite_defense_and_eps(store):
+    """Before: a PGD cell and an APGD-CE+Square cell were both listed as cnn|digits|linf."""
+    jpeg = {"name": "jpeg", "params": {"quality": 60}, "differentiable": False, "bpda": True}
+    store.write_run(cascade_record("11" * 32, ["pgd"], eps=[0.1]))
+    store.write_run(cascade_record("22" * 32, ["apgd-ce", "square"], eps=[0.05, 0.1]))
+    store.write_run(cascade_record("33" * 32, ["apgd-ce", "square"], eps=[0.05, 0.1], defense=jpeg))
+    task = make_record("44" * 32)
+    task["config"]["task"] = "sod"
+    store.write_run(task)
+    names = {r["config_hash"][:2]: r["run_name"] for r in store.list_runs()}
+    assert names == {"11": "cnn|digits|pgd|linf|eps=0.1", "22": "cnn|digits|apgd-ce+square|linf|eps=0.05,0.1",
+                     "33": "cnn|digits|apgd-ce+square|linf|eps=0.05,0.1|jpeg:quality=60",
+                     "44": "pgd-run"}  # a task run keeps the name it was stored with
+    assert {r["config_hash"][:2]: r["eps"] for r in store.list_runs()}["22"] == 0.1  # robust_accuracy's eps
+
+
+def test_run_name():
+    from advbench.records import run_name
+
+    config = cascade_record("11" * 32, ["pgd"], eps=[0.1])["config"]
+    assert run_name(config) == "cnn|digits|pgd|linf|eps=0.1"
+    config["defense"] = {"name": "median", "params": {}}
+    assert run_name(config) == "cnn|digits|pgd|linf|eps=0.1|median"
+    assert run_name({"model": {"name": "m"}, "dataset": "d", "attacks": ["fgsm", "pgd"], "norm": "l2",
+                     "eps": [8 / 255]}) == "m|d|fgsm+pgd|l2|eps=0.0313725"
+    assert run_name({}) == "?"
+
+
+def test_atomic_write_follows_the_umask(tmp_path):
+    """Before: files written through the temporary file were always 0600."""
+    text = "a,b\n1,2\n"
+    for umask in (0o022, 0o002, 0o077, 0o027):
+        old = os.umask(umask)
+        try:
+            target = tmp_path / f"out-{umask:o}.csv"
+            store_mod.atomic_write_text(target, text)
+            plain = tmp_path / f"plain-{umask:o}.csv"
+            with open(plain, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask == stat.S_IMODE(plain.stat().st_mode)
+        assert target.read_text() == text
+    # like open(): an existing file keeps its mode when it is rewritten
+    existing = tmp_path / "existing.csv"
+    existing.write_text("old")
+    existing.chmod(0o640)
+    old = os.umask(0o022)
+    try:
+        store_mod.atomic_write_text(existing, text)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o640 and existing.read_text() == text
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_export_file_follows_the_umask(store, tmp_path):
+    store.write_run(make_record())
+    old = os.umask(0o002)
+    try:
+        store.export("csv", tmp_path / "runs.csv")
+        store.export("json", tmp_path / "runs.json")
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("runs.csv", "runs.json")} == {0o664}
+
+
+def test_save_run_keeps_the_first_finished_record(tmp_path):
+    path = tmp_path / "race.db"
+    with ResultsStore(path) as one, ResultsStore(path) as two:
+        digest = "11" * 32
+        seen_one, seen_two = one.finished_run_id(digest), two.finished_run_id(digest)  # both: not stored yet
+        assert seen_one is seen_two is None
+        first = one.save_run(make_record(digest, n=3), replaces=seen_one)
+        second = two.save_run(make_record(digest, n=5, robust_accuracy=0.75), replaces=seen_two)
+        assert (first.written, second.written) == (True, False)
+        assert first.id == second.id == second.existing["id"] and second.existing["metrics"]["robust_accuracy"] == 0.25
+        assert len(one) == 1 and one.count_samples(first.id) == 3
+        # --force: replaces only the run the caller saw; a concurrent forced rerun keeps the first replacement
+        seen = one.finished_run_id(digest)
+        forced_a = one.save_run(make_record(digest, n=2, robust_accuracy=0.5), replaces=seen)
+        forced_b = two.save_run(make_record(digest, n=4, robust_accuracy=0.6), replaces=seen)
+        assert forced_a.written and not forced_b.written and forced_a.id == forced_b.id != first.id
+        assert two.get_run(forced_b.id)["metrics"]["robust_accuracy"] == 0.5 and len(two) == 1
+        # a failed run is replaced without being named
+        failed = make_record("22" * 32, status="failed", error="boom")
+        one.write_run(failed)
+        assert one.finished_run_id("22" * 32) is None
+        retry = two.save_run(make_record("22" * 32))
+        assert retry.written and one.get_run(retry.id)["status"] == "finished"
+
+
+_RACER = """
+import json, os, sys, time
+from advbench.store import ResultsStore
+
+path, barrier, me = sys.argv[1], sys.argv[2], sys.argv[3]
+record = {"config_hash": "ab" * 32, "config": {"model": {"name": "cnn"}, "attacks": [{"name": "pgd"}]},
+          "metrics": {"robust_accuracy": 0.5, "writer": me},
+          "samples": [{"sample_index": i, "eps": 0.1, "robust": True} for i in range(200)]}
+with ResultsStore(path) as db:
+    seen = db.finished_run_id(record["config_hash"])  # what runner.execute checks before computing
+    open(os.path.join(barrier, me), "w").close()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(barrier)) < 2:  # both processes have checked: neither found the run
+        if time.monotonic() > deadline:
+            sys.exit("barrier timeout")
+        time.sleep(0.002)
+    saved = db.save_run(record, replaces=seen)
+    print(json.dumps({"id": saved.id, "written": saved.written, "seen": seen}), flush=True)
+"""
+
+
+def _race(script: str, path: Path, barrier: Path, *extra: str) -> list[dict]:
+    barrier.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), str(barrier), name, *extra], cwd=REPO_ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def test_two_processes_writing_one_run_report_the_same_surviving_id(tmp_path):
+    """Before: both printed success with ids 1 and 2, and id 1 was gone from the store."""
+    path = tmp_path / "race.db"
+    ResultsStore(path).close()
+    results = _race(_RACER, path, tmp_path / "barrier")
+    assert [r["seen"] for r in results] == [None, None]  # a real race: neither saw the other's record
+    assert results[0]["id"] == results[1]["id"]
+    assert sorted(r["written"] for r in results) == [False, True]
+    with ResultsStore(path) as db:
+        assert [r["id"] for r in db.list_runs()] == [results[0]["id"]]
+        kept = db.get_run(results[0]["id"])
+        winner = "a" if results[0]["written"] else "b"
+        assert kept["metrics"]["writer"] == winner and db.count_samples(kept["id"]) == 200
+        assert db.integrity_check() == "ok"
+
+
+_EXECUTE_RACER = """
+import json, os, sys, time
+from advbench.runner import execute
+
+path, barrier, me = sys.argv[1], sys.argv[2], sys.argv[3]
+config = {"model": {"name": "cnn"}, "dataset": "digits", "norm": "linf", "eps": [0.1], "attacks": [{"name": "pgd"}]}
+
+
+def compute():
+    open(os.path.join(barrier, me), "w").close()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(barrier)) < 2:  # both processes are past the store check
+        if time.monotonic() > deadline:
+            sys.exit("barrier timeout")
+        time.sleep(0.002)
+    from advbench.records import config_hash
+    return {"config": config, "config_hash": config_hash(config), "metrics": {"writer": me}, "samples": []}, None
+
+
+outcome = execute(config, compute, store=path)
+print(json.dumps({"id": outcome.record["id"], "written": outcome.record["metrics"]["writer"] == me}), flush=True)
+"""
+
+
+def test_two_runner_processes_report_the_same_surviving_id(tmp_path):
+    path = tmp_path / "race.db"
+    ResultsStore(path).close()
+    results = _race(_EXECUTE_RACER, path, tmp_path / "barrier")
+    with ResultsStore(path) as db:
+        stored = [r["id"] for r in db.list_runs()]
+    assert results[0]["id"] == results[1]["id"] and stored == [results[0]["id"]]

@@ -135,15 +135,25 @@ def test_import_does_not_import_wandb():
 def test_perturbation_grid():
     images = make_images(10)
     grid = perturbation_grid(images["clean"], images["adversarial"])
-    # 8 columns of 8px + padding 2; 3 rows (clean, adversarial, amplified perturbation)
-    assert grid.shape == (3 * 10 + 2, 8 * 10 + 2, 3)
+    # 8 columns, 3 rows (clean, adversarial, amplified perturbation); 8x8 images upscaled 8x to 64x64 tiles,
+    # 4 px padding: readable, not a 82x32 thumbnail
+    assert grid.shape == (3 * 64 + 4 * 4, 8 * 64 + 9 * 4, 3)
     assert str(grid.dtype) == "uint8"
+    # nearest-neighbour upscaling: each source pixel is an 8x8 block of one colour
+    tile = grid[4:68, 4:68]
+    assert (tile[:8, :8] == tile[0, 0]).all() and (tile[8:16, :8] == tile[8, 0]).all()
     clean = torch.full((2, 1, 4, 4), 0.5)
     grid = perturbation_grid(clean, clean + 0.01)
+    assert grid.shape[1] >= 256  # even two 4x4 images make a grid at least 256 px wide
+    size = (grid.shape[1] - 3 * 4) // 2
+
+    def tile_at(row: int, col: int):
+        y, x = 4 + row * (size + 4), 4 + col * (size + 4)
+        return grid[y:y + size, x:x + size]
+
     # a uniform +0.01 perturbation is amplified to full white in the third row
-    third_row = grid[2 + 2 * 6 : 2 + 2 * 6 + 4, 2:6]
-    assert (third_row == 255).all()
-    assert (grid[2:6, 2:6] == 128).all()
+    assert (tile_at(2, 0) == 255).all() and (tile_at(2, 1) == 255).all()
+    assert (tile_at(0, 0) == 128).all()
     with pytest.raises(InputError, match="same shape"):
         perturbation_grid(clean, clean[:1])
 
@@ -160,10 +170,14 @@ def test_disabled_sink_logs_everything(clean_env, tmp_path):
         sink.log_metrics({"loss": 1.0}, step=0)
     sink.finish()  # idempotent
     assert logged["media"] == ["curve", "examples", "robust_accuracy_vs_eps", "samples"]
-    assert logged["summary"]["robust_accuracy"] == 0.2
+    assert logged["summary"]["robust_accuracy/eps=0.2"] == 0.2
+    assert logged["summary"]["robust_accuracy/eps=0.1"] == 0.5
+    assert "robust_accuracy" not in logged["summary"]  # never a number without its eps
+    assert logged["summary"]["clean_accuracy"] == 0.9
     assert logged["summary"]["per_eps/0.1/robust_accuracy"] == 0.5
     assert logged["summary"]["cost/gradients"] == 10
     assert "curve" not in logged["summary"]
+    assert [step["eps"] for step in logged["history"]] == [0.1, 0.2]
     with pytest.raises(InputError, match="adversarial"):
         WandbSink(mode="disabled").log_record(make_record(), images={"clean": torch.zeros(1, 3, 2, 2)})
     assert time.monotonic() - start < 20
@@ -191,3 +205,191 @@ def test_offline_sink_writes_run_dir(clean_env, tmp_path):
     wandb_files = list(run_dirs[0].glob("*.wandb"))
     assert len(wandb_files) == 1 and wandb_files[0].stat().st_size > 0
     assert time.monotonic() - start < 30
+
+
+# ---------------------------------------------------------------------------------- what W&B received (issue 18)
+
+
+def read_wandb_records(path: Path) -> list:
+    """The protobuf records of an offline run's ``.wandb`` file.
+
+    The file is W&B's append-only log: a 7-byte header (``:W&B``, magic, version), then 32 KiB
+    blocks of chunks, each with a 7-byte header (checksum, little-endian length, type: 1 full,
+    2 first, 3 middle, 4 last); a block tail shorter than a chunk header is padding."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", "not a W&B transaction log"
+    block, pos, pending, out = 32 * 1024, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:
+            payload = chunk
+        elif kind in (2, 3):
+            pending += chunk
+            continue
+        elif kind == 4:
+            payload, pending = pending + chunk, b""
+        else:  # zero padding
+            continue
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        out.append(record)
+    return out
+
+
+def logged_run(run_dir: Path, timeout: float = 60.0) -> dict:
+    """History rows, the final summary and the metric definitions of an offline run, decoded.
+
+    W&B's service process writes the log file on its own schedule: ``finish()`` can return before
+    the records reach the disk, so this waits (up to ``timeout`` seconds) for the run's exit record."""
+    import json
+
+    (log_file,) = run_dir.glob("*.wandb")
+    deadline = time.monotonic() + timeout
+    records = read_wandb_records(log_file)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        assert time.monotonic() < deadline, f"{log_file} has no exit record after {timeout} s"
+        time.sleep(0.2)
+        records = read_wandb_records(log_file)
+    history, summary, metrics = [], {}, []
+    for record in records:
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                            for item in record.history.item})
+        elif kind == "summary":
+            for item in record.summary.update:
+                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+            for item in record.summary.remove:
+                summary.pop(item.key or "/".join(item.nested_key), None)
+        elif kind == "metric":
+            metrics.append(record.metric)
+    return {"history": history, "summary": summary, "metrics": metrics}
+
+
+def cascade_record() -> dict:
+    """A record shaped like advbench.runner.build_record's for two eps, with a defense."""
+    def per_attack(k: int) -> dict:
+        return {"pgd": {"broken": 3 * k, "attacked": 50, "gradients": 400, "kind": "white-box"},
+                "square": {"broken": k, "attacked": 40, "queries": 900, "kind": "black-box"}}
+
+    curve = [{"eps": 0.05, "robust_accuracy": 0.84, "attack_success_rate": 0.087, "mean_perturbation": 0.05,
+              "per_attack": per_attack(1)},
+             {"eps": 0.1, "robust_accuracy": 0.64, "attack_success_rate": 0.304, "mean_perturbation": 0.086,
+              "per_attack": per_attack(2)}]
+    return {
+        "config": {"model": {"name": "cnn", "sha256": "ab" * 32}, "dataset": "digits", "norm": "linf",
+                   "eps": [0.05, 0.1], "attacks": [{"name": "pgd", "steps": 10}, {"name": "square", "n_queries": 50}],
+                   "defense": {"name": "jpeg", "params": {"quality": 60}, "differentiable": False, "bpda": True}},
+        "config_hash": "cd" * 32,
+        "metrics": {"n": 50, "norm": "linf", "clean_accuracy": 0.92, "robust_accuracy": 0.64,
+                    "attack_success_rate": 0.304, "per_attack": per_attack(2), "mean_perturbation": 0.086,
+                    "max_perturbation": 0.1, "per_class_robust_accuracy": {"0": 1.0, "1": 0.8}, "warnings": [],
+                    "curve": curve},
+        "cost": {"gradients": 800, "queries": 1800, "wall_time_s": 2.0},
+        "status": "finished",
+        "created_at": "2026-11-26T02:00:00+00:00",
+        "samples": [],
+    }
+
+
+def test_offline_run_has_per_eps_summary_history_json_tables_and_a_readable_grid(clean_env, tmp_path):
+    """Before: summary robust_accuracy without its eps, nothing per eps in history, per_attack as a Python
+    repr, and an 82x32 image."""
+    import json
+
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(8, 1, 8, 8, generator=g)  # digits-sized
+    images = {"clean": clean, "adversarial": (clean + 0.1 * torch.randn(8, 1, 8, 8, generator=g).sign()).clamp(0, 1)}
+    with WandbSink(mode="offline", name="cnn|digits|pgd+square|linf|eps=0.05,0.1|jpeg:quality=60",
+                   dir=tmp_path / "wb") as sink:
+        sink.log_record(cascade_record(), images=images)
+        run_dir = sink.run_dir
+    logged = logged_run(run_dir)
+
+    # eps is the step metric of the per-eps series, and neither lands in the summary as a bare number
+    defined = {(m.name or m.glob_name): m for m in logged["metrics"]}
+    assert {"eps", "by_eps/*"} <= set(defined), logged["metrics"]
+    assert defined["by_eps/*"].step_metric == "eps" and defined["by_eps/*"].summary.none
+    assert defined["eps"].summary.none
+    # one history step per eps
+    steps = [row for row in logged["history"] if "eps" in row]
+    assert [row["eps"] for row in steps] == [0.05, 0.1]
+    assert [row["by_eps/robust_accuracy"] for row in steps] == [0.84, 0.64]
+    assert [row["by_eps/per_attack/pgd/broken"] for row in steps] == [3, 6]
+    assert [row["by_eps/attack_success_rate"] for row in steps] == [0.087, 0.304]
+    # summary keys carry their eps
+    summary = logged["summary"]
+    assert summary["robust_accuracy/eps=0.05"] == 0.84 and summary["robust_accuracy/eps=0.1"] == 0.64
+    assert summary["per_attack/square/broken/eps=0.05"] == 1 and summary["per_attack/square/broken/eps=0.1"] == 2
+    assert summary["max_perturbation/eps=0.1"] == 0.1 and "max_perturbation/eps=0.05" not in summary
+    assert summary["clean_accuracy"] == 0.92 and summary["cost/queries"] == 1800
+    for bare in ("robust_accuracy", "attack_success_rate", "mean_perturbation", "eps", "by_eps/robust_accuracy"):
+        assert bare not in summary, bare
+    assert not [k for k in summary if k.startswith("per_attack/") and "/eps=" not in k]
+    # table cells that hold dicts are JSON, not Python reprs
+    (table_file,) = (run_dir / "files" / "media" / "table").glob("curve_*.table.json")
+    table = json.loads(table_file.read_text())
+    column = table["columns"].index("per_attack")
+    cells = [row[column] for row in table["data"]]
+    assert [json.loads(c)["pgd"]["broken"] for c in cells] == [3, 6]
+    assert all("'" not in c for c in cells)
+    # the example grid is big enough to see 8x8 digits
+    (png,) = (run_dir / "files" / "media" / "images").glob("examples_*.png")
+    with Image.open(png) as image:
+        width, height = image.size
+    assert width >= 256 and height >= 3 * 64
+
+
+def test_sweep_summary_draws_one_plot_per_norm_and_one_line_per_run(clean_env, tmp_path):
+    """Before: linf and l2 eps were one line per model; a PGD and an APGD-CE+Square run were one name."""
+    import copy
+    import json
+
+    def record(digest: str, norm: str, attacks: list[str], curve: list[tuple[float, float]]) -> dict:
+        rec = copy.deepcopy(cascade_record())
+        rec["config"].update(norm=norm, eps=[e for e, _ in curve], attacks=[{"name": a} for a in attacks])
+        rec["config"].pop("defense")
+        rec["config_hash"] = digest * 64
+        rec["metrics"]["curve"] = [{"eps": e, "robust_accuracy": a} for e, a in curve]
+        return rec
+
+    records = [record("1", "linf", ["pgd"], [(0.05, 0.8), (0.1, 0.6)]),
+               record("2", "l2", ["pgd"], [(0.5, 0.7), (1.0, 0.3)]),
+               record("3", "linf", ["apgd-ce", "square"], [(0.1, 0.5)]),
+               {**record("4", "linf", ["fgsm"], [(0.1, 0.9)]), "status": "failed"}]
+    with WandbSink(mode="offline", name="sweep-summary", dir=tmp_path / "wb") as sink:
+        logged = sink.log_sweep_summary(records)
+        run_dir = sink.run_dir
+    assert logged["rows"] == 5
+    assert logged["plots"] == {
+        "robust_accuracy_vs_eps/digits/l2": ["cnn|digits|pgd|l2"],
+        "robust_accuracy_vs_eps/digits/linf": ["cnn|digits|apgd-ce+square|linf", "cnn|digits|pgd|linf"],
+    }
+    tables = {}
+    for path in (run_dir / "files" / "media" / "table").rglob("*.table.json"):
+        tables[path.relative_to(run_dir / "files" / "media" / "table").as_posix()] = json.loads(path.read_text())
+    sweep = next(t for name, t in tables.items() if name.startswith("sweep_table"))
+    names = {row[sweep["columns"].index("run")] for row in sweep["data"]}
+    assert names == {"cnn|digits|pgd|linf|eps=0.05,0.1", "cnn|digits|pgd|l2|eps=0.5,1",
+                     "cnn|digits|apgd-ce+square|linf|eps=0.1"}
+    # each plot's data holds only its own norm's eps
+    plotted = {}
+    for name, table in tables.items():
+        if name.startswith("robust_accuracy_vs_eps"):
+            cols = table["columns"]
+            rows = [dict(zip(cols, row, strict=True)) for row in table["data"]]
+            norm = name.split("/")[2].split("_table")[0]
+            plotted[norm] = {(r["lineKey"], r["step"]) for r in rows}
+    assert plotted == {
+        "l2": {("cnn|digits|pgd|l2", 0.5), ("cnn|digits|pgd|l2", 1.0)},
+        "linf": {("cnn|digits|pgd|linf", 0.05), ("cnn|digits|pgd|linf", 0.1), ("cnn|digits|apgd-ce+square|linf", 0.1)},
+    }

@@ -52,7 +52,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
 #: Options an architecture spec understands (anything else is passed to a ``py:`` factory or refused).
-COMMON_OPTIONS = ("weights", "ema", "quantized", "surrogate", "gradients", "num_classes")
+COMMON_OPTIONS = ("weights", "ema", "quantized", "surrogate", "gradients", "num_classes", "random")
 
 
 @dataclass(frozen=True)
@@ -525,8 +525,14 @@ def resolve_model(text: str, opts: ModelOptions | None = None, *, data_shape: tu
         path = Path(str(weights_option)).expanduser()
         weights, dtype = load_weights_into(net, path, ema=bool(spec.option("ema", False)), fixes=arch.key_fixes,
                                            what=f"architecture '{arch.arch}'", state=arch.state)
+    elif spec.option("random") is True:
+        warnings_out.append(f"{text}: random weights, evaluated on purpose")
     else:
-        warnings_out.append(f"{text}: no weights given, so the model has random weights (pass ?weights=PATH)")
+        raise ConfigError(f"model spec '{text}' gives no weights, so it would evaluate an untrained network; add "
+                          "'?weights=PATH' (a local file: nothing is downloaded), or '?random=true' to evaluate "
+                          "random weights on purpose")
+    if weights_option and spec.option("random"):
+        raise ConfigError(f"model spec '{text}': weights= and random=true contradict each other; drop one")
     if shape is None:
         raise ConfigError(f"'{text}' needs --input-size (or a data set to take it from)")
     if classes is None:
