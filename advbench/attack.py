@@ -210,6 +210,8 @@ def _checked_hyperparameters(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]
     out = dict(kwargs)
     for key, value in kwargs.items():
         default = defaults.get(key)
+        if value is None:  # "use the default behaviour": the attack's own checks decide
+            continue
         if isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ConfigError(f"{label}.{key} must be true or false, got {value!r}")
@@ -219,7 +221,13 @@ def _checked_hyperparameters(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]
             elif not isinstance(value, int):
                 raise ConfigError(f"{label}.{key} must be an integer, got {value!r}")
         elif isinstance(default, float) and key != "eps":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    parse_eps(value)  # numbers and fractions such as '8/255' are accepted as text
+                except (ConfigError, ValueError):
+                    raise ConfigError(f"{label}.{key} must be a number (or a fraction like 8/255), got "
+                                      f"{value!r}") from None
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{label}.{key} must be a number, got {value!r}")
     return out
 

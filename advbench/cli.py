@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 import warnings
 from enum import Enum
@@ -658,7 +659,7 @@ def sweep(
                   f"already stored, {summary.failed} failed; store {spec.store}")
     if summary.failed:
         err.print(f"{summary.failed} of {summary.total} cells failed; see `advbench results list --store "
-                  f"{spec.store}`", highlight=False, markup=False)
+                  f"{shlex.quote(str(spec.store))}`", highlight=False, markup=False)
         raise typer.Exit(1)
 
 
@@ -836,7 +837,8 @@ def _require_store(store: Path) -> None:
     from advbench.errors import MissingPathError
 
     if not store.exists():
-        raise MissingPathError(f"results store {store} does not exist; run `advbench run ... --store {store}` first")
+        raise MissingPathError(f"results store {store} does not exist; run `advbench run ... --store "
+                               f"{shlex.quote(str(store))}` first")
 
 
 @app.command()
@@ -864,7 +866,8 @@ def demo(
     wandb_opts = _wandb_options(wandb, None, "advbench-demo", out_dir / "results.db")
     outcome = run_one(spec, store=out_dir / "results.db", wandb=wandb_opts)
     print_run_table([outcome.record], title=f"small_cnn on {dataset}")
-    err.print(f"store: {out_dir / 'results.db'}  (try: advbench results list --store {out_dir / 'results.db'})")
+    err.print(f"store: {out_dir / 'results.db'}  (try: advbench results list --store "
+              f"{shlex.quote(str(out_dir / 'results.db'))})", highlight=False, markup=False)
 
 
 # Command groups kept in their own modules register themselves on ``app``.

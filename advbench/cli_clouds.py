@@ -36,7 +36,7 @@ def cloudify_cmd(
 
     spec = CloudSpec(coverage=coverage, thickness=thickness, softness=softness, octaves=octaves,
                      persistence=persistence, base_scale=base_scale, colour=parse_colour(colour))
-    report = cloudify_folder(src, out, spec, seed=seed, clouds_dir=clouds_dir)
+    report = cloudify_folder(src, out, spec, seed=seed, clouds_dir=clouds_dir, progress=True)
     if as_json:
         payload = {"out": str(report.out), "clouds": str(report.clouds), "images": report.images,
                    "copied": report.copied, "seed": seed, "spec": spec.to_dict()}

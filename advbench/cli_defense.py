@@ -6,6 +6,7 @@ Registered on :data:`advbench.cli.app` when :mod:`advbench.cli` is imported.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,8 @@ def defend_train(
         sys.stdout.write(json.dumps({"checkpoint": str(path), **summary}) + "\n")
     else:
         err.print(f"saved {path} (final loss {summary['final_loss']:.4f}); evaluate with "
-                  f"`advbench run --model {victim} --dataset {dataset} --defense defensenet:{path}`")
+                  f"`advbench run --model {shlex.quote(str(victim))} --dataset {shlex.quote(str(dataset))} "
+                  f"--defense {shlex.quote(f'defensenet:{path}')}`", highlight=False, markup=False)
 
 
 def print_sod_table(record: dict[str, Any]) -> None:
@@ -113,9 +115,10 @@ def print_sod_table(record: dict[str, Any]) -> None:
 
 def run_sod(model: str, dataset: str, attacks: list[str], eps: list[float], n_samples: int | None,
             defense: str | None, params: dict[str, dict[str, Any]], seed: int, store: Path, force: bool,
-            as_json: bool, wandb: dict[str, Any] | None = None, device: str = "cpu") -> None:
+            as_json: bool, wandb: dict[str, Any] | None = None, device: str = "cpu", progress: bool = True) -> None:
     """``advbench run`` on an SOD checkpoint: the rows of :func:`advbench.sod.robustness.sod_robustness`.
-    The victim, its defense and the images move to ``device``; the clouds are drawn on the CPU either way."""
+    The victim, its defense and the images move to ``device``; the clouds are drawn on the CPU either way.
+    ``progress`` shows the attack steps as a bar on stderr."""
     from advbench.checkpoints import file_sha256
     from advbench.devices import check_device
     from advbench.runner import defend, device_entry, execute, make_record
@@ -153,7 +156,7 @@ def run_sod(model: str, dataset: str, attacks: list[str], eps: list[float], n_sa
         pre = defended.preprocess
 
     def compute():
-        result = sod_robustness(victim, x, gt, defense=pre, cfg=cfg, attacks=attacks, seed=seed)
+        result = sod_robustness(victim, x, gt, defense=pre, cfg=cfg, attacks=attacks, seed=seed, progress=progress)
         record = make_record(config, name=f"{Path(model).stem}|{dataset}|sod", metrics=result,
                              cost=result["cost"], samples=[], device=str(dev))
         return record, result

@@ -99,9 +99,10 @@ def print_multitask_table(record: dict[str, Any]) -> None:
 def run_multitask(model: str, dataset: str, attack: str, norm: str, eps: list[float], n_samples: int | None,
                   params: dict[str, Any], target_task: str | None, margin: float, tolerance: float, seed: int,
                   store: Path, force: bool, as_json: bool, wandb: dict[str, Any] | None = None,
-                  device: str = "cpu") -> None:
+                  device: str = "cpu", progress: bool = True) -> None:
     """``advbench run`` on a multi-task checkpoint: one multi-task attack, metrics per task, stealth success.
-    The model and the images move to ``device``; the metrics are summed on the CPU."""
+    The model and the images move to ``device``; the metrics are summed on the CPU.  ``progress`` shows the
+    attack steps as a bar on stderr."""
     from advbench.attacks.multitask import create_multitask_attack
     from advbench.checkpoints import file_sha256
     from advbench.devices import check_device
@@ -131,7 +132,8 @@ def run_multitask(model: str, dataset: str, attack: str, norm: str, eps: list[fl
               "tolerance": tolerance, "seed": seed, **device_entry(dev)}
 
     def compute():
-        result = multitask_robustness(net, x, targets, attack_obj, margin=margin, tolerance=tolerance)
+        result = multitask_robustness(net, x, targets, attack_obj, margin=margin, tolerance=tolerance,
+                                      progress=progress)
         record = make_record(config, name=f"{Path(model).stem}|{dataset}|{attack}", metrics=result["metrics"],
                              cost=result["cost"], samples=result["samples"], device=str(dev))
         return record, result

@@ -344,6 +344,18 @@ def image_seed(seed: int, rel: Path) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
+def _check_image_header(src: Path) -> None:
+    """Fail now, before the long loop and its progress bar, on a file that PIL cannot even identify (reading
+    the header is cheap; a file broken further in is still caught when :func:`_cloudify_file` loads it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(src):
+            pass
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"cannot read image file '{src}' ({exc}); fix or delete it") from exc
+
+
 def _cloudify_file(src: Path, dst: Path, mask_dst: Path, spec: CloudSpec, seed: int) -> None:
     import numpy as np
     from PIL import Image
@@ -380,6 +392,7 @@ def cloudify_folder(
     *,
     seed: int = 0,
     clouds_dir: str = "clouds",
+    progress: bool = False,
 ) -> CloudifyReport:
     """Write a cloudy copy of the image data set under ``src`` to the new or empty folder ``out``.
 
@@ -389,7 +402,10 @@ def cloudify_folder(
     (the image suffix replaced).  Files in annotation folders (``masks``, ``labels``, ``gt``, ``*-labels``,
     any depth, case-insensitive) and all non-image files are copied unchanged.  The copy is assembled in a
     hidden sibling folder and moved into place at the end, so a failure leaves no partial ``out``.
+    ``progress`` shows a bar on stderr counting the images cloudified.
     """
+    from advbench.progress import progress_bar
+
     spec = spec if spec is not None else CloudSpec()
     src_path, out_path = Path(src).expanduser(), Path(out).expanduser()
     if not src_path.exists():
@@ -424,6 +440,8 @@ def cloudify_folder(
             raise DatasetError(f"images '{mask_names[mask_rel]}' and '{rel}' would share the cloud mask "
                                f"'{clouds_dir}/{mask_rel}'; rename one of them")
         mask_names[mask_rel] = rel
+    for rel in images:
+        _check_image_header(src_path / rel)
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     staging = out_path.parent / f".{out_path.name}.partial-{os.getpid()}"
@@ -434,8 +452,11 @@ def cloudify_folder(
         for rel in copies:
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src_path / rel, staging / rel)
-        for mask_rel, rel in mask_names.items():
-            _cloudify_file(src_path / rel, staging / rel, staging / clouds_dir / mask_rel, spec, image_seed(seed, rel))
+        with progress_bar(total=len(mask_names), desc="cloudify", unit="image", enabled=progress) as bar:
+            for mask_rel, rel in mask_names.items():
+                _cloudify_file(src_path / rel, staging / rel, staging / clouds_dir / mask_rel, spec,
+                               image_seed(seed, rel))
+                bar.update(1)
         if out_path.exists():
             out_path.rmdir()
         staging.rename(out_path)

@@ -19,7 +19,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,13 @@ from torch import nn
 from advbench.checkpoints import file_sha256, read_checkpoint, save_checkpoint
 from advbench.defenses import DEFENSES
 from advbench.errors import CheckpointError, ConfigError, InputError
-from advbench.progress import progress_bar
+from advbench.progress import progress_bar, step_ticks
 from advbench.sod.unet import UNet
 from advbench.tasks import Task
 
 INPUT_KINDS = ("clean", "cloudy", "adv-cloud", "pgd")
+#: The input kinds crafted by an attack (``DefenseTrainConfig.attack_steps`` steps each).
+ATTACK_INPUTS = ("adv-cloud", "pgd")
 
 
 class DefenseNet(nn.Module):
@@ -90,9 +92,11 @@ class DefenseTrainConfig:
 
 
 def training_inputs(kind: str, pipeline: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task,
-                    cfg: DefenseTrainConfig, gen: torch.Generator) -> torch.Tensor:
+                    cfg: DefenseTrainConfig, gen: torch.Generator,
+                    tick: Callable[[], None] | None = None) -> torch.Tensor:
     """One training input batch of the given ``kind`` (one of ``INPUT_KINDS``), built from the clean batch ``x``;
-    the attacks are crafted against ``pipeline`` with ``cfg``'s budgets, clouds and steps."""
+    the attacks are crafted against ``pipeline`` with ``cfg``'s budgets, clouds and steps.  ``tick`` (optional)
+    is called at every evaluation of the attack's loss, i.e. once per attack step (and once at its start)."""
     from advbench.attacks.adv_cloud import CloudBudget, run_adv_cloud
     from advbench.clouds import CloudSpec, cloudify, sample_clouds
 
@@ -109,6 +113,8 @@ def training_inputs(kind: str, pipeline: nn.Module, x: torch.Tensor, y: torch.Te
         budget = CloudBudget(eps_e=cfg.eps_e, eps_n=cfg.eps_n)
 
     def loss(x_adv: torch.Tensor) -> torch.Tensor:
+        if tick is not None:
+            tick()
         return task.loss(pipeline(x_adv), y)
 
     def success(x_adv: torch.Tensor) -> torch.Tensor:
@@ -146,15 +152,23 @@ def train_defensenet(victim: nn.Module, x_train: torch.Tensor, y_train: torch.Te
     n = x_train.shape[0]
     steps = cfg.epochs * ((n + cfg.batch_size - 1) // cfg.batch_size)
     history: list[float] = []
-    bar = progress_bar(total=steps, desc="train defensenet", unit="step", enabled=progress)
+    # The bar counts steps: every attack step that crafts an adversarial input (most of the cost) and every
+    # optimiser update, so it moves within a batch and a single batch is no single-step bar.
+    attack_steps = {kind: cfg.attack_steps if kind in ATTACK_INPUTS else 0 for kind in cfg.inputs}
+    bar = progress_bar(total=steps * (sum(attack_steps.values()) + 1), desc="train defensenet", unit="step",
+                       enabled=progress)
     try:
-        for _ in range(cfg.epochs):
+        for epoch in range(cfg.epochs):
             order = torch.randperm(n, generator=gen)
             for start in range(0, n, cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
                 x, y = x_train[idx], y_train[idx]
                 net.eval()  # attacks see the current module without updating its statistics
-                inputs = [training_inputs(kind, pipeline, x, y, task, cfg, gen).detach() for kind in cfg.inputs]
+                inputs = []
+                for kind in cfg.inputs:
+                    bar.set_postfix(epoch=epoch + 1, input=kind, refresh=False)
+                    with step_ticks(bar, attack_steps[kind]) as tick:
+                        inputs.append(training_inputs(kind, pipeline, x, y, task, cfg, gen, tick=tick).detach())
                 net.train()
                 loss = x.new_zeros(())
                 for x_in in inputs:
@@ -165,8 +179,8 @@ def train_defensenet(victim: nn.Module, x_train: torch.Tensor, y_train: torch.Te
                 loss.backward()
                 opt.step()
                 history.append(loss.item())
+                bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]:.3f}", refresh=False)
                 bar.update(1)
-                bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
     finally:
         bar.close()
         for p, flag in zip(victim.parameters(), frozen, strict=True):

@@ -128,6 +128,7 @@ def test_bad_settings_get_clear_errors() -> None:
 # --- agreement with run_standard_evaluation -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_matches_the_reference_on_digits_linf(digits_model, digits_test) -> None:
     x, y = digits_test[0][:40], digits_test[1][:40]
     ours, ours_flags, res = _advbench_run(digits_model, x, y, "linf", 0.1)

@@ -18,6 +18,7 @@ def aerial(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_aerial_dataset(tmp_path_factory.mktemp("cli_det") / "syn", n_images=9, size=(128, 96), seed=4)
 
 
+@pytest.mark.slow
 def test_train_then_attack_with_report_and_store(run_cli, aerial, tmp_path) -> None:
     ckpt = tmp_path / "det.safetensors"
     code, out, err = run_cli("train-detector", "--dataset", f"evd4uav:{aerial}", "--arch",

@@ -102,7 +102,8 @@ def _fast_kwargs(name: str) -> dict:
               "apgd-ce": {"steps": 10}, "apgd-dlr": {"steps": 10}, "apgd-t": {"steps": 10}, "fab": {"steps": 10},
               "fab-t": {"steps": 10}, "square": {"n_queries": 200}, "cw": {"steps": 30}, "deepfool": {"steps": 20},
               "eot": {"steps": 10}, "minmax-transform": {"steps": 10}, "minmax-universal": {"steps": 10, "k": 4},
-              "avg-universal": {"steps": 10, "k": 4}, "adv-cloud": {"steps": 5}, "autoattack": {"steps": 10, "n_queries": 200}}
+              "avg-universal": {"steps": 10, "k": 4}, "adv-cloud": {"steps": 5},
+              "autoattack": {"steps": 10, "n_queries": 200}}
     return kwargs.get(name, {})
 
 

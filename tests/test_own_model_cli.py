@@ -110,6 +110,7 @@ def test_imagefolder_with_a_timm_model(monkeypatch, capsys, tmp_path, imagenet_v
     assert other_seed["selection"]["ids_sha256"] != out["selection"]["ids_sha256"]
 
 
+@pytest.mark.slow
 def test_imagefolder_with_a_torchvision_model_whole_and_capped(monkeypatch, capsys, tmp_path, imagenet_val) -> None:
     import torchvision
 

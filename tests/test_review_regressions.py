@@ -37,6 +37,7 @@ def test_with_eps_rescales_the_default_step_size() -> None:
     assert explicit._step == 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("early_stop", [True, False])
 def test_apgd_success_always_means_misclassified(digits_model, digits_test, early_stop) -> None:
     """A checkpoint reset used to overwrite the successful iterate with the best-loss point; without early
@@ -73,6 +74,7 @@ def test_success_step_is_set_for_attacks_that_do_not_track_steps(digits_model, d
     assert bool((out.success_step[out.success] >= 0).all())
 
 
+@pytest.mark.slow
 def test_targeted_fab_reaches_the_target(digits_model, digits_batch) -> None:
     x, y = digits_batch[0][:16], digits_batch[1][:16]
     out = advbench.create_attack("fab", eps=0.3, steps=20, targeted=True)(digits_model, x, y)

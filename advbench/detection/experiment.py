@@ -31,6 +31,7 @@ from advbench.detection.patches import NO_JITTER, apply_patch_each, rotated_or_a
 from advbench.detection.training import DetectorTrainConfig, load_detector, train_detector
 from advbench.devices import check_device
 from advbench.errors import ConfigError, InputError
+from advbench.progress import progress_bar
 from advbench.runner import RunOutcome, device_entry, execute, make_record
 
 
@@ -128,10 +129,11 @@ class DetectorSource:
 
 def resolve_detector(spec: str, train: Sequence[DetectionSample], *, seed: int, epochs: int, progress: bool,
                      arch: str | None = None, image_size: tuple[int, int] | None = None,
-                     device: str = "cpu") -> DetectorSource:
+                     device: str = "cpu", role: str = "") -> DetectorSource:
     """A checkpoint path is loaded (bare weights need ``arch`` and ``image_size``; the classes are the data
     set's); a registered architecture name is trained on ``train`` (seeded) when first needed.  Either way
-    the detector ends up on ``device``."""
+    the detector ends up on ``device``.  ``role`` (e.g. ``"surrogate"``) names a detector other than the
+    victim in the training's progress bars."""
     path = Path(spec).expanduser()
     if path.exists():
         from advbench.checkpoints import file_sha256
@@ -144,9 +146,12 @@ def resolve_detector(spec: str, train: Sequence[DetectionSample], *, seed: int, 
         return DetectorSource({"checkpoint": str(path), "sha256": file_sha256(path), "arch": det.arch},
                               _detector=det.to(device))
     if spec in DETECTORS:
+        # the role only names the bars; the victim's keep the plain ``train ARCH`` name
+        named = {"role": role} if role and progress else {}
+
         def fit() -> tuple[Detector, dict[str, Any]]:
             return train_detector(train, DetectorTrainConfig(arch=spec, epochs=epochs, seed=seed), progress=progress,
-                                  device=device)
+                                  device=device, **named)
 
         return DetectorSource({"arch": spec, "trained_here": {"epochs": epochs, "seed": seed}}, _train=fit)
     raise InputError(f"detector '{spec}' is neither a checkpoint file nor an architecture "
@@ -176,21 +181,46 @@ def patch_images(images: Sequence[torch.Tensor], samples: Sequence[DetectionSamp
     return out
 
 
-def _detect_all(det: Detector, images: Sequence[torch.Tensor], batch: int = 8) -> list[dict[str, torch.Tensor]]:
-    """Detections of every image, in batches, on the CPU (where the metrics are computed)."""
+def _detect_all(det: Detector, images: Sequence[torch.Tensor], batch: int = 8,
+                bar: Any = None) -> list[dict[str, torch.Tensor]]:
+    """Detections of every image, in batches, on the CPU (where the metrics are computed); ``bar`` (a progress
+    bar, optional) advances by the images of each batch."""
     out: list[dict[str, torch.Tensor]] = []
     for start in range(0, len(images), batch):
-        out += [{k: v.cpu() for k, v in d.items()} for d in det.detect(list(images[start:start + batch]))]
+        chunk = list(images[start:start + batch])
+        out += [{k: v.cpu() for k, v in d.items()} for d in det.detect(chunk)]
+        if bar is not None:
+            bar.update(len(chunk))
     return out
+
+
+def load_images(samples: Sequence[DetectionSample], *, progress: bool = False,
+                desc: str = "load images") -> list[torch.Tensor]:
+    """Every sample's image, read from disk; ``progress`` shows a bar on stderr counting them."""
+    with progress_bar(total=len(samples), desc=desc, unit="image", enabled=progress) as bar:
+        images = []
+        for s in samples:
+            images.append(s.load_image())
+            bar.update(1)
+    return images
 
 
 def evaluate_patch(det: Detector, samples: Sequence[DetectionSample], images: Sequence[torch.Tensor],
                    patch: torch.Tensor, attack: PatchAttack, *, score_threshold: float = 0.5, iou: float = 0.5,
-                   clean: list[dict[str, torch.Tensor]] | None = None) -> PatchEvaluation:
-    """Detect on clean and patched test images and compute ASR and AP (overall and per group)."""
-    clean = _detect_all(det, images) if clean is None else clean
-    patched = patch_images(images, samples, patch, attack)
-    adv = _detect_all(det, patched)
+                   clean: list[dict[str, torch.Tensor]] | None = None, progress: bool = False,
+                   desc: str = "evaluate patch") -> PatchEvaluation:
+    """Detect on clean and patched test images and compute ASR and AP (overall and per group).
+
+    ``progress`` shows a bar on stderr counting the images detected on (clean ones unless ``clean`` is given,
+    then patched ones)."""
+    passes = 1 if clean is not None else 2
+    with progress_bar(total=passes * len(images), desc=desc, unit="image", enabled=progress) as bar:
+        if clean is None:
+            bar.set_postfix(images="clean", refresh=False)
+            clean = _detect_all(det, images, bar=bar)
+        bar.set_postfix(images="patched", refresh=False)
+        patched = patch_images(images, samples, patch, attack)
+        adv = _detect_all(det, patched, bar=bar)
     success = attack_success(samples, clean, adv, iou=iou, score_threshold=score_threshold)
     summary = success.to_dict()
     metrics = {
@@ -243,9 +273,9 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
                               device=spec.device)
     surrogate = None if not spec.surrogate else resolve_detector(
         spec.surrogate, train, seed=spec.seed + 1, epochs=spec.detector_epochs, progress=progress,
-        device=spec.device)
+        device=spec.device, role="surrogate")
     extras = [resolve_detector(d, train, seed=spec.seed + 2 + i, epochs=spec.detector_epochs, progress=progress,
-                               device=spec.device)
+                               device=spec.device, role=f"detector {i + 2}")
               for i, d in enumerate(spec.extra_detectors)]
     ids: dict[str, Any] = {}
     if surrogate is not None:
@@ -283,13 +313,16 @@ def run_detect_attack(spec: DetectAttackSpec, *, store: Any = None, force: bool 
             **({"detectors": [e.get() for e in extras]} if extras else {}))
         trained = [s.training for s in (victim, surrogate, *extras) if s is not None and s.training]
         t0 = time.perf_counter()
-        fit = fitter.fit(detector, PatchSet.from_samples(patch_train), progress=progress)
+        loaded = load_images([*patch_train, *test], progress=progress)
+        train_images, images = loaded[:len(patch_train)], loaded[len(patch_train):]
+        fit = fitter.fit(detector, PatchSet.from_samples(patch_train, train_images), progress=progress)
         t_fit = time.perf_counter() - t0
-        images = [s.load_image() for s in test]
         thresholds = {"score_threshold": spec.score_threshold, "iou": spec.iou}
-        evaluation = evaluate_patch(detector, test, images, fit.patch, fitter, **thresholds)
+        evaluation = evaluate_patch(detector, test, images, fit.patch, fitter, **thresholds, progress=progress,
+                                    desc="evaluate patch")
         noise = torch.rand(fit.patch.shape, generator=torch.Generator().manual_seed(spec.seed + 7919))
-        control = evaluate_patch(detector, test, images, noise, fitter, clean=evaluation.clean, **thresholds)
+        control = evaluate_patch(detector, test, images, noise, fitter, clean=evaluation.clean, **thresholds,
+                                 progress=progress, desc="evaluate control patch")
         metrics = dict(evaluation.metrics)
         metrics["control_asr"] = control.metrics["asr"]
         metrics["control_asr_by_altitude"] = control.metrics["asr_by_altitude"]

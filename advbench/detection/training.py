@@ -56,8 +56,11 @@ def _image_size(samples: Sequence[DetectionSample]) -> tuple[int, int]:
 
 
 def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig, *, progress: bool = True,
-                   device: str | torch.device = "cpu") -> tuple[Detector, dict[str, Any]]:
+                   device: str | torch.device = "cpu", role: str = "") -> tuple[Detector, dict[str, Any]]:
     """Train a fresh ``cfg.arch`` detector on ``samples``; returns it (eval mode, on ``device``) and a summary.
+
+    ``progress`` shows bars on stderr for loading the images and for the optimiser steps; ``role`` (e.g.
+    ``"surrogate"``) goes into their names, so a run that trains several detectors tells them apart.
 
     Images are loaded and augmented on the CPU and moved to ``device`` per batch.  The same seed gives the
     same batches and augmentations on every device.  FCOS then differs by float rounding only; Faster R-CNN's
@@ -70,7 +73,12 @@ def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig,
     class_names = samples[0].class_names
     det = create_detector(cfg.arch, class_names=class_names, image_size=_image_size(samples), seed=cfg.seed,
                           **cfg.options).to(device)
-    images = [s.load_image() for s in samples]
+    name = f"{role} {cfg.arch}" if role else cfg.arch
+    with progress_bar(total=len(samples), desc=f"load images ({name})", unit="image", enabled=progress) as bar:
+        images = []
+        for s in samples:
+            images.append(s.load_image())
+            bar.update(1)
     gen = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
@@ -80,7 +88,7 @@ def train_detector(samples: Sequence[DetectionSample], cfg: DetectorTrainConfig,
         opt, lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k, total) / total)))
     det.train()
     history: list[float] = []
-    bar = progress_bar(total=total, desc=f"train {cfg.arch}", unit="step", enabled=progress)
+    bar = progress_bar(total=total, desc=f"train {name}", unit="step", enabled=progress)
     # torchvision's box samplers draw from the global generator: seed it for this run and restore it afterwards
     rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
     rng.__enter__()

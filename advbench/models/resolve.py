@@ -25,6 +25,7 @@ import copy
 import importlib.util
 import logging
 import math
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,7 +277,16 @@ def _robustbench_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
         raise UnknownNameError(f"'{spec.name}' is not in RobustBench's {dataset}/{tm.value} zoo"
                                + (f"; close matches: {', '.join(close)}" if close else ""))
     entry = table[spec.name]
-    if isinstance(entry.get("gdrive_id"), list):
+    build = entry["model"]
+    timm_name = f"{spec.name.lower().replace('-', '_')}_{dataset}_{tm.value.lower()}"
+    import timm
+
+    if timm.is_model(timm_name):  # zoo entries hosted as timm models: RobustBench builds them with timm too
+        classes_here = RB_DATASETS[dataset][0]
+
+        def build() -> nn.Module:
+            return timm.create_model(timm_name, pretrained=False, num_classes=classes_here)
+    elif isinstance(entry.get("gdrive_id"), list):
         raise ConfigError(f"robustbench: '{spec.name}' is an ensemble of several checkpoints, which advbench does not "
                           "load yet; pick a single-model entry")
     if spec.option("weights"):
@@ -294,7 +304,7 @@ def _robustbench_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
     if pre is not None:
         size = pre["crop"]
     # RobustBench models take [0,1] images; any normalization is part of the architecture.
-    return _Arch(entry["model"], f"robustbench:{dataset}/{tm.value}/{spec.name}", (3, size, size), classes,
+    return _Arch(build, f"robustbench:{dataset}/{tm.value}/{spec.name}", (3, size, size), classes,
                  None, None, pre, imagenet_synsets() if dataset == "imagenet" else None, path,
                  key_fixes=("module.", "model."))
 
@@ -630,8 +640,9 @@ def _resolve_checkpoint(spec: ModelSpec, opts: ModelOptions) -> ResolvedModel:
     if not meta.get("arch"):
         raise CheckpointError(
             f"{path} has no sidecar ({path.with_suffix('.json').name}) naming its architecture; use a spec that "
-            f"names it, e.g. 'timm:NAME?weights={path}', 'torchvision:NAME?weights={path}', "
-            f"'resnet20?weights={path}' or 'py:file.py:factory?weights={path}' (with --num-classes/--input-size), "
+            f"names it, e.g. --model {shlex.quote(f'timm:NAME?weights={path}')}, "
+            f"{shlex.quote(f'torchvision:NAME?weights={path}')}, {shlex.quote(f'resnet20?weights={path}')} or "
+            f"{shlex.quote(f'py:file.py:factory?weights={path}')} (with --num-classes/--input-size), "
             "or write the sidecar (README, 'Evaluate your own model')")
     model = load_model(path, num_classes=opts.num_classes)
     if opts.mean is not None:

@@ -9,6 +9,7 @@ images whose target task worsens by at least ``margin`` while every other task w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import nn
 from advbench.attacks.multitask import MultiTaskAttack
 from advbench.errors import ConfigError
 from advbench.multitask.tasks import evaluate_multitask, metric_change, per_sample_metrics, stealth_success
+from advbench.progress import progress_bar, step_ticks
 
 
 def _per_sample(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tensor],
@@ -34,29 +36,44 @@ def _per_sample(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.T
 
 def multitask_robustness(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tensor],
                          attack: MultiTaskAttack, *, margin: float = 0.1, tolerance: float = 0.05,
-                         batch_size: int = 32) -> dict[str, Any]:
-    """Attack ``x`` in batches and summarise (JSON-ready floats, plus per-image rows under ``samples``)."""
+                         batch_size: int = 32, progress: bool = False) -> dict[str, Any]:
+    """Attack ``x`` in batches and summarise (JSON-ready floats, plus per-image rows under ``samples``).
+    ``progress`` shows a bar on stderr counting attack steps on batches (``attack.steps`` per batch)."""
     if margin < 0 or tolerance < 0:
         raise ConfigError(f"margin and tolerance must be >= 0, got margin={margin}, tolerance={tolerance}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
     model.eval()
     try:
-        return _summarise(model, x, targets, attack, margin, tolerance, batch_size)
+        return _summarise(model, x, targets, attack, margin, tolerance, batch_size, progress)
     finally:
         model.train(was_training)
 
 
 def _summarise(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tensor], attack: MultiTaskAttack,
-               margin: float, tolerance: float, batch_size: int) -> dict[str, Any]:
+               margin: float, tolerance: float, batch_size: int, progress: bool) -> dict[str, Any]:
     adv, weights, rel, grads = [], [], [], 0
     order: list[str] = []
-    for start in range(0, x.shape[0], batch_size):
-        batch_targets = {t: v[start:start + batch_size] for t, v in targets.items()}
-        result = attack(model, x[start:start + batch_size], batch_targets)
-        adv.append(result.x_adv)
-        weights.append(result.weights)
-        rel.append(result.relative_change)
-        order, grads = result.tasks, grads + result.gradient_calls
+    steps = int(attack.steps)
+    bar = progress_bar(total=math.ceil(x.shape[0] / batch_size) * steps, desc=f"{attack.name or 'multi-task'} attack",
+                       unit="step", enabled=progress and x.shape[0] > 0)
+    try:
+        for start in range(0, x.shape[0], batch_size):
+            batch_targets = {t: v[start:start + batch_size] for t, v in targets.items()}
+            # the attack's loop is the engine's: a forward pass with gradients on is one of its steps
+            with step_ticks(bar, steps) as tick:
+                hook = model.register_forward_hook(lambda *_, tick=tick: tick() if torch.is_grad_enabled() else None)
+                try:
+                    result = attack(model, x[start:start + batch_size], batch_targets)
+                finally:
+                    hook.remove()
+            adv.append(result.x_adv)
+            weights.append(result.weights)
+            rel.append(result.relative_change)
+            order, grads = result.tasks, grads + result.gradient_calls
+    finally:
+        bar.close()
     x_adv = torch.cat(adv)
     clean_set, adv_set = evaluate_multitask(model, x, targets), evaluate_multitask(model, x_adv, targets)
     change = metric_change(clean_set, adv_set)

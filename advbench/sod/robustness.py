@@ -16,6 +16,7 @@ being measured.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from torch import nn
 from advbench.attacks.adv_cloud import CloudBudget, run_adv_cloud
 from advbench.clouds import CloudSpec, cloudify, sample_clouds
 from advbench.errors import ConfigError
+from advbench.progress import progress_bar, step_ticks
 from advbench.sod.metrics import sod_metrics
 from advbench.tasks import SOD
 
@@ -57,42 +59,49 @@ def _predict(model: nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tensor
         return torch.cat([model(x[i:i + batch]).sigmoid() for i in range(0, x.shape[0], batch)])
 
 
+#: Images per attack batch.
+ATTACK_BATCH = 64
+
+
 def _attack(model: nn.Module, x: torch.Tensor, gt: torch.Tensor, masks: torch.Tensor, cfg: CloudAttackConfig,
-            budget: CloudBudget, batch: int = 64) -> torch.Tensor:
+            budget: CloudBudget, *, bar: Any, batch: int = ATTACK_BATCH) -> torch.Tensor:
+    """The attacked images, in batches; ``bar`` advances by one per attack step on a batch (``cfg.steps`` each)."""
     out = []
     for i in range(0, x.shape[0], batch):
         xb, gb, mb = x[i:i + batch], gt[i:i + batch], masks[i:i + batch]
         rep = mb.shape[1]
+        with step_ticks(bar, cfg.steps) as tick:
+            def loss(x_adv: torch.Tensor, gb: torch.Tensor = gb, rep: int = rep, tick: Any = tick) -> torch.Tensor:
+                tick()  # the engine evaluates the loss once per step (plus once at the start: capped)
+                return SOD.loss(model(x_adv), gb.repeat_interleave(rep, dim=0))
 
-        def loss(x_adv: torch.Tensor, gb: torch.Tensor = gb, rep: int = rep) -> torch.Tensor:
-            return SOD.loss(model(x_adv), gb.repeat_interleave(rep, dim=0))
+            def success(x_adv: torch.Tensor, gb: torch.Tensor = gb, rep: int = rep) -> torch.Tensor:
+                return SOD.success(model(x_adv), gb.repeat_interleave(rep, dim=0))
 
-        def success(x_adv: torch.Tensor, gb: torch.Tensor = gb, rep: int = rep) -> torch.Tensor:
-            return SOD.success(model(x_adv), gb.repeat_interleave(rep, dim=0))
-
-        result = run_adv_cloud(xb, mb, loss, success, budget=budget, steps=cfg.steps, mode=cfg.mode)
+            result = run_adv_cloud(xb, mb, loss, success, budget=budget, steps=cfg.steps, mode=cfg.mode)
         out.append(result.x_adv)
     return torch.cat(out)
 
 
 def sod_robustness(victim: nn.Module, x: torch.Tensor, gt: torch.Tensor, *, defense: nn.Module | None = None,
                    cfg: CloudAttackConfig = CloudAttackConfig(), attacks: Sequence[str] = SOD_ATTACKS,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """The rows of the module docstring for the requested ``attacks`` (``adv-cloud``, ``pgd``):
-    ``{"rows": {name: metrics}, "cost": {...}}``.  The models' train/eval modes are restored afterwards."""
+    ``{"rows": {name: metrics}, "cost": {...}}``.  The models' train/eval modes are restored afterwards.
+    ``progress`` shows a bar on stderr counting attack steps on batches over every attacked row."""
     unknown = [a for a in attacks if a not in SOD_ATTACKS]
     if unknown:
         raise ConfigError(f"SOD robustness rows exist for {', '.join(SOD_ATTACKS)}, not {', '.join(unknown)}")
     modes = [(m, m.training) for m in (victim, defense) if m is not None]
     try:
-        return _rows(victim, x, gt, defense, cfg, list(attacks), seed)
+        return _rows(victim, x, gt, defense, cfg, list(attacks), seed, progress)
     finally:
         for module, training in modes:
             module.train(training)
 
 
 def _rows(victim: nn.Module, x: torch.Tensor, gt: torch.Tensor, defense: nn.Module | None, cfg: CloudAttackConfig,
-          attacks: list[str], seed: int) -> dict[str, Any]:
+          attacks: list[str], seed: int, progress: bool) -> dict[str, Any]:
     victim.eval()
     gen = torch.Generator().manual_seed(seed)
     spec = CloudSpec(coverage=cfg.coverage, thickness=cfg.thickness)
@@ -108,19 +117,30 @@ def _rows(victim: nn.Module, x: torch.Tensor, gt: torch.Tensor, defense: nn.Modu
     def score(name: str, model: nn.Module, images: torch.Tensor) -> None:
         rows[name] = sod_metrics(_predict(model, images), gt)
 
-    crafted = {a: _attack(victim, x, gt, *budgets[a]) for a in attacks}
-    for name, images in (("clean", x), ("cloudy", cloudy), *crafted.items()):
-        score(name, victim, images)
-    cost: dict[str, Any] = {}
-    if defense is not None:
-        defense.eval()
-        pipeline = nn.Sequential(defense, victim)
-        adaptive = {a: _attack(pipeline, x, gt, *budgets[a]) for a in attacks}
-        for name, images in (("clean", x), ("cloudy", cloudy), *adaptive.items()):
-            score(f"defended {name}", pipeline, images)
-        for name, images in crafted.items():
-            score(f"defended {name} (transfer)", pipeline, images)
-        cost = inference_cost(victim, pipeline, x)
+    passes = 2 if defense is not None else 1  # on the victim, then white-box through the defense
+    total = passes * math.ceil(b / ATTACK_BATCH) * sum(budgets[a][1].steps for a in attacks)
+    bar = progress_bar(total=total, desc="sod attacks", unit="step", enabled=progress and total > 0)
+
+    def attack(kind: str, model: nn.Module, row: str) -> torch.Tensor:
+        bar.set_postfix(row=row, refresh=False)
+        return _attack(model, x, gt, *budgets[kind], bar=bar)
+
+    try:
+        crafted = {a: attack(a, victim, a) for a in attacks}
+        for name, images in (("clean", x), ("cloudy", cloudy), *crafted.items()):
+            score(name, victim, images)
+        cost: dict[str, Any] = {}
+        if defense is not None:
+            defense.eval()
+            pipeline = nn.Sequential(defense, victim)
+            adaptive = {a: attack(a, pipeline, f"defended {a}") for a in attacks}
+            for name, images in (("clean", x), ("cloudy", cloudy), *adaptive.items()):
+                score(f"defended {name}", pipeline, images)
+            for name, images in crafted.items():
+                score(f"defended {name} (transfer)", pipeline, images)
+            cost = inference_cost(victim, pipeline, x)
+    finally:
+        bar.close()
     return {"rows": rows, "cost": cost, "n_images": b, "attacks": attacks, "attack": cfg.__dict__,
             "clouds": spec.to_dict()}
 

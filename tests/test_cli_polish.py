@@ -1,0 +1,97 @@
+"""What a user reads from the console script when the input is wrong or odd (issue 18): one-line errors that
+name the parameter, no silent acceptance, --version, flags without fake metavars, every data set listed."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from advbench.cli import main
+
+
+def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["advbench", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    from advbench.training import TrainConfig, train_and_save
+
+    path = tmp_path_factory.mktemp("polish") / "mlp.safetensors"
+    train_and_save(TrainConfig(arch="mlp", dataset="digits", epochs=2), path, progress=False)
+    return path
+
+
+@pytest.mark.parametrize(("param", "attack", "message"), [
+    ("pgd.stepz=3", "pgd", "attack 'pgd' has no parameter 'stepz'; its parameters are: norm, eps, steps"),
+    ("pgd.steps=abc", "pgd", "pgd.steps must be an integer, got 'abc'"),
+    ("fgsm.steps=3", "fgsm", "attack 'fgsm' has no parameter 'steps'"),
+    ("fgsm.steps=3", "pgd", "names attack 'fgsm', which is not in --attack"),
+    ("pgd.norm=l7", "pgd", "--param pgd.norm is not allowed: set the budget with --norm"),
+    ("square.p_init=high", "square", "square.p_init must be a number (or a fraction like 8/255)"),
+])
+def test_a_bad_param_is_one_line_naming_it(monkeypatch, capsys, tmp_path, ckpt, param, attack, message) -> None:
+    code, out, err = cli(monkeypatch, capsys, "run", "--model", str(ckpt), "--dataset", "digits", "--attack", attack,
+                         "--param", param, "--store", str(tmp_path / "r.db"))
+    assert code == 2 and message in err and "Traceback" not in err and not out
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_silent_acceptance_is_gone(monkeypatch, capsys, tmp_path, ckpt) -> None:
+    store = str(tmp_path / "r.db")
+    code, _, err = cli(monkeypatch, capsys, "run", "--model", str(ckpt), "--dataset", "digits", "--eps", "5",
+                       "--store", store)
+    assert code == 2 and "did you mean 5/255" in err
+    code, _, err = cli(monkeypatch, capsys, "run", "--model", str(ckpt), "--dataset", "digits", "--attack", "fgsm,pgd",
+                       "--steps", "2", "--eps", "0.1", "--n-samples", "20", "--store", store)
+    assert code == 0 and "--steps 2 applies to pgd; fgsm has no 'steps'" in err
+    code, _, err = cli(monkeypatch, capsys, "run", "--model", "mlp", "--dataset", "digits", "--store", store)
+    assert code == 2 and "mlp?random=true" in err and "untrained" in err
+
+
+def test_version_flags_and_listings(monkeypatch, capsys) -> None:
+    from advbench import __version__
+
+    code, out, _ = cli(monkeypatch, capsys, "--version")
+    assert code == 0 and out.startswith(f"advbench {__version__}")
+    code, out, _ = cli(monkeypatch, capsys, "run", "--help")
+    assert code == 0 and "--force" in out
+    force_line = next(line for line in out.splitlines() if "--force" in line)
+    assert "<bool>" not in force_line
+    code, out, _ = cli(monkeypatch, capsys, "list", "datasets")
+    for name in ("digits", "cifar100", "synthetic-sod", "synthetic-multitask", "evd4uav", "eorssd", "nyuv2", "coco"):
+        assert name in out
+
+
+def test_a_raw_pickle_is_refused_without_torchs_warning(tmp_path) -> None:
+    """The refusal is the only message (torch used to print its own protocol warning first)."""
+    path = tmp_path / "raw.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"w": print}, fh)  # needs code (a global) to load
+    done = subprocess.run([sys.executable, "-m", "advbench", "run", "--model", f"mlp?weights={path}", "--dataset",
+                           "digits", "--store", str(tmp_path / "r.db")], capture_output=True, text=True, timeout=120,
+                          env={"WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2
+    assert "refused" in done.stderr and "UserWarning" not in done.stderr and "weights_only" not in done.stderr
+
+
+def test_hints_are_shell_quoted(monkeypatch, capsys, tmp_path) -> None:
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    bare = folder / "net.pth"
+    import torch
+
+    torch.save({"w": torch.zeros(1)}, bare)
+    code, _, err = cli(monkeypatch, capsys, "run", "--model", str(bare), "--dataset", "digits")
+    assert code == 2 and f"'timm:NAME?weights={bare}'" in err
