@@ -145,6 +145,8 @@ def unwrap_state_dict(obj: Any, path: str | Path, *, ema: bool = False) -> tuple
             what = "an EMA copy (state_dict_ema / model_ema)" if ema else f"weights under {', '.join(NESTED_KEYS)}"
             raise CheckpointError(f"{path} holds no {what}; its top-level keys are {sorted(map(str, obj))[:8]}")
         obj = obj[key]
+        if key == "model_ema" and isinstance(obj, dict):  # torch.optim.swa_utils.AveragedModel: "module." keys
+            obj = {k: v for k, v in obj.items() if k != "n_averaged"}  # plus its update counter, not a weight
     elif ema:
         raise CheckpointError(f"{path} is a plain state dict with no EMA copy; drop ema=true")
     if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):

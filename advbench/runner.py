@@ -174,15 +174,19 @@ def load_victim(model_spec: str, dataset: str, *, seed: int = 0, device: str = "
                                          "normalization": model.normalization()}, evalset.input_shape,
                                  evalset.num_classes, warnings=[f"{model_spec}: random weights, evaluated on purpose"])
     else:
-        needs_data = spec.scheme in ("", "py", "torchscript") and options.input_size is None \
-            and not _looks_like_checkpoint(spec)
-        first = load_evaluation_set(dataset, split_seed=0, **select) if needs_data else None
+        needs_data = spec.scheme in ("", "py", "torchscript") and not _looks_like_checkpoint(spec)
+        flags_pre = None
+        if needs_data and options.input_size and _is_folder(dataset):
+            flags_pre = Preprocessing.from_crop_pct(options.input_size, options.crop_pct or 0.875,
+                                                    options.interpolation or "bilinear")
+        first = load_evaluation_set(dataset, split_seed=0, preprocessing=flags_pre, **select) if needs_data else None
         resolved = resolve_model(model_spec, options,
                                  data_shape=first.input_shape if first else None,
                                  data_classes=first.num_classes if first else None)
         split_seed = resolved.split_seed
         pre = resolved.preprocessing if _is_folder(dataset) else None
-        if first is not None and split_seed == 0 and pre is None:
+        if first is not None and split_seed == 0 and first.preprocessing == (Preprocessing(**pre).describe()
+                                                                             if pre else None):
             evalset = first
         else:
             evalset = load_evaluation_set(dataset, split_seed=split_seed,
@@ -271,6 +275,12 @@ def map_classes(resolved: ResolvedModel, class_names: tuple[str, ...], class_map
             tuple(class_names) != tuple(resolved.class_names):
         position = {name: i for i, name in enumerate(resolved.class_names)}
         mapping, source = {c: position[c] for c in class_names}, "model class names"
+    elif resolved.class_names and tuple(class_names) != tuple(resolved.class_names):
+        unknown = [c for c in class_names if c not in set(resolved.class_names)]
+        raise InputError(
+            f"data set {dataset} has classes the model does not name (e.g. {unknown[:3]}; the model's are "
+            f"{list(resolved.class_names[:3])}, ...), so its labels cannot be matched to the outputs by name; rename "
+            "the class folders, or pass --class-map FILE (lines 'CLASS_NAME MODEL_INDEX')")
     elif len(class_names) == outputs:
         return model, None
     else:

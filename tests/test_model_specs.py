@@ -286,3 +286,73 @@ def test_evaluate_is_a_function_on_every_call() -> None:
     assert out.returncode == 0, out.stderr
     a, b, is_callable = json.loads(out.stdout.strip().splitlines()[-1])
     assert a == b and is_callable
+
+
+def test_review_fixes_class_counts_seeds_and_identity(user_module, tmp_path) -> None:
+    """Numbers that used to come out wrong without an error: an int8 head's class count, a factory that never
+    saw --num-classes, unseeded random weights, an unhashed py: source, a torchvision EMA counter."""
+    import torchvision
+
+    folder, net = user_module
+    base = f"py:{folder / 'mynet.py'}:build"
+    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(net), {nn.Linear}, dtype=torch.qint8)
+    torch.save(int8.state_dict(), tmp_path / "dq.pt")
+    resolved = resolve_model(f"{base}?weights={tmp_path / 'dq.pt'}&quantized=dynamic", ModelOptions(input_size=16))
+    assert resolved.num_classes == 10
+    (tmp_path / "headed.py").write_text("import torch.nn as nn\n"
+                                        "def build(num_classes=1000):\n"
+                                        "    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, num_classes))\n")
+    headed = resolve_model(f"py:{tmp_path / 'headed.py'}:build?random=true", ModelOptions(input_size=8, num_classes=7))
+    assert headed.num_classes == 7, "--num-classes reaches a factory that takes num_classes"
+    again = resolve_model(f"py:{tmp_path / 'headed.py'}:build?random=true", ModelOptions(input_size=8, num_classes=7))
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(headed.model(x), again.model(x)), "random=true is seeded: one config, one result"
+    assert len(headed.identity["source_sha256"]) == 64
+    (tmp_path / "headed.py").write_text((tmp_path / "headed.py").read_text() + "# edited\n")
+    edited = resolve_model(f"py:{tmp_path / 'headed.py'}:build?random=true", ModelOptions(input_size=8, num_classes=7))
+    assert edited.identity["source_sha256"] != headed.identity["source_sha256"]
+    with pytest.raises(ConfigError, match="outputs 1000 logits but 7"):
+        (tmp_path / "fixed.py").write_text("import torch.nn as nn\n"
+                                           "def build():\n"
+                                           "    return nn.Sequential(nn.Flatten(), nn.Linear(192, 1000))\n")
+        resolve_model(f"py:{tmp_path / 'fixed.py'}:build?random=true", ModelOptions(input_size=8, num_classes=7))
+    tv = torchvision.models.get_model("mobilenet_v3_small", weights=None, num_classes=4)
+    averaged = torch.optim.swa_utils.AveragedModel(tv)
+    torch.save({"model": tv.state_dict(), "model_ema": averaged.state_dict()}, tmp_path / "ref.pth")
+    ema = resolve_model(f"torchvision:mobilenet_v3_small?weights={tmp_path / 'ref.pth'}&ema=true")
+    assert ema.num_classes == 4
+
+
+def test_review_fixes_class_names_preprocessing_and_data_shape(tmp_path) -> None:
+    import timm
+
+    from advbench.runner import load_victim, map_classes
+
+    torch.manual_seed(0)
+    path = tmp_path / "in1k.pth"
+    torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), path)
+    resolved = resolve_model(f"timm:test_resnet?weights={path}")
+    numbered = tuple(str(i) for i in range(1000))
+    with pytest.raises(Exception, match="cannot be matched to the outputs by name.*--class-map"):
+        map_classes(resolved, numbered, None, "m", "folder")
+    with pytest.raises(ConfigError, match="Crop288"):
+        _refused_robustbench_preprocessing()
+    torch.manual_seed(0)
+    from advbench.models import create_model
+
+    cnn = create_model("small_cnn", input_shape=(1, 8, 8), num_classes=10).net
+    torch.save(cnn.state_dict(), tmp_path / "cnn.pt")
+    victim = load_victim(f"small_cnn?weights={tmp_path / 'cnn.pt'}", "digits", n_samples=10,
+                         options=ModelOptions(input_size=8, num_classes=10))
+    assert tuple(victim.x.shape[1:]) == (1, 8, 8), "the channel count comes from the data, not a 3-channel guess"
+
+
+def _refused_robustbench_preprocessing():
+    from advbench.models.resolve import RB_UNSUPPORTED_PREPROCESSING, import_robustbench
+
+    zoo, dataset_enum, threat_enum = import_robustbench()
+    table = zoo.model_dicts[dataset_enum("imagenet")][threat_enum("Linf")]
+    name = next(k for k, v in table.items() if v.get("preprocessing") == "Crop288")
+    assert "Crop288" in RB_UNSUPPORTED_PREPROCESSING
+    resolve_model(f"robustbench:{name}?dataset=imagenet&weights=/nowhere.pt")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import inspect
 import logging
 import math
 import shlex
@@ -118,6 +119,8 @@ class _Arch:
     weights_path: Path | None = None
     key_fixes: tuple[str, ...] = ()
     state: dict[str, torch.Tensor] | None = None  # weights read early (to take the class count from them)
+    source_sha256: str | None = None  # a py: model's file
+    optional_buffers: tuple[str, ...] = ()  # buffer names a checkpoint may lack (the architecture's values stay)
 
 
 def preprocessing_entry(crop: int, crop_pct: float, interpolation: str) -> dict[str, Any]:
@@ -146,9 +149,13 @@ def _peek_classes(spec: ModelSpec, opts: ModelOptions, default: int, head: str |
     key = f"{head}.weight" if head else None
     if key is None or key not in state:
         matrices = [k for k, v in state.items() if k.endswith(".weight") and getattr(v, "ndim", 0) == 2]
-        key = matrices[-1] if matrices else None
-    rows = int(state[key].shape[0]) if key else default
-    return rows, state
+        packed = [k for k, v in state.items() if k.endswith("_packed_params._packed_params")]  # int8 Linear
+        key = (packed or matrices or [None])[-1]
+    if key is None:
+        return default, state
+    value = state[key]
+    weight = value[0] if isinstance(value, tuple) else value
+    return int(weight.shape[0]), state
 
 
 # --------------------------------------------------------------------------------------------------- schemes
@@ -200,13 +207,13 @@ def _torchvision_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
     crop, resize, interpolation, mean, std, default_classes = 224, 256, "bilinear", IMAGENET_MEAN, IMAGENET_STD, 1000
     try:
         enum = torchvision.models.get_model_weights(name)
-        weights = next(iter(enum))
+        weights = enum.DEFAULT
         t = weights.transforms()  # metadata only: nothing is downloaded
         crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
         interpolation = t.interpolation.value
         mean, std = tuple(t.mean), tuple(t.std)
         default_classes = len(weights.meta.get("categories") or []) or 1000
-    except (ValueError, StopIteration, AttributeError, TypeError):
+    except (ValueError, StopIteration, AttributeError, TypeError, KeyError):
         pass
     classes, state = _peek_classes(spec, opts, default_classes, None)
     size = opts.input_size or crop
@@ -218,7 +225,9 @@ def _torchvision_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
     def build() -> nn.Module:
         kwargs: dict[str, Any] = {"weights": None, "num_classes": classes}
         if name.startswith(("inception", "googlenet")):
-            kwargs.update(aux_logits=False, init_weights=False)
+            # as torchvision builds them for its own weights: auxiliary heads present (their keys are in the
+            # checkpoints; eval mode does not use them) and transform_input on
+            kwargs.update(aux_logits=True, init_weights=False, transform_input=True)
         return torchvision.models.get_model(name, **kwargs)
 
     return _Arch(build, f"torchvision:{name}", (3, size, size), int(classes), mean, std, pre,
@@ -255,9 +264,10 @@ RB_DATASETS = {"cifar10": (10, 32), "cifar100": (100, 32), "imagenet": (1000, 22
 RB_PREPROCESSING = {
     "Res256Crop224": {"resize": 256, "crop": 224, "interpolation": "bilinear"},
     "BicubicRes256Crop224": {"resize": 256, "crop": 224, "interpolation": "bicubic"},
-    "Crop288": {"resize": 288, "crop": 288, "interpolation": "bilinear"},
-    "Res224": {"resize": 224, "crop": 224, "interpolation": "bilinear"},
 }
+#: RobustBench preprocessings that are not "resize the shorter side, centre-crop": Crop288 crops at the native
+#: size, Res224 squashes to 224x224.  advbench's preprocessing cannot reproduce them yet, so they are refused.
+RB_UNSUPPORTED_PREPROCESSING = ("Crop288", "Res224")
 
 
 def _robustbench_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
@@ -289,6 +299,10 @@ def _robustbench_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
     elif isinstance(entry.get("gdrive_id"), list):
         raise ConfigError(f"robustbench: '{spec.name}' is an ensemble of several checkpoints, which advbench does not "
                           "load yet; pick a single-model entry")
+    if entry.get("preprocessing") in RB_UNSUPPORTED_PREPROCESSING:
+        raise ConfigError(f"robustbench: '{spec.name}' is evaluated by RobustBench with its '{entry['preprocessing']}' "
+                          "preprocessing (not resize + centre crop), which advbench cannot reproduce yet; its numbers "
+                          "would not be comparable")
     if spec.option("weights"):
         path = Path(str(spec.option("weights"))).expanduser()
     else:  # RobustBench's own layout: <model_dir>/<dataset>/<threat>/<name>.pt
@@ -306,7 +320,7 @@ def _robustbench_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
     # RobustBench models take [0,1] images; any normalization is part of the architecture.
     return _Arch(build, f"robustbench:{dataset}/{tm.value}/{spec.name}", (3, size, size), classes,
                  None, None, pre, imagenet_synsets() if dataset == "imagenet" else None, path,
-                 key_fixes=("module.", "model."))
+                 key_fixes=("module.", "model."), optional_buffers=("mu", "sigma", "mean", "std"))
 
 
 def _py_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
@@ -328,16 +342,22 @@ def _py_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
         fn = getattr(module, factory, None)
         if not callable(fn):
             raise ConfigError(f"{path} has no callable '{factory}'")
-        net = fn(**kwargs)
+        call = dict(kwargs)
+        classes = opts.num_classes or spec.option("num_classes")
+        if classes and "num_classes" in inspect.signature(fn).parameters:
+            call["num_classes"] = int(classes)
+        net = fn(**call)
         if not isinstance(net, nn.Module):
             raise ConfigError(f"{path}:{factory}() returned a {type(net).__name__}, not a torch.nn.Module")
         return net
 
     size = opts.input_size
-    return _Arch(build, f"py:{path.name}:{factory}", (3, size, size) if size else None,
+    arch = _Arch(build, f"py:{path.name}:{factory}", (3, size, size) if size else None,
                  opts.num_classes or spec.option("num_classes"), None, None,
                  preprocessing_entry(size, opts.crop_pct or 0.875, opts.interpolation or "bilinear")
                  if size and opts.crop_pct else None)
+    arch.source_sha256 = file_sha256(path)  # the architecture is the user's code: its text is part of the identity
+    return arch
 
 
 def _registered_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
@@ -381,12 +401,21 @@ def _fit_keys(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], fixe
 
 
 def load_weights_into(net: nn.Module, path: Path, *, ema: bool, fixes: tuple[str, ...], what: str,
-                      state: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, Any], torch.dtype]:
-    """Load a local weights file into ``net`` strictly; returns its provenance entry and the weights' dtype."""
+                      state: dict[str, torch.Tensor] | None = None, optional_buffers: tuple[str, ...] = ()
+                      ) -> tuple[dict[str, Any], torch.dtype]:
+    """Load a local weights file into ``net`` strictly; returns its provenance entry and the weights' dtype.
+
+    ``optional_buffers``: buffer names (last component) a checkpoint may lack, such as the normalization
+    constants RobustBench architectures define themselves (RobustBench loads those files non-strictly); the
+    architecture's values are kept and the entry lists them."""
     if state is None:
         state, _ = read_checkpoint(path, ema=ema)
     state = _fit_keys(state, net.state_dict(), fixes)
     own = net.state_dict()
+    buffers = {name for name, _ in net.named_buffers()}
+    kept = sorted(k for k in set(own) - set(state) if k in buffers and k.rsplit(".", 1)[-1] in optional_buffers)
+    if kept:
+        state = {**state, **{k: own[k] for k in kept}}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if hasattr(state[k], "shape") and own[k].shape != state[k].shape)
@@ -397,7 +426,10 @@ def load_weights_into(net: nn.Module, path: Path, *, ema: bool, fixes: tuple[str
     floats = [v.dtype for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
     dtype = max(set(floats), key=floats.count) if floats else torch.float32
     net.load_state_dict(state)
-    return {"path": str(path), "sha256": file_sha256(path), "ema": bool(ema)}, dtype
+    entry: dict[str, Any] = {"path": str(path), "sha256": file_sha256(path), "ema": bool(ema)}
+    if kept:
+        entry["kept_architecture_buffers"] = kept
+    return entry, dtype
 
 
 def _quantize(net: nn.Module, mode: str, input_shape: tuple[int, int, int]) -> nn.Module:
@@ -511,16 +543,20 @@ def resolve_model(text: str, opts: ModelOptions | None = None, *, data_shape: tu
                           + (", dataset, threat, model_dir" if spec.scheme == "robustbench" else ""))
     arch = ARCH_SCHEMES[spec.scheme](spec, opts) if spec.scheme else _registered_arch(spec, opts)
     shape = arch.input_shape or (tuple(data_shape) if data_shape else None)
+    if shape is not None and data_shape and spec.scheme in ("", "py"):
+        shape = (int(data_shape[0]), *shape[1:])  # the channel count is the data's (grayscale or RGB)
     classes = arch.num_classes or data_classes
-    if spec.scheme == "":
-        if shape is None or classes is None:
-            raise ConfigError(f"'{text}' needs an input shape and a class count: pass --input-size and "
-                              "--num-classes, or a data set")
-        if opts.input_size and data_shape:
-            shape = (data_shape[0], opts.input_size, opts.input_size)
-        net = arch.build(shape, int(classes))  # type: ignore[call-arg]
-    else:
-        net = arch.build()
+    # Initialisation is seeded (weights that are loaded overwrite it; random=true runs are reproducible) and
+    # leaves the global RNG as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if spec.scheme == "":
+            if shape is None or classes is None:
+                raise ConfigError(f"'{text}' needs an input shape and a class count: pass --input-size and "
+                                  "--num-classes, or a data set")
+            net = arch.build(shape, int(classes))  # type: ignore[call-arg]
+        else:
+            net = arch.build()
     weights_option = spec.option("weights") or (str(arch.weights_path) if arch.weights_path else None)
     quantized = spec.option("quantized")
     warnings_out: list[str] = []
@@ -534,9 +570,10 @@ def resolve_model(text: str, opts: ModelOptions | None = None, *, data_shape: tu
     if weights_option:
         path = Path(str(weights_option)).expanduser()
         weights, dtype = load_weights_into(net, path, ema=bool(spec.option("ema", False)), fixes=arch.key_fixes,
-                                           what=f"architecture '{arch.arch}'", state=arch.state)
+                                           what=f"architecture '{arch.arch}'", state=arch.state,
+                                           optional_buffers=arch.optional_buffers)
     elif spec.option("random") is True:
-        warnings_out.append(f"{text}: random weights, evaluated on purpose")
+        warnings_out.append(f"{text}: random weights (initialised with seed 0), evaluated on purpose")
     else:
         raise ConfigError(f"model spec '{text}' gives no weights, so it would evaluate an untrained network; add "
                           "'?weights=PATH' (a local file: nothing is downloaded), or '?random=true' to evaluate "
@@ -545,17 +582,30 @@ def resolve_model(text: str, opts: ModelOptions | None = None, *, data_shape: tu
         raise ConfigError(f"model spec '{text}': weights= and random=true contradict each other; drop one")
     if shape is None:
         raise ConfigError(f"'{text}' needs --input-size (or a data set to take it from)")
-    if classes is None:
-        with torch.no_grad():
-            classes = int(net.eval()(torch.zeros(1, *shape)).shape[1])
+    with torch.no_grad():
+        try:
+            width = int(net.eval()(torch.zeros(1, *shape)).reshape(1, -1).shape[1])
+        except RuntimeError as err:
+            raise ConfigError(f"'{text}' does not run on inputs of shape {tuple(shape)} ({str(err).splitlines()[0]}); "
+                              "check --input-size and the data set") from err
+    if classes is not None and width != int(classes):
+        raise ConfigError(f"'{text}' outputs {width} logits but {classes} classes were expected; pass --num-classes "
+                          f"{width}, or check that the factory or weights build the classifier you mean")
+    classes = width
     channels = shape[0]
     mean = opts.mean or arch.mean or (0.0,) * channels
     std = opts.std or arch.std or (1.0,) * channels
+    if opts.mean is None and arch.mean is None and spec.scheme in ("", "py") and not arch.arch.startswith(
+            ("wrn-", "preact-", "resnet18-cifar", "resnet50-cifar")):
+        warnings_out.append(f"{text}: no --mean/--std given, so the network receives [0,1] images without "
+                            "normalization")
     model: nn.Module = NormalizedModel(net, mean=mean, std=std, input_shape=shape, num_classes=int(classes),
                                        arch=arch.arch).eval()
     identity: dict[str, Any] = {"spec": text, "name": _display_name(spec), "arch": arch.arch, "weights": weights,
                                 "num_classes": int(classes), "input_shape": list(shape),
                                 "normalization": {"mean": list(mean), "std": list(std)}}
+    if arch.source_sha256:
+        identity["source_sha256"] = arch.source_sha256
     resolved = ResolvedModel(model, identity, tuple(shape), int(classes), _preprocessing(arch, opts, shape),
                              arch.class_names if int(classes) == len(arch.class_names or ()) else None,
                              warnings=warnings_out)
@@ -574,6 +624,8 @@ def _display_name(spec: ModelSpec) -> str:
 
 
 def _preprocessing(arch: _Arch, opts: ModelOptions, shape) -> dict[str, Any] | None:
+    if arch.preprocessing and not (opts.input_size or opts.crop_pct):
+        return {**arch.preprocessing, "interpolation": opts.interpolation or arch.preprocessing["interpolation"]}
     if opts.input_size or opts.crop_pct or opts.interpolation:
         size = opts.input_size or (arch.preprocessing or {}).get("crop") or shape[1]
         pct = opts.crop_pct or (size / arch.preprocessing["resize"] if arch.preprocessing else 0.875)
@@ -606,7 +658,7 @@ def _declare_gradients(resolved: ResolvedModel, spec: ModelSpec, *, quantized: s
         raise ConfigError(f"'{spec.text}': give surrogate= or gradients=bpda, not both")
     surrogate: nn.Module | None = None
     if surrogate_spec:
-        sur = resolve_model(str(surrogate_spec), ModelOptions(), data_shape=resolved.input_shape,
+        sur = resolve_model(str(surrogate_spec), _surrogate_options(resolved), data_shape=resolved.input_shape,
                             data_classes=resolved.num_classes)
         surrogate = sur.model
         resolved.identity["gradients"] = {"surrogate": sur.identity}
@@ -624,6 +676,16 @@ def _declare_gradients(resolved: ResolvedModel, spec: ModelSpec, *, quantized: s
         resolved.model = GradientSurrogate(resolved.model, surrogate).eval()
         resolved.differentiable = True
     resolved.model.differentiable = resolved.differentiable
+
+
+def _surrogate_options(victim: ResolvedModel) -> ModelOptions:
+    """A surrogate sees what the victim sees: same input size and normalization (a differently normalized
+    surrogate's gradients would point elsewhere and overstate robustness)."""
+    norm = victim.identity.get("normalization") or {}
+    shape = victim.input_shape
+    return ModelOptions(input_size=int(shape[1]) if shape else None,
+                        mean=tuple(norm["mean"]) if norm.get("mean") else None,
+                        std=tuple(norm["std"]) if norm.get("std") else None)
 
 
 def _is_file_spec(name: str) -> bool:
@@ -674,7 +736,12 @@ def _resolve_torchscript(spec: ModelSpec, opts: ModelOptions, data_shape) -> Res
         net = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as err:
         raise CheckpointError(f"{path} is not a readable TorchScript archive ({str(err).splitlines()[0]})") from err
-    shape = (3, opts.input_size, opts.input_size) if opts.input_size else (tuple(data_shape) if data_shape else None)
+    unknown = sorted(set(spec.options) - {"surrogate"})
+    if unknown:
+        raise ConfigError(f"model spec '{spec.text}': TorchScript specs take only surrogate=PATH, not {unknown}")
+    channels = int(data_shape[0]) if data_shape else 3
+    shape = (channels, opts.input_size, opts.input_size) if opts.input_size else \
+        (tuple(data_shape) if data_shape else None)
     if shape is None:
         raise ConfigError(f"'{spec.text}': TorchScript models need --input-size (or a data set to take it from)")
     mean = opts.mean or (0.0,) * shape[0]
@@ -687,7 +754,9 @@ def _resolve_torchscript(spec: ModelSpec, opts: ModelOptions, data_shape) -> Res
                 "input_shape": list(shape), "normalization": {"mean": list(mean), "std": list(std)}}
     resolved = ResolvedModel(model.eval(), identity, shape, classes,
                              preprocessing_entry(shape[1], opts.crop_pct or 0.875, opts.interpolation or "bilinear")
-                             if opts.crop_pct else None)
+                             if (opts.crop_pct or opts.input_size) else None)
+    floats = [p.dtype for p in net.parameters() if p.is_floating_point()]
+    _apply_dtype(resolved, max(set(floats), key=floats.count) if floats else torch.float32, opts)
     x = torch.zeros(1, *shape, requires_grad=True)
     try:
         with torch.enable_grad():
@@ -697,7 +766,8 @@ def _resolve_torchscript(spec: ModelSpec, opts: ModelOptions, data_shape) -> Res
     resolved.differentiable = differentiable
     resolved.identity["gradients"] = "model" if differentiable else "none (black-box attacks only)"
     if spec.option("surrogate"):
-        sur = resolve_model(str(spec.option("surrogate")), ModelOptions(), data_shape=shape, data_classes=classes)
+        sur = resolve_model(str(spec.option("surrogate")), _surrogate_options(resolved), data_shape=shape,
+                            data_classes=classes)
         resolved.model = GradientSurrogate(resolved.model, sur.model).eval()
         resolved.identity["gradients"] = {"surrogate": sur.identity}
         resolved.differentiable = True
