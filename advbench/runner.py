@@ -189,7 +189,8 @@ def load_victim(model_spec: str, dataset: str, *, seed: int = 0, device: str = "
                                                                              if pre else None):
             evalset = first
         else:
-            evalset = load_evaluation_set(dataset, split_seed=split_seed,
+            channels = resolved.input_shape[0] if resolved.input_shape and resolved.input_shape[0] in (1, 3) else None
+            evalset = load_evaluation_set(dataset, split_seed=split_seed, channels=channels,
                                           preprocessing=Preprocessing(**pre) if pre else None, **select)
     warnings_out += [*resolved.warnings, *evalset.warnings]
     x, y = evalset.x, evalset.y

@@ -324,7 +324,8 @@ def _training_classes(root: Path, tree: Path) -> tuple[str, ...] | None:
     return names or None
 
 
-def _folder_source(arg: str | None, preprocessing: Preprocessing | None, split_seed: int) -> _Source:
+def _folder_source(arg: str | None, preprocessing: Preprocessing | None, split_seed: int,
+                   channels: int | None = None) -> _Source:
     spec = imagefolder.parse_folder_arg(arg)
     if spec.size is not None and preprocessing is not None:
         raise DatasetError(f"'{spec.spec}' resizes every image to {spec.size}x{spec.size} with '?size=', but a "
@@ -344,20 +345,22 @@ def _folder_source(arg: str | None, preprocessing: Preprocessing | None, split_s
     ids = tuple(path.relative_to(tree_root).as_posix() for path in paths)
 
     def read(positions: np.ndarray) -> torch.Tensor:
-        return _decode_images(spec, [paths[i] for i in positions], preprocessing)
+        return _decode_images(spec, [paths[i] for i in positions], preprocessing, channels)
 
     return _Source(split, labels, ids, class_names, read)
 
 
 def _decode_images(spec: imagefolder.FolderSpec, paths: list[Path],
-                   preprocessing: Preprocessing | None) -> torch.Tensor:
-    """Decode just ``paths`` into one float32 NCHW tensor (1 channel if all are grayscale, else RGB)."""
+                   preprocessing: Preprocessing | None, channels: int | None = None) -> torch.Tensor:
+    """Decode just ``paths`` into one float32 NCHW tensor: ``channels`` (1 or 3, the model's) when given, else
+    1 channel if all are grayscale and RGB otherwise (so a selection of grayscale images from an RGB folder
+    still gives a model its 3 channels)."""
     out: torch.Tensor | None = None
     first: tuple[Path, tuple[int, int]] | None = None
-    all_gray = True
+    all_gray = channels != 3
     for k, path in enumerate(paths):
         img = imagefolder.read_image(path)
-        gray = img.mode in imagefolder.GRAY_MODES
+        gray = img.mode in imagefolder.GRAY_MODES if channels is None else channels == 1
         all_gray &= gray
         img = img.convert("L" if gray else "RGB")
         if preprocessing is not None:
@@ -382,9 +385,9 @@ def _decode_images(spec: imagefolder.FolderSpec, paths: list[Path],
 
 
 def _source(scheme: str, arg: str | None, spec: str, preprocessing: Preprocessing | None,
-            split_seed: int) -> _Source:
+            split_seed: int, channels: int | None = None) -> _Source:
     if scheme == "imagefolder":
-        return _folder_source(arg, preprocessing, split_seed)
+        return _folder_source(arg, preprocessing, split_seed, channels)
     if scheme in LAYOUTS:
         x, labels, class_names = read_test_set(LAYOUTS[scheme], arg)
         return _array_source(x, labels, class_names, preprocessing)
@@ -532,8 +535,11 @@ def _checked_int(name: str, value: object, *, minimum: int | None = None, need: 
 
 def load_evaluation_set(spec: str, *, n_samples: int | None = None, selection: str = "balanced", seed: int = 0,
                         split_seed: int = 0, preprocessing: Preprocessing | None = None,
-                        samples: str | Path | None = None) -> EvaluationSet:
+                        samples: str | Path | None = None, channels: int | None = None) -> EvaluationSet:
     """The samples of ``spec`` an evaluation runs on (see the module docstring for sources and conventions).
+
+    ``channels`` (1 or 3, the model's input channels) fixes how image-folder files are decoded; without it a
+    folder's selection is grayscale only when every selected image is.
 
     ``n_samples``: how many (``None``: all); ``selection``: ``"balanced"`` (seeded by ``seed``) or
     ``"first"``; ``samples``: a sample list file, which takes precedence over ``selection`` (``"list"``
@@ -556,7 +562,9 @@ def load_evaluation_set(spec: str, *, n_samples: int | None = None, selection: s
     scheme, arg = parse_spec(spec)
     DATASETS.get(scheme)  # fail fast with the list of known names
     spec = spec.strip()
-    source = _source(scheme, arg, spec, preprocessing, split_seed)
+    if channels not in (None, 1, 3):
+        raise ConfigError(f"channels must be 1 or 3 (the model's input channels), got {channels!r}")
+    source = _source(scheme, arg, spec, preprocessing, split_seed, channels)
     available = len(source.labels)
     warnings: list[str] = []
     if samples is not None:

@@ -408,3 +408,27 @@ def test_bad_arguments_say_what_is_valid(tmp_path: Path) -> None:
     _write_png_classes(tmp_path / "train", ("a",), 1)
     with pytest.raises(DatasetError, match=r"no 'val/' or 'test/'.*\?split=train"):
         load_evaluation_set(_spec(tmp_path))
+
+
+def test_the_models_channel_count_decides_how_a_folder_is_decoded(tmp_path) -> None:
+    """A selection that happens to hold only grayscale files of an RGB folder still gives an RGB model 3
+    channels (the model's channel count is passed in); without it, the old rule (all gray -> 1) holds."""
+    from PIL import Image
+
+    from advbench.datasets.evaluation_set import load_evaluation_set
+
+    for c, mode in enumerate(("L", "RGB")):
+        folder = tmp_path / f"c{c}"
+        folder.mkdir()
+        Image.new(mode, (8, 8), 100 if mode == "L" else (100, 20, 30)).save(folder / "a.png")
+    spec = f"imagefolder:{tmp_path}"
+    gray_only = load_evaluation_set(spec, samples=_write_list(tmp_path, ["c0/a.png"]))
+    assert gray_only.x.shape[1] == 1
+    forced = load_evaluation_set(spec, samples=_write_list(tmp_path, ["c0/a.png"]), channels=3)
+    assert forced.x.shape[1] == 3 and bool((forced.x[:, 0] == forced.x[:, 1]).all())
+
+
+def _write_list(folder, names):
+    path = folder / "ids.txt"
+    path.write_text("\n".join(names) + "\n")
+    return path
