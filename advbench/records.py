@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_PACKAGES = ("torch", "torchvision", "timm", "torchattacks", "numpy", "advbench")
+_PACKAGES = ("torch", "torchvision", "timm", "torchattacks", "pyautoattack", "robustbench", "numpy", "advbench")
 
 
 def canonical_json(obj: Any) -> str:
