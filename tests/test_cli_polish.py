@@ -10,19 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from advbench.cli import main
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["advbench", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
@@ -41,35 +28,35 @@ def ckpt(tmp_path_factory) -> Path:
     ("pgd.norm=l7", "pgd", "--param pgd.norm is not allowed: set the budget with --norm"),
     ("square.p_init=high", "square", "square.p_init must be a number (or a fraction like 8/255)"),
 ])
-def test_a_bad_param_is_one_line_naming_it(monkeypatch, capsys, tmp_path, ckpt, param, attack, message) -> None:
-    code, out, err = cli(monkeypatch, capsys, "run", "--model", str(ckpt), "--dataset", "digits", "--attack", attack,
+def test_a_bad_param_is_one_line_naming_it(run_cli, tmp_path, ckpt, param, attack, message) -> None:
+    code, out, err = run_cli("run", "--model", str(ckpt), "--dataset", "digits", "--attack", attack,
                          "--param", param, "--store", str(tmp_path / "r.db"))
     assert code == 2 and message in err and "Traceback" not in err and not out
     assert not (tmp_path / "r.db").exists()
 
 
-def test_silent_acceptance_is_gone(monkeypatch, capsys, tmp_path, ckpt) -> None:
+def test_silent_acceptance_is_gone(run_cli, tmp_path, ckpt) -> None:
     store = str(tmp_path / "r.db")
-    code, _, err = cli(monkeypatch, capsys, "run", "--model", str(ckpt), "--dataset", "digits", "--eps", "5",
+    code, _, err = run_cli("run", "--model", str(ckpt), "--dataset", "digits", "--eps", "5",
                        "--store", store)
     assert code == 2 and "did you mean 5/255" in err
-    code, _, err = cli(monkeypatch, capsys, "run", "--model", str(ckpt), "--dataset", "digits", "--attack", "fgsm,pgd",
+    code, _, err = run_cli("run", "--model", str(ckpt), "--dataset", "digits", "--attack", "fgsm,pgd",
                        "--steps", "2", "--eps", "0.1", "--n-samples", "20", "--store", store)
     assert code == 0 and "--steps 2 applies to pgd; fgsm has no 'steps'" in err
-    code, _, err = cli(monkeypatch, capsys, "run", "--model", "mlp", "--dataset", "digits", "--store", store)
+    code, _, err = run_cli("run", "--model", "mlp", "--dataset", "digits", "--store", store)
     assert code == 2 and "mlp?random=true" in err and "untrained" in err
 
 
-def test_version_flags_and_listings(monkeypatch, capsys) -> None:
+def test_version_flags_and_listings(run_cli) -> None:
     from advbench import __version__
 
-    code, out, _ = cli(monkeypatch, capsys, "--version")
+    code, out, _ = run_cli("--version")
     assert code == 0 and out.startswith(f"advbench {__version__}")
-    code, out, _ = cli(monkeypatch, capsys, "run", "--help")
+    code, out, _ = run_cli("run", "--help")
     assert code == 0 and "--force" in out
     force_line = next(line for line in out.splitlines() if "--force" in line)
     assert "<bool>" not in force_line
-    code, out, _ = cli(monkeypatch, capsys, "list", "datasets")
+    code, out, _ = run_cli("list", "datasets")
     for name in ("digits", "cifar100", "synthetic-sod", "synthetic-multitask", "evd4uav", "eorssd", "nyuv2", "coco"):
         assert name in out
 
@@ -86,12 +73,12 @@ def test_a_raw_pickle_is_refused_without_torchs_warning(tmp_path) -> None:
     assert "refused" in done.stderr and "UserWarning" not in done.stderr and "weights_only" not in done.stderr
 
 
-def test_hints_are_shell_quoted(monkeypatch, capsys, tmp_path) -> None:
+def test_hints_are_shell_quoted(run_cli, tmp_path) -> None:
     folder = tmp_path / "my models"
     folder.mkdir()
     bare = folder / "net.pth"
     import torch
 
     torch.save({"w": torch.zeros(1)}, bare)
-    code, _, err = cli(monkeypatch, capsys, "run", "--model", str(bare), "--dataset", "digits")
+    code, _, err = run_cli("run", "--model", str(bare), "--dataset", "digits")
     assert code == 2 and f"'timm:NAME?weights={bare}'" in err

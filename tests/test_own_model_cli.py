@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,25 +20,15 @@ import pytest
 import torch
 from PIL import Image
 
-from advbench.cli import main
 from advbench.store import ResultsStore
 
 N_CLASSES, PER_CLASS = 10, 100
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["advbench", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
-def run_json(monkeypatch, capsys, *args: str) -> dict:
-    code, out, err = cli(monkeypatch, capsys, "run", *args, "--json")
+def run_json(run_cli, *args: str) -> dict:
+    code, out, err = run_cli("run", *args, "--json")
     assert code == 0, err
     return json.loads(out)
 
@@ -79,7 +68,7 @@ def timm_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def test_imagefolder_with_a_timm_model(monkeypatch, capsys, tmp_path, imagenet_val, timm_checkpoint) -> None:
+def test_imagefolder_with_a_timm_model(run_cli, tmp_path, imagenet_val, timm_checkpoint) -> None:
     import timm
 
     root, synsets = imagenet_val
@@ -87,7 +76,7 @@ def test_imagefolder_with_a_timm_model(monkeypatch, capsys, tmp_path, imagenet_v
     model = f"timm:test_resnet?weights={timm_checkpoint}"
     args = ("--model", model, "--dataset", f"imagefolder:{root}", "--attack", "fgsm", "--eps", "2/255",
             "--n-samples", "100", "--store", str(store))
-    out = run_json(monkeypatch, capsys, *args)
+    out = run_json(run_cli, *args)
     cfg = timm.models.get_pretrained_cfg("test_resnet").to_dict()
     crop = cfg["input_size"][1]
     assert out["n"] == 100
@@ -103,28 +92,28 @@ def test_imagefolder_with_a_timm_model(monkeypatch, capsys, tmp_path, imagenet_v
     assert out["config"]["data"]["class_map"]["indices"] == [1000 // N_CLASSES * c for c in range(N_CLASSES)]
     assert labels_of(store, out["run_id"]) == Counter({c: 10 for c in range(N_CLASSES)}), "class-balanced"
     assert {"attacks", "seed", "versions", "code_version", "device", "dtype"} <= set(out)
-    again = run_json(monkeypatch, capsys, *args)
+    again = run_json(run_cli, *args)
     assert again["skipped"] and again["config_hash"] == out["config_hash"]
-    other_seed = run_json(monkeypatch, capsys, *args, "--seed", "1")
+    other_seed = run_json(run_cli, *args, "--seed", "1")
     assert other_seed["config_hash"] != out["config_hash"] and not other_seed["skipped"]
     assert other_seed["selection"]["ids_sha256"] != out["selection"]["ids_sha256"]
 
 
 @pytest.mark.slow
-def test_imagefolder_with_a_torchvision_model_whole_and_capped(monkeypatch, capsys, tmp_path, imagenet_val) -> None:
+def test_imagefolder_with_a_torchvision_model_whole_and_capped(run_cli, tmp_path, imagenet_val) -> None:
     import torchvision
 
     root, _ = imagenet_val
     torch.manual_seed(0)
     path = tmp_path / "mnv3.pth"
     torch.save(torchvision.models.get_model("mobilenet_v3_small", weights=None).state_dict(), path)
-    out = run_json(monkeypatch, capsys, "--model", f"torchvision:mobilenet_v3_small?weights={path}", "--dataset",
+    out = run_json(run_cli, "--model", f"torchvision:mobilenet_v3_small?weights={path}", "--dataset",
                    f"imagefolder:{root}", "--attack", "fgsm", "--eps", "1/255", "--n-samples", "1000",
                    "--batch-size", "250", "--store", str(tmp_path / "r.db"))
     assert out["n"] == N_CLASSES * PER_CLASS, "an image folder is evaluated as it stands, never split"
     assert out["preprocessing"] == {"resize": 256, "crop": 224, "interpolation": "bilinear"}
     assert labels_of(tmp_path / "r.db", out["run_id"]) == Counter({c: PER_CLASS for c in range(N_CLASSES)})
-    capped = run_json(monkeypatch, capsys, "--model", f"torchvision:mobilenet_v3_small?weights={path}", "--dataset",
+    capped = run_json(run_cli, "--model", f"torchvision:mobilenet_v3_small?weights={path}", "--dataset",
                       f"imagefolder:{root}", "--attack", "fgsm", "--eps", "1/255", "--n-samples", "5000",
                       "--selection", "first", "--store", str(tmp_path / "r.db"))
     assert capped["n"] == 1000
@@ -145,7 +134,7 @@ def _write_cifar_test_only(folder: Path, n: int = 500) -> None:
                     fh)
 
 
-def test_cifar10_test_batch_only_with_a_robustbench_wideresnet(monkeypatch, capsys, tmp_path) -> None:
+def test_cifar10_test_batch_only_with_a_robustbench_wideresnet(run_cli, tmp_path) -> None:
     from advbench.models.resolve import import_robustbench
 
     zoo, dataset_enum, threat_enum = import_robustbench()
@@ -156,7 +145,7 @@ def test_cifar10_test_batch_only_with_a_robustbench_wideresnet(monkeypatch, caps
     torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}},
                model_dir / "cifar10" / "Linf" / "Standard.pt")
     _write_cifar_test_only(tmp_path / "cifar-10-batches-py")
-    out = run_json(monkeypatch, capsys, "--model", f"robustbench:Standard?model_dir={model_dir}", "--dataset",
+    out = run_json(run_cli, "--model", f"robustbench:Standard?model_dir={model_dir}", "--dataset",
                    f"cifar10:{tmp_path}", "--attack", "fgsm", "--eps", "8/255", "--n-samples", "20",
                    "--store", str(tmp_path / "r.db"))
     assert out["n"] == 20 and out["selection"]["n_available"] == 500
@@ -165,7 +154,7 @@ def test_cifar10_test_batch_only_with_a_robustbench_wideresnet(monkeypatch, caps
     assert labels_of(tmp_path / "r.db", out["run_id"]) == Counter({c: 2 for c in range(10)})
 
 
-def test_int8_runs_black_box_and_needs_a_declared_gradient_source(monkeypatch, capsys, tmp_path) -> None:
+def test_int8_runs_black_box_and_needs_a_declared_gradient_source(run_cli, tmp_path) -> None:
     from torch import nn
 
     from advbench.models import create_model
@@ -177,20 +166,20 @@ def test_int8_runs_black_box_and_needs_a_declared_gradient_source(monkeypatch, c
     torch.save(int8.state_dict(), path)
     store = str(tmp_path / "r.db")
     base = ("--dataset", "digits", "--eps", "0.1", "--n-samples", "20", "--store", store)
-    square = run_json(monkeypatch, capsys, "--model", f"mlp?weights={path}&quantized=dynamic", "--attack", "square",
+    square = run_json(run_cli, "--model", f"mlp?weights={path}&quantized=dynamic", "--attack", "square",
                       "--param", "square.n_queries=50", *base)
     assert square["config"]["model"]["quantization"]["mode"] == "dynamic"
     assert square["config"]["model"]["gradients"].startswith("none")
-    code, _, err = cli(monkeypatch, capsys, "run", "--model", f"mlp?weights={path}&quantized=dynamic", "--attack",
+    code, _, err = run_cli("run", "--model", f"mlp?weights={path}&quantized=dynamic", "--attack",
                        "pgd", *base)
     assert code == 2 and "surrogate=PATH" in err and "square" in err
-    bpda = run_json(monkeypatch, capsys, "--model", f"mlp?weights={path}&quantized=dynamic&gradients=bpda",
+    bpda = run_json(run_cli, "--model", f"mlp?weights={path}&quantized=dynamic&gradients=bpda",
                     "--attack", "pgd", "--steps", "3", *base)
     assert bpda["config"]["model"]["gradients"].startswith("bpda")
     assert not any(w["name"] == "ZeroGradientWarning" for w in bpda["warnings"])
 
 
-def test_the_hash_covers_normalization_and_data_content(monkeypatch, capsys, tmp_path) -> None:
+def test_the_hash_covers_normalization_and_data_content(run_cli, tmp_path) -> None:
     """A bare state dict with a sidecar: changing the sidecar's mean/std changes the logits, so it must change
     the config hash (it used to answer from the store); so must other pixels behind the same data set path."""
     from advbench.models import create_model
@@ -209,18 +198,18 @@ def test_the_hash_covers_normalization_and_data_content(monkeypatch, capsys, tmp
             Image.new("RGB", (16, 16), (60 * c + i, 90, 30 * i)).save(data / f"class{c}" / f"{i}.png")
     args = ("--model", str(path), "--dataset", f"imagefolder:{data}", "--attack", "fgsm", "--eps", "0.05",
             "--store", str(tmp_path / "r.db"))
-    first = run_json(monkeypatch, capsys, *args)
+    first = run_json(run_cli, *args)
     sidecar["normalization"]["mean"] = [0.4, 0.4, 0.4]
     path.with_suffix(".json").write_text(json.dumps(sidecar))
-    renormed = run_json(monkeypatch, capsys, *args)
+    renormed = run_json(run_cli, *args)
     assert not renormed["skipped"] and renormed["config_hash"] != first["config_hash"]
     Image.new("RGB", (16, 16), (255, 0, 0)).save(data / "class0" / "0.png")
-    changed = run_json(monkeypatch, capsys, *args)
+    changed = run_json(run_cli, *args)
     assert not changed["skipped"] and changed["config_hash"] != renormed["config_hash"]
     assert changed["config"]["data"]["fingerprint"] != renormed["config"]["data"]["fingerprint"]
 
 
-def test_a_users_own_module_and_an_fp16_checkpoint(monkeypatch, capsys, tmp_path) -> None:
+def test_a_users_own_module_and_an_fp16_checkpoint(run_cli, tmp_path) -> None:
     """``py:FILE.py:FACTORY`` with its weights and flags instead of a sidecar; fp16 weights are cast with a
     recorded warning, or kept with --dtype."""
     (tmp_path / "digitnet.py").write_text(
@@ -234,11 +223,11 @@ def test_a_users_own_module_and_an_fp16_checkpoint(monkeypatch, capsys, tmp_path
     base = ("--dataset", "digits", "--attack", "pgd", "--steps", "2", "--eps", "0.1", "--n-samples", "30",
             "--store", str(tmp_path / "r.db"))
     spec = f"py:{tmp_path / 'digitnet.py'}:build?weights={tmp_path / 'w.pt'}&hidden=32"
-    out = run_json(monkeypatch, capsys, "--model", spec, "--mean", "0.3", "--std", "0.4", *base)
+    out = run_json(run_cli, "--model", spec, "--mean", "0.3", "--std", "0.4", *base)
     assert out["config"]["model"]["normalization"] == {"mean": [0.3], "std": [0.4]}
     assert out["config"]["model"]["arch"] == "py:digitnet.py:build" and out["n"] == 30
-    half = run_json(monkeypatch, capsys, "--model", spec.replace("w.pt", "w16.pt"), *base)
+    half = run_json(run_cli, "--model", spec.replace("w.pt", "w16.pt"), *base)
     assert half["config"]["model"]["weights_dtype"] == "float16" and half["dtype"] == "float32"
     assert any("float16" in w["message"] for w in half["warnings"])
-    kept = run_json(monkeypatch, capsys, "--model", spec.replace("w.pt", "w16.pt"), "--dtype", "auto", *base)
+    kept = run_json(run_cli, "--model", spec.replace("w.pt", "w16.pt"), "--dtype", "auto", *base)
     assert kept["dtype"] == "float16" and kept["config_hash"] != half["config_hash"]
