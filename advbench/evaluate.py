@@ -170,7 +170,7 @@ def evaluate(
     robust = clean_correct.clone()
     adv_pred = clean_pred.clone()
     broken_by: list[str | None] = [None if c else "clean" for c in clean_correct.tolist()]
-    x_adv = x.clone()
+    x_adv = x.clone() if keep_examples else None  # a full copy of the inputs only when the caller keeps them
     pert = torch.full((n,), float("nan"))
     warnings_out: list[dict[str, str]] = []
     total_grad = total_query = 0
@@ -206,7 +206,8 @@ def evaluate(
                 won = idx[hit]
                 robust[won] = False
                 adv_pred[won] = out.adv_pred[hit]
-                x_adv[won] = out.x_adv[hit]
+                if x_adv is not None:
+                    x_adv[won] = out.x_adv[hit]
                 pert[won.cpu()] = perturbation_norm(out.x_adv[hit] - x[won], threat_norm).float().cpu()
                 for i in won.tolist():
                     broken_by[i] = attack.name
@@ -226,7 +227,7 @@ def evaluate(
             bar.set_postfix(eps=f"{eps_value:g}", robust=int(robust.sum()), refresh=False)
         per_eps.append(_eps_metrics(eps_value, y, clean_correct, robust, pert, per_attack))
         if keep_examples:
-            kept[eps_value] = x_adv.clone()
+            kept[eps_value] = x_adv.clone()  # type: ignore[union-attr]
         samples.extend(
             {"sample_index": i, "eps": eps_value, "label": int(y[i]), "clean_pred": int(clean_pred[i]),
              "clean_correct": bool(clean_correct[i]), "robust": bool(robust[i]), "adv_pred": int(adv_pred[i]),

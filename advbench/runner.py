@@ -465,7 +465,7 @@ def run(
     def compute():
         result = evaluate(model, x, y, attacks=spec.attacks, eps=spec.eps, norm=spec.norm,
                           attack_kwargs=spec.attack_params, batch_size=spec.batch_size, seed=spec.seed,
-                          progress=progress)
+                          progress=progress, keep_examples=wandb is not None)  # W&B shows examples; else no copies
         record = build_record(config, result, spec.device)
         if spec.defense:
             record["metrics"]["defense"] = {**config["defense"],

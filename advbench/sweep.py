@@ -117,7 +117,8 @@ def run_cell(spec: RunSpec, torch_threads: int | None = None) -> dict[str, Any]:
             torch.set_num_threads(torch_threads)
         model, x, y, config = prepare(spec)
         result = evaluate(model, x, y, attacks=spec.attacks, eps=spec.eps, norm=spec.norm,
-                          attack_kwargs=spec.attack_params, batch_size=spec.batch_size, seed=spec.seed)
+                          attack_kwargs=spec.attack_params, batch_size=spec.batch_size, seed=spec.seed,
+                          keep_examples=False)  # a record holds no images: no copies of the inputs per eps
     record = build_record(config, result, spec.device)
     listed = record.setdefault("metrics", {}).setdefault("warnings", [])
     for w in caught:
