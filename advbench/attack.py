@@ -18,6 +18,7 @@ and gradients per sample.
 from __future__ import annotations
 
 import inspect
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -215,10 +216,14 @@ def _checked_hyperparameters(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]
         if isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ConfigError(f"{label}.{key} must be true or false, got {value!r}")
-        elif isinstance(default, int) and not isinstance(value, bool):
-            if isinstance(value, float) and value.is_integer():
+        elif isinstance(default, int):
+            if isinstance(value, bool):
+                raise ConfigError(f"{label}.{key} must be an integer, got {value!r}")
+            if isinstance(value, numbers.Integral):
                 out[key] = int(value)
-            elif not isinstance(value, int):
+            elif isinstance(value, numbers.Real) and float(value).is_integer():
+                out[key] = int(value)
+            else:
                 raise ConfigError(f"{label}.{key} must be an integer, got {value!r}")
         elif isinstance(default, float) and key != "eps":
             if isinstance(value, str):
@@ -227,7 +232,7 @@ def _checked_hyperparameters(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]
                 except (ConfigError, ValueError):
                     raise ConfigError(f"{label}.{key} must be a number (or a fraction like 8/255), got "
                                       f"{value!r}") from None
-            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            elif isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ConfigError(f"{label}.{key} must be a number, got {value!r}")
     return out
 
