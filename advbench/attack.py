@@ -22,6 +22,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -203,18 +204,28 @@ def _checked_hyperparameters(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]
         raise ConfigError(f"attack '{label}' has no parameter {', '.join(repr(k) for k in unknown)}; its parameters "
                           f"are: {', '.join(valid)}")
     defaults: dict[str, Any] = {}
+    annotations: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         init = klass.__dict__.get("__init__")
         if init is not None:
-            defaults.update({p: spec.default for p, spec in inspect.signature(init).parameters.items()
-                             if spec.default is not inspect.Parameter.empty})
+            params = inspect.signature(init).parameters.items()
+            defaults.update({p: spec.default for p, spec in params if spec.default is not inspect.Parameter.empty})
+            annotations.update({p: str(spec.annotation) for p, spec in params})
     out = dict(kwargs)
     for key, value in kwargs.items():
         default = defaults.get(key)
         if value is None:  # "use the default behaviour": the attack's own checks decide
             continue
+        if default is None:  # optional numbers (e.g. step_size: float | None) are typed by their annotation
+            hint = annotations.get(key, "")
+            if "float" in hint:
+                default = 0.0
+            elif "int" in hint and "str" not in hint:
+                default = 0
         if isinstance(default, bool):
-            if not isinstance(value, bool):
+            if isinstance(value, np.bool_):
+                out[key] = bool(value)
+            elif not isinstance(value, bool):
                 raise ConfigError(f"{label}.{key} must be true or false, got {value!r}")
         elif isinstance(default, int):
             if isinstance(value, bool):
@@ -228,7 +239,7 @@ def _checked_hyperparameters(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]
         elif isinstance(default, float) and key != "eps":
             if isinstance(value, str):
                 try:
-                    parse_eps(value)  # numbers and fractions such as '8/255' are accepted as text
+                    out[key] = parse_eps(value)  # numbers and fractions such as '8/255' are accepted as text
                 except (ConfigError, ValueError):
                     raise ConfigError(f"{label}.{key} must be a number (or a fraction like 8/255), got "
                                       f"{value!r}") from None

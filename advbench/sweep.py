@@ -199,7 +199,13 @@ def _write(store, record: dict[str, Any], summary: SweepSummary, sink, replaces:
     """Store one cell's record in one transaction; if another process stored the same config meanwhile, its
     record is the one that survives and is reported."""
     if record.get("status") == "failed":
-        record["id"] = store.write_run(record, force=True)
+        kept = store.finished_run_id(record.get("config_hash", ""))
+        if kept is None:  # a failure never replaces a finished result (another sweep's, or a forced rerun's)
+            record["id"] = store.write_run(record, force=True)
+        else:
+            record["id"] = None
+            log.warning("cell %s failed; the finished run %d of the same config stays in the store",
+                        record.get("name"), kept)
     else:
         saved = store.save_run(record, replaces=replaces)
         if not saved.written:

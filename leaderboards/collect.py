@@ -61,6 +61,8 @@ def skip_reason(record: Mapping[str, Any]) -> str | None:
     model = config.get("model")
     if not isinstance(model, Mapping) or not isinstance(model.get("name"), str) or not model.get("name"):
         return "config.model.name is missing: not a single-model evaluation run"
+    if model.get("weights") == "random":
+        return "the model has random weights (?random=true): not a result to rank"
     for key in ("dataset", "norm"):
         if not isinstance(config.get(key), str):
             return f"config.{key} is missing"
@@ -149,6 +151,19 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, ACCURACY_DIGITS)
 
 
+def model_key(model: Mapping[str, Any]) -> str | None:
+    """The model's identity hash: an advbench checkpoint's file SHA-256; for a model spec (``timm:...``,
+    ``ARCH?weights=``, int8, ...), a SHA-256 over everything that defines the victim (weights hash, arch,
+    normalization, dtype, quantization, gradient source), so two files named ``best.pt`` or an int8 model and
+    its float parent are never one entry."""
+    if isinstance(model.get("sha256"), str):
+        return model["sha256"]
+    defining = {k: v for k, v in model.items() if k not in ("path", "spec", "name")}
+    if not isinstance(defining.get("weights"), Mapping):
+        return None
+    return hashlib.sha256(canonical_json(defining).encode()).hexdigest()
+
+
 def candidates(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The entry data of an eligible run, one per eps it evaluated (not yet validated)."""
     config, metrics = record["config"], record["metrics"]
@@ -157,7 +172,7 @@ def candidates(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     defense = config.get("defense")
     base = {
         "model": model["name"],
-        "model_sha256": model.get("sha256"),
+        "model_sha256": model_key(model),
         "parent_sha256": model.get("parent_sha256"),
         "compression_ratio": None if ratio is None or not model.get("parent_sha256") else _rounded(ratio),
         "defense": None if defense is None else {

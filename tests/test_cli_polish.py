@@ -82,3 +82,49 @@ def test_hints_are_shell_quoted(run_cli, tmp_path) -> None:
     torch.save({"w": torch.zeros(1)}, bare)
     code, _, err = run_cli("run", "--model", str(bare), "--dataset", "digits")
     assert code == 2 and f"'timm:NAME?weights={bare}'" in err
+
+
+def test_hyperparameters_given_as_text_or_numpy_are_converted() -> None:
+    import numpy as np
+
+    import advbench
+    from advbench.errors import ConfigError
+
+    assert advbench.create_attack("pgd", step_size="1/255").step_size == pytest.approx(1 / 255)
+    assert advbench.create_attack("square", p_init="1/2").p_init == 0.5
+    assert advbench.create_attack("pgd", steps=np.int64(3), early_stop=np.bool_(False)).early_stop is False
+    with pytest.raises(ConfigError, match="pgd.steps must be an integer, got True"):
+        advbench.create_attack("pgd", steps=True)
+    with pytest.raises(ConfigError, match="pgd.step_size must be a number"):
+        advbench.create_attack("pgd", step_size="abc")
+
+
+def test_a_failed_cell_never_replaces_a_finished_record(tmp_path) -> None:
+    from advbench.store import ResultsStore
+    from advbench.sweep import SweepSummary, _write
+
+    class Sink:
+        def log_cell(self, record):
+            pass
+
+    finished = {"config": {"model": {"name": "m"}}, "config_hash": "h" * 64, "name": "m", "status": "finished",
+                "error": None, "metrics": {"robust_accuracy": 0.5}, "cost": {}, "samples": [], "created_at": "now"}
+    with ResultsStore(tmp_path / "r.db") as store:
+        kept = store.save_run(finished).id
+        failed = {**finished, "status": "failed", "error": "out of memory", "metrics": {}}
+        _write(store, failed, SweepSummary(total=1), Sink(), None)
+        runs = store.list_runs()
+    assert [(r["id"], r["status"]) for r in runs] == [(kept, "finished")]
+
+
+def test_leaderboard_identity_separates_weight_files_and_int8_and_skips_random() -> None:
+    from advbench.leaderboards.collect import model_key, skip_reason
+
+    a = {"name": "resnet20@best", "weights": {"path": "runs/a/best.pt", "sha256": "1" * 64}, "arch": "resnet20"}
+    b = {**a, "weights": {"path": "runs/b/best.pt", "sha256": "2" * 64}}
+    int8 = {**a, "quantization": {"mode": "dynamic"}}
+    assert len({model_key(a), model_key(b), model_key(int8)}) == 3
+    record = {"status": "finished", "config": {"model": {"name": "small_cnn", "weights": "random"},
+                                               "dataset": "digits", "norm": "linf"},
+              "metrics": {"clean_accuracy": 0.1, "robust_accuracy": 0.0}}
+    assert "random weights" in skip_reason(record)
