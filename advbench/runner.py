@@ -21,7 +21,7 @@ from advbench.checkpoints import load_model
 from advbench.devices import check_device
 from advbench.errors import ConfigError, InputError, MissingPathError
 from advbench.evaluate import EvaluationResult, evaluate
-from advbench.models.resolve import ClassSubsetModel, ModelOptions, ResolvedModel, resolve_model
+from advbench.models.resolve import ClassSubsetModel, ModelOptions, ResolvedModel, is_checkpoint_spec, resolve_model
 from advbench.models.specs import parse_model_spec
 from advbench.records import code_version, config_hash, device_name, now_iso, package_versions, run_name
 from advbench.threat import NORMS, parse_eps_list
@@ -174,7 +174,7 @@ def load_victim(model_spec: str, dataset: str, *, seed: int = 0, device: str = "
                                          "normalization": model.normalization()}, evalset.input_shape,
                                  evalset.num_classes, warnings=[f"{model_spec}: random weights, evaluated on purpose"])
     else:
-        needs_data = spec.scheme in ("", "py", "torchscript") and not _looks_like_checkpoint(spec)
+        needs_data = spec.scheme in ("", "py", "torchscript") and not is_checkpoint_spec(spec)
         flags_pre = None
         if needs_data and options.input_size and _is_folder(dataset):
             flags_pre = Preprocessing.from_crop_pct(options.input_size, options.crop_pct or 0.875,
@@ -215,10 +215,6 @@ def load_victim(model_spec: str, dataset: str, *, seed: int = 0, device: str = "
     return Victim(model.to(device), x.to(device), y.to(device), resolved.identity, data_entry,
                   resolved.split_seed, resolved.identity.get("arch") or getattr(model, "arch", None),
                   resolved.differentiable, warnings_out)
-
-
-def _looks_like_checkpoint(spec) -> bool:
-    return spec.scheme == "" and not spec.options and (Path(spec.name).is_file() or bool(Path(spec.name).suffix))
 
 
 def read_class_map(path: str, class_names: tuple[str, ...]) -> dict[str, int]:

@@ -533,7 +533,7 @@ def resolve_model(text: str, opts: ModelOptions | None = None, *, data_shape: tu
     spec = parse_model_spec(text)
     if spec.scheme == "torchscript":
         return _resolve_torchscript(spec, opts, data_shape)
-    if spec.scheme == "" and not spec.options and _is_file_spec(spec.name):
+    if is_checkpoint_spec(spec):
         return _resolve_checkpoint(spec, opts)
     unknown = sorted(set(spec.options) - set(COMMON_OPTIONS)) if spec.scheme != "py" else []
     if spec.scheme == "robustbench":
@@ -691,6 +691,11 @@ def _surrogate_options(victim: ResolvedModel) -> ModelOptions:
 def _is_file_spec(name: str) -> bool:
     path = Path(name)
     return path.suffix in (".safetensors", *TORCH_SUFFIXES) or path.is_file()
+
+
+def is_checkpoint_spec(spec: ModelSpec) -> bool:
+    """A plain checkpoint path (read with its sidecar), not an architecture spec."""
+    return spec.scheme == "" and not spec.options and _is_file_spec(spec.name)
 
 
 def _resolve_checkpoint(spec: ModelSpec, opts: ModelOptions) -> ResolvedModel:
