@@ -225,45 +225,12 @@ def _accepts(attack: str, pname: str) -> bool:
     return pname in _attack_class(attack).parameter_names()
 
 
-def print_multidomain_table(record: dict[str, Any]) -> None:
-    """One row per eps: ASR over all domains, mean ASR, and per-domain ASR / mean learned weight."""
-    metrics = record["metrics"]
-    names = list(metrics["weights"])
-    table = Table(title=f"{metrics['attack']} on {record['config']['model'].get('name')} (n={metrics['n']})")
-    for col in ("eps", "ASR_all", "ASR_avg", *(f"{n} ASR / w" for n in names)):
-        table.add_column(col, justify="right")
-    points = metrics.get("curve") or [metrics]
-    for point in points:
-        table.add_row(_fmt(point["eps"]), _fmt(point["asr_all"]), _fmt(point["asr_avg"]),
-                      *(f"{point['per_domain'][n]:.3f} / {point['weights'][n]:.3f}" for n in names))
-    out.print(table)
-
-
 def print_run_table(records: list[dict[str, Any]], title: str = "robustness") -> None:
-    """One row per (model, eps) with clean and robust accuracy, ASR and cost."""
-    multi = [r for r in records if "asr_all" in r["metrics"]]
-    for record in multi:
-        print_multidomain_table(record)
-    records = [r for r in records if "asr_all" not in r["metrics"]]
-    if not records:
-        return
-    table = Table(title=title)
-    for col in ("model", "norm", "eps", "clean acc", "robust acc", "ASR", "broken by", "gradients", "queries",
-                "time s"):
-        table.add_column(col, justify="right" if col not in ("model", "broken by") else "left")
-    for rec in records:
-        metrics, cost = rec["metrics"], rec.get("cost", {})
-        curve = metrics.get("curve") or [{"eps": metrics.get("eps"), "robust_accuracy": metrics["robust_accuracy"],
-                                          "attack_success_rate": metrics["attack_success_rate"],
-                                          "per_attack": metrics.get("per_attack", {})}]
-        for i, point in enumerate(curve):
-            broken = ", ".join(f"{k}:{v['broken']}" for k, v in point.get("per_attack", {}).items())
-            table.add_row(rec["config"]["model"].get("name", "?"), rec["config"]["norm"], _fmt(point["eps"]),
-                          _fmt(metrics["clean_accuracy"]), _fmt(point["robust_accuracy"]),
-                          _fmt(point["attack_success_rate"]), broken,
-                          _fmt(cost.get("gradients")) if i == 0 else "", _fmt(cost.get("queries")) if i == 0 else "",
-                          _fmt(cost.get("wall_time_s")) if i == 0 else "")
-    out.print(table)
+    """Print the tables of run records (see :mod:`advbench.pipeline.tables`)."""
+    from advbench.pipeline.tables import run_tables
+
+    for table in run_tables(records, title=title):
+        out.print(table)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -120,6 +121,166 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
         model.train(training)
 
 
+@dataclass
+class BatchCascade:
+    """One batch through the cascade at every eps: JSON-able ``result`` and, when asked, the examples."""
+
+    result: dict[str, Any]
+    x_adv: dict[float, torch.Tensor] = field(default_factory=dict)
+
+
+def eps_key(eps: float) -> str:
+    """The JSON key of one budget in a batch result (``repr`` round-trips a float exactly)."""
+    return repr(float(eps))
+
+
+def cascade_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: dict[float, list[Attack]], *,
+                  generator: torch.Generator, offset: int = 0, probe: bool = False, keep_examples: bool = False,
+                  sample_ids: Sequence[str] | None = None) -> BatchCascade:
+    """Clean prediction, then every eps of ``plan`` (ascending) on this batch's still-robust samples.
+
+    The ball of a smaller eps lies inside the ball of a larger one, so a sample broken at a small eps stays
+    broken, with the same example, at every larger eps.  ``offset`` is the batch's first sample index;
+    ``probe`` runs the zero-gradient check on this batch's correctly classified samples.  The result holds the
+    per-sample rows, each attack's counters per eps, the clean queries and the warnings (see :func:`merge_cascade`).
+    """
+    eps_sorted = sorted(plan)
+    threat_norm = plan[eps_sorted[0]][0].norm
+    n = x.shape[0]
+    clean_pred = _predict(model, x, max(n, 1))
+    clean_correct = clean_pred == y
+    robust = clean_correct.clone()
+    adv_pred = clean_pred.clone()
+    broken_by: list[str | None] = [None if c else "clean" for c in clean_correct.tolist()]
+    x_adv = x.clone() if keep_examples else None
+    pert = torch.full((n,), float("nan"))
+    warnings_out: list[dict[str, str]] = []
+    if probe and any(a.kind != "black-box" for row in plan.values() for a in row):
+        chosen = clean_correct.nonzero().flatten()
+        if chosen.numel():
+            frac = zero_gradient_fraction(model, x[chosen], y[chosen])
+            if frac > 0:
+                emit(ZeroGradientWarning,
+                     f"{frac:.0%} of {chosen.numel()} correctly classified samples have an exactly zero input "
+                     "gradient: white-box results may overstate robustness (gradient masking)", warnings_out)
+    counters: dict[str, dict[str, dict[str, Any]]] = {}
+    wall: dict[str, dict[str, float]] = {}
+    rows: list[dict[str, Any]] = []
+    kept: dict[float, torch.Tensor] = {}
+    for eps_value in eps_sorted:
+        per_attack: dict[str, dict[str, Any]] = {}
+        times: dict[str, float] = {}
+        for attack in plan[eps_value]:
+            idx = robust.nonzero().flatten()
+            t0 = time.perf_counter()
+            broken_here = grads = queries = 0
+            if idx.numel():
+                out = attack(model, x[idx], y[idx], generator=generator)
+                hit = out.success if not attack.targeted else out.adv_pred != y[idx]
+                grads, queries = int(out.total_gradients), int(out.total_queries)
+                won = idx[hit]
+                robust[won] = False
+                adv_pred[won] = out.adv_pred[hit]
+                if x_adv is not None:
+                    x_adv[won] = out.x_adv[hit]
+                pert[won.cpu()] = perturbation_norm(out.x_adv[hit] - x[won], threat_norm).float().cpu()
+                for i in won.tolist():
+                    broken_by[i] = attack.name
+                broken_here = int(hit.sum())
+            key = attack.name if attack.name not in per_attack else f"{attack.name}#{len(per_attack)}"
+            per_attack[key] = {"broken": broken_here, "attacked": int(idx.numel()), "gradients": grads,
+                               "queries": queries, "kind": attack.kind}
+            times[key] = time.perf_counter() - t0
+        counters[eps_key(eps_value)] = per_attack
+        wall[eps_key(eps_value)] = times
+        if x_adv is not None:
+            kept[eps_value] = x_adv.clone()
+        for i in range(n):
+            row = {"sample_index": offset + i, "eps": eps_value, "label": int(y[i]), "clean_pred": int(clean_pred[i]),
+                   "clean_correct": bool(clean_correct[i]), "robust": bool(robust[i]), "adv_pred": int(adv_pred[i]),
+                   "broken_by": broken_by[i], "perturbation_norm": None if pert[i].isnan() else float(pert[i])}
+            if sample_ids is not None:
+                row["sample_id"] = sample_ids[i]
+            rows.append(row)
+    result = {"n": n, "samples": rows, "attacks": counters, "wall_time_s": wall, "warnings": warnings_out}
+    return BatchCascade(result, kept)
+
+
+def merge_cascade(results: Sequence[dict[str, Any]], eps_sorted: Sequence[float], norm: str,
+                  run_warnings: Sequence[str] = ()) -> dict[str, Any]:
+    """Every batch's :func:`cascade_batch` result (in batch order) -> per-eps metrics, cost and rows.
+
+    Reads only the batch results, so a resumed or sharded run merges to what an uninterrupted run gives.
+    Returns ``{"per_eps": [EpsResult], "clean_accuracy", "n", "gradients", "queries", "wall_time_s",
+    "per_attack_wall_time_s", "warnings", "samples"}``.
+    """
+    rows = [row for result in results for row in result["samples"]]
+    n = sum(int(result["n"]) for result in results)
+    warnings_out = [{"name": "RunWarning", "message": m} for m in run_warnings]
+    for result in results:
+        warnings_out.extend(result.get("warnings", []))
+    per_eps, grads, queries, walls = [], 0, n, {}
+    for eps_value in eps_sorted:
+        key = eps_key(eps_value)
+        per_attack: dict[str, dict[str, Any]] = {}
+        for result in results:
+            for name, counts in result["attacks"][key].items():
+                into = per_attack.setdefault(name, {"broken": 0, "attacked": 0, "gradients": 0, "queries": 0,
+                                                    "kind": counts["kind"]})
+                for field_name in ("broken", "attacked", "gradients", "queries"):
+                    into[field_name] += int(counts[field_name])
+                walls[f"{eps_value:g}/{name}"] = walls.get(f"{eps_value:g}/{name}", 0.0) + \
+                    float(result["wall_time_s"][key][name])
+        white_box_ran = False
+        for name, counts in per_attack.items():
+            grads += counts["gradients"]
+            queries += counts["queries"]
+            if counts["kind"] == "black-box" and white_box_ran and counts["broken"] > 0:
+                emit(BlackBoxStrongerWarning,
+                     f"black-box attack '{name.split('#')[0]}' broke {counts['broken']} samples at eps={eps_value:g} "
+                     "that the white-box attacks before it missed: check for gradient masking", warnings_out)
+            white_box_ran = white_box_ran or counts["kind"] == "white-box"
+        at_eps = [row for row in rows if row["eps"] == eps_value]
+        per_eps.append(_row_metrics(eps_value, at_eps, per_attack))
+    clean = sum(1 for row in rows if row["eps"] == eps_sorted[0] and row["clean_correct"])
+    return {"per_eps": per_eps, "clean_accuracy": clean / n if n else 0.0, "n": n, "gradients": grads,
+            "queries": queries, "wall_time_s": round(sum(walls.values()), 4),
+            "per_attack_wall_time_s": {k: round(v, 4) for k, v in walls.items()}, "warnings": warnings_out,
+            "samples": rows}
+
+
+def _row_metrics(eps: float, rows: Sequence[dict[str, Any]], per_attack: dict[str, dict[str, Any]]) -> EpsResult:
+    n = len(rows)
+    n_correct = sum(1 for r in rows if r["clean_correct"])
+    broken = [r for r in rows if r["clean_correct"] and not r["robust"]]
+    per_class: dict[int, list[int]] = {}
+    for r in rows:
+        per_class.setdefault(int(r["label"]), []).append(int(r["robust"]))
+    norms = [float(r["perturbation_norm"]) for r in broken if r["perturbation_norm"] is not None]
+    return EpsResult(
+        eps=eps,
+        robust_accuracy=sum(1 for r in rows if r["robust"]) / n if n else 0.0,
+        attack_success_rate=len(broken) / n_correct if n_correct else 0.0,
+        per_class_robust_accuracy={c: sum(v) / len(v) for c, v in sorted(per_class.items())},
+        mean_perturbation=float(np.mean(np.asarray(norms, dtype=np.float32))) if norms else None,
+        max_perturbation=max(norms) if norms else None,
+        per_attack=per_attack,
+    )
+
+
+def build_plan(attacks: Sequence[Attack | str], eps: Sequence[float | str] | float | str | None, norm: str | None,
+               attack_kwargs: dict[str, dict[str, Any]] | None) -> tuple[list[float], dict[float, list[Attack]]]:
+    """Every attack built once per eps (ascending); all share one norm."""
+    if eps is not None and not isinstance(eps, (list, tuple)):
+        eps = [eps]
+    eps_values = [parse_eps(e) for e in eps] if eps is not None else None
+    eps_sorted, plan = _resolve_attacks(attacks, eps_values, norm, attack_kwargs)
+    threat_norm = plan[eps_sorted[0]][0].norm
+    if any(a.norm != threat_norm for row in plan.values() for a in row):
+        raise ConfigError("all attacks in one evaluation must share a norm")
+    return eps_sorted, plan
+
+
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,
@@ -135,11 +296,12 @@ def evaluate(
     sanity_checks: bool = True,
     keep_examples: bool = True,
 ) -> EvaluationResult:
-    """Run the attack cascade at every eps and measure clean and robust accuracy.
+    """Run the attack cascade at every eps on in-memory samples and measure clean and robust accuracy.
 
-    ``attacks`` are registry names (built with ``norm``, each eps and ``attack_kwargs[name]``) or
-    attack objects (re-budgeted per eps with :meth:`Attack.with_eps`).  Randomness comes from one
-    ``torch.Generator`` seeded with ``seed``.
+    The same batch cascade as the streamed pipeline (:func:`cascade_batch`, merged by :func:`merge_cascade`),
+    for tensors already in memory.  ``attacks`` are registry names (built with ``norm``, each eps and
+    ``attack_kwargs[name]``) or attack objects (re-budgeted per eps with :meth:`Attack.with_eps`).  Randomness
+    comes from one ``torch.Generator`` seeded with ``seed``.
 
     >>> import torch
     >>> from advbench.models import create_model
@@ -155,117 +317,33 @@ def evaluate(
     validate_batch(x, y)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    if eps is not None and not isinstance(eps, (list, tuple)):
-        eps = [eps]
-    eps_values = [parse_eps(e) for e in eps] if eps is not None else None
-    eps_sorted, plan = _resolve_attacks(attacks, eps_values, norm, attack_kwargs)
+    eps_sorted, plan = build_plan(attacks, eps, norm, attack_kwargs)
     threat_norm = plan[eps_sorted[0]][0].norm
-    if any(a.norm != threat_norm for row in plan.values() for a in row):
-        raise ConfigError("all attacks in one evaluation must share a norm")
     start = time.perf_counter()
     n = x.shape[0]
     generator = torch.Generator(device=x.device).manual_seed(int(seed))
-    clean_pred = _predict(model, x, batch_size)
-    clean_correct = clean_pred == y
-    robust = clean_correct.clone()
-    adv_pred = clean_pred.clone()
-    broken_by: list[str | None] = [None if c else "clean" for c in clean_correct.tolist()]
-    x_adv = x.clone() if keep_examples else None  # a full copy of the inputs only when the caller keeps them
-    pert = torch.full((n,), float("nan"))
-    warnings_out: list[dict[str, str]] = []
-    total_grad = total_query = 0
-    white_box = any(a.kind != "black-box" for row in plan.values() for a in row)
-    for message in getattr(model, "run_warnings", ()):  # e.g. a recorded dtype cast, a capped --n-samples
-        warnings_out.append({"name": "RunWarning", "message": message})
-    if sanity_checks and white_box:  # a black-box cascade needs no gradient, so a model without one is fine
-        probe = clean_correct.nonzero().flatten()[:batch_size]
-        frac = zero_gradient_fraction(model, x[probe], y[probe])
-        if frac > 0:
-            emit(ZeroGradientWarning,
-                 f"{frac:.0%} of {probe.numel()} correctly classified samples have an exactly zero input "
-                 "gradient: white-box results may overstate robustness (gradient masking)", warnings_out)
-
-    per_eps: list[EpsResult] = []
-    samples: list[dict[str, Any]] = []
-    kept: dict[float, torch.Tensor] = {}
-    bar = progress_bar(total=len(eps_sorted) * len(plan[eps_sorted[0]]), desc="attacking", unit="attack",
-                       enabled=progress, leave=False)
-    for eps_value in eps_sorted:
-        per_attack: dict[str, dict[str, Any]] = {}
-        white_box_ran = False
-        for attack in plan[eps_value]:
-            idx_all = robust.nonzero().flatten()
-            t0 = time.perf_counter()
-            broken_here = grads = queries = 0
-            for b in range(0, idx_all.numel(), batch_size):
-                idx = idx_all[b : b + batch_size]
-                out = attack(model, x[idx], y[idx], generator=generator)
-                hit = out.success if not attack.targeted else out.adv_pred != y[idx]
-                grads += out.total_gradients
-                queries += out.total_queries
-                won = idx[hit]
-                robust[won] = False
-                adv_pred[won] = out.adv_pred[hit]
-                if x_adv is not None:
-                    x_adv[won] = out.x_adv[hit]
-                pert[won.cpu()] = perturbation_norm(out.x_adv[hit] - x[won], threat_norm).float().cpu()
-                for i in won.tolist():
-                    broken_by[i] = attack.name
-                broken_here += int(hit.sum())
-            total_grad += grads
-            total_query += queries
-            key = attack.name if attack.name not in per_attack else f"{attack.name}#{len(per_attack)}"
-            per_attack[key] = {"broken": broken_here, "attacked": int(idx_all.numel()), "gradients": grads,
-                               "queries": queries, "wall_time_s": round(time.perf_counter() - t0, 4),
-                               "kind": attack.kind}
-            if attack.kind == "black-box" and white_box_ran and broken_here > 0:
-                emit(BlackBoxStrongerWarning,
-                     f"black-box attack '{attack.name}' broke {broken_here} samples at eps={eps_value:g} that the "
-                     "white-box attacks before it missed: check for gradient masking", warnings_out)
-            white_box_ran = white_box_ran or attack.kind == "white-box"
-            bar.update(1)
-            bar.set_postfix(eps=f"{eps_value:g}", robust=int(robust.sum()), refresh=False)
-        per_eps.append(_eps_metrics(eps_value, y, clean_correct, robust, pert, per_attack))
-        if keep_examples:
-            kept[eps_value] = x_adv.clone()  # type: ignore[union-attr]
-        samples.extend(
-            {"sample_index": i, "eps": eps_value, "label": int(y[i]), "clean_pred": int(clean_pred[i]),
-             "clean_correct": bool(clean_correct[i]), "robust": bool(robust[i]), "adv_pred": int(adv_pred[i]),
-             "broken_by": broken_by[i],
-             "perturbation_norm": None if pert[i].isnan() else float(pert[i])}
-            for i in range(n)
-        )
+    results, kept = [], {}
+    bar = progress_bar(total=n, desc="attacking", unit="sample", enabled=progress, leave=False)
+    for first in range(0, n, batch_size):
+        batch = cascade_batch(model, x[first:first + batch_size], y[first:first + batch_size], plan,
+                              generator=generator, offset=first, probe=sanity_checks and first == 0,
+                              keep_examples=keep_examples)
+        results.append(batch.result)
+        for eps_value, examples in batch.x_adv.items():
+            kept.setdefault(eps_value, []).append(examples)
+        bar.update(min(batch_size, n - first))
     bar.close()
+    merged = merge_cascade(results, eps_sorted, threat_norm, getattr(model, "run_warnings", ()))
     return EvaluationResult(
         n=n,
         norm=threat_norm,
-        clean_accuracy=float(clean_correct.float().mean()) if n else 0.0,
-        per_eps=per_eps,
-        cost={"gradients": total_grad, "queries": total_query + n,
+        clean_accuracy=merged["clean_accuracy"],
+        per_eps=merged["per_eps"],
+        cost={"gradients": merged["gradients"], "queries": merged["queries"],
               "wall_time_s": round(time.perf_counter() - start, 4)},
         attacks=[a.hyperparameters() | {"eps": None} for a in plan[eps_sorted[0]]],
-        warnings=warnings_out,
-        samples=samples,
+        warnings=merged["warnings"],
+        samples=merged["samples"],
         x_clean=x if keep_examples else None,
-        x_adv=kept,
-    )
-
-
-def _eps_metrics(eps, y, clean_correct, robust, pert, per_attack) -> EpsResult:
-    n = y.numel()
-    n_correct = int(clean_correct.sum())
-    broken = clean_correct & ~robust
-    per_class = {}
-    for c in sorted(set(y.tolist())):
-        mask = y == c
-        per_class[int(c)] = float(robust[mask].float().mean())
-    norms = pert[broken.cpu()]
-    return EpsResult(
-        eps=eps,
-        robust_accuracy=float(robust.float().mean()) if n else 0.0,
-        attack_success_rate=float(broken.sum()) / n_correct if n_correct else 0.0,
-        per_class_robust_accuracy=per_class,
-        mean_perturbation=float(norms.mean()) if norms.numel() else None,
-        max_perturbation=float(norms.max()) if norms.numel() else None,
-        per_attack=per_attack,
+        x_adv={e: torch.cat(parts) for e, parts in kept.items()},
     )

@@ -46,8 +46,9 @@ from advbench.errors import ConfigError, StoreError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-"""Stored in ``PRAGMA user_version``; bumped whenever the schema changes."""
+SCHEMA_VERSION = 2
+"""Stored in ``PRAGMA user_version``; bumped whenever the schema changes (2 added the ``batches`` table; a
+version-1 store is upgraded in place when opened, and its records keep their config hashes)."""
 
 STATUSES = ("finished", "failed")
 REQUIRED_KEYS = ("config_hash", "config", "metrics")
@@ -100,6 +101,16 @@ CREATE TABLE samples (
 );
 CREATE INDEX samples_run_id ON samples(run_id);
 CREATE INDEX runs_created_at ON runs(created_at);
+"""
+
+_BATCHES_SCHEMA = """
+CREATE TABLE batches (
+    config_hash   TEXT NOT NULL,
+    batch_index   INTEGER NOT NULL,
+    result_json   TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    PRIMARY KEY (config_hash, batch_index)
+);
 """
 
 _BOOL_COLUMNS = ("clean_correct", "robust")
@@ -350,9 +361,12 @@ class ResultsStore:
                         f"{self.path} is an SQLite database but not an advbench results store "
                         f"(tables: {', '.join(sorted(tables))}); use another file"
                     )
-                for statement in _SCHEMA.split(";"):
+                for statement in (_SCHEMA + _BATCHES_SCHEMA).split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version == 1:  # a store from before streamed runs: add the batches table, keep every record
+                conn.execute(_BATCHES_SCHEMA)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
                 raise StoreError(
@@ -479,10 +493,49 @@ class ResultsStore:
                         return SavedRun(int(existing["id"]), False, self._record(existing, None))
                     conn.execute("DELETE FROM runs WHERE id = ?", (existing["id"],))
                 run_id = self._insert(conn, row, samples)
+                conn.execute("DELETE FROM batches WHERE config_hash = ?", (config_hash,))  # merged into the run
         except sqlite3.Error as exc:
             raise StoreError(f"could not write run {config_hash[:12]} to {self.path}: {exc}") from exc
         logger.debug("stored run %s (%s) in %s", run_id, config_hash[:12], self.path)
         return SavedRun(run_id, True, None)
+
+    # ------------------------------------------------------------------ batches of a run in progress
+    def commit_batch(self, config_hash: str, batch_index: int, result: Mapping[str, Any]) -> bool:
+        """Commit one finished batch of the run ``config_hash`` in one transaction (the resume point).
+
+        A batch already committed (by another shard, or by a worker whose task was recomputed) is kept and
+        this one dropped, so no sample is ever counted twice; returns whether ``result`` was written."""
+        text = _dumps(dict(result), f"batch {batch_index}")
+        try:
+            with self._transaction() as conn:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO batches (config_hash, batch_index, result_json, created_at) "
+                    "VALUES (?, ?, ?, ?)", (config_hash, int(batch_index), text, _now()))
+                return cursor.rowcount == 1
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not commit batch {batch_index} of run {config_hash[:12]} to {self.path}: "
+                             f"{exc}") from exc
+
+    def committed_batches(self, config_hash: str) -> set[int]:
+        """The batch indices of the unfinished run ``config_hash`` that are committed."""
+        rows = self.conn.execute("SELECT batch_index FROM batches WHERE config_hash = ?", (config_hash,))
+        return {int(r[0]) for r in rows}
+
+    def batch_results(self, config_hash: str) -> dict[int, dict[str, Any]]:
+        """Every committed batch result of the run ``config_hash``, by batch index."""
+        rows = self.conn.execute("SELECT batch_index, result_json FROM batches WHERE config_hash = ? "
+                                 "ORDER BY batch_index", (config_hash,))
+        return {int(r[0]): json.loads(r[1]) for r in rows}
+
+    def clear_batches(self, config_hash: str) -> int:
+        """Drop the committed batches of ``config_hash`` (``--force`` starts the run again); returns how many."""
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM batches WHERE config_hash = ?", (config_hash,)).rowcount
+
+    def unfinished_runs(self) -> dict[str, int]:
+        """Config hash -> committed batch count of every run that has batches but no finished record."""
+        rows = self.conn.execute("SELECT config_hash, COUNT(*) FROM batches GROUP BY config_hash")
+        return {str(r[0]): int(r[1]) for r in rows}
 
     @staticmethod
     def _prepare(record: Mapping[str, Any]) -> tuple[str, tuple[Any, ...], Iterable[Mapping[str, Any]]]:

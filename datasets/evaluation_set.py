@@ -58,7 +58,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
@@ -257,6 +257,65 @@ class EvaluationSet:
         return int(c), int(h), int(w)
 
 
+@dataclass(frozen=True, eq=False)
+class EvaluationStream:
+    """The selected samples of an evaluation before any is decoded: labels, ids and records, and :meth:`read`.
+
+    Sample ``i`` is the ``i``-th selected sample (``sample_ids[i]``, label ``labels[i]``); :meth:`read` decodes
+    the samples asked for, so a streamed evaluation holds only one batch of images.  ``fingerprint()`` is a
+    SHA-256 over the bytes the selected samples are decoded from (each file's content for folders, the
+    array for in-memory sets) and the labels: the data's identity for the config hash, known before any
+    image is decoded.  The reader is pickled with the stream (DataLoader workers and Dask tasks get a copy).
+    """
+
+    labels: np.ndarray
+    positions: np.ndarray
+    class_names: tuple[str, ...]
+    sample_ids: tuple[str, ...]
+    source: dict[str, Any]
+    selection: dict[str, Any]
+    preprocessing: dict[str, Any] | None
+    warnings: tuple[str, ...]
+    reader: Callable[[np.ndarray], torch.Tensor]
+    fingerprint_parts: Callable[[np.ndarray], Iterator[bytes]]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def read(self, indices: Any) -> torch.Tensor:
+        """The images of selected samples ``indices`` (positions in the selection), float32 NCHW in [0, 1]."""
+        return self.reader(self.positions[np.asarray(indices, dtype=np.int64)])
+
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the first selected sample (decodes that one image)."""
+        c, h, w = self.read([0]).shape[1:]
+        return int(c), int(h), int(w)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for part in self.fingerprint_parts(self.positions):
+            digest.update(part)
+        digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        return digest.hexdigest()
+
+    def decode_all(self) -> EvaluationSet:
+        """Every selected sample decoded into one :class:`EvaluationSet` (for small sets and the Python API)."""
+        return EvaluationSet(
+            x=self.reader(self.positions),
+            y=torch.from_numpy(self.labels.copy()),
+            class_names=self.class_names,
+            sample_ids=self.sample_ids,
+            source=self.source,
+            selection=self.selection,
+            preprocessing=self.preprocessing,
+            warnings=self.warnings,
+        )
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -269,6 +328,7 @@ class _Source:
     ids: tuple[str, ...]
     class_names: tuple[str, ...]
     read: Callable[[np.ndarray], torch.Tensor]  # positions in the fixed order -> preprocessed images
+    fingerprint: Callable[[np.ndarray], Iterator[bytes]]  # positions -> the raw bytes they are decoded from
 
 
 def _array_source(x: torch.Tensor | np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
@@ -279,9 +339,16 @@ def _array_source(x: torch.Tensor | np.ndarray, labels: np.ndarray, class_names:
         chosen = uint8_images(x[index]) if isinstance(x, np.ndarray) else x[torch.from_numpy(index)]
         return _preprocess_in_memory(chosen, preprocessing)
 
+    def fingerprint(positions: np.ndarray) -> Iterator[bytes]:
+        index = np.asarray(positions, dtype=np.int64)
+        for start in range(0, len(index), _CHUNK):
+            chunk = x[index[start : start + _CHUNK]] if isinstance(x, np.ndarray) else \
+                x[torch.from_numpy(index[start : start + _CHUNK])].numpy()
+            yield np.ascontiguousarray(chunk).tobytes()
+
     labels = np.asarray(labels, dtype=np.int64)
     ids = tuple(f"test:{i}" for i in range(len(labels)))
-    return _Source("test", labels, ids, tuple(class_names), read)
+    return _Source("test", labels, ids, tuple(class_names), read, fingerprint)
 
 
 def _choose_tree(spec: imagefolder.FolderSpec) -> tuple[Path, str]:
@@ -347,7 +414,11 @@ def _folder_source(arg: str | None, preprocessing: Preprocessing | None, split_s
     def read(positions: np.ndarray) -> torch.Tensor:
         return _decode_images(spec, [paths[i] for i in positions], preprocessing, channels)
 
-    return _Source(split, labels, ids, class_names, read)
+    def fingerprint(positions: np.ndarray) -> Iterator[bytes]:
+        for i in positions:  # the encoded files: hashing them costs a read, not a decode
+            yield ids[i].encode("utf-8") + b"\0" + hashlib.sha256(paths[i].read_bytes()).digest()
+
+    return _Source(split, labels, ids, class_names, read, fingerprint)
 
 
 def _decode_images(spec: imagefolder.FolderSpec, paths: list[Path],
@@ -533,10 +604,12 @@ def _checked_int(name: str, value: object, *, minimum: int | None = None, need: 
 # --------------------------------------------------------------------------- the front door
 
 
-def load_evaluation_set(spec: str, *, n_samples: int | None = None, selection: str = "balanced", seed: int = 0,
+def open_evaluation_set(spec: str, *, n_samples: int | None = None, selection: str = "balanced", seed: int = 0,
                         split_seed: int = 0, preprocessing: Preprocessing | None = None,
-                        samples: str | Path | None = None, channels: int | None = None) -> EvaluationSet:
-    """The samples of ``spec`` an evaluation runs on (see the module docstring for sources and conventions).
+                        samples: str | Path | None = None, channels: int | None = None) -> EvaluationStream:
+    """The selected samples of ``spec``, listed and labelled but not decoded: :meth:`EvaluationStream.read` decodes
+    the ones asked for, so a streamed evaluation holds one batch of images at a time (see the module docstring for
+    sources and conventions; :func:`load_evaluation_set` decodes the whole selection at once).
 
     ``channels`` (1 or 3, the model's input channels) fixes how image-folder files are decoded; without it a
     folder's selection is grayscale only when every selected image is.
@@ -592,13 +665,25 @@ def load_evaluation_set(spec: str, *, n_samples: int | None = None, selection: s
         record["seed"] = seed
     record.update(n=len(positions), n_available=available,
                   ids_sha256=hashlib.sha256("\n".join(sample_ids).encode("utf-8")).hexdigest())
-    return EvaluationSet(
-        x=source.read(positions),
-        y=torch.from_numpy(np.ascontiguousarray(source.labels[positions], dtype=np.int64)),
+    return EvaluationStream(
+        labels=np.ascontiguousarray(source.labels[positions], dtype=np.int64),
+        positions=np.asarray(positions, dtype=np.int64),
         class_names=source.class_names,
         sample_ids=sample_ids,
         source={"spec": spec, "split": source.split, "n_available": available},
         selection=record,
         preprocessing=None if preprocessing is None else preprocessing.describe(),
         warnings=tuple(warnings),
+        reader=source.read,
+        fingerprint_parts=source.fingerprint,
     )
+
+
+def load_evaluation_set(spec: str, *, n_samples: int | None = None, selection: str = "balanced", seed: int = 0,
+                        split_seed: int = 0, preprocessing: Preprocessing | None = None,
+                        samples: str | Path | None = None, channels: int | None = None) -> EvaluationSet:
+    """The samples of ``spec`` an evaluation runs on, decoded into one tensor (see :func:`open_evaluation_set`
+    for the arguments, and the module docstring for sources and conventions)."""
+    stream = open_evaluation_set(spec, n_samples=n_samples, selection=selection, seed=seed, split_seed=split_seed,
+                                 preprocessing=preprocessing, samples=samples, channels=channels)
+    return stream.decode_all()

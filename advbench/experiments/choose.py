@@ -1,0 +1,38 @@
+"""Which experiment runs a config: the one it names, else the one the checkpoint's task calls for."""
+
+from __future__ import annotations
+
+from advbench.pipeline.config import RunConfig
+from advbench.pipeline.experiment import EXPERIMENTS
+
+
+def checkpoint_task(model_spec: str) -> str:
+    """The task a model spec's checkpoint was trained for (``classification``, ``sod``, ``multitask``), read
+    once from its sidecar without loading the weights."""
+    from pathlib import Path
+
+    from advbench.checkpoints import read_metadata
+
+    path = Path(model_spec)
+    if not path.is_file():  # a spec with a scheme or options is a classifier (sidecar-less zoo models included)
+        return "classification"
+    return str(read_metadata(path).get("task") or "classification")
+
+
+def choose_experiment(config: RunConfig) -> str:
+    """``config.experiment`` when given; otherwise from the attacks (a min-max recipe, several checkpoints to
+    compare) and the first checkpoint's task."""
+    import advbench
+
+    if config.experiment is not None:
+        EXPERIMENTS.get(config.experiment)  # unknown names list the known ones
+        return config.experiment
+    task = checkpoint_task(config.model)
+    if task != "classification":
+        return {"sod": "sod", "multitask": "multitask"}.get(task, task)
+    advbench.list_attacks()
+    from advbench.attack import ATTACKS
+
+    if any(getattr(ATTACKS.get(name), "multi_domain", False) for name in config.attacks if name in ATTACKS):
+        return "minmax"
+    return "classifier"
