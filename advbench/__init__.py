@@ -22,6 +22,7 @@ from advbench.checkpoints import load_model
 # attribute with the submodule, so the second ``advbench.evaluate(...)`` of a process raised "'module' object is
 # not callable".  The submodule stays importable by its full name (``from advbench.evaluate import ...``).
 from advbench.evaluate import evaluate  # noqa: E402  (after the modules it needs)
+from advbench.pipeline.config import RunConfig
 from advbench.threat import ThreatModel, parse_eps
 
 __version__ = "0.1.0"
@@ -43,8 +44,28 @@ def create_attack(name: str, **hyperparameters: Any) -> Attack:
     return ATTACKS.get(name)(**hyperparameters)
 
 
+def run(config: RunConfig | dict[str, Any], **options: Any) -> Any:
+    """Run one evaluation through the pipeline (streamed, resumable, shardable): ``config`` is a
+    :class:`RunConfig` or its fields as a dict; ``options`` go to :func:`advbench.pipeline.engine.run` (``store``,
+    ``force``, ``shard``, ``executor``, ``workers``, ``progress``, ...).  Returns its ``Outcome`` (``.record``).
+
+    >>> import advbench
+    >>> config = advbench.RunConfig(models=["small_cnn?random=true"], dataset="digits", attacks=["fgsm"],
+    ...                             eps=["8/255"], n_samples=20, batch_size=8)
+    >>> outcome = advbench.run(config, progress=False)
+    >>> outcome.record.metrics["n"], outcome.total
+    (20, 3)
+    """
+    from advbench.pipeline.engine import run as run_pipeline
+
+    if not isinstance(config, RunConfig):
+        config = RunConfig.build(**config)
+    return run_pipeline(config, **options)
+
+
 __all__ = [
     "Attack",
+    "RunConfig",
     "AttackOutput",
     "ThreatModel",
     "create_attack",
@@ -52,4 +73,5 @@ __all__ = [
     "list_attacks",
     "load_model",
     "parse_eps",
+    "run",
 ]

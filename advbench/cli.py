@@ -202,27 +202,10 @@ def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
-def _check_params_target(params: dict[str, dict[str, Any]], attacks: list[str]) -> None:
-    """``--param`` must name an attack of the cascade, and never the budget (that is --norm / --eps)."""
-    for name, values in params.items():
-        if name not in attacks:
-            raise ConfigError(f"--param {name}.{next(iter(values))}=... names attack '{name}', which is not in "
-                              f"--attack ({', '.join(attacks)}); add it there or fix the name")
-        for reserved in ("norm", "eps"):
-            if reserved in values:
-                raise ConfigError(f"--param {name}.{reserved} is not allowed: set the budget with --{reserved}")
-
-
-def _attack_class(attack: str):
-    import advbench
-    from advbench.attack import ATTACKS
-
-    advbench.list_attacks()
-    return ATTACKS.get(attack)
-
-
 def _accepts(attack: str, pname: str) -> bool:
-    return pname in _attack_class(attack).parameter_names()
+    from advbench.pipeline.request import accepts
+
+    return accepts(attack, pname)
 
 
 def print_run_table(records: list[dict[str, Any]], title: str = "robustness") -> None:
@@ -231,6 +214,11 @@ def print_run_table(records: list[dict[str, Any]], title: str = "robustness") ->
 
     for table in run_tables(records, title=title):
         out.print(table)
+
+
+class Executor(str, Enum):
+    local = "local"
+    dask = "dask"
 
 
 @app.command()
@@ -280,98 +268,84 @@ def run(
     defense: str | None = typer.Option(None, "--defense", help="preprocessing defense in front of the model: "
                                        "jpeg[:quality=75], bitdepth[:bits=4], median[:k=3], defensenet:CKPT"),
     as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object on stdout"),
+    shard: str | None = typer.Option(None, "--shard", help="run shard I of N (e.g. 2/4): a fixed block of the "
+                                     "batches; shards of one config merge into one record"),
+    executor: Executor = typer.Option(Executor.local, "--executor", help="local, or dask: batches on Dask workers "
+                                      "(one per GPU with dask-cuda)"),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="address of an existing Dask scheduler"),
+    workers: int | None = typer.Option(None, "--workers", help="local Dask workers (default: 1, or one per GPU)"),
+    loader_workers: int | None = typer.Option(None, "--loader-workers", help="DataLoader processes that decode "
+                                              "images (default: up to 4 for image folders, 0 for in-memory sets)"),
 ) -> None:
-    """Attack one or more models with an attack cascade at one or more eps; store and print the result."""
-    from advbench.cli_defense import is_sod_checkpoint, run_sod
-    from advbench.cli_multitask import is_multitask_checkpoint, run_multitask
-    from advbench.models.resolve import ModelOptions
-    from advbench.runner import RunSpec, run_multidomain
-    from advbench.runner import run as run_one
-    from advbench.threat import parse_eps_list
+    """Attack one or more models with an attack cascade at one or more eps; store and print the result.
 
-    attacks = _split(attack)
-    params = _parse_params(param)
-    _check_params_target(params, attacks)
-    single = len(_split(model)) == 1
-    special = single and (is_sod_checkpoint(model) or is_multitask_checkpoint(model))
-    if special:
-        ignored = [f"--{k}" for k, v in (("gamma", gamma), ("alpha", alpha), ("beta", beta), ("loss", loss),
-                                         ("kappa", kappa), ("k", k), ("transforms", transforms)) if v is not None]
-        if ignored:
-            raise ConfigError(f"{', '.join(ignored)} do(es) not apply to SOD or multi-task models (they have "
-                              "their own attacks); drop them")
-        if steps is not None:
-            for name in attacks:
-                params.setdefault(name, {}).setdefault("steps", steps)
-    eps_values = parse_eps_list(eps)
-    wandb_opts = _wandb_options(wandb, wandb_mode, wandb_project, store) if special else None
-    if single and is_sod_checkpoint(model):
-        if norm is not Norm.linf:
-            raise ConfigError("SOD runs use linf budgets (the cloud attack's additive part); drop --norm")
-        run_sod(model, dataset, attacks, eps_values, n_samples, defense, params, seed, store, force, as_json,
-                wandb_opts, device=device)
-        return
-    if single and is_multitask_checkpoint(model):
-        if len(attacks) != 1 or defense:
-            raise ConfigError("a multi-task model takes exactly one --attack (stealthy-multitask, "
-                              "fixed-weight-multitask, all-tasks) and no --defense")
-        run_multitask(model, dataset, attacks[0], norm.value, eps_values, n_samples, params.get(attacks[0], {}),
-                      target_task, margin, tolerance, seed, store, force, as_json, wandb_opts, device=device)
-        return
-    if target_task is not None:
-        raise ConfigError("--target-task applies to multi-task models only")
-    shared = {"steps": steps, "gamma": gamma, "alpha": alpha, "beta": beta, "loss": loss, "kappa": kappa, "k": k,
-              "transforms": transforms}
-    for pname, value in shared.items():
-        if value is None:
-            continue
-        takers = [name for name in attacks if _accepts(name, pname)]
-        if not takers:
-            raise ConfigError(f"--{pname} does not apply to {', '.join(attacks)}")
-        others = [name for name in attacks if name not in takers]
-        if others:
-            err.print(f"note: --{pname} {value} applies to {', '.join(takers)}; {', '.join(others)} "
-                      + ("has no '{0}' and keeps its" if len(others) == 1 else "have no '{0}' and keep their")
-                      .format(pname) + " own settings (see --param)", highlight=False)
-        for name in takers:
-            params.setdefault(name, {}).setdefault(pname, value)
-    wandb_opts = _wandb_options(wandb, wandb_mode, wandb_project, store)
-    model_options = ModelOptions(num_classes=num_classes, input_size=input_size, mean=_floats(mean, "--mean"),
-                                 std=_floats(std, "--std"), interpolation=interpolation, crop_pct=crop_pct,
-                                 dtype=dtype)
-    records, skipped = [], []
-    model_specs = _split(model)
-    multi = [name for name in attacks if getattr(_attack_class(name), "multi_domain", False)]
-    if multi and len(attacks) > 1:
-        raise ConfigError(f"min-max recipe {multi[0]} runs on its own, not in a cascade with {', '.join(attacks)}")
-    groups = [model_specs] if multi and multi[0].endswith("-ensemble") else [[m] for m in model_specs]
-    for group in groups:
-        spec = RunSpec(model=group[0], dataset=dataset, attacks=attacks, eps=eps_values, norm=norm.value,
-                       n_samples=n_samples, seed=seed, batch_size=batch_size, attack_params=params, device=device,
-                       defense=defense, model_options=model_options, selection=selection,
-                       samples=str(samples) if samples else None, class_map=str(class_map) if class_map else None)
-        if multi:
-            if defense:
-                raise ConfigError("--defense applies to attack cascades, not to min-max recipes")
-            outcome = run_multidomain(spec, group, store=store, force=force, wandb=wandb_opts, progress=True)
-        else:
-            outcome = run_one(spec, store=store, force=force, wandb=wandb_opts, progress=True)
-        model_spec = ",".join(group)
+    The evaluation streams in batches, commits each finished batch to the store (a killed run resumes where it
+    stopped when rerun with the same flags), and can be split: --shard I/N runs one deterministic part, and
+    --executor dask runs the batches on Dask workers."""
+    from advbench.pipeline.request import build_run_configs
+    from advbench.pipeline.shards import parse_shard
+
+    configs = build_run_configs(
+        models=_split(model), dataset=dataset, attacks=_split(attack), eps=eps, norm=norm.value, n_samples=n_samples,
+        selection=selection, samples=str(samples) if samples else None, class_map=str(class_map) if class_map else None,
+        seed=seed, batch_size=batch_size, params=_parse_params(param), device=device, defense=defense,
+        model_flags={"num_classes": num_classes, "input_size": input_size, "mean": _floats(mean, "--mean"),
+                     "std": _floats(std, "--std"), "interpolation": interpolation, "crop_pct": crop_pct,
+                     "dtype": dtype},
+        knobs={"steps": steps, "gamma": gamma, "alpha": alpha, "beta": beta, "loss": loss, "kappa": kappa, "k": k,
+               "transforms": transforms},
+        multitask={"target_task": target_task, "margin": margin, "tolerance": tolerance}, notes=err.print)
+    _run_configs(configs, store=store, force=force, shard=parse_shard(shard), executor=executor.value,
+                 scheduler=scheduler, workers=workers, loader_workers=loader_workers,
+                 wandb=_wandb_options(wandb, wandb_mode, wandb_project, store), as_json=as_json)
+
+
+def _run_configs(configs: list[Any], *, store: Path, force: bool, shard: tuple[int, int], executor: str,
+                 scheduler: str | None, workers: int | None, loader_workers: int | None,
+                 wandb: dict[str, Any] | None, as_json: bool) -> None:
+    """Run each config through the pipeline, then print the tables (or one JSON object)."""
+    from advbench.pipeline.engine import run as run_pipeline
+
+    outcomes = [run_pipeline(c, store=store, force=force, shard=shard, executor=executor, scheduler=scheduler,
+                             workers=workers, loader_workers=loader_workers, wandb=wandb, progress=True)
+                for c in configs]
+    for config, outcome in zip(configs, outcomes, strict=True):
         if outcome.skipped:
-            err.print(f"[yellow]{model_spec}: already in {store} (config {outcome.record['config_hash'][:12]}); "
+            err.print(f"[yellow]{','.join(config.models)}: already in {store} (config {outcome.config_hash[:12]}); "
                       "skipped, pass --force to rerun[/yellow]")
-        records.append(outcome.record)
-        skipped.append(outcome.skipped)
-    for rec in records:
-        for warning in rec["metrics"].get("warnings", []):
-            err.print(f"[red]warning[/red] {warning['name']}: {warning['message']}")
+        elif outcome.record is None:
+            err.print(f"{','.join(config.models)}: shard {shard[0]}/{shard[1]} done; {outcome.committed} of "
+                      f"{outcome.total} batches of run {outcome.config_hash[:12]} are in {store}. The record is "
+                      "written when the last shard ends (run the others with the same flags and --shard I/N)",
+                      highlight=False)
+        else:
+            for warning in outcome.record.metrics.get("warnings", []):
+                err.print(f"[red]warning[/red] {warning['name']}: {warning['message']}")
     if as_json:
-        payloads = [_json_payload(rec, was_skipped) for rec, was_skipped in zip(records, skipped, strict=True)]
-        obj = payloads[0] if len(payloads) == 1 else {"runs": payloads}
-        sys.stdout.write(json.dumps(obj) + "\n")
-    else:
-        print_run_table(records)
+        payloads = [_json_payload(o.record.as_dict(samples=False), o.skipped) if o.record is not None else
+                    {"complete": False, "config_hash": o.config_hash, "committed": o.committed, "total": o.total}
+                    for o in outcomes]
+        sys.stdout.write(json.dumps(payloads[0] if len(payloads) == 1 else {"runs": payloads}) + "\n")
+        return
+    done = [o.record for o in outcomes if o.record is not None]
+    classifier = [r for r in done if r.experiment in ("classifier", "minmax")]
+    if classifier:
+        print_run_table([r.as_dict(samples=False) for r in classifier])
+    for record in done:
+        if record.experiment not in ("classifier", "minmax"):
+            out.print(_renderer(record).render(record))
+    if done:
         err.print(f"stored in {store}")
+
+
+def _renderer(record: Any) -> Any:
+    """The experiment that renders ``record`` (rendering needs no resolve)."""
+    import advbench.experiments  # noqa: F401 - registers the experiments
+    from advbench.pipeline.config import RunConfig
+    from advbench.pipeline.experiment import EXPERIMENTS
+
+    placeholder = RunConfig(models=["-"], dataset="-", attacks=["-"], eps=[0.0])
+    return EXPERIMENTS.get(record.experiment)(placeholder)
 
 
 def _wandb_options(enabled: bool, mode: WandbMode | None, project: str, store: Path) -> dict[str, Any] | None:
@@ -512,9 +486,9 @@ def compare(
 ) -> None:
     """Dense vs compressed: robust accuracy per eps, ASR, transfer ASR both ways, worst per-class drop,
     compression and CPU latency, as one table and one plot; every model's run goes into the store."""
-    from advbench.compare import compare as run_compare
-    from advbench.compare import plot_comparison
-    from advbench.threat import parse_eps_list
+    from advbench.experiments.compare import plot_comparison
+    from advbench.pipeline.config import RunConfig
+    from advbench.pipeline.engine import run as run_pipeline
 
     if len(checkpoints) < 2:
         raise ConfigError("compare needs the dense parent and at least one compressed child")
@@ -524,44 +498,19 @@ def compare(
         for name in attacks:
             if _accepts(name, "steps"):
                 params.setdefault(name, {})["steps"] = steps
-    report = run_compare([str(c) for c in checkpoints], dataset=dataset, attacks=attacks, eps=parse_eps_list(eps),
-                         norm=norm.value, n_samples=n_samples, attack_params=params, seed=seed, store=store)
+    config = RunConfig.build(models=[str(c) for c in checkpoints], dataset=dataset, attacks=attacks, eps=eps,
+                             norm=norm.value, n_samples=n_samples, attack_params=params, seed=seed,
+                             experiment="compare")
+    outcome = run_pipeline(config, store=store, wandb=_wandb_options(wandb, None, wandb_project, store),
+                           progress=True)
+    report = dict(outcome.record.metrics)
     png = plot_comparison(report, plot or store.resolve().parent / "compare.png")
     report["plot"] = str(png)
-    wandb_opts = _wandb_options(wandb, None, wandb_project, store)
-    if wandb_opts is not None:
-        from advbench.tracking import WandbSink
-
-        with WandbSink(name=f"compare|{dataset}", tags=["compare", norm.value], **wandb_opts) as sink:
-            import wandb as wandb_module
-
-            sink.log_metrics({"robust_accuracy_vs_eps": wandb_module.Image(str(png))})
-            sink.log_metrics({"comparison": wandb_module.Table(
-                columns=["model", "eps", "robust_accuracy", "compression_ratio"],
-                data=[[r["model"], p["eps"], p["robust_accuracy"], r["compression_ratio"]]
-                      for r in report["models"] for p in r["curve"]])})
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
         return
-    table = Table(title=f"dense vs compressed on {dataset} ({', '.join(attacks)}, {norm.value})")
-    for col in ("model", "compression", "sparsity", "clean acc", "eps", "robust acc", "ASR", "transfer from dense",
-                "transfer to dense", "worst class drop", "latency ms"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for row in report["models"]:
-        for i, point in enumerate(row["curve"]):
-            first = i == 0
-            table.add_row(row["model"] if first else "", f"{row['compression_ratio']:.1f}x" if first else "",
-                          _fmt(row["sparsity"]) if first else "", _fmt(row["clean_accuracy"]) if first else "",
-                          _fmt(point["eps"]), _fmt(point["robust_accuracy"]), _fmt(point["attack_success_rate"]),
-                          _fmt(point.get("transfer_asr_from_parent")), _fmt(point.get("transfer_asr_to_parent")),
-                          _fmt(point.get("worst_class_drop")), _fmt(row["latency_ms"]) if first else "")
-    out.print(table)
-    err.print(f"plot: {png}; runs stored in {store}")
-
-
-class Executor(str, Enum):
-    local = "local"
-    dask = "dask"
+    out.print(_renderer(outcome.record).render(outcome.record))
+    err.print(f"plot: {png}; run stored in {store}")
 
 
 @app.command()
@@ -574,7 +523,8 @@ def sweep(
     force: bool = typer.Option(False, "--force", metavar="", help="rerun cells that are already stored"),
     retries: int = typer.Option(2, "--retries", min=0,
                                 help="retries of a failed (or, on Dask, lost) cell before it is recorded failed"),
-    dry_run: bool = typer.Option(False, "--dry-run", metavar="", help="list the cells, their count and estimated cost"),
+    list_only: bool = typer.Option(False, "--dry-run", metavar="", help="list the cells, their count and estimated "
+                                   "cost (resolves each cell here: loads its model and lists its data)"),
     wandb_mode: WandbMode | None = typer.Option(None, "--wandb-mode"),
     as_json: bool = typer.Option(False, "--json", metavar=""),
 ) -> None:
@@ -584,28 +534,21 @@ def sweep(
     exactly the cells that are missing or failed (--force reruns stored cells too). Warnings raised in a
     cell go into its record. Exits 1 when any cell failed (listed by `advbench results list`).
     """
-    from advbench.sweep import build_cells, estimate_cost, resolve, run_sweep
+    from advbench.sweep import dry_run, run_sweep
     from advbench.sweep_spec import load_sweep_spec
 
     if resume:
         raise ConfigError("sweep --resume was removed: a rerun always skips the cells already stored and runs the "
                           "rest; drop the flag (--force reruns stored cells)")
     spec = load_sweep_spec(spec_path)
-    if dry_run:
-        from advbench.store import ResultsStore
-
-        cells = [resolve(c) for c in build_cells(spec)]
-        stored = set()
-        if Path(spec.store).exists():
-            with ResultsStore(spec.store) as db:
-                stored = {c.config_hash for c in cells if db.has_run(c.config_hash)}
+    if list_only:
+        cells = dry_run(spec)
+        stored = [c for c in cells if c["status"] == "stored"]
+        total = sum(c["cost"] for c in cells if c["status"] == "to run")
         table = Table("#", "cell", "eps", "budget", "status", title=f"sweep {spec.name}: {len(cells)} cells")
-        total = 0
         for c in cells:
-            cost = estimate_cost(c) if c.error is None else 0
-            total += 0 if c.config_hash in stored else cost
-            status = "stored" if c.config_hash in stored else ("error: " + c.error if c.error else "to run")
-            table.add_row(str(c.index), c.label, ",".join(f"{e:g}" for e in c.spec.eps), f"{cost:,}", status)
+            table.add_row(str(c["index"]), c["label"], ",".join(f"{e:g}" for e in c["eps"]), f"{c['cost']:,}",
+                          c["status"])
         if as_json:
             payload = {"cells": len(cells), "stored": len(stored), "estimated_iterations": total}
             sys.stdout.write(json.dumps(payload) + "\n")
@@ -659,11 +602,13 @@ def results_show(
 
     _require_store(store)
     with ResultsStore(store) as db:
-        record = db.get_run(int(run_id) if run_id.isdigit() else run_id)
+        record = db.get_record(int(run_id) if run_id.isdigit() else run_id)
     if as_json:
-        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.write(json.dumps(record.as_dict()) + "\n")
+    elif record.experiment in ("classifier", "minmax") or record.status != "finished":
+        print_run_table([record.as_dict()], title=f"run {record.id} ({record.config_hash[:12]})")
     else:
-        print_run_table([record], title=f"run {record.get('id')} ({record['config_hash'][:12]})")
+        out.print(_renderer(record).render(record))
 
 
 @results_app.command("export")

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from advbench.cli import _fmt, _split, app, err, out
+from advbench.cli import _split, app, err
 from advbench.errors import ConfigError
 
 defend_app = typer.Typer(no_args_is_help=True, help="Train learnable defenses (DefenseNet) for a frozen victim.")
@@ -98,81 +97,3 @@ def defend_train(
         err.print(f"saved {path} (final loss {summary['final_loss']:.4f}); evaluate with "
                   f"`advbench run --model {shlex.quote(str(victim))} --dataset {shlex.quote(str(dataset))} "
                   f"--defense {shlex.quote(f'defensenet:{path}')}`", highlight=False, markup=False)
-
-
-def print_sod_table(record: dict[str, Any]) -> None:
-    """One row per condition, columns the SOD metrics."""
-    rows = record["metrics"]["rows"]
-    table = Table(title=f"SOD robustness of {record['config']['model'].get('name')} on {record['config']['dataset']}")
-    cols = ("mae", "max_f", "mean_f", "s_measure", "mean_e")
-    table.add_column("condition")
-    for col in cols:
-        table.add_column(col, justify="right")
-    for name, metrics in rows.items():
-        table.add_row(name, *(_fmt(metrics.get(c)) for c in cols))
-    out.print(table)
-
-
-def run_sod(model: str, dataset: str, attacks: list[str], eps: list[float], n_samples: int | None,
-            defense: str | None, params: dict[str, dict[str, Any]], seed: int, store: Path, force: bool,
-            as_json: bool, wandb: dict[str, Any] | None = None, device: str = "cpu", progress: bool = True) -> None:
-    """``advbench run`` on an SOD checkpoint: the rows of :func:`advbench.sod.robustness.sod_robustness`.
-    The victim, its defense and the images move to ``device``; the clouds are drawn on the CPU either way.
-    ``progress`` shows the attack steps as a bar on stderr."""
-    from advbench.checkpoints import file_sha256
-    from advbench.devices import check_device
-    from advbench.runner import defend, device_entry, execute, make_record
-    from advbench.sod import load_sod_dataset, load_sod_model
-    from advbench.sod.robustness import CloudAttackConfig, sod_robustness
-
-    unknown = [a for a in attacks if a not in SOD_ATTACKS]
-    if unknown:
-        raise ConfigError(f"an SOD model is evaluated with {', '.join(SOD_ATTACKS)}, not {', '.join(unknown)}")
-    if len(eps) != 1:
-        raise ConfigError("an SOD run takes one --eps (the additive budget of adv-cloud and pgd)")
-    dev = check_device(device)
-    victim = load_sod_model(model).to(dev)
-    data = load_sod_dataset(dataset)
-    x, gt = data.x_test, data.m_test
-    if n_samples is not None:
-        x, gt = x[:n_samples], gt[:n_samples]
-    x, gt = x.to(dev), gt.to(dev)
-    knobs = dict(params.get("adv-cloud", {}))
-    fields = [f for f in CloudAttackConfig.__dataclass_fields__ if f not in ("eps_n", "pgd_steps")]
-    unknown = sorted(set(knobs) - set(fields)) + sorted(f"pgd.{k}" for k in params.get("pgd", {}) if k != "steps")
-    if unknown:
-        raise ConfigError(f"SOD runs take --param adv-cloud.NAME=VALUE with NAME in {', '.join(fields)} and "
-                          f"--param pgd.steps=N; got {', '.join(unknown)}")
-    if "steps" in params.get("pgd", {}):
-        knobs["pgd_steps"] = params["pgd"]["steps"]
-    cfg = CloudAttackConfig(eps_n=eps[0], **knobs)
-    config: dict[str, Any] = {"task": "sod", "model": {"path": model, "name": Path(model).stem,
-                                                       "sha256": file_sha256(model)},
-                              "dataset": dataset, "n_samples": int(x.shape[0]), "attacks": sorted(attacks),
-                              "attack": cfg.__dict__, "seed": seed, **device_entry(dev)}
-    pre = None
-    if defense:
-        defended, config["defense"] = defend(victim, defense, device=dev)
-        pre = defended.preprocess
-
-    def compute():
-        result = sod_robustness(victim, x, gt, defense=pre, cfg=cfg, attacks=attacks, seed=seed, progress=progress)
-        record = make_record(config, name=f"{Path(model).stem}|{dataset}|sod", metrics=result,
-                             cost=result["cost"], samples=[], device=str(dev))
-        return record, result
-
-    outcome = execute(config, compute, store=store, force=force)
-    if outcome.skipped:
-        err.print(f"[yellow]already in {store}; skipped, pass --force to rerun[/yellow]")
-    elif wandb is not None:
-        from advbench.tracking import WandbSink
-
-        with WandbSink(name=outcome.record["name"], config=config, tags=["sod", *attacks], **wandb) as sink:
-            sink.log_record(outcome.record)
-    if as_json:
-        sys.stdout.write(json.dumps({**outcome.record["metrics"], "config_hash": outcome.record["config_hash"],
-                                     "skipped": outcome.skipped}) + "\n")
-    else:
-        print_sod_table(outcome.record)
-        err.print(f"stored in {store}")
-

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from advbench.cli import DEFAULT_STORE, WandbMode, _fmt, _split, app, err, out
+from advbench.cli import DEFAULT_STORE, WandbMode, _split, _wandb_options, app, err, out
 from advbench.errors import ConfigError
 
 
@@ -62,42 +61,6 @@ def _patch_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
-def print_detect_table(record: dict[str, Any]) -> None:
-    """ASR and AP50 per altitude (and overall), with the random-patch control."""
-    m = record["metrics"]
-    table = Table(title=f"{record['config']['attack']['name']} on {record['config']['detector']['arch']}")
-    for col in ("altitude", "vehicles found clean", "ASR", "control ASR", "AP50 clean", "AP50 patched", "weight"):
-        table.add_column(col, justify="right")
-    weights = m.get("weights") or {}
-    counts = m["counts"]["by_altitude"]
-    for alt in counts:
-        table.add_row(alt, str(counts[alt]["detected_clean"]), _fmt(m["asr_by_altitude"].get(alt)),
-                      _fmt(m["control_asr_by_altitude"].get(alt)),
-                      _fmt(m["ap_clean_by_altitude"].get(alt, {}).get("AP50")),
-                      _fmt(m["ap_adversarial_by_altitude"].get(alt, {}).get("AP50")), _fmt(weights.get(alt)))
-    table.add_row("all", str(m["counts"]["overall"]["detected_clean"]), _fmt(m["asr"]), _fmt(m["control_asr"]),
-                  _fmt(m["ap_clean"]["AP50"]), _fmt(m["ap_adversarial"]["AP50"]), "")
-    out.print(table)
-
-
-def write_report(directory: Path, record: dict[str, Any], result: Any) -> Path:
-    """``report.json``, ``patch.png`` and ``grid.png`` (clean vs patched detections) under ``directory``."""
-    from PIL import Image
-
-    from advbench.detection.report import save_detection_grid, write_png
-    from advbench.store import atomic_write_text
-
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(directory / "report.json", json.dumps(record, indent=2, default=str) + "\n")
-    patch = (result.fit.patch.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-    side = 8 * max(patch.shape[:2])
-    write_png(Image.fromarray(patch).resize((side, side), Image.NEAREST), directory / "patch.png")
-    ev = result.evaluation
-    save_detection_grid(result.test_samples, result.test_images, ev.clean, ev.patched_images, ev.adversarial,
-                        directory / "grid.png", score_threshold=record["config"]["score_threshold"])
-    return directory
-
-
 @app.command("detect-attack")
 def detect_attack_cmd(
     dataset: str = typer.Option(..., "--dataset", help="detection data set, e.g. evd4uav:/data/evd?snow=false"),
@@ -131,59 +94,43 @@ def detect_attack_cmd(
     as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object on stdout"),
 ) -> None:
     """Learn an adversarial roof patch and measure ASR and AP per altitude, colour and type."""
-    from advbench.detection.experiment import DetectAttackSpec, run_detect_attack
+    from advbench.pipeline.config import RunConfig
+    from advbench.pipeline.engine import run as run_pipeline
 
     params = _patch_params(param)
     for name, value in (("steps", steps), ("queries", queries), ("patch_size", patch_size)):
         if value is not None:
             params[name] = value
-    size = None
-    if image_size is not None:
-        w, sep, h = image_size.lower().partition("x")
-        if not sep or not w.strip().isdigit() or not h.strip().isdigit():
-            raise ConfigError(f"--image-size must look like 256x192 (width x height), got '{image_size}'")
-        size = (int(w), int(h))
-    spec = DetectAttackSpec(dataset=dataset, detector=detector, attack=attack, params=params, surrogate=surrogate,
-                            extra_detectors=_split(detectors or ""), train_fraction=train_fraction,
-                            score_threshold=score_threshold, seed=seed, max_images=max_images,
-                            detector_epochs=detector_epochs, detector_arch=detector_arch, image_size=size,
-                            patch_altitudes=_split(patch_altitudes) if patch_altitudes is not None else None,
-                            device=device)
-    outcome = run_detect_attack(spec, store=store, force=force, progress=True)
+    options: dict[str, Any] = {"train_fraction": train_fraction, "score_threshold": score_threshold,
+                               "detector_epochs": detector_epochs}
+    for key, value in (("surrogate", surrogate), ("detector_arch", detector_arch), ("image_size", image_size),
+                       ("patch_altitudes", patch_altitudes)):
+        if value is not None:
+            options[key] = value
+    config = RunConfig.build(models=[detector, *_split(detectors or "")], dataset=dataset, attacks=[attack],
+                             eps=[0.0], n_samples=max_images, seed=seed, device=device, experiment="detection",
+                             attack_params={attack: params} if params else {}, options=options, batch_size=64)
+    wandb_opts = _wandb_options(wandb, wandb_mode, wandb_project, store)
+    outcome = run_pipeline(config, store=store, force=force, wandb=wandb_opts, progress=True)
     record = outcome.record
     if outcome.skipped:
-        err.print(f"[yellow]already in {store} (config {record['config_hash'][:12]}); skipped, pass --force to "
+        err.print(f"[yellow]already in {store} (config {record.config_hash[:12]}); skipped, pass --force to "
                   "rerun[/yellow]")
-        if report is not None or wandb:
-            err.print("[yellow]--report and --wandb need the images of a fresh run: pass --force[/yellow]")
+        if report is not None:
+            err.print("[yellow]--report needs the images of a fresh run: pass --force[/yellow]")
     elif report is not None:
-        err.print(f"report written to {write_report(report, record, outcome.result)}")
-    if wandb and not outcome.skipped:
-        _log_detection_to_wandb(record, outcome.result, store, wandb_project, wandb_mode)
+        err.print(f"report written to {outcome.experiment.write_report(report, record)}")
     if as_json:
-        payload = {**record["metrics"], "cost": record["cost"], "config_hash": record["config_hash"],
-                   "skipped": outcome.skipped, "run_id": record.get("id")}
+        payload = {**record.metrics, "cost": record.cost, "config_hash": record.config_hash,
+                   "skipped": outcome.skipped, "run_id": record.id}
         payload.pop("weight_trace", None)
         sys.stdout.write(json.dumps(payload) + "\n")
     else:
-        print_detect_table(record)
+        out.print(outcome.experiment.render(record) if outcome.experiment else _render(record))
         err.print(f"stored in {store}")
 
 
-def _log_detection_to_wandb(record: dict[str, Any], result: Any, store: Path, project: str,
-                            mode: WandbMode | None) -> None:
-    import torch
+def _render(record: Any) -> Any:
+    from advbench.experiments.detection import detection_table
 
-    from advbench.cli import _wandb_options
-    from advbench.tracking import WandbSink
-
-    options = _wandb_options(True, mode, project, store)
-    images = None
-    clean, patched = result.test_images[:8], result.evaluation.patched_images[:8]
-    if clean and len({tuple(t.shape) for t in clean}) == 1:
-        images = {"clean": torch.stack(clean), "adversarial": torch.stack(patched)}
-    tags = ["detection", record["config"]["attack"]["name"]]
-    with WandbSink(name=record["name"], config=record["config"], tags=tags, **options) as sink:
-        sink.log_record(record, images=images)
-        if "weight_trace" in record["metrics"]:
-            sink.log_weight_trace(record["metrics"]["weight_trace"], list(record["metrics"]["weights"]))
+    return detection_table(record)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.table import Table
@@ -69,87 +68,3 @@ def train_multitask_cmd(
     out.print(table)
     err.print(f"saved {path} ({arch}, heads {', '.join(summary['tasks'])}, {summary['n_train']} training images, "
               f"final loss {summary['final_loss']:.3f}, {summary['train_seconds']:.1f} s)")
-
-
-def is_multitask_checkpoint(path: str) -> bool:
-    """True for a multi-task model checkpoint (its metadata says ``task: multitask``)."""
-    from advbench.checkpoints import read_metadata
-
-    p = Path(path)
-    return p.is_file() and read_metadata(p).get("task") == "multitask"
-
-
-def print_multitask_table(record: dict[str, Any]) -> None:
-    """Per task: clean and attacked metric, change, degradation and the learned weight / multiplier."""
-    m = record["metrics"]
-    title = f"{record['config']['attack']['name']} on {record['config']['model']['name']}"
-    if m.get("target_task"):
-        title += (f" (target {m['target_task']}; stealth success {m['stealth_success_rate']:.3f} at margin "
-                  f"{m['margin']:g}, tolerance {m['tolerance']:g})")
-    table = Table(title=title)
-    for col in ("task", "clean", "attacked", "change", "degradation", "weight"):
-        table.add_column(col, justify="left" if col == "task" else "right")
-    for task in m["tasks"]:
-        c = m["change"][task]
-        table.add_row(task, _fmt(m["clean"][task]), _fmt(m["adversarial"][task]), _fmt(c["change"]),
-                      _fmt(c["degradation"]), _fmt(m["weights"][task]))
-    out.print(table)
-
-
-def run_multitask(model: str, dataset: str, attack: str, norm: str, eps: list[float], n_samples: int | None,
-                  params: dict[str, Any], target_task: str | None, margin: float, tolerance: float, seed: int,
-                  store: Path, force: bool, as_json: bool, wandb: dict[str, Any] | None = None,
-                  device: str = "cpu", progress: bool = True) -> None:
-    """``advbench run`` on a multi-task checkpoint: one multi-task attack, metrics per task, stealth success.
-    The model and the images move to ``device``; the metrics are summed on the CPU.  ``progress`` shows the
-    attack steps as a bar on stderr."""
-    from advbench.attacks.multitask import create_multitask_attack
-    from advbench.checkpoints import file_sha256
-    from advbench.devices import check_device
-    from advbench.multitask.data import load_multitask_dataset
-    from advbench.multitask.robustness import multitask_robustness
-    from advbench.multitask.training import load_multitask_model
-    from advbench.runner import device_entry, execute, make_record
-
-    if len(eps) != 1:
-        raise ConfigError("a multi-task run takes one --eps")
-    if margin < 0 or tolerance < 0:
-        raise ConfigError(f"--margin and --tolerance must be >= 0, got {margin} and {tolerance}")
-    dev = check_device(device)
-    net = load_multitask_model(model).to(dev)
-    if target_task is not None and target_task not in net.tasks:
-        raise ConfigError(f"--target-task '{target_task}' is not one of the model's tasks: {', '.join(net.tasks)}")
-    attack_obj = create_multitask_attack(attack, norm=norm, eps=eps[0], target_task=target_task, **params)
-    data = load_multitask_dataset(dataset, seed=seed)
-    missing = [t for t in net.tasks if t not in data.tasks]
-    if missing:
-        raise ConfigError(f"data set {dataset} has no ground truth for the model's task(s) {', '.join(missing)}")
-    n = data.x_test.shape[0] if n_samples is None else min(n_samples, data.x_test.shape[0])
-    x = data.x_test[:n].to(dev)
-    targets = {t: data.targets_test[t][:n].to(dev) for t in net.tasks}
-    config = {"task": "multitask", "model": {"path": model, "name": Path(model).stem, "sha256": file_sha256(model)},
-              "dataset": dataset, "n_samples": n, "attack": attack_obj.hyperparameters(), "margin": margin,
-              "tolerance": tolerance, "seed": seed, **device_entry(dev)}
-
-    def compute():
-        result = multitask_robustness(net, x, targets, attack_obj, margin=margin, tolerance=tolerance,
-                                      progress=progress)
-        record = make_record(config, name=f"{Path(model).stem}|{dataset}|{attack}", metrics=result["metrics"],
-                             cost=result["cost"], samples=result["samples"], device=str(dev))
-        return record, result
-
-    outcome = execute(config, compute, store=store, force=force)
-    record = outcome.record
-    if outcome.skipped:
-        err.print(f"[yellow]already in {store}; skipped, pass --force to rerun[/yellow]")
-    elif wandb is not None:
-        from advbench.tracking import WandbSink
-
-        with WandbSink(name=record["name"], config=config, tags=["multitask", attack], **wandb) as sink:
-            sink.log_record(record)
-    if as_json:
-        sys.stdout.write(json.dumps({**record["metrics"], "cost": record["cost"], "config_hash": record["config_hash"],
-                                     "skipped": outcome.skipped}) + "\n")
-    else:
-        print_multitask_table(record)
-        err.print(f"stored in {store}")

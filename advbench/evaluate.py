@@ -217,8 +217,8 @@ def merge_cascade(results: Sequence[dict[str, Any]], eps_sorted: Sequence[float]
     rows = [row for result in results for row in result["samples"]]
     n = sum(int(result["n"]) for result in results)
     warnings_out = [{"name": "RunWarning", "message": m} for m in run_warnings]
-    for result in results:
-        warnings_out.extend(result.get("warnings", []))
+    for result in results:  # each warning once, however many batches raised it
+        warnings_out.extend(w for w in result.get("warnings", []) if w not in warnings_out)
     per_eps, grads, queries, walls = [], 0, n, {}
     for eps_value in eps_sorted:
         key = eps_key(eps_value)

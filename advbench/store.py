@@ -499,6 +499,12 @@ class ResultsStore:
         logger.debug("stored run %s (%s) in %s", run_id, config_hash[:12], self.path)
         return SavedRun(run_id, True, None)
 
+    def forget_failed(self, config_hash: str) -> int:
+        """Delete the *failed* record stored under ``config_hash`` (a later success superseded it)."""
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM runs WHERE config_hash = ? AND status = 'failed'",
+                                (config_hash,)).rowcount
+
     # ------------------------------------------------------------------ batches of a run in progress
     def commit_batch(self, config_hash: str, batch_index: int, result: Mapping[str, Any]) -> bool:
         """Commit one finished batch of the run ``config_hash`` in one transaction (the resume point).
@@ -661,6 +667,12 @@ class ResultsStore:
             run_id = self._resolve_id(key)
             row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
             return self._record(row, self._samples(run_id) if with_samples else None)
+
+    def get_record(self, key: int | str, *, with_samples: bool = False) -> Any:
+        """:meth:`get_run` as a typed :class:`~advbench.pipeline.record.Record` (records of every schema load)."""
+        from advbench.pipeline.record import Record
+
+        return Record.from_stored(self.get_run(key, with_samples=with_samples))
 
     def list_runs(self) -> list[dict[str, Any]]:
         """Summaries of every run, newest first: ids, status and the main metrics.

@@ -1,35 +1,35 @@
-"""Attack sweeps: every cell of a :class:`~advbench.sweep_spec.SweepSpec` evaluated once, on one machine or
-on a Dask cluster, resumable, with one W&B run per cell.
+"""Attack sweeps: every cell of a :class:`~advbench.sweep_spec.SweepSpec` evaluated once through the one
+pipeline, on one machine or on a Dask cluster, resumable, with one W&B run per cell.
 
-* A cell is a pure function from a resolved config to a record (:func:`run_cell`); only the driver writes
-  to the SQLite store, one transaction per record, as results arrive.  Killing the driver loses at most
-  the cells in flight; rerunning skips every cell whose config hash is stored (``--force`` reruns), so a
-  rerun *is* the resume.  Python warnings raised while a cell runs go into its record
-  (``metrics["warnings"]``), never raw onto the terminal, on either executor.
+* Each cell is a :class:`~advbench.pipeline.config.RunConfig` (validated when the spec is loaded) run by
+  :mod:`advbench.pipeline.engine`: streamed in batches, each batch committed to the store when it is done.
+  Killing the driver loses at most the batches in flight; rerunning skips every cell whose record is stored
+  and resumes the others at their first uncommitted batch (``--force`` reruns), so a rerun *is* the resume.
+  Python warnings raised while a batch runs go into the record (``metrics["warnings"]``), never raw onto the
+  terminal, on either executor.
+* ``executor="dask"`` spreads the *batches* of every cell over the workers (the same shards as
+  ``advbench run --executor dask``), so one big cell no longer serialises a sweep.  The driver never loads a
+  model or reads data: workers resolve each cell and compute its batches; the driver commits them and merges
+  a cell's record when its last batch is in.  A lost worker's batches are recomputed elsewhere and a batch
+  that arrives twice is stored once.
 * A failed cell is retried ``retries`` times (a lost Dask worker counts as a failure), then recorded as
   failed with its error, and the sweep goes on.  An advbench error (bad input, whose message says what to
   fix) is recorded at once: it would fail the same way again.
-* ``executor="dask"`` starts a loopback-only ``LocalCluster`` (no dashboard) with single-threaded worker
-  processes and ``cores / workers`` torch threads each, or connects to ``scheduler``; with no cell left to
-  run it starts nothing.  At the end each worker process is given time to exit on its own before the
-  cluster closes, all of it bounded by :data:`CLOSE_TIMEOUT_S`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from advbench.errors import AdvbenchError, ConfigError
+from advbench.pipeline.config import RunConfig
+from advbench.pipeline.dask_executor import CLOSE_TIMEOUT_S, close_within_bound  # noqa: F401 - re-exported
 from advbench.progress import progress_bar
 from advbench.records import config_hash, now_iso, run_name
-from advbench.runner import RunSpec
 from advbench.sweep_spec import SweepSpec
 
 log = logging.getLogger("advbench")
@@ -37,12 +37,18 @@ log = logging.getLogger("advbench")
 
 @dataclass
 class Cell:
+    """One cell: its run config (``None`` when the cell could not be configured) and a readable label."""
+
     index: int
-    spec: RunSpec
+    config: RunConfig | None
     label: str
-    config: dict[str, Any] | None = None
-    config_hash: str | None = None
+    request: dict[str, Any]
     error: str | None = None
+
+    @property
+    def request_hash(self) -> str:
+        """The hash a failed record of this cell is stored under (nothing resolved: the request's own)."""
+        return config_hash(self.request)
 
 
 @dataclass
@@ -60,91 +66,77 @@ class SweepSummary:
 
 
 def build_cells(spec: SweepSpec) -> list[Cell]:
-    """The sweep's cells as run specs (no model is loaded yet)."""
+    """The sweep's cells as run configs (no model is loaded, no data is read)."""
     cells = []
     for i, c in enumerate(spec.cells()):
         attack = c["attack"]
-        run_spec = RunSpec(model=c["model"], dataset=c["dataset"], attacks=list(attack.cascade), eps=c["eps"],
-                           norm=c["norm"], n_samples=spec.defaults.n_samples, seed=c["seed"],
-                           batch_size=spec.defaults.batch_size, attack_params=attack.params,
-                           device=spec.defaults.device)
+        request = {"model": {"name": c["model"]}, "dataset": c["dataset"], "norm": c["norm"],
+                   "attacks": [{"name": a} for a in attack.cascade], "eps": c["eps"], "seed": c["seed"]}
         label = f"{os.path.basename(c['model'])} | {c['dataset']} | {attack.label} | {c['norm']} | seed {c['seed']}"
-        cells.append(Cell(index=i, spec=run_spec, label=label))
+        try:
+            config = RunConfig.build(models=[c["model"]], dataset=c["dataset"], attacks=list(attack.cascade),
+                                     eps=c["eps"], norm=c["norm"], n_samples=spec.defaults.n_samples, seed=c["seed"],
+                                     batch_size=spec.defaults.batch_size, attack_params=attack.params,
+                                     device=spec.defaults.device, experiment="classifier")
+            cells.append(Cell(i, config, label, request))
+        except AdvbenchError as err:
+            cells.append(Cell(i, None, label, request, f"{type(err).__name__}: {err}"))
     return cells
-
-
-def resolve(cell: Cell) -> Cell:
-    """Fill in the cell's resolved config and hash (loads the model's identity and the data split)."""
-    from advbench.runner import prepare
-
-    try:
-        cell.config = prepare(cell.spec)[3]
-    except Exception as err:  # recorded as a failed cell; the sweep goes on
-        cell.error = f"{type(err).__name__}: {err}"
-        spec = cell.spec
-        cell.config = {"model": {"name": spec.model}, "dataset": spec.dataset, "norm": spec.norm,
-                       "attacks": [{"name": a} for a in spec.attacks], "eps": spec.eps, "seed": spec.seed}
-    cell.config_hash = config_hash(cell.config)
-    return cell
 
 
 def estimate_cost(cell: Cell) -> int:
     """A rough budget: samples × eps × the attacks' iterations (steps or queries) in the cascade."""
     from advbench import create_attack
 
+    config = cell.config
+    if config is None:
+        return 0
     per_sample = 0
-    for name in cell.spec.attacks:
-        params = create_attack(name, norm=cell.spec.norm, eps=cell.spec.eps[0],
-                               **cell.spec.attack_params.get(name, {})).hyperparameters()
+    for name in config.attacks:
+        params = create_attack(name, norm=config.norm, eps=config.eps[0], **config.params_for(name)).hyperparameters()
         per_sample += int(params.get("steps") or params.get("n_queries") or 1)
-    return per_sample * len(cell.spec.eps) * int(cell.spec.n_samples or 0)
+    return per_sample * len(config.eps) * int(config.n_samples or 0)
 
 
-def run_cell(spec: RunSpec, torch_threads: int | None = None) -> dict[str, Any]:
-    """Evaluate one cell and return its record; writes nothing (the driver does).
+def dry_run(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Each cell's index, label, eps, estimated cost and status (stored / to run / error: ...), resolved in this
+    process (a dry run loads each cell's model and lists its data to learn its hash)."""
+    from pathlib import Path
 
-    Python warnings raised meanwhile (a sanity warning, a library's) are recorded in the record's
-    ``metrics["warnings"]`` as ``{name, message}``, once each, instead of printed: on a Dask worker a
-    printed warning ends up on the driver's terminal as raw source lines through the progress bar.
-    """
-    import torch
+    from advbench.pipeline.engine import PlanInfo, make_experiment
+    from advbench.store import ResultsStore
 
-    from advbench.evaluate import evaluate
-    from advbench.runner import build_record, prepare
-
-    with warnings.catch_warnings(record=True) as caught:  # the process's filters still decide what counts
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        model, x, y, config = prepare(spec)
-        result = evaluate(model, x, y, attacks=spec.attacks, eps=spec.eps, norm=spec.norm,
-                          attack_kwargs=spec.attack_params, batch_size=spec.batch_size, seed=spec.seed,
-                          keep_examples=False)  # a record holds no images: no copies of the inputs per eps
-    record = build_record(config, result, spec.device)
-    listed = record.setdefault("metrics", {}).setdefault("warnings", [])
-    for w in caught:
-        entry = {"name": w.category.__name__, "message": str(w.message)}
-        if entry not in listed:
-            listed.append(entry)
-    return record
-
-
-@dataclass
-class _Refused:
-    """A cell that failed with an advbench error on a Dask worker: returned, not raised, so Dask does not
-    retry it (it would fail the same way)."""
-
-    error: str
-
-
-def _run_cell_task(spec: RunSpec, torch_threads: int | None = None) -> dict[str, Any] | _Refused:
+    rows = []
+    db = ResultsStore(spec.store) if Path(spec.store).exists() else None
     try:
-        return run_cell(spec, torch_threads)
-    except AdvbenchError as err:
-        return _Refused(f"{type(err).__name__}: {err}")
+        for cell in build_cells(spec):
+            status, cost = ("error: " + cell.error) if cell.error else "to run", estimate_cost(cell)
+            if cell.config is not None:
+                try:
+                    name, experiment = make_experiment(cell.config)
+                    info = PlanInfo.of(name, experiment.resolve())
+                    if db is not None and db.finished_run_id(info.config_hash) is not None:
+                        status = "stored"
+                except AdvbenchError as err:
+                    status = f"error: {type(err).__name__}: {err}"
+            rows.append({"index": cell.index, "label": cell.label, "eps": cell.request["eps"], "cost": cost,
+                         "status": status})
+    finally:
+        if db is not None:
+            db.close()
+    return rows
 
 
-def failed_record(cell: Cell, error: str) -> dict[str, Any]:
-    return {"config": cell.config, "config_hash": cell.config_hash, "name": run_name(cell.config), "status": "failed",
+def run_cell(config: RunConfig, store: Any, force: bool = False) -> Any:
+    """Run one cell through the pipeline in this process (resuming its committed batches); returns the
+    :class:`~advbench.pipeline.engine.Outcome`."""
+    from advbench.pipeline.engine import run
+
+    return run(config, store=store, force=force, progress=False)
+
+
+def failed_record(config: dict[str, Any], digest: str, error: str) -> dict[str, Any]:
+    return {"config": config, "config_hash": digest, "name": run_name(config), "status": "failed",
             "error": error, "metrics": {}, "cost": {}, "samples": [], "created_at": now_iso()}
 
 
@@ -166,162 +158,81 @@ def run_sweep(
         raise ConfigError(f"--executor must be local or dask, got '{executor}'")
     if retries < 0:
         raise ConfigError(f"--retries must be >= 0, got {retries}")
-    cells = [resolve(c) for c in build_cells(spec)]
+    cells = build_cells(spec)
     summary = SweepSummary(total=len(cells))
     sink = _SweepTracker(spec, wandb_mode)
     with ResultsStore(spec.store) as store:
+        bar = progress_bar(total=len(cells), desc=f"sweep {spec.name}", unit="cell", enabled=progress)
+        report = _Reporter(store, summary, sink, bar)
         todo = []
-        seen: dict[str, int | None] = {}  # the stored finished run a forced cell replaces
         for cell in cells:
-            seen[cell.config_hash] = store.finished_run_id(cell.config_hash) if cell.error is None else None
-            if not force and seen[cell.config_hash] is not None:
-                summary.skipped += 1
-            elif cell.error is not None:
-                _write(store, failed_record(cell, cell.error), summary, sink, None)
+            if cell.error is not None:
+                report.failed(cell.request, cell.request_hash, cell.error)
             else:
                 todo.append(cell)
-        bar = progress_bar(total=len(cells), desc=f"sweep {spec.name}", unit="cell", enabled=progress)
-        bar.update(len(cells) - len(todo))
-        if executor == "local" or not todo:  # nothing left to run starts no Dask cluster
-            results = _run_local(todo, retries=retries)
-        else:
-            results = _run_dask(todo, scheduler=scheduler, workers=workers, retries=retries)
-        with contextlib.closing(results):  # an interrupted sweep still shuts its cluster down
-            for _cell, record in results:
-                _write(store, record, summary, sink, seen.get(record.get("config_hash", "")))
-                bar.update(1)
+        if executor == "local":
+            _run_local(todo, report, retries=retries, force=force)
+        elif todo:
+            from advbench.sweep_dask import run_cells_on_dask
+
+            run_cells_on_dask(todo, report, scheduler=scheduler, workers=workers, retries=retries, force=force)
         bar.close()
     sink.finish(summary)
     return summary
 
 
-def _write(store, record: dict[str, Any], summary: SweepSummary, sink, replaces: int | None) -> None:
-    """Store one cell's record in one transaction; if another process stored the same config meanwhile, its
-    record is the one that survives and is reported."""
-    if record.get("status") == "failed":
-        kept = store.finished_run_id(record.get("config_hash", ""))
-        if kept is None:  # a failure never replaces a finished result (another sweep's, or a forced rerun's)
-            record["id"] = store.write_run(record, force=True)
+class _Reporter:
+    """Counts each cell's outcome, stores failed records, and logs each new record to W&B (driver side)."""
+
+    def __init__(self, store: Any, summary: SweepSummary, sink: Any, bar: Any) -> None:
+        self.store, self.summary, self.sink, self.bar = store, summary, sink, bar
+
+    def outcome(self, cell: Cell, outcome: Any) -> None:
+        self.store.forget_failed(cell.request_hash)  # an earlier failure of this cell is superseded
+        if outcome.skipped:
+            self.summary.skipped += 1
+        else:
+            record = outcome.record.as_dict(samples=False)
+            self.summary.finished += 1
+            self.summary.records.append(record)
+            self.sink.log_cell(record)
+        self.bar.update(1)
+
+    def failed(self, config: dict[str, Any], digest: str, error: str) -> None:
+        """Record a failed cell; a failure never replaces a finished result of the same config."""
+        record = failed_record(config, digest, error)
+        if self.store.finished_run_id(digest) is None:
+            record["id"] = self.store.write_run(record, force=True)
         else:
             record["id"] = None
-            log.warning("cell %s failed; the finished run %d of the same config stays in the store",
-                        record.get("name"), kept)
-    else:
-        saved = store.save_run(record, replaces=replaces)
-        if not saved.written:
-            record = saved.existing
-        record["id"] = saved.id
-    summary.records.append(record)
-    if record.get("status") == "failed":
-        summary.failed += 1
-    else:
-        summary.finished += 1
-    sink.log_cell(record)
+            log.warning("cell %s failed; the finished run of the same config stays in the store", record["name"])
+        self.summary.failed += 1
+        self.summary.records.append(record)
+        self.sink.log_cell(record)
+        self.bar.update(1)
 
 
-def _run_local(cells: list[Cell], *, retries: int):
-    """Yield (cell, record) for each cell run in this process, each tried up to ``1 + retries`` times."""
+def _run_local(cells: list[Cell], report: _Reporter, *, retries: int, force: bool) -> None:
+    """Run each cell in this process, each tried up to ``1 + retries`` times."""
     for cell in cells:
         for attempt in range(retries + 1):
             try:
-                record = run_cell(cell.spec)
+                outcome = run_cell(cell.config, report.store, force)
             except AdvbenchError as err:  # bad input: another try would fail the same way
                 log.warning("cell %d (%s) failed: %s", cell.index, cell.label, err)
-                record = failed_record(cell, f"{type(err).__name__}: {err}")
+                report.failed(cell.request, cell.request_hash, f"{type(err).__name__}: {err}")
             except Exception as err:  # retried, then recorded, and the sweep goes on
                 if attempt < retries:
                     log.warning("cell %d (%s) failed (%s: %s); retry %d of %d", cell.index, cell.label,
                                 type(err).__name__, err, attempt + 1, retries)
                     continue
                 log.warning("cell %d (%s) failed after %d attempt(s): %s", cell.index, cell.label, attempt + 1, err)
-                record = failed_record(cell, f"{type(err).__name__}: {err} (after {attempt + 1} attempt(s))\n"
-                                             f"{traceback.format_exc(limit=3)}")
-            break
-        yield cell, record
-
-
-#: Seconds to wait for the Dask client, the worker processes and the local cluster to shut down.
-CLOSE_TIMEOUT_S = 30
-
-
-def _run_dask(cells: list[Cell], *, scheduler: str | None, workers: int | None, retries: int):
-    """Yield (cell, record) as cells finish on a Dask cluster; failures become failed records."""
-    from distributed import Client, LocalCluster, as_completed
-
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # progress is ours; keep Dask's chatter out
-    cluster = client = None
-    finished = False
-    try:
-        with warnings.catch_warnings(record=True) as caught:  # e.g. "Port 8787 is already in use": not ours
-            if scheduler:
-                client = Client(scheduler)
-                threads = None
+                report.failed(cell.request, cell.request_hash,
+                              f"{type(err).__name__}: {err} (after {attempt + 1} attempt(s))\n"
+                              f"{traceback.format_exc(limit=3)}")
             else:
-                import dask
-
-                cores = os.cpu_count() or 1
-                n_workers = workers or cores
-                threads = max(1, cores // n_workers)
-                # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in workers by default; with torch it makes every
-                # allocation trim memory and halves the speed of a cell (measured: 13.5 s vs 6.5 s), so unset it.
-                environ = {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                           "OPENBLAS_NUM_THREADS": threads}
-                with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in environ.items()}):
-                    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                           host="127.0.0.1", dashboard_address=None)
-                client = Client(cluster)
-        for w in caught:
-            log.info("Dask: %s: %s", w.category.__name__, w.message)
-        futures = {client.submit(_run_cell_task, c.spec, threads, key=f"cell-{c.index}-{c.config_hash[:12]}",
-                                 pure=False, retries=retries): c for c in cells}
-        for future in as_completed(futures):
-            cell = futures.pop(future)
-            try:
-                result = future.result()
-            except Exception as err:  # failed (or its worker lost) 1 + retries times
-                result = _Refused(f"{type(err).__name__}: {err} (after {retries + 1} attempt(s))")
-            if isinstance(result, _Refused):
-                log.warning("cell %d (%s) failed: %s", cell.index, cell.label, result.error)
-                result = failed_record(cell, result.error)
-            yield cell, result
-        finished = True
-    finally:  # bounded: a cluster whose worker died mid-task must not hold the sweep open forever
-        if client is not None:
-            _close_within_bound(client)
-        if cluster is not None:
-            if finished:  # idle workers: let them exit on their own; an interrupted sweep closes at once
-                _close_workers_within_bound(cluster)
-            _close_within_bound(cluster)
-
-
-def _close_workers_within_bound(cluster: Any) -> None:
-    """Close the local cluster's workers, giving each worker process ``0.8 * CLOSE_TIMEOUT_S`` to exit.
-
-    ``LocalCluster.close`` gives them 4 s, then kills them with "Worker process still alive after 4.0
-    seconds, killing": an idle worker that has imported torch takes 2-4 s to tear its interpreter down, more
-    on a busy machine.  A worker that has not exited by then is killed all the same, and a close that runs
-    over is logged, not raised.
-    """
-    nannies = list(getattr(cluster, "workers", {}).values())
-
-    async def close_all() -> None:
-        await asyncio.gather(*(n.close(timeout=CLOSE_TIMEOUT_S) for n in nannies), return_exceptions=True)
-
-    try:
-        cluster.sync(close_all, callback_timeout=2 * CLOSE_TIMEOUT_S)
-    except Exception as err:  # noqa: BLE001 - shutdown of a finished sweep must not fail it
-        logging.getLogger("advbench.sweep").warning("Dask workers did not close cleanly: %s: %s",
-                                                    type(err).__name__, err)
-
-
-def _close_within_bound(closable: Any) -> None:
-    """``closable.close(timeout=CLOSE_TIMEOUT_S)``; a shutdown that runs over is logged, not raised: every
-    finished cell is already in the store, and the cluster still gets its own close call."""
-    try:
-        closable.close(timeout=CLOSE_TIMEOUT_S)
-    except Exception as err:  # noqa: BLE001 - shutdown of a finished sweep must not fail it
-        logging.getLogger("advbench.sweep").warning("Dask %s did not close cleanly: %s: %s",
-                                                    type(closable).__name__, type(err).__name__, err)
+                report.outcome(cell, outcome)
+            break
 
 
 class _SweepTracker:

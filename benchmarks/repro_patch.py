@@ -25,11 +25,35 @@ from pathlib import Path
 import torch
 
 from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
-from advbench.detection.experiment import DetectAttackSpec, run_detect_attack, split_by_group
+from advbench.detection.experiment import split_by_group
 from advbench.detection.training import DetectorTrainConfig, save_detector, train_detector
+from advbench.pipeline.config import RunConfig
+from advbench.pipeline.engine import run as run_pipeline
+from advbench.pipeline.record import Record
 
 ATTACKS = ("patch-whitebox", "patch-transfer", "patch-random-search", "patch-minmax")
 EPOCHS = {"fcos-mnv3": 120, "fasterrcnn-mnv3": 60}
+
+
+def _f(value: float | None) -> str:
+    """A table cell: three decimals, or ``-`` where no vehicle was found clean (a tiny ``--images`` run)."""
+    return "-" if value is None else f"{value:.3f}"
+
+
+def detect_attack(out: Path, dataset: str, detector: str, attack: str, params: dict, *, seed: int,
+                  surrogate: str | None = None, extra_detectors: list[str] | None = None,
+                  patch_altitudes: list[str] | None = None) -> Record:
+    """One ``advbench detect-attack`` cell through the pipeline (every image, the data set's default split), stored
+    in ``out/results.db`` so that a rerun skips it."""
+    options: dict = {}
+    if surrogate is not None:
+        options["surrogate"] = surrogate
+    if patch_altitudes is not None:
+        options["patch_altitudes"] = patch_altitudes
+    config = RunConfig.build(models=[detector, *(extra_detectors or [])], dataset=dataset, attacks=[attack],
+                             eps=[0.0], n_samples=None, seed=seed, batch_size=64, experiment="detection",
+                             attack_params={attack: params}, options=options)
+    return run_pipeline(config, store=out / "results.db").record
 
 
 def main() -> None:
@@ -78,14 +102,13 @@ def main() -> None:
     for victim, other in (("fcos-mnv3", "fasterrcnn-mnv3"), ("fasterrcnn-mnv3", "fcos-mnv3")):
         for attack in ATTACKS:
             params = {"queries": args.queries} if attack == "patch-random-search" else {"steps": args.steps}
-            run = DetectAttackSpec(dataset=spec, detector=ckpts[victim], attack=attack, params=params,
-                                   surrogate=ckpts[other] if attack == "patch-transfer" else None, seed=args.seed)
-            rec = run_detect_attack(run, store=args.out / "results.db").record
-            m = rec["metrics"]
+            rec = detect_attack(args.out, spec, ckpts[victim], attack, params, seed=args.seed,
+                                surrogate=ckpts[other] if attack == "patch-transfer" else None)
+            m = rec.metrics
             rows.append({"detector": victim, "attack": attack, "asr": m["asr"], "by_altitude": m["asr_by_altitude"],
                          "worst": m["worst_altitude_asr"], "control": m["control_asr"],
                          "ap50_clean": m["ap_clean"]["AP50"], "ap50_adv": m["ap_adversarial"]["AP50"],
-                         "weights": m.get("weights"), "fit_s": rec["cost"]["fit_seconds"]})
+                         "weights": m.get("weights"), "fit_s": rec.cost["fit_seconds"]})
             print(json.dumps(rows[-1]))
     (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     alts = sorted(rows[0]["by_altitude"])
@@ -94,9 +117,9 @@ def main() -> None:
              "|" + " --- |" * (len(alts) + 7)]
     for r in rows:
         w = ", ".join(f"{k} {v:.2f}" for k, v in (r["weights"] or {}).items()) or "-"
-        lines.append(f"| {r['detector']} | {r['attack']} | " + " | ".join(f"{r['by_altitude'][a]:.3f}" for a in alts)
-                     + f" | {r['worst']:.3f} | {r['asr']:.3f} | {r['control']:.3f} | "
-                     f"{r['ap50_clean']:.3f} → {r['ap50_adv']:.3f} | {w} |")
+        lines.append(f"| {r['detector']} | {r['attack']} | " + " | ".join(_f(r['by_altitude'][a]) for a in alts)
+                     + f" | {_f(r['worst'])} | {_f(r['asr'])} | {_f(r['control'])} | "
+                     f"{_f(r['ap50_clean'])} → {_f(r['ap50_adv'])} | {w} |")
     lines += studies(args, spec, ckpts, alts)
     if args.unseen_scenes:
         unseen_dir = args.out / f"evd_unseen{args.unseen_scenes}"
@@ -138,8 +161,6 @@ def seed_study(args: argparse.Namespace, spec: str, ckpts: dict[str, str],
     detector; an ensemble variant learns one patch on that detector and the other one."""
     import statistics
 
-    from advbench.detection.experiment import run_detect_attack as run
-
     out = ["| detector | attack | worst-altitude ASR per seed | mean | stdev | worst altitude per seed |",
            "| --- | --- | --- | --- | --- | --- |"]
     for victim in ckpts:
@@ -148,11 +169,11 @@ def seed_study(args: argparse.Namespace, spec: str, ckpts: dict[str, str],
             worst, where = [], []
             for k in range(args.seeds + 1):
                 params = {"steps": args.steps, **extra, **({"seed": args.seed + 100 * k} if k else {})}
-                cell = DetectAttackSpec(dataset=spec, detector=ckpts[victim], attack=attack, params=params,
-                                        seed=args.seed, extra_detectors=others if ensemble else [])
-                m = run(cell, store=args.out / "results.db").record["metrics"]
+                m = detect_attack(args.out, spec, ckpts[victim], attack, params, seed=args.seed,
+                                  extra_detectors=others if ensemble else None).metrics
                 worst.append(m["worst_altitude_asr"])
-                where.append(min(m["asr_by_altitude"], key=lambda a: m["asr_by_altitude"][a]))
+                measured = {a: v for a, v in m["asr_by_altitude"].items() if v is not None}
+                where.append(min(measured, key=measured.__getitem__))
             out.append(f"| {victim} | {label} | {', '.join(f'{w:.3f}' for w in worst)} | "
                        f"{statistics.mean(worst):.3f} | {statistics.stdev(worst) if len(worst) > 1 else 0.0:.3f} | "
                        f"{', '.join(where)} |")
@@ -165,13 +186,11 @@ def specialist_study(args: argparse.Namespace, spec: str, ckpts: dict[str, str],
            "|" + " --- |" * (len(alts) + 3)]
     for victim in ckpts:
         for group in [None, *alts]:
-            cell = DetectAttackSpec(dataset=spec, detector=ckpts[victim], attack="patch-whitebox",
-                                    params={"steps": args.steps}, seed=args.seed,
-                                    patch_altitudes=None if group is None else [group])
-            m = run_detect_attack(cell, store=args.out / "results.db").record["metrics"]
+            m = detect_attack(args.out, spec, ckpts[victim], "patch-whitebox", {"steps": args.steps}, seed=args.seed,
+                              patch_altitudes=None if group is None else [group]).metrics
             by = m["asr_by_altitude"]
             out.append(f"| {victim} | {group or 'all altitudes (pooled)'} | "
-                       + " | ".join(f"{by[a]:.3f}" for a in alts) + f" | {m['worst_altitude_asr']:.3f} |")
+                       + " | ".join(_f(by[a]) for a in alts) + f" | {_f(m['worst_altitude_asr'])} |")
     return "\n".join(out)
 
 

@@ -91,7 +91,7 @@ def read_runs(store_path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             f"results store {path} does not exist; run `advbench run ... --store {path}` (or `advbench demo`) first"
         )
     with ResultsStore(path) as store:
-        return [store.get_run(row["id"]) for row in store.list_runs() if row.get("status") == "finished"]
+        return [store.get_record(row["id"]).as_dict() for row in store.list_runs() if row.get("status") == "finished"]
 
 
 def build_leaderboard(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> list[Path]:

@@ -150,11 +150,13 @@ def test_defense_flags_reach_the_records(digits_model, tmp_path):
     assert record["metrics"]["defense"]["clean_accuracy_undefended"] is not None
     # black-box transfer: PGD made on the undefended model, judged by the defended one (recomputed here)
     from advbench import create_attack
-    from advbench.datasets import load_dataset
+    from advbench.datasets.evaluation_set import load_evaluation_set
 
-    data = load_dataset("digits", seed=0)
-    x, y = data.x_test[:32], data.y_test[:32]
-    x_adv = create_attack("pgd", eps=0.1, steps=3)(digits_model, x, y, generator=torch.Generator().manual_seed(0)).x_adv
+    evaluated = load_evaluation_set("digits", n_samples=32, seed=0)  # the run's own class-balanced selection
+    x, y = evaluated.x, evaluated.y
+    from advbench.pipeline.experiment import batch_generator
+
+    x_adv = create_attack("pgd", eps=0.1, steps=3)(digits_model, x, y, generator=batch_generator(0, 0)).x_adv
     with torch.no_grad():
         expected = float((DefendedModel(parse_defense("jpeg:quality=50"), digits_model)(x_adv).argmax(1) == y)
                          .float().mean())

@@ -101,18 +101,21 @@ def test_hyperparameters_given_as_text_or_numpy_are_converted() -> None:
 
 def test_a_failed_cell_never_replaces_a_finished_record(tmp_path) -> None:
     from advbench.store import ResultsStore
-    from advbench.sweep import SweepSummary, _write
+    from advbench.sweep import SweepSummary, _Reporter
 
     class Sink:
         def log_cell(self, record):
+            pass
+
+    class Bar:
+        def update(self, n):
             pass
 
     finished = {"config": {"model": {"name": "m"}}, "config_hash": "h" * 64, "name": "m", "status": "finished",
                 "error": None, "metrics": {"robust_accuracy": 0.5}, "cost": {}, "samples": [], "created_at": "now"}
     with ResultsStore(tmp_path / "r.db") as store:
         kept = store.save_run(finished).id
-        failed = {**finished, "status": "failed", "error": "out of memory", "metrics": {}}
-        _write(store, failed, SweepSummary(total=1), Sink(), None)
+        _Reporter(store, SweepSummary(total=1), Sink(), Bar()).failed(finished["config"], "h" * 64, "out of memory")
         runs = store.list_runs()
     assert [(r["id"], r["status"]) for r in runs] == [(kept, "finished")]
 

@@ -165,14 +165,21 @@ def test_bad_masks_and_targets_get_clear_errors(tmp_path) -> None:
 
 
 def test_compare_reports_transfer_and_disparate_impact(dense, tmp_path) -> None:
-    from advbench.compare import compare, plot_comparison
+    import sqlite3
+
+    import advbench.experiments.compare  # noqa: F401 - registers "compare"
     from advbench.compression.pipeline import prune_checkpoint
+    from advbench.experiments.compare import plot_comparison
+    from advbench.pipeline.config import RunConfig
+    from advbench.pipeline.engine import run
 
     child = tmp_path / "child.safetensors"
     prune_checkpoint(dense, "digits", PruneConfig(method="magnitude", retrain_epochs=1), out=child, target=0.8,
                      progress=False)
-    report = compare([str(dense), str(child)], dataset="digits", attacks=["pgd"], eps=[0.05, 0.1], n_samples=80,
-                     attack_params={"pgd": {"steps": 5}}, store=tmp_path / "c.db", progress=False)
+    cfg = RunConfig.build(models=[str(dense), str(child)], dataset="digits", attacks=["pgd"], eps=[0.05, 0.1],
+                          n_samples=80, attack_params={"pgd": {"steps": 5}}, experiment="compare")
+    outcome = run(cfg, store=tmp_path / "c.db", progress=False)
+    report = outcome.record.metrics
     parent, kid = report["models"]
     assert parent["compression_ratio"] == pytest.approx(1.0) and kid["compression_ratio"] > 2
     for point in kid["curve"]:
@@ -180,11 +187,19 @@ def test_compare_reports_transfer_and_disparate_impact(dense, tmp_path) -> None:
             assert key in point
         assert point["transfer_asr_from_parent"] is None or 0 <= point["transfer_asr_from_parent"] <= 1
     assert "transfer_asr_from_parent" not in parent["curve"][0]
-    assert plot_comparison(report, tmp_path / "c.png").stat().st_size > 1000
-    import sqlite3
+    # the disparate impact, recomputed from the per-sample rows: the largest per-class robust-accuracy drop
+    rows = outcome.record.samples
+    for point in kid["curve"]:
+        def per_class(model: str, eps: float = point["eps"]) -> dict[int, float]:
+            at = [r for r in rows if r["model"] == model and r["eps"] == eps]
+            return {c: sum(r["robust"] for r in at if r["label"] == c) / sum(r["label"] == c for r in at)
+                    for c in {r["label"] for r in at}}
 
-    with sqlite3.connect(tmp_path / "c.db") as db:
-        assert db.execute("select count(*) from runs").fetchone()[0] == 2
+        ref, mine = per_class(parent["model"]), per_class(kid["model"])
+        assert point["worst_class_drop"] == pytest.approx(max(ref[c] - mine.get(c, 0.0) for c in ref))
+    assert plot_comparison(report, tmp_path / "c.png").stat().st_size > 1000
+    with sqlite3.connect(tmp_path / "c.db") as db:  # one record holds both models
+        assert db.execute("select count(*) from runs").fetchone()[0] == 1
 
 
 def test_models_without_layers_and_bad_structures() -> None:

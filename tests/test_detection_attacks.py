@@ -9,7 +9,7 @@ import torch
 
 from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
 from advbench.detection.detectors import Candidates, create_detector, list_detectors
-from advbench.detection.experiment import DetectAttackSpec, run_detect_attack, split_by_group
+from advbench.detection.experiment import altitude_subset, split_by_group
 from advbench.detection.patch_attacks import PatchSet, create_patch_attack, list_patch_attacks
 from advbench.detection.patch_losses import (
     DEFAULT_PALETTE,
@@ -31,6 +31,8 @@ from advbench.detection.patches import (
 from advbench.detection.training import DetectorTrainConfig, load_detector, save_detector, train_detector
 from advbench.errors import CheckpointError, ConfigError, DatasetError, InputError, UnknownNameError
 from advbench.minmax import project_simplex
+from advbench.pipeline.config import RunConfig
+from advbench.pipeline.engine import run as run_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -392,35 +394,58 @@ def test_split_keeps_every_altitude_in_both_parts(aerial):
     assert not {s.image_id for s in train} & {s.image_id for s in test}
 
 
+def test_altitude_subset_keeps_only_the_named_altitudes(aerial):
+    train, _ = split_by_group(aerial[1], 0.5, seed=0)
+    only = altitude_subset(train, ["90m", "50m"])
+    assert only and {s.altitude for s in only} == {"50m", "90m"}
+    assert [s.image_id for s in only] == [s.image_id for s in train if s.altitude in ("50m", "90m")]
+    with pytest.raises(InputError, match=r"has altitudes \['50m', '70m', '90m'\]"):
+        altitude_subset(train, ["120m"])
+    with pytest.raises(InputError, match="pick some of those"):
+        altitude_subset(train, [])
+
+
+def detection_run(dataset: str, detector: str, attack: str, params: dict, **options) -> RunConfig:
+    """The RunConfig ``advbench detect-attack`` builds: every image (no --max-images), test images in batches of
+    64, the patch attack's hyperparameters in attack_params and the rest as the experiment's options."""
+    return RunConfig.build(models=[detector], dataset=dataset, attacks=[attack], eps=[0.0], n_samples=None,
+                           batch_size=64, experiment="detection", attack_params={attack: params},
+                           options={"progress": False, **options})
+
+
 def test_detect_attack_run_is_stored_and_skipped(fcos, aerial, tmp_path):
     root, _ = aerial
     _, path = fcos
-    spec = DetectAttackSpec(dataset=f"evd4uav:{root}", detector=str(path), attack="patch-minmax",
-                            params={"steps": 2, "batch_size": 3, "patch_size": 8}, score_threshold=0.05)
+    params = {"steps": 2, "batch_size": 3, "patch_size": 8}
+    cfg = detection_run(f"evd4uav:{root}", str(path), "patch-minmax", params, score_threshold=0.05)
     store = tmp_path / "results.db"
-    first = run_detect_attack(spec, store=store, progress=False)
-    metrics = first.record["metrics"]
+    first = run_pipeline(cfg, store=store, progress=False)
+    assert first.complete and not first.skipped
+    metrics = first.record.metrics
     assert set(metrics["asr_by_altitude"]) == {"50m", "70m", "90m"}
     assert set(metrics["weights"]) == {"50m", "70m", "90m"}
     assert sum(metrics["weights"].values()) == pytest.approx(1.0)
     assert metrics["patch"]["min"] >= 0 and metrics["patch"]["max"] <= 1
     assert "AP50" in metrics["ap_clean"] and "control_asr" in metrics
     n_vehicles = metrics["counts"]["overall"]["vehicles"]
-    assert len(first.record["samples"]) == n_vehicles > 0
-    again = run_detect_attack(spec, store=store, progress=False)
-    assert again.skipped and again.record["metrics"]["asr"] == metrics["asr"]
-    assert "patch_altitudes" not in first.record["config"]  # unset: the config (and store key) is as before
+    assert len(first.record.samples) == n_vehicles > 0
+    assert first.record.config["model"]["sha256"] and first.record.config["attacks"][0]["name"] == "patch-minmax"
+    again = run_pipeline(cfg, store=store, progress=False)
+    assert again.skipped and again.config_hash == first.config_hash and again.record.metrics["asr"] == metrics["asr"]
+    assert "patch_altitudes" not in first.record.config  # unset: the config (and store key) is as before
     # a patch learned on one altitude only is another run, and is still measured on every altitude
-    only_90 = run_detect_attack(DetectAttackSpec(**{**spec.__dict__, "patch_altitudes": ["90m"]}), store=store,
-                                progress=False)
-    assert not only_90.skipped
+    only_90 = run_pipeline(detection_run(f"evd4uav:{root}", str(path), "patch-minmax", params, score_threshold=0.05,
+                                         patch_altitudes=["90m"]), store=store, progress=False)
+    assert not only_90.skipped and only_90.config_hash != first.config_hash
     rec = only_90.record
-    assert rec["metrics"]["domains"] == ["90m"] and rec["metrics"]["weights"] == {"90m": 1.0}
-    assert set(rec["metrics"]["asr_by_altitude"]) == {"50m", "70m", "90m"}
-    assert rec["config"]["patch_altitudes"] == ["90m"]
-    assert 0 < rec["config"]["split"]["n_patch_train"] < rec["config"]["split"]["n_train"]
+    assert rec.metrics["domains"] == ["90m"] and rec.metrics["weights"] == {"90m": 1.0}
+    assert set(rec.metrics["asr_by_altitude"]) == {"50m", "70m", "90m"}
+    assert rec.config["patch_altitudes"] == ["90m"]
+    assert 0 < rec.config["data"]["n_patch_train"] < rec.config["data"]["n_train"]
+    assert rec.config["n_samples"] == first.record.config["n_samples"]  # the same held-out images are measured
     with pytest.raises(InputError, match=r"has altitudes \['50m', '70m', '90m'\]"):
-        run_detect_attack(DetectAttackSpec(**{**spec.__dict__, "patch_altitudes": ["120m"]}), progress=False)
+        run_pipeline(detection_run(f"evd4uav:{root}", str(path), "patch-minmax", params, patch_altitudes=["120m"]),
+                     progress=False)
 
 
 def test_detector_named_by_arch_is_trained_only_when_the_run_is_not_stored(fcos, aerial, tmp_path, monkeypatch):
@@ -435,31 +460,40 @@ def test_detector_named_by_arch_is_trained_only_when_the_run_is_not_stored(fcos,
         return fcos[0], {"final_loss": 0.5}
 
     monkeypatch.setattr(experiment, "train_detector", fake_train)
-    spec = DetectAttackSpec(dataset=f"evd4uav:{root}", detector="fcos-mnv3", attack="patch-whitebox",
-                            params={"steps": 1, "batch_size": 2, "patch_size": 8}, detector_epochs=3,
-                            score_threshold=0.05)
+    dataset, params = f"evd4uav:{root}", {"steps": 1, "batch_size": 2, "patch_size": 8}
+    cfg = detection_run(dataset, "fcos-mnv3", "patch-whitebox", params, detector_epochs=3, score_threshold=0.05)
     store = tmp_path / "results.db"
-    first = run_detect_attack(spec, store=store, progress=False)
-    assert calls == [("fcos-mnv3", 3, 0)] and not first.skipped
-    assert first.record["config"]["detector"] == {"arch": "fcos-mnv3", "trained_here": {"epochs": 3, "seed": 0}}
-    assert first.record["cost"]["detectors_trained_here"] == [{"arch": "fcos-mnv3", "final_loss": 0.5}]
-    again = run_detect_attack(spec, store=store, progress=False)
+    first = run_pipeline(cfg, store=store, progress=False)
+    assert calls == [("fcos-mnv3", 3, 0)] and first.complete and not first.skipped
+    assert first.record.config["model"] == {"name": "fcos-mnv3", "arch": "fcos-mnv3",
+                                            "trained_here": {"epochs": 3, "seed": 0}}
+    assert first.record.cost["detectors_trained_here"] == [{"arch": "fcos-mnv3", "final_loss": 0.5}]
+    again = run_pipeline(cfg, store=store, progress=False)
     assert again.skipped and calls == [("fcos-mnv3", 3, 0)]  # answered from the store: no second training
-    other = run_detect_attack(DetectAttackSpec(**{**spec.__dict__, "detector_epochs": 4}), store=store,
-                              progress=False)
-    assert not other.skipped and calls[-1] == ("fcos-mnv3", 4, 0)  # another recipe is another run
-    transfer = DetectAttackSpec(**{**spec.__dict__, "detector": str(fcos[1]), "attack": "patch-transfer",
-                                   "surrogate": "fcos-mnv3"})
-    rec = run_detect_attack(transfer, store=store, progress=False).record
-    assert calls[-1] == ("fcos-mnv3", 3, 1) and rec["config"]["surrogate"]["arch"] == "fcos-mnv3"
-    assert "surrogate" not in rec["config"]["attack"]
-    assert run_detect_attack(transfer, store=store, progress=False).skipped and len(calls) == 3
+    other = run_pipeline(detection_run(dataset, "fcos-mnv3", "patch-whitebox", params, detector_epochs=4,
+                                       score_threshold=0.05), store=store, progress=False)
+    assert not other.skipped and other.config_hash != first.config_hash  # another recipe is another run
+    assert calls[-1] == ("fcos-mnv3", 4, 0)
+    transfer = detection_run(dataset, str(fcos[1]), "patch-transfer", params, detector_epochs=3, score_threshold=0.05,
+                             surrogate="fcos-mnv3")
+    rec = run_pipeline(transfer, store=store, progress=False).record
+    assert calls[-1] == ("fcos-mnv3", 3, 1)  # the surrogate trains with the run's seed + 1
+    assert rec.config["surrogate"] == {"arch": "fcos-mnv3", "trained_here": {"epochs": 3, "seed": 1}}
+    assert rec.config["model"]["checkpoint"] == str(fcos[1]) and "surrogate" not in rec.config["attacks"][0]
+    assert rec.cost["detectors_trained_here"] == [{"arch": "fcos-mnv3", "final_loss": 0.5}]  # the victim was loaded
+    assert run_pipeline(transfer, store=store, progress=False).skipped and len(calls) == 3
 
 
-def test_detect_attack_rejects_unknown_detector(aerial):
+def test_detect_attack_rejects_bad_input(aerial):
     root, _ = aerial
+    dataset, params = f"evd4uav:{root}", {"steps": 1}
     with pytest.raises(InputError, match="neither a checkpoint"):
-        run_detect_attack(DetectAttackSpec(dataset=f"evd4uav:{root}", detector="/no/such.safetensors",
-                                           attack="patch-whitebox"), progress=False)
-    with pytest.raises(ConfigError, match="surrogate"):
-        DetectAttackSpec(dataset=f"evd4uav:{root}", detector="fcos-mnv3", attack="patch-transfer")
+        run_pipeline(detection_run(dataset, "/no/such.safetensors", "patch-whitebox", params), progress=False)
+    with pytest.raises(ConfigError, match="patch-transfer needs the option surrogate"):
+        run_pipeline(detection_run(dataset, "fcos-mnv3", "patch-transfer", params), progress=False)
+    with pytest.raises(ConfigError, match="option train_fraction must lie in"):
+        run_pipeline(detection_run(dataset, "fcos-mnv3", "patch-whitebox", params, train_fraction=1.0), progress=False)
+    with pytest.raises(ConfigError, match="option score_threshold must lie in"):
+        run_pipeline(detection_run(dataset, "fcos-mnv3", "patch-whitebox", params, score_threshold=2), progress=False)
+    with pytest.raises(UnknownNameError, match="pgd"):
+        run_pipeline(detection_run(dataset, "fcos-mnv3", "pgd", {}), progress=False)

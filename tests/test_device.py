@@ -456,14 +456,27 @@ def test_minmax_and_random_search_patches_on_the_device(dev, aerial) -> None:
 
 
 def test_detect_attack_trains_and_attacks_on_the_device(dev, aerial, tmp_path) -> None:
-    from advbench.detection.experiment import DetectAttackSpec, run_detect_attack
+    """``advbench detect-attack``'s pipeline run on the device: the detector trains there, the patch is learned
+    there, and the record names the device."""
+    from advbench.pipeline.config import RunConfig
+    from advbench.pipeline.engine import run as run_pipeline
 
     root, _ = aerial
-    spec = DetectAttackSpec(dataset=f"evd4uav:{root}", detector="fcos-mnv3", attack="patch-whitebox",
-                            params={"steps": 2, "batch_size": 2, "patch_size": 8}, detector_epochs=1,
-                            score_threshold=0.05, device=str(dev))
-    record = run_detect_attack(spec, store=tmp_path / "r.db", progress=False).record
-    assert record["metrics"]["patch"]["min"] >= 0 and record["metrics"]["patch"]["max"] <= 1
-    assert record["metrics"]["asr"] is None or 0 <= record["metrics"]["asr"] <= 1
+    params = {"steps": 2, "batch_size": 2, "patch_size": 8}
+    cfg = RunConfig.build(models=["fcos-mnv3"], dataset=f"evd4uav:{root}", attacks=["patch-whitebox"], eps=[0.0],
+                          n_samples=None, batch_size=64, device=str(dev), experiment="detection",
+                          attack_params={"patch-whitebox": params},
+                          options={"detector_epochs": 1, "score_threshold": 0.05, "progress": False})
+    outcome = run_pipeline(cfg, store=tmp_path / "r.db", progress=False)
+    record = outcome.record
+    assert outcome.complete and not outcome.skipped
+    assert record.metrics["patch"]["min"] >= 0 and record.metrics["patch"]["max"] <= 1
+    assert record.metrics["asr"] is None or 0 <= record.metrics["asr"] <= 1
+    assert record.cost["steps"] == 2 and record.cost["detectors_trained_here"][0]["arch"] == "fcos-mnv3"
+    assert len(record.samples) == record.metrics["counts"]["overall"]["vehicles"] > 0
+    assert outcome.experiment.fitted.patch.device.type == "cpu"  # the patch comes back to the CPU
+    assert record.config["device"] == dev.type
     if dev.type == "cuda":
-        assert record["device"].startswith("cuda:") and record["config"]["device"] == "cuda"
+        assert record.device.startswith("cuda:")
+    else:
+        assert record.device == "cpu"

@@ -101,11 +101,11 @@ def test_sod_run_with_defensenet_counts_attack_steps(run_cli, sod_victim: Path, 
     assert code == 0, err
     payload = single_json(out)
     assert not payload["skipped"] and "defended adv-cloud" in payload["rows"]
-    # one batch of test images: adv-cloud (3 steps) and pgd (2 steps) on the victim and through the defense
-    finished_bar(err, "sod attacks", "step", total=2 * (3 + 2))
+    # the pipeline counts the test images it has attacked (adv-cloud and pgd, on the victim and through the defense)
+    finished_bar(err, "attacking", "sample", total=payload["n_images"])
     # a stored run is answered from the store: no attack, no bar
     code, out, err = run_cli(*args)
-    assert code == 0 and single_json(out)["skipped"] and not bars(err, "sod attacks")
+    assert code == 0 and single_json(out)["skipped"] and not bars(err, "attacking")
 
 
 def test_sod_robustness_library_default_is_silent(sod_victim: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -157,7 +157,7 @@ def test_multitask_run_counts_attack_steps(run_cli, tmp_path: Path, capsys: pyte
                              "--target-task", "depth", "--steps", "4", "--store", str(tmp_path / "r.db"), "--json")
     assert code == 0, err
     assert single_json(out)["target_task"] == "depth"
-    finished_bar(err, "stealthy-multitask attack", "step", total=-(-n_test // 32) * 4)
+    finished_bar(err, "attacking", "sample", total=n_test)  # the pipeline counts the attacked test images
     # the library's default is silent; with progress a batch size of 2 gives one bar step per batch and step
     attack = create_multitask_attack("stealthy-multitask", eps=8 / 255, steps=3, target_task="depth")
     targets = {t: v[:4] for t, v in data.targets_test.items()}
@@ -188,10 +188,9 @@ def test_detect_attack_shows_every_phase(run_cli, aerial: Path, tmp_path: Path) 
     for name in ("fcos-mnv3", "surrogate fcos-mnv3"):  # both trained here on the training split: 1 epoch, batches of 4
         finished_bar(err, f"load images ({name})", "image", total=len(train))
         finished_bar(err, f"train {name}", "step", total=-(-len(train) // 4))
-    finished_bar(err, "load images", "image", total=len(train) + len(test))
+    finished_bar(err, "load images", "image", total=len(train))  # the patch's training images, before the batches
     finished_bar(err, "patch-transfer (fcos-mnv3)", "step", total=2)
-    finished_bar(err, "evaluate patch", "image", total=2 * len(test))  # clean and patched test images
-    finished_bar(err, "evaluate control patch", "image", total=len(test))  # the clean detections are reused
+    finished_bar(err, "attacking", "sample", total=len(test))  # the pipeline's batches of patched test images
 
 
 def test_step_ticks_docstring_example() -> None:

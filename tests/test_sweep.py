@@ -128,28 +128,27 @@ def test_sigkill_mid_sweep_then_resume_gives_exactly_n_records(tmp_path, checkpo
 @pytest.mark.slow
 def test_dask_sweep_survives_a_killed_worker(tmp_path, checkpoints) -> None:
     pytest.importorskip("distributed")
-    import distributed
-
     spec = load_sweep_spec(write_spec(tmp_path, [str(checkpoints / "a.safetensors"),
                                                  str(checkpoints / "b.safetensors")], n=150))
+    import advbench.pipeline.dask_executor as executor
+
     killed = []
-    original = distributed.as_completed
+    original = executor.task_result
 
-    def killing_as_completed(futures, *args, **kwargs):  # kill one worker once the first cell is back
-        client = next(iter(futures)).client
-        for i, future in enumerate(original(futures, *args, **kwargs)):
-            if i == 0 and not killed:
-                pids = client.run(os.getpid)
-                victim = sorted(pids.values())[0]
-                os.kill(victim, signal.SIGKILL)
-                killed.append(victim)
-            yield future
+    def kill_after_the_first_batch(future, retries):  # one worker dies once the first batch is back
+        result = original(future, retries)
+        if isinstance(result, tuple) and not killed:
+            pids = future.client.run(os.getpid)
+            victim = sorted(pids.values())[0]
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+        return result
 
-    distributed.as_completed = killing_as_completed
+    executor.task_result = kill_after_the_first_batch
     try:
         summary = run_sweep(spec, executor="dask", workers=2, progress=False)
     finally:
-        distributed.as_completed = original
+        executor.task_result = original
     assert killed, "a worker was killed"
     assert summary.finished + summary.failed == 8 and summary.finished == 8
     rows = runs(tmp_path / "results.db")
@@ -167,7 +166,8 @@ def test_sweep_logs_one_wandb_run_per_cell_and_a_summary(tmp_path, checkpoints, 
 
 
 def test_a_dask_shutdown_that_runs_over_is_logged_not_raised(caplog) -> None:
-    from advbench.sweep import CLOSE_TIMEOUT_S, _close_within_bound
+    from advbench.pipeline.dask_executor import CLOSE_TIMEOUT_S
+    from advbench.pipeline.dask_executor import close_within_bound as _close_within_bound
 
     class Stuck:
         def __init__(self) -> None:
@@ -178,7 +178,7 @@ def test_a_dask_shutdown_that_runs_over_is_logged_not_raised(caplog) -> None:
             raise TimeoutError("still closing")
 
     stuck = Stuck()
-    with caplog.at_level("WARNING", logger="advbench.sweep"):
+    with caplog.at_level("WARNING", logger="advbench"):
         _close_within_bound(stuck)
     assert stuck.timeouts == [CLOSE_TIMEOUT_S]
     assert "Stuck did not close cleanly: TimeoutError: still closing" in caplog.text
@@ -261,16 +261,18 @@ def test_local_executor_retries_a_failed_cell_then_records_it(tmp_path, mlp_chec
 
     real = sweep_module.run_cell
     calls: list[int] = []
+    transient = {"left": 2}
 
-    def flaky(spec, torch_threads=None):  # seed 1 fails twice, then works; seed 2 always fails; seed 3 is refused
-        calls.append(spec.seed)
-        if spec.seed == 1 and calls.count(1) <= 2:
+    def flaky(config, store, force=False):  # seed 1 fails twice, then works; seed 2 always fails; seed 3 is refused
+        calls.append(config.seed)
+        if config.seed == 1 and transient["left"] > 0:
+            transient["left"] -= 1
             raise RuntimeError("CUDA out of memory (transient)")
-        if spec.seed == 2:
+        if config.seed == 2:
             raise RuntimeError("always broken")
-        if spec.seed == 3:
+        if config.seed == 3:
             raise InputError("a bad input fails the same way every time")
-        return real(spec, torch_threads)
+        return real(config, store, force)
 
     monkeypatch.setattr(sweep_module, "run_cell", flaky)
     path = small_spec(tmp_path, [str(mlp_checkpoint)])
@@ -286,22 +288,23 @@ def test_local_executor_retries_a_failed_cell_then_records_it(tmp_path, mlp_chec
     assert errors[3].startswith("InputError: a bad input")
     calls.clear()
     again = run_sweep(load_sweep_spec(path), progress=False, retries=0)
-    assert (again.skipped, again.failed, calls) == (2, 2, [2, 3]), "retries=0: one try each, stored cells skipped"
+    assert (again.skipped, again.failed) == (2, 2), "retries=0: one try each, stored cells skipped"
+    assert calls == [0, 1, 2, 3], "every cell is resolved by the pipeline; the stored ones compute nothing"
 
 
 def test_cell_warnings_go_into_the_record_not_the_terminal(tmp_path, mlp_checkpoint, monkeypatch, capfd) -> None:
     import importlib
     import warnings
 
-    module = importlib.import_module("advbench.evaluate")  # (the package's `evaluate` attribute is the function)
-    real = module.evaluate
+    module = importlib.import_module("advbench.experiments.classifier")
+    real = module.cascade_batch
 
-    def noisy(*args, **kwargs):
+    def noisy(*args, **kwargs):  # every batch warns twice: recorded once per run
         for _ in range(2):
             warnings.warn("something odd in this cell", UserWarning, stacklevel=1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(module, "evaluate", noisy)
+    monkeypatch.setattr(module, "cascade_batch", noisy)
     summary = run_sweep(load_sweep_spec(small_spec(tmp_path, [str(mlp_checkpoint)])), progress=False)
     warned = summary.records[0]["metrics"]["warnings"]
     assert warned.count({"name": "UserWarning", "message": "something odd in this cell"}) == 1, "recorded once"
@@ -310,25 +313,29 @@ def test_cell_warnings_go_into_the_record_not_the_terminal(tmp_path, mlp_checkpo
 
 
 def test_an_advbench_error_on_a_dask_worker_is_returned_not_retried(tmp_path) -> None:
-    from advbench.runner import RunSpec
-    from advbench.sweep import _Refused, _run_cell_task
+    from advbench.pipeline.config import RunConfig
+    from advbench.pipeline.dask_executor import Refused, plan_task
 
-    refused = _run_cell_task(RunSpec(model=str(tmp_path / "missing.pt"), dataset="digits", attacks=["fgsm"],
-                                     eps=[0.1], n_samples=4))
-    assert isinstance(refused, _Refused) and "missing.pt" in refused.error, refused
+    refused = plan_task(RunConfig(models=[str(tmp_path / "missing.pt")], dataset="digits", attacks=["fgsm"],
+                                  eps=[0.1], n_samples=4))
+    assert isinstance(refused, Refused) and "missing.pt" in refused.error, refused
 
 
-def test_dask_starts_no_cluster_when_every_cell_is_stored(tmp_path, mlp_checkpoint, monkeypatch) -> None:
-    distributed = pytest.importorskip("distributed")
+@pytest.mark.slow
+def test_dask_computes_no_batch_when_every_cell_is_stored(tmp_path, mlp_checkpoint, monkeypatch) -> None:
+    """The driver loads no model and reads no data, so a worker resolves each cell to learn its hash; a stored
+    cell then submits no batch."""
+    pytest.importorskip("distributed")
+    import advbench.pipeline.dask_executor as executor
+
     spec_path = small_spec(tmp_path, [str(mlp_checkpoint)])
     assert run_sweep(load_sweep_spec(spec_path), progress=False).finished == 1
 
-    def no_cluster(*args, **kwargs):
-        raise AssertionError("a Dask cluster was started with nothing to run")
+    def no_batch(*args, **kwargs):
+        raise AssertionError("a batch was computed for a stored cell")
 
-    monkeypatch.setattr(distributed, "LocalCluster", no_cluster)
-    monkeypatch.setattr(distributed, "Client", no_cluster)
-    summary = run_sweep(load_sweep_spec(spec_path), executor="dask", workers=2, progress=False)
+    monkeypatch.setattr(executor, "batch_task", no_batch)
+    summary = run_sweep(load_sweep_spec(spec_path), executor="dask", workers=1, progress=False)
     assert (summary.skipped, summary.finished, summary.failed) == (1, 0, 0)
 
 

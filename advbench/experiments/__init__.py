@@ -6,7 +6,7 @@ Importing this package registers every built-in experiment in
 
 from __future__ import annotations
 
-from advbench.experiments import classifier  # noqa: F401 - registers "classifier"
+from advbench.experiments import classifier, compare, detection, minmax, multitask, sod  # noqa: F401 - registers them
 from advbench.experiments.choose import choose_experiment
 
 __all__ = ["choose_experiment"]

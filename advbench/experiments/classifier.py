@@ -17,7 +17,7 @@ import torch
 from advbench.errors import ConfigError
 from advbench.evaluate import build_plan, cascade_batch, eps_key, merge_cascade
 from advbench.pipeline.config import ResolvedConfig
-from advbench.pipeline.experiment import EXPERIMENTS, BatchResult, Experiment, Plan
+from advbench.pipeline.experiment import EXPERIMENTS, BatchResult, Experiment, Plan, batch_generator
 
 
 def attack_hyperparameters(config: Any) -> list[dict[str, Any]]:
@@ -93,8 +93,8 @@ class ClassifierExperiment(Experiment):
         if out.x_adv and not self.examples:  # a few examples of the first batch computed here, for W&B
             self.examples = {"clean": x[:8].cpu(), "adversarial": out.x_adv[max(out.x_adv)][:8].cpu()}
         result = out.result
-        if self.run_config.defense:
-            result["defense"] = self._defense_batch(x, y, generator)
+        if self.run_config.defense:  # transfer draws from a fresh generator of the batch: as if run on its own
+            result["defense"] = self._defense_batch(x, y, batch_generator(self.run_config.seed, batch, x.device))
         return result
 
     def _defense_batch(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:

@@ -523,14 +523,16 @@ class ClassSubsetModel(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------- resolve
-def resolve_model(text: str, opts: ModelOptions | None = None, *, data_shape: tuple[int, int, int] | None = None,
-                  data_classes: int | None = None) -> ResolvedModel:
-    """Build the victim of model spec ``text`` (see :mod:`advbench.models.specs`) with the CLI ``opts``.
+def resolve_model(text: str | ModelSpec, opts: ModelOptions | None = None, *,
+                  data_shape: tuple[int, int, int] | None = None, data_classes: int | None = None) -> ResolvedModel:
+    """Build the victim of model spec ``text`` (see :mod:`advbench.models.specs`; text, or already parsed) with
+    the CLI ``opts``.
 
     ``data_shape``/``data_classes`` fill in what a spec cannot know by itself (a registered architecture with
     a bare state dict, a user's module without ``--input-size``)."""
     opts = opts or ModelOptions()
-    spec = parse_model_spec(text)
+    spec = text if isinstance(text, ModelSpec) else parse_model_spec(text)
+    text = spec.text
     if spec.scheme == "torchscript":
         return _resolve_torchscript(spec, opts, data_shape)
     if is_checkpoint_spec(spec):

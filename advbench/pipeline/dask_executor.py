@@ -13,13 +13,17 @@ dask-cuda's ``LocalCUDACluster`` (one worker per GPU, each seeing its GPU as ``c
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from advbench.errors import ConfigError
+from advbench.errors import AdvbenchError, ConfigError
 from advbench.pipeline.config import RunConfig
 
 log = logging.getLogger("advbench")
@@ -33,19 +37,9 @@ def _resolved(config: RunConfig) -> tuple[str, Any, Any]:
 
     key = config.model_dump_json()
     if key not in _RESOLVED:
-        torch.set_num_threads(max(1, _worker_threads()))
         name, experiment = make_experiment(config)
         _RESOLVED[key] = (name, experiment, experiment.resolve())
     return _RESOLVED[key]
-
-
-def _worker_threads() -> int:
-    try:
-        from distributed import get_worker
-
-        return int(get_worker().state.nthreads)
-    except (ImportError, ValueError, AttributeError):
-        return torch.get_num_threads()
 
 
 def remote_plan(config: RunConfig) -> Any:
@@ -58,42 +52,97 @@ def remote_plan(config: RunConfig) -> Any:
 
 def remote_batch(config: RunConfig, batch: int) -> tuple[int, dict[str, Any]]:
     """Worker task: compute batch ``batch`` of ``config``."""
-    from advbench.pipeline.engine import stream_batches
+    from advbench.pipeline.engine import compute_recording_warnings, stream_batches
     from advbench.pipeline.experiment import batch_generator
 
     _, experiment, plan = _resolved(config)
     for index, indices, inputs in stream_batches(experiment, plan.batch_indices, [batch]):
-        return index, experiment.compute(index, indices, inputs, batch_generator(config.seed, index, config.device))
+        return index, compute_recording_warnings(experiment, index, indices, inputs,
+                                                 batch_generator(config.seed, index, config.device))
     raise ConfigError(f"batch {batch} is outside the plan's {plan.n_batches} batches")
 
 
+#: Seconds to wait for the Dask client, the worker processes and the local cluster to shut down.
+CLOSE_TIMEOUT_S = 30
+
+
 @contextmanager
-def dask_client(scheduler: str | None = None, workers: int | None = None):
-    """A Dask client on ``scheduler``, or on a local cluster started (and closed) here."""
+def dask_client(scheduler: str | None = None, workers: int | None = None, threads: int | None = None):
+    """A Dask client on ``scheduler``, or on a local cluster started (and closed, within bounds) here.
+
+    Local workers are single-threaded processes with ``cores / workers`` torch threads each, on 127.0.0.1 and
+    without a dashboard.  Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` in workers by default; with torch
+    it makes every allocation trim memory and halves the speed of an evaluation, so it is unset.  ``threads``
+    overrides the torch threads per local worker."""
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError as err:  # pragma: no cover - distributed is a dependency
         raise ConfigError("--executor dask needs dask[distributed]: pip install 'dask[distributed]'") from err
-    if scheduler:
-        with Client(scheduler, timeout="30s") as client:
-            yield client
-        return
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if gpus > 1 and workers in (None, gpus):
-        try:
-            from dask_cuda import LocalCUDACluster
-        except ImportError as err:
-            raise ConfigError(f"this machine has {gpus} GPUs; one Dask worker per GPU needs dask-cuda: "
-                              "pip install dask-cuda (or pass --workers 1)") from err
-        cluster = LocalCUDACluster(host="127.0.0.1", dashboard_address=None, threads_per_worker=1)
-    else:
-        cluster = LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None)
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # progress is ours; keep Dask's chatter out
+    cluster = client = None
+    finished = False
     try:
-        with Client(cluster) as client:
-            yield client
-    finally:
-        cluster.close()
+        with warnings.catch_warnings(record=True) as caught:  # e.g. "Port 8787 is already in use": not ours
+            if scheduler:
+                client = Client(scheduler, timeout="30s")
+            else:
+                gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+                if gpus > 1 and workers in (None, gpus):
+                    try:
+                        from dask_cuda import LocalCUDACluster
+                    except ImportError as err:
+                        raise ConfigError(f"this machine has {gpus} GPUs; one Dask worker per GPU needs dask-cuda: "
+                                          "pip install dask-cuda (or pass --workers 1)") from err
+                    cluster = LocalCUDACluster(host="127.0.0.1", dashboard_address=None, threads_per_worker=1)
+                else:
+                    cores = os.cpu_count() or 1
+                    n_workers = workers or cores
+                    threads = threads or max(1, cores // n_workers)  # torch threads per worker
+                    environ = {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": threads,
+                               "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+                    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in environ.items()}):
+                        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                               host="127.0.0.1", dashboard_address=None)
+                client = Client(cluster)
+        for w in caught:
+            log.info("Dask: %s: %s", w.category.__name__, w.message)
+        yield client
+        finished = True
+    finally:  # bounded: a cluster whose worker died mid-task must not hold the run open forever
+        if client is not None:
+            close_within_bound(client)
+        if cluster is not None:
+            if finished:  # idle workers: let them exit on their own; an interrupted run closes at once
+                close_workers_within_bound(cluster)
+            close_within_bound(cluster)
+
+
+def close_workers_within_bound(cluster: Any) -> None:
+    """Close the local cluster's workers, giving each worker process ``0.8 * CLOSE_TIMEOUT_S`` to exit.
+
+    ``LocalCluster.close`` gives them 4 s, then kills them with "Worker process still alive after 4.0
+    seconds, killing": an idle worker that has imported torch takes 2-4 s to tear its interpreter down, more
+    on a busy machine.  A close that runs over is logged, not raised.
+    """
+    nannies = list(getattr(cluster, "workers", {}).values())
+
+    async def close_all() -> None:
+        await asyncio.gather(*(n.close(timeout=CLOSE_TIMEOUT_S) for n in nannies), return_exceptions=True)
+
+    try:
+        cluster.sync(close_all, callback_timeout=2 * CLOSE_TIMEOUT_S)
+    except Exception as err:  # noqa: BLE001 - shutdown of a finished run must not fail it
+        log.warning("Dask workers did not close cleanly: %s: %s", type(err).__name__, err)
+
+
+def close_within_bound(closable: Any) -> None:
+    """``closable.close(timeout=CLOSE_TIMEOUT_S)``; a shutdown that runs over is logged, not raised: every
+    finished batch is already in the store."""
+    try:
+        closable.close(timeout=CLOSE_TIMEOUT_S)
+    except Exception as err:  # noqa: BLE001 - shutdown of a finished run must not fail it
+        log.warning("Dask %s did not close cleanly: %s: %s", type(closable).__name__, type(err).__name__, err)
 
 
 def run_on_dask(config: RunConfig, db: Any, *, force: bool, shard: tuple[int, int], scheduler: str | None,
@@ -117,7 +166,7 @@ def run_on_dask(config: RunConfig, db: Any, *, force: bool, shard: tuple[int, in
     futures = [client.submit(remote_batch, config, b, pure=False, key=f"advbench-{info.config_hash[:16]}-batch-{b}")
                for b in todo]
     bar = progress_bar(total=sum(min(info.batch_size, info.n_samples - b * info.batch_size) for b in todo),
-                       desc=f"{info.experiment} on dask", unit="sample", enabled=progress and bool(todo), leave=False)
+                       desc=f"{info.experiment} on dask", unit="sample", enabled=progress and bool(todo))
     try:
         for future in as_completed(futures):
             batch, result = future.result()
@@ -129,3 +178,36 @@ def run_on_dask(config: RunConfig, db: Any, *, force: bool, shard: tuple[int, in
         bar.close()
     experiment = EXPERIMENTS.get(info.experiment)(config)  # merge needs no resolve: no model, no data here
     return finish(db, experiment, info, config.device, force)
+
+
+@dataclass
+class Refused:
+    """A task that failed with an advbench error (bad input): returned, not raised, so Dask does not retry it
+    (it would fail the same way)."""
+
+    error: str
+
+
+def plan_task(config: RunConfig) -> Any:
+    """:func:`remote_plan`, with an advbench error returned as :class:`Refused`."""
+    try:
+        return remote_plan(config)
+    except AdvbenchError as err:
+        return Refused(f"{type(err).__name__}: {err}")
+
+
+def batch_task(config: RunConfig, batch: int) -> Any:
+    """:func:`remote_batch`, with an advbench error returned as :class:`Refused`."""
+    try:
+        return remote_batch(config, batch)
+    except AdvbenchError as err:
+        return Refused(f"{type(err).__name__}: {err}")
+
+
+def task_result(future: Any, retries: int) -> Any:
+    """A finished task's value, or :class:`Refused` when it raised on every one of its ``1 + retries`` tries
+    (a lost worker counts as a try)."""
+    try:
+        return future.result()
+    except Exception as err:  # noqa: BLE001 - failed 1 + retries times: recorded, the run goes on
+        return Refused(f"{type(err).__name__}: {err} (after {retries + 1} attempt(s))")

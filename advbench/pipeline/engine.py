@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,17 +113,31 @@ def compute_batches(experiment: Experiment, plan: Plan, batches: Sequence[int], 
     from advbench.progress import progress_bar
 
     total = sum(len(plan.batch_indices(b)) for b in batches)
-    bar = progress_bar(total=total, desc=f"{experiment.name}", unit="sample", enabled=progress and total > 0,
-                       leave=False)
+    bar = progress_bar(total=total, desc="attacking", unit="sample", enabled=progress and total > 0)
     try:
         pin = torch.device(device).type == "cuda"
         for batch, indices, inputs in stream_batches(experiment, plan.batch_indices, batches, workers=workers,
                                                      pin_memory=pin):
-            result = experiment.compute(batch, indices, inputs, batch_generator(seed, batch, device))
+            generator = batch_generator(seed, batch, device)
+            result = compute_recording_warnings(experiment, batch, indices, inputs, generator)
             commit(batch, result)
             bar.update(len(indices))
     finally:
         bar.close()
+
+
+def compute_recording_warnings(experiment: Experiment, batch: int, indices: Any, inputs: Any,
+                               generator: torch.Generator) -> dict[str, Any]:
+    """``experiment.compute``, with the Python warnings it raises recorded in the batch result's ``warnings``
+    (once each) instead of printed: they reach the record, also from a Dask worker whose stderr nobody reads."""
+    with warnings.catch_warnings(record=True) as caught:  # the process's filters still decide what counts
+        result = experiment.compute(batch, indices, inputs, generator)
+    listed = result.setdefault("warnings", [])
+    for w in caught:
+        entry = {"name": w.category.__name__, "message": str(w.message)}
+        if entry not in listed:
+            listed.append(entry)
+    return result
 
 
 def build_record(experiment: Experiment, info: PlanInfo, results: Sequence[dict[str, Any]], device: str) -> Record:
@@ -159,16 +174,21 @@ def run(config: RunConfig, *, store: Any = None, force: bool = False, shard: tup
     if force and shard != (1, 1):
         raise ConfigError("--force reruns a whole run, so it cannot go with --shard (the other shards' batches "
                           "would be dropped); rerun without --shard, or drop --force to resume")
-    db, owned = _open_store(store)
-    try:
-        if executor == "dask":
-            from advbench.pipeline.dask_executor import run_on_dask
+    if executor == "dask":
+        from advbench.pipeline.dask_executor import run_on_dask
 
+        db, owned = _open_store(store)
+        try:
             return run_on_dask(config, db, force=force, shard=shard, scheduler=scheduler, workers=workers,
                                progress=progress, wandb=wandb)
-        name, experiment = make_experiment(config)
-        plan = experiment.resolve()
-        info = PlanInfo.of(name, plan)
+        finally:
+            if owned:
+                db.close()
+    name, experiment = make_experiment(config)
+    plan = experiment.resolve()  # bad input fails here, before the store file is created
+    info = PlanInfo.of(name, plan)
+    db, owned = _open_store(store)
+    try:
         outcome = _stored(db, info, force)
         if outcome is not None:
             return outcome
@@ -177,13 +197,13 @@ def run(config: RunConfig, *, store: Any = None, force: bool = False, shard: tup
         compute_batches(experiment, plan, todo, lambda b, r: db.commit_batch(info.config_hash, b, r),
                         seed=config.seed, device=config.device, workers=loader, progress=progress)
         outcome = finish(db, experiment, info, config.device, force)
-        outcome.experiment = experiment
-        if outcome.record is not None and not outcome.skipped:
-            experiment.after_store(outcome.record, wandb)
-        return outcome
     finally:
         if owned:
             db.close()
+    outcome.experiment = experiment
+    if outcome.record is not None and not outcome.skipped:
+        experiment.after_store(outcome.record, wandb)
+    return outcome
 
 
 def _stored(db: Any, info: PlanInfo, force: bool) -> Outcome | None:

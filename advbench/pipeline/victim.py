@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from advbench.errors import ConfigError, InputError, MissingPathError
 from advbench.models.resolve import ClassSubsetModel, ModelOptions, ResolvedModel, is_checkpoint_spec, resolve_model
-from advbench.models.specs import parse_model_spec
+from advbench.models.specs import ModelSpec, parse_model_spec
 
 _STATS_CHUNK = 256
 
@@ -78,10 +78,10 @@ def already_batched(batch: Any) -> Any:
     return batch
 
 
-def is_fresh_name(model_spec: str) -> bool:
+def is_fresh_name(spec: ModelSpec) -> bool:
     """A registered architecture name without weights: a freshly initialised (untrained) model.  It must say
     so with ``?random=true``: a bare ``small_cnn`` used to be evaluated and stored as if it were a result."""
-    spec = parse_model_spec(model_spec)
+    model_spec = spec.text
     if spec.scheme or Path(spec.name).suffix or "/" in spec.name or set(spec.options) - {"random"}:
         return False
     if spec.options.get("random") is not True:
@@ -134,9 +134,9 @@ def open_victim(model_spec: str, dataset: str, *, seed: int = 0, device: str = "
     from advbench.datasets.evaluation_set import Preprocessing, open_evaluation_set
 
     options = options or ModelOptions()
-    spec = parse_model_spec(model_spec)
+    spec = parse_model_spec(model_spec)  # the one place a run's model spec is parsed
     select = {"n_samples": n_samples, "selection": selection, "seed": seed, "samples": samples}
-    if is_fresh_name(model_spec) and options == ModelOptions():
+    if is_fresh_name(spec) and options == ModelOptions():
         stream = open_evaluation_set(dataset, split_seed=0, **select)
         shape = stream.input_shape()
         with torch.random.fork_rng(devices=[]):
@@ -156,7 +156,7 @@ def open_victim(model_spec: str, dataset: str, *, seed: int = 0, device: str = "
                                                     options.interpolation or "bilinear")
         first = open_evaluation_set(dataset, split_seed=0, preprocessing=flags_pre, **select) if needs_data else None
         first_shape = first.input_shape() if first is not None else None
-        resolved = resolve_model(model_spec, options, data_shape=first_shape,
+        resolved = resolve_model(spec, options, data_shape=first_shape,
                                  data_classes=first.num_classes if first else None)
         pre = resolved.preprocessing if is_folder(dataset) else None
         if first is not None and resolved.split_seed == 0 and first.preprocessing == (Preprocessing(**pre).describe()

