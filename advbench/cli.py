@@ -273,9 +273,11 @@ def run(
     executor: Executor = typer.Option(Executor.local, "--executor", help="local, or dask: batches on Dask workers "
                                       "(one per GPU with dask-cuda)"),
     scheduler: str | None = typer.Option(None, "--scheduler", help="address of an existing Dask scheduler"),
-    workers: int | None = typer.Option(None, "--workers", help="local Dask workers (default: 1, or one per GPU)"),
-    loader_workers: int | None = typer.Option(None, "--loader-workers", help="DataLoader processes that decode "
-                                              "images (default: up to 4 for image folders, 0 for in-memory sets)"),
+    workers: int | None = typer.Option(None, "--workers", min=1,
+                                       help="local Dask workers (default: one per core, or one per GPU)"),
+    loader_workers: int | None = typer.Option(None, "--loader-workers", min=0,
+                                              help="DataLoader processes that decode images (default: up to 4 "
+                                              "for image folders, 0 for in-memory sets)"),
 ) -> None:
     """Attack one or more models with an attack cascade at one or more eps; store and print the result.
 
@@ -518,7 +520,8 @@ def sweep(
     spec_path: Path = typer.Argument(..., help="the sweep spec (YAML)"),
     executor: Executor = typer.Option(Executor.local, "--executor"),
     scheduler: str | None = typer.Option(None, "--scheduler", help="tcp://HOST:PORT of a running Dask scheduler"),
-    workers: int | None = typer.Option(None, "--workers", help="local Dask workers (default: one per core)"),
+    workers: int | None = typer.Option(None, "--workers", min=1,
+                                       help="local Dask workers (default: one per core, or one per GPU)"),
     resume: bool = typer.Option(False, "--resume", hidden=True, metavar=""),
     force: bool = typer.Option(False, "--force", metavar="", help="rerun cells that are already stored"),
     retries: int = typer.Option(2, "--retries", min=0,
@@ -605,7 +608,11 @@ def results_show(
         record = db.get_record(int(run_id) if run_id.isdigit() else run_id)
     if as_json:
         sys.stdout.write(json.dumps(record.as_dict()) + "\n")
-    elif record.experiment in ("classifier", "minmax") or record.status != "finished":
+    elif record.status != "finished":  # a failed sweep cell: no metrics, the error says why
+        out.print(f"run {record.id} ({record.config_hash[:12]}) {record.name or ''}: {record.status}",
+                  highlight=False, markup=False)
+        out.print(record.error or "(no error was recorded)", highlight=False, markup=False)
+    elif record.experiment in ("classifier", "minmax"):
         print_run_table([record.as_dict()], title=f"run {record.id} ({record.config_hash[:12]})")
     else:
         out.print(_renderer(record).render(record))
@@ -785,6 +792,10 @@ def demo(
 # Command groups kept in their own modules register themselves on ``app``.
 from advbench import cli_clouds, cli_defense, cli_detection, cli_multitask, cli_sod  # noqa: E402,F401
 
+#: What an interrupted command says: finished batches and records are kept, nothing half-written is.
+INTERRUPTED = ("interrupted; every finished batch is in the store and the same command resumes after it "
+               "(nothing half-written was kept)")
+
 
 def main() -> None:
     """Entry point: run the app, turning advbench errors into one-line messages (exit code 2)."""
@@ -796,12 +807,12 @@ def main() -> None:
         err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("interrupted; nothing partial was written to the store")
+        err.print(INTERRUPTED)
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        err.print("interrupted; nothing partial was written to the store")
+        err.print(INTERRUPTED)
         sys.exit(130)
     except Exception as exc:  # usage errors: typer raises its own copy of click's exceptions (public base class
         import click  # typer.TyperException), older typers click's own; only public names are used
@@ -813,6 +824,6 @@ def main() -> None:
             sys.exit(130)
         raise
     if code == 130:
-        err.print("interrupted; nothing partial was written to the store")
+        err.print(INTERRUPTED)
     if isinstance(code, int) and code:
         sys.exit(code)

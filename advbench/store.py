@@ -490,6 +490,7 @@ class ResultsStore:
                     if existing["status"] == "finished" and (replaces is None or existing["id"] != replaces):
                         logger.info("run %s is already stored as id %s by another writer; keeping that one",
                                     config_hash[:12], existing["id"])
+                        conn.execute("DELETE FROM batches WHERE config_hash = ?", (config_hash,))  # merged there
                         return SavedRun(int(existing["id"]), False, self._record(existing, None))
                     conn.execute("DELETE FROM runs WHERE id = ?", (existing["id"],))
                 run_id = self._insert(conn, row, samples)

@@ -188,6 +188,11 @@ class _Reporter:
         self.store, self.summary, self.sink, self.bar = store, summary, sink, bar
 
     def outcome(self, cell: Cell, outcome: Any) -> None:
+        if outcome.record is None:  # batches missing (another writer cleared them): nothing to report as done
+            self.failed(cell.request, cell.request_hash,
+                        f"only {outcome.committed} of the run's {outcome.total} batches are committed; rerun the "
+                        "sweep to compute the rest")
+            return
         self.store.forget_failed(cell.request_hash)  # an earlier failure of this cell is superseded
         if outcome.skipped:
             self.summary.skipped += 1

@@ -9,6 +9,7 @@ and merges a cell's record when its last batch is in.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 log = logging.getLogger("advbench")
@@ -20,13 +21,12 @@ def run_cells_on_dask(cells: list[Any], report: Any, *, scheduler: str | None, w
     from distributed import as_completed
 
     from advbench.pipeline.dask_executor import Refused, batch_task, dask_client, plan_task, task_result
-    from advbench.pipeline.engine import _stored, finish, pending_batches
-    from advbench.pipeline.experiment import EXPERIMENTS
+    from advbench.pipeline.engine import _stored, experiment_class, finish, pending_batches
 
     store = report.store
     with dask_client(scheduler, workers) as client:
-        plans = {client.submit(plan_task, c.config, pure=False, retries=retries, key=f"plan-{c.index}"): c
-                 for c in cells}
+        plans = {client.submit(plan_task, c.config, pure=False, retries=retries,
+                               key=f"advbench-plan-{c.index}-{uuid.uuid4().hex}"): c for c in cells}
         batches: dict[Any, tuple[Any, int]] = {}
         running: dict[int, tuple[Any, set[int]]] = {}  # cell index -> (plan, batches still out)
         stream = as_completed(list(plans))
@@ -41,12 +41,12 @@ def run_cells_on_dask(cells: list[Any], report: Any, *, scheduler: str | None, w
                 stored = _stored(store, info, force)
                 todo = [] if stored else pending_batches(store, info, (1, 1), force)
                 if stored or not todo:
-                    report.outcome(cell, stored or finish(store, EXPERIMENTS.get(info.experiment)(cell.config),
+                    report.outcome(cell, stored or finish(store, experiment_class(info.experiment)(cell.config),
                                                           info, cell.config.device, force))
                     continue
                 running[cell.index] = (info, set(todo))
                 for b in todo:
-                    task = client.submit(batch_task, cell.config, b, pure=False, retries=retries,
+                    task = client.submit(batch_task, cell.config, b, info.config_hash, pure=False, retries=retries,
                                          key=f"cell-{cell.index}-{info.config_hash[:12]}-batch-{b}")
                     batches[task] = (cell, b)
                     stream.add(task)
@@ -66,5 +66,5 @@ def run_cells_on_dask(cells: list[Any], report: Any, *, scheduler: str | None, w
             left.discard(b)
             if not left:
                 del running[cell.index]
-                experiment = EXPERIMENTS.get(info.experiment)(cell.config)  # merging needs no model, no data
+                experiment = experiment_class(info.experiment)(cell.config)  # merging needs no model, no data
                 report.outcome(cell, finish(store, experiment, info, cell.config.device, force))

@@ -329,6 +329,7 @@ class _Source:
     class_names: tuple[str, ...]
     read: Callable[[np.ndarray], torch.Tensor]  # positions in the fixed order -> preprocessed images
     fingerprint: Callable[[np.ndarray], Iterator[bytes]]  # positions -> the raw bytes they are decoded from
+    select: Callable[[np.ndarray], None] = lambda positions: None  # told the selection once, before any read
 
 
 def _array_source(x: torch.Tensor | np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
@@ -411,21 +412,41 @@ def _folder_source(arg: str | None, preprocessing: Preprocessing | None, split_s
     paths = [path for path, _ in items]
     ids = tuple(path.relative_to(tree_root).as_posix() for path in paths)
 
+    decided: list[int] = [] if channels is None else [channels]
+    selected: list[np.ndarray] = []
+
+    def select(positions: np.ndarray) -> None:
+        selected[:] = [positions]
+
     def read(positions: np.ndarray) -> torch.Tensor:
-        return _decode_images(spec, [paths[i] for i in positions], preprocessing, channels)
+        if not decided:  # once, over the whole selection, so every batch of a stream has the same channels
+            decided.append(_folder_channels([paths[i] for i in (selected[0] if selected else positions)]))
+        return _decode_images(spec, [paths[i] for i in positions], preprocessing, decided[0])
 
     def fingerprint(positions: np.ndarray) -> Iterator[bytes]:
         for i in positions:  # the encoded files: hashing them costs a read, not a decode
             yield ids[i].encode("utf-8") + b"\0" + hashlib.sha256(paths[i].read_bytes()).digest()
 
-    return _Source(split, labels, ids, class_names, read, fingerprint)
+    return _Source(split, labels, ids, class_names, read, fingerprint, select)
+
+
+def _folder_channels(paths: list[Path]) -> int:
+    """1 when every image of a selection is grayscale, else 3 (read from the file headers: nothing is decoded)."""
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                if img.mode not in imagefolder.GRAY_MODES:
+                    return 3
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise DatasetError(f"cannot read image '{path}': {exc}; remove or replace the file") from exc
+    return 1
 
 
 def _decode_images(spec: imagefolder.FolderSpec, paths: list[Path],
                    preprocessing: Preprocessing | None, channels: int | None = None) -> torch.Tensor:
     """Decode just ``paths`` into one float32 NCHW tensor: ``channels`` (1 or 3, the model's) when given, else
     1 channel if all are grayscale and RGB otherwise (so a selection of grayscale images from an RGB folder
-    still gives a model its 3 channels)."""
+    still gives a model its 3 channels).  A stream passes the channels it decided once for the whole folder."""
     out: torch.Tensor | None = None
     first: tuple[Path, tuple[int, int]] | None = None
     all_gray = channels != 3
@@ -612,7 +633,8 @@ def open_evaluation_set(spec: str, *, n_samples: int | None = None, selection: s
     sources and conventions; :func:`load_evaluation_set` decodes the whole selection at once).
 
     ``channels`` (1 or 3, the model's input channels) fixes how image-folder files are decoded; without it a
-    folder's selection is grayscale only when every selected image is.
+    folder's selection is grayscale only when every selected image is (decided once, from the file headers, so
+    every batch has the same channels).
 
     ``n_samples``: how many (``None``: all); ``selection``: ``"balanced"`` (seeded by ``seed``) or
     ``"first"``; ``samples``: a sample list file, which takes precedence over ``selection`` (``"list"``
@@ -659,6 +681,7 @@ def open_evaluation_set(spec: str, *, n_samples: int | None = None, selection: s
             positions = np.arange(n_samples)
         else:
             positions = balanced_indices(source.labels, n_samples, seed=seed)
+    source.select(np.asarray(positions, dtype=np.int64))
     sample_ids = tuple(source.ids[i] for i in positions)
     record: dict[str, Any] = {"method": method}
     if method == "balanced":

@@ -264,7 +264,10 @@ def test_only_the_selected_files_are_opened(jpeg_root: Path, crop56: Preprocessi
 
     monkeypatch.setattr(Image, "open", counting_open)
     ev = load_evaluation_set(_spec(jpeg_root), n_samples=10, preprocessing=crop56, seed=2)
-    assert Counter(opened) == Counter(jpeg_root / sample_id for sample_id in ev.sample_ids)
+    selected = {jpeg_root / sample_id for sample_id in ev.sample_ids}
+    assert set(opened) == selected  # no other file is opened
+    # each selected file is decoded once; the channel check reads headers until the first colour image
+    assert all(1 <= count <= 2 for count in Counter(opened).values())
 
 
 def test_grayscale_and_rgb_mix_gives_three_channels(tmp_path: Path) -> None:

@@ -96,8 +96,9 @@ def resolve_detector(spec: str, train: Sequence[DetectionSample], *, seed: int, 
         if tuple(det.class_names) != tuple(train[0].class_names):
             raise InputError(f"detector {path} knows classes {list(det.class_names)} but the data set has "
                              f"{list(train[0].class_names)}; train it on this data set's classes")
-        return DetectorSource({"checkpoint": str(path), "sha256": file_sha256(path), "arch": det.arch},
-                              _detector=det.to(device))
+        identity = {"checkpoint": str(path), "sha256": file_sha256(path), "arch": det.arch,
+                    **({"image_size": list(image_size)} if image_size is not None else {})}
+        return DetectorSource(identity, _detector=det.to(device))
     if spec in DETECTORS:
         # the role only names the bars; the victim's keep the plain ``train ARCH`` name
         named = {"role": role} if role and progress else {}

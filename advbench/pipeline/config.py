@@ -58,7 +58,7 @@ class RunConfig(BaseModel):
     """One evaluation as the user asked for it.  Validated on construction; immutable afterwards.
 
     ``experiment`` names the plugin that runs it (``None``: read the checkpoint's task and choose, see
-    :func:`advbench.pipeline.experiments.choose_experiment`).  ``models`` holds one model spec, or several for
+    :func:`advbench.experiments.choose_experiment`).  ``models`` holds one model spec, or several for
     an ensemble recipe or a dense-vs-compressed comparison (dense parent first).  ``options`` carries an
     experiment's own settings (for example the multi-task ``target_task``); each experiment validates them.
     """
@@ -88,7 +88,7 @@ class RunConfig(BaseModel):
     def _parse_eps(cls, value: Any) -> list[float]:
         from advbench.threat import parse_eps_list
 
-        return parse_eps_list(value)
+        return sorted(set(parse_eps_list(value)))  # a curve: "8/255,2/255" and "2/255,8/255,8/255" are one run
 
     @field_validator("models", "attacks", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import warnings
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,18 +29,37 @@ from advbench.pipeline.config import RunConfig
 
 log = logging.getLogger("advbench")
 
-#: Per worker process: config JSON -> (experiment name, experiment, plan); resolved once, reused per batch.
-_RESOLVED: dict[str, tuple[str, Any, Any]] = {}
+#: Per worker process: config JSON -> (experiment name, experiment, plan), the most recently used last.
+_RESOLVED: OrderedDict[str, tuple[str, Any, Any]] = OrderedDict()
+#: How many resolved experiments (each holding a model) a worker keeps: a sweep interleaves a few cells' batches.
+RESOLVED_CACHE_SIZE = 2
 
 
-def _resolved(config: RunConfig) -> tuple[str, Any, Any]:
+def _resolved(config: RunConfig, expected_hash: str | None = None) -> tuple[str, Any, Any]:
+    """The experiment for ``config``, resolved once per worker process and reused for its batches.
+
+    A cached resolve whose hash is not ``expected_hash`` (the plan the driver holds) is stale: a long-lived
+    worker of an external scheduler saw other weights or files under the same paths.  It is resolved again,
+    and if the hash still differs, the batch is refused: its result would belong to another run."""
     from advbench.pipeline.engine import make_experiment
 
     key = config.model_dump_json()
-    if key not in _RESOLVED:
+    entry = _RESOLVED.get(key)
+    if entry is not None and expected_hash is not None and entry[2].config.config_hash() != expected_hash:
+        del _RESOLVED[key]
+        entry = None
+    if entry is None:
         name, experiment = make_experiment(config)
-        _RESOLVED[key] = (name, experiment, experiment.resolve())
-    return _RESOLVED[key]
+        entry = (name, experiment, experiment.resolve())
+        _RESOLVED[key] = entry
+        while len(_RESOLVED) > RESOLVED_CACHE_SIZE:
+            _RESOLVED.popitem(last=False)
+    _RESOLVED.move_to_end(key)
+    if expected_hash is not None and entry[2].config.config_hash() != expected_hash:
+        raise ConfigError(f"the run's inputs changed while it ran: this worker resolves it to "
+                          f"{entry[2].config.config_hash()[:12]}, the plan is {expected_hash[:12]} (weights or data "
+                          "files were replaced); rerun it")
+    return entry
 
 
 def remote_plan(config: RunConfig) -> Any:
@@ -50,12 +70,12 @@ def remote_plan(config: RunConfig) -> Any:
     return PlanInfo.of(name, plan)
 
 
-def remote_batch(config: RunConfig, batch: int) -> tuple[int, dict[str, Any]]:
-    """Worker task: compute batch ``batch`` of ``config``."""
+def remote_batch(config: RunConfig, batch: int, expected_hash: str | None = None) -> tuple[int, dict[str, Any]]:
+    """Worker task: compute batch ``batch`` of ``config`` (whose plan hashes to ``expected_hash``)."""
     from advbench.pipeline.engine import compute_recording_warnings, stream_batches
     from advbench.pipeline.experiment import batch_generator
 
-    _, experiment, plan = _resolved(config)
+    _, experiment, plan = _resolved(config, expected_hash)
     for index, indices, inputs in stream_batches(experiment, plan.batch_indices, [batch]):
         return index, compute_recording_warnings(experiment, index, indices, inputs,
                                                  batch_generator(config.seed, index, config.device))
@@ -154,8 +174,7 @@ def run_on_dask(config: RunConfig, db: Any, *, force: bool, shard: tuple[int, in
                                progress=progress, wandb=wandb, client=own)
     from distributed import as_completed
 
-    from advbench.pipeline.engine import _stored, finish, pending_batches
-    from advbench.pipeline.experiment import EXPERIMENTS
+    from advbench.pipeline.engine import _stored, experiment_class, finish, pending_batches
     from advbench.progress import progress_bar
 
     info = client.submit(remote_plan, config, pure=False).result()
@@ -163,8 +182,8 @@ def run_on_dask(config: RunConfig, db: Any, *, force: bool, shard: tuple[int, in
     if outcome is not None:
         return outcome
     todo = pending_batches(db, info, shard, force)
-    futures = [client.submit(remote_batch, config, b, pure=False, key=f"advbench-{info.config_hash[:16]}-batch-{b}")
-               for b in todo]
+    futures = [client.submit(remote_batch, config, b, info.config_hash, pure=False,
+                             key=f"advbench-{info.config_hash[:16]}-batch-{b}") for b in todo]
     bar = progress_bar(total=sum(min(info.batch_size, info.n_samples - b * info.batch_size) for b in todo),
                        desc=f"{info.experiment} on dask", unit="sample", enabled=progress and bool(todo))
     try:
@@ -176,8 +195,12 @@ def run_on_dask(config: RunConfig, db: Any, *, force: bool, shard: tuple[int, in
             future.release()
     finally:
         bar.close()
-    experiment = EXPERIMENTS.get(info.experiment)(config)  # merge needs no resolve: no model, no data here
-    return finish(db, experiment, info, config.device, force)
+    experiment = experiment_class(info.experiment)(config)  # merge needs no resolve: no model, no data here
+    outcome = finish(db, experiment, info, config.device, force)
+    outcome.experiment = experiment
+    if outcome.record is not None and not outcome.skipped:
+        experiment.after_store(outcome.record, wandb)
+    return outcome
 
 
 @dataclass
@@ -196,10 +219,10 @@ def plan_task(config: RunConfig) -> Any:
         return Refused(f"{type(err).__name__}: {err}")
 
 
-def batch_task(config: RunConfig, batch: int) -> Any:
+def batch_task(config: RunConfig, batch: int, expected_hash: str | None = None) -> Any:
     """:func:`remote_batch`, with an advbench error returned as :class:`Refused`."""
     try:
-        return remote_batch(config, batch)
+        return remote_batch(config, batch, expected_hash)
     except AdvbenchError as err:
         return Refused(f"{type(err).__name__}: {err}")
 

@@ -76,13 +76,20 @@ class Outcome:
         return self.record is not None
 
 
+def experiment_class(name: str) -> type[Experiment]:
+    """The registered experiment ``name`` (the built-in ones are imported first: a Dask driver that merges a
+    record has imported nothing else of them)."""
+    import advbench.experiments  # noqa: F401 - registers the built-in experiments
+
+    return EXPERIMENTS.get(name)
+
+
 def make_experiment(config: RunConfig) -> tuple[str, Experiment]:
     """The experiment object that runs ``config`` (not yet resolved)."""
-    import advbench.experiments  # noqa: F401 - registers the built-in experiments
     from advbench.experiments import choose_experiment
 
     name = choose_experiment(config)
-    return name, EXPERIMENTS.get(name)(config)
+    return name, experiment_class(name)(config)
 
 
 def default_loader_workers(config: RunConfig) -> int:
@@ -177,6 +184,10 @@ def run(config: RunConfig, *, store: Any = None, force: bool = False, shard: tup
     if executor == "dask":
         from advbench.pipeline.dask_executor import run_on_dask
 
+        if loader_workers:
+            raise ConfigError("--loader-workers is for --executor local: each Dask worker reads its own batches "
+                              "(spread the decoding over more workers with --workers)")
+
         db, owned = _open_store(store)
         try:
             return run_on_dask(config, db, force=force, shard=shard, scheduler=scheduler, workers=workers,
@@ -224,14 +235,23 @@ def pending_batches(db: Any, info: PlanInfo, shard: tuple[int, int], force: bool
 
 
 def finish(db: Any, experiment: Experiment, info: PlanInfo, device: str, force: bool) -> Outcome:
-    """Merge and store the record once every batch is committed; otherwise say how many are."""
-    committed = db.committed_batches(info.config_hash)
-    if len(committed) < info.n_batches:
-        missing = info.n_batches - len(committed)
-        log.info("run %s: %d of %d batches committed; run the other shards to finish it (%d missing)",
-                 info.config_hash[:12], len(committed), info.n_batches, missing)
-        return Outcome(None, False, len(committed), info.n_batches, info.config_hash)
+    """Merge and store the record once every batch is committed; otherwise say how many are.
+
+    Several shards can finish at once: the batches are read in one statement, and a run another process has
+    merged meanwhile (its batches gone with the merge) is returned as stored, never reported as unfinished."""
+    if not force:
+        stored = _stored(db, info, force=False)
+        if stored is not None:
+            return stored
     results = db.batch_results(info.config_hash)
+    if len(results) < info.n_batches:
+        stored = None if force else _stored(db, info, force=False)
+        if stored is not None:
+            return stored
+        missing = info.n_batches - len(results)
+        log.info("run %s: %d of %d batches committed; run the other shards to finish it (%d missing)",
+                 info.config_hash[:12], len(results), info.n_batches, missing)
+        return Outcome(None, False, len(results), info.n_batches, info.config_hash)
     record = build_record(experiment, info, [results[b] for b in range(info.n_batches)], device)
     seen = db.finished_run_id(info.config_hash)
     saved = db.save_run(record.as_dict(), replaces=seen if force else None)

@@ -73,6 +73,8 @@ class Experiment(ABC):
 
     def __init__(self, config: RunConfig) -> None:
         self.run_config = config
+        #: A few clean/adversarial inputs kept by :meth:`compute` in this process, for W&B (empty on a driver).
+        self.examples: dict[str, Any] = {}
 
     @abstractmethod
     def resolve(self) -> Plan:

@@ -159,11 +159,12 @@ def open_victim(model_spec: str, dataset: str, *, seed: int = 0, device: str = "
         resolved = resolve_model(spec, options, data_shape=first_shape,
                                  data_classes=first.num_classes if first else None)
         pre = resolved.preprocessing if is_folder(dataset) else None
-        if first is not None and resolved.split_seed == 0 and first.preprocessing == (Preprocessing(**pre).describe()
-                                                                                       if pre else None):
+        channels = resolved.input_shape[0] if resolved.input_shape and resolved.input_shape[0] in (1, 3) else None
+        same_channels = channels is None or not is_folder(dataset)  # a folder is decoded to the model's channels
+        if first is not None and resolved.split_seed == 0 and same_channels and \
+                first.preprocessing == (Preprocessing(**pre).describe() if pre else None):
             stream = first
         else:
-            channels = resolved.input_shape[0] if resolved.input_shape and resolved.input_shape[0] in (1, 3) else None
             stream = open_evaluation_set(dataset, split_seed=resolved.split_seed, channels=channels,
                                          preprocessing=Preprocessing(**pre) if pre else None, **select)
     warnings_out = [*resolved.warnings, *stream.warnings]
