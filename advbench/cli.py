@@ -68,6 +68,7 @@ class Listable(str, Enum):
     models = "models"
     datasets = "datasets"
     defenses = "defenses"
+    experiments = "experiments"
     detectors = "detectors"
     patch_attacks = "patch-attacks"
     multitask_attacks = "multitask-attacks"
@@ -104,55 +105,22 @@ def _fmt(value: Any) -> str:
 
 
 @app.command("list")
-def list_cmd(what: Listable = typer.Argument(..., help="attacks, models, datasets, defenses, detectors, "
-                                                      "patch-attacks or multitask-attacks")) -> None:
-    """List the registered names of one kind."""
-    import advbench
-    from advbench.models import list_models
+def list_cmd(what: Listable = typer.Argument(..., help="attacks, models, datasets, defenses or experiments (and "
+                                                      "the filters detectors, patch-attacks, multitask-attacks)"),
+             names_only: bool = typer.Option(False, "--names", help="one name per line, nothing else")) -> None:
+    """List every registered entry of one kind, with the task it serves (generated from the registries)."""
+    from advbench.listing import listing_rows
 
-    if what is Listable.attacks:
-        from advbench.attack import ATTACKS
-
-        table = Table("attack", "norms", "kind", "targeted")
-        for name in advbench.list_attacks():
-            cls = ATTACKS.get(name)
-            table.add_row(name, ",".join(cls.norms), cls.kind, "yes" if cls.supports_targeted else "no")
-        out.print(table)
+    rows = listing_rows(what.value)
+    if names_only:
+        for row in rows:
+            out.print(row["name"], highlight=False, markup=False)
         return
-    if what is Listable.models:
-        names = list_models() + ["timm:<architecture>"]
-    elif what is Listable.datasets:
-        from advbench.datasets import DATASETS
-        from advbench.datasets.detection.catalog import DETECTION_DATASETS
-        from advbench.multitask.data import MULTITASK_DATASETS
-        from advbench.sod.data import SOD_DATASETS
-
-        table = Table("data set", "task")
-        for registry, task in ((DATASETS, "classification"), (SOD_DATASETS, "salient-object detection"),
-                               (MULTITASK_DATASETS, "multi-task dense prediction"),
-                               (DETECTION_DATASETS, "detection")):
-            for name in registry.names():
-                table.add_row(name, task)
-        out.print(table)
-        return
-    elif what is Listable.defenses:
-        from advbench.defenses import list_defenses
-
-        names = list_defenses()
-    elif what is Listable.detectors:
-        from advbench.detection.detectors import list_detectors
-
-        names = list_detectors()
-    elif what is Listable.patch_attacks:
-        from advbench.detection.patch_attacks import list_patch_attacks
-
-        names = list_patch_attacks()
-    else:
-        from advbench.attacks.multitask import list_multitask_attacks
-
-        names = list_multitask_attacks()
-    for name in names:
-        out.print(name)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(row.get(col, "") for col in columns))
+    out.print(table)
 
 
 @app.command()
@@ -663,8 +631,8 @@ def leaderboard_render(
     output: Path | None = typer.Option(None, "--out", help="file to write (default: stdout)"),
 ) -> None:
     """Render leaderboard entries as Markdown tables or one self-contained HTML page."""
+    from advbench.io import atomic_write_text
     from advbench.leaderboards import load_entries, render
-    from advbench.store import atomic_write_text
 
     text = render(load_entries(entries_dir), fmt.value)
     if output is None:

@@ -13,7 +13,7 @@ row per config hash in the ``runs`` table and one row per (sample, eps) in ``sam
   restart; a failed run is retried and replaced;
 * :meth:`ResultsStore.save_run` is the race-free write for processes that computed the same config
   at the same time: the first finished record wins and every writer gets its id back;
-* files written next to the store (exports, leaderboards) go through :func:`atomic_write_text`,
+* files written next to the store (exports, leaderboards) go through :func:`advbench.io.atomic_write_text`,
   which gives them the permissions a plain ``open()`` would (``0o666 & ~umask``).
 
 >>> store = ResultsStore(":memory:")
@@ -33,9 +33,7 @@ import logging
 import math
 import os
 import re
-import secrets
 import sqlite3
-import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from advbench.errors import ConfigError, StoreError
+from advbench.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -196,68 +195,6 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _temp_file(directory: Path, name: str) -> tuple[int, str]:
-    """Create a new, empty temporary file next to the target and open it for writing.
-
-    It is created with mode ``0o666``, so the process umask applies exactly as it does to a plain
-    ``open(path, "w")`` (``tempfile.mkstemp`` would create it ``0o600``).
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp_name = os.fspath(directory / f".{name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(tmp_name, flags, 0o666), tmp_name
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary file in {directory}")
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` atomically: temp file in the same directory, fsync, ``os.replace``.
-
-    The file gets the permissions a plain ``open(path, "w")`` would give it: a new file
-    ``0o666 & ~umask``, an existing file keeps its mode.
-    """
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_dir():
-            raise IsADirectoryError(f"{target} is a directory")
-        fd, tmp_name = _temp_file(target.parent, target.name)
-    except OSError as exc:
-        raise StoreError(f"cannot write {target}: {exc}; choose a writable file path") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            try:
-                mode = stat.S_IMODE(os.stat(target).st_mode)
-            except FileNotFoundError:
-                mode = None
-            if mode is not None and hasattr(os, "fchmod"):
-                os.fchmod(fh.fileno(), mode)  # like open() on an existing file: its mode stays
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise StoreError(f"cannot write {target}: {exc}; choose a writable file path") from exc
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass(frozen=True)
@@ -869,4 +806,4 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-__all__ = ["ResultsStore", "SCHEMA_VERSION", "SavedRun", "atomic_write_text", "eps_metrics"]
+__all__ = ["ResultsStore", "SCHEMA_VERSION", "SavedRun", "eps_metrics"]

@@ -82,6 +82,8 @@ class MultiTaskAttack:
     """Base: budget, steps and the engine run; subclasses choose the signs, the initial weights and their set."""
 
     name: ClassVar[str] = ""
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
+    kind: ClassVar[str] = "white-box"
 
     def __init__(self, *, norm: str = "linf", eps: float | str = 8 / 255, steps: int = 50,
                  step_size: float | None = None, target_task: str | None = None) -> None:

@@ -106,7 +106,7 @@ def build_leaderboard(store_path: str | os.PathLike[str], out_dir: str | os.Path
         StoreError: the store cannot be read, its runs do not make valid entries, or two entries
             would share a file name, or ``out_dir`` cannot be written.
     """
-    from advbench.store import atomic_write_text
+    from advbench.io import atomic_write_text
 
     entries = entries_from_runs(read_runs(store_path))
     target = Path(out_dir)

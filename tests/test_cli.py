@@ -40,8 +40,12 @@ def ckpt(tmp_path_factory) -> Path:
 def test_list_commands(monkeypatch, capsys) -> None:
     code, out, _ = cli(monkeypatch, capsys, "list", "attacks")
     assert code == 0 and "pgd" in out and "square" in out and "black-box" in out
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in out.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip()}
+    assert rows["pgd"] == "classification" and rows["patch-whitebox"] == "detection"
+    assert rows["stealthy-multitask"] == "multi-task dense prediction"
     code, out, _ = cli(monkeypatch, capsys, "list", "models")
-    assert code == 0 and "small_cnn" in out and "timm:" in out
+    assert code == 0 and "small_cnn" in out and "timm:" in out and "unet-sod" in out and "fcos-mnv3" in out
     code, out, _ = cli(monkeypatch, capsys, "list", "datasets")
     assert code == 0 and "mnist5k" in out
     assert cli(monkeypatch, capsys, "list", "defenses")[0] == 0

@@ -95,6 +95,6 @@ def test_list_the_other_registries(run_cli) -> None:
                            ("patch-attacks", {"patch-whitebox", "patch-transfer", "patch-random-search",
                                               "patch-minmax"}),
                            ("multitask-attacks", {"stealthy-multitask", "fixed-weight-multitask", "all-tasks"})):
-        code, out, err = run_cli("list", what)
+        code, out, err = run_cli("list", what, "--names")
         assert code == 0, err
         assert set(out.split()) == expected

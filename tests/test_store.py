@@ -19,6 +19,7 @@ import pytest
 
 import advbench.store as store_mod
 from advbench.errors import ConfigError, StoreError
+from advbench.io import atomic_write_text
 from advbench.store import ResultsStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -413,7 +414,7 @@ def test_atomic_write_follows_the_umask(tmp_path):
         old = os.umask(umask)
         try:
             target = tmp_path / f"out-{umask:o}.csv"
-            store_mod.atomic_write_text(target, text)
+            atomic_write_text(target, text)
             plain = tmp_path / f"plain-{umask:o}.csv"
             with open(plain, "w", encoding="utf-8") as fh:
                 fh.write(text)
@@ -427,7 +428,7 @@ def test_atomic_write_follows_the_umask(tmp_path):
     existing.chmod(0o640)
     old = os.umask(0o022)
     try:
-        store_mod.atomic_write_text(existing, text)
+        atomic_write_text(existing, text)
     finally:
         os.umask(old)
     assert stat.S_IMODE(existing.stat().st_mode) == 0o640 and existing.read_text() == text

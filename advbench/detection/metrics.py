@@ -40,7 +40,7 @@ import torch
 
 from advbench.datasets.detection.sample import DetectionSample
 from advbench.errors import ConfigError, InputError
-from advbench.store import atomic_write_text
+from advbench.io import atomic_write_text
 
 #: The per-group keys :func:`coco_map_by` understands.
 GROUP_KEYS = ("altitude", "snow")

@@ -119,6 +119,8 @@ class PatchAttack:
     """Base class: hyperparameters, the objective, and minibatch sampling.  Subclasses implement ``fit``."""
 
     name: ClassVar[str] = ""
+    #: How the attack reaches the victim: ``white-box`` (its gradients), ``transfer`` or ``black-box`` (queries).
+    kind: ClassVar[str] = "white-box"
 
     def __init__(self, *, patch_size: int = 24, steps: int = 150, lr: float = 0.03, batch_size: int = 6,
                  score: str = "class", reduction: str = "vehicle", nps_weight: float = 0.01,
@@ -245,6 +247,8 @@ class WhiteBoxPatch(PatchAttack):
 class TransferPatch(PatchAttack):
     """Black-box transfer: the white-box recipe run on ``surrogate``; the victim is only evaluated."""
 
+    kind: ClassVar[str] = "transfer"
+
     def __init__(self, *, surrogate: Detector | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.surrogate = surrogate
@@ -272,6 +276,8 @@ class RandomSearchPatch(PatchAttack):
     same ``search_images`` images, without jitter, so proposals compare fairly.  The square's side shrinks
     from ``p_init`` of the patch area following the Square attack's schedule.
     """
+
+    kind: ClassVar[str] = "black-box"
 
     def __init__(self, *, queries: int = 1200, search_images: int = 6, p_init: float = 0.3, **kwargs: Any) -> None:
         super().__init__(**kwargs)

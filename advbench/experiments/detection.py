@@ -469,7 +469,7 @@ class DetectionExperiment(Experiment):
         from PIL import Image
 
         from advbench.detection.report import save_detection_grid, write_png
-        from advbench.store import atomic_write_text
+        from advbench.io import atomic_write_text
 
         if self._fitted is None or not self.examples:
             raise ConfigError("the report needs the patch and images of a run computed in this process; the run "

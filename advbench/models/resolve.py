@@ -160,6 +160,7 @@ def _peek_classes(spec: ModelSpec, opts: ModelOptions, default: int, head: str |
 
 # --------------------------------------------------------------------------------------------------- schemes
 def _timm_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
+    """``timm:NAME?weights=FILE``: any timm architecture, with weights from a local file (nothing is downloaded)."""
     import timm
 
     name = spec.name
@@ -195,6 +196,7 @@ def _timm_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
 
 
 def _torchvision_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
+    """``torchvision:NAME?weights=FILE``: any torchvision classification model, with weights from a local file."""
     import torchvision
 
     name = spec.name
@@ -271,6 +273,7 @@ RB_UNSUPPORTED_PREPROCESSING = ("Crop288", "Res224")
 
 
 def _robustbench_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
+    """``robustbench:NAME?dataset=cifar10&threat=Linf&model_dir=DIR``: a RobustBench zoo model, local weights."""
     zoo, BenchmarkDataset, ThreatModel = import_robustbench()
     dataset = str(spec.option("dataset", "cifar10")).lower()
     threat = str(spec.option("threat", "Linf"))
@@ -324,6 +327,7 @@ def _robustbench_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
 
 
 def _py_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
+    """``py:FILE.py:FUNCTION?key=value``: the network your own Python function builds (runs your code)."""
     file_text, sep, factory = spec.name.rpartition(":")
     if not sep or not file_text.endswith(".py") or not factory.isidentifier():
         raise ConfigError(f"model spec '{spec.text}' must look like py:path/to/file.py:factory_function")

@@ -11,7 +11,7 @@ from typing import Any
 from advbench.datasets.detection.masks import encode_rle
 from advbench.datasets.detection.sample import DetectionSample
 from advbench.errors import DatasetError
-from advbench.store import atomic_write_text
+from advbench.io import atomic_write_text
 
 
 def _file_name(image: Path, out_dir: Path) -> str:
