@@ -32,7 +32,7 @@ def is_sod_checkpoint(path: str) -> bool:
 
 def _victim_and_data(victim: str, dataset: str, n_train: int | None) -> tuple[Any, Any, Any, Any]:
     """(model, x_train, targets, task) for an SOD or a classifier checkpoint."""
-    from advbench.tasks import CLASSIFICATION, SOD
+    from advbench.objectives import CLASSIFICATION, SOD
 
     if is_sod_checkpoint(victim):
         from advbench.sod import load_sod_dataset, load_sod_model

@@ -30,9 +30,9 @@ from torch import nn
 from advbench.checkpoints import file_sha256, read_checkpoint, save_checkpoint
 from advbench.defenses import DEFENSES
 from advbench.errors import CheckpointError, ConfigError, InputError
+from advbench.objectives import Objective
 from advbench.progress import progress_bar, step_ticks
 from advbench.sod.unet import UNet
-from advbench.tasks import Task
 
 INPUT_KINDS = ("clean", "cloudy", "adv-cloud", "pgd")
 #: The input kinds crafted by an attack (``DefenseTrainConfig.attack_steps`` steps each).
@@ -91,7 +91,7 @@ class DefenseTrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
-def training_inputs(kind: str, pipeline: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task,
+def training_inputs(kind: str, pipeline: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Objective,
                     cfg: DefenseTrainConfig, gen: torch.Generator,
                     tick: Callable[[], None] | None = None) -> torch.Tensor:
     """One training input batch of the given ``kind`` (one of ``INPUT_KINDS``), built from the clean batch ``x``;
@@ -123,7 +123,7 @@ def training_inputs(kind: str, pipeline: nn.Module, x: torch.Tensor, y: torch.Te
     return run_adv_cloud(x, masks, loss, success, budget=budget, steps=cfg.attack_steps).x_adv
 
 
-def train_defensenet(victim: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, task: Task,
+def train_defensenet(victim: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, task: Objective,
                      cfg: DefenseTrainConfig, *, progress: bool = True) -> tuple[DefenseNet, dict[str, Any]]:
     """Train a DefenseNet in front of ``victim``, whose weights are left bit-identical (they are frozen)."""
     if x_train.dim() != 4 or x_train.shape[0] != y_train.shape[0]:

@@ -19,9 +19,9 @@ from advbench.defenses.defensenet import (
     train_defensenet,
 )
 from advbench.errors import BudgetError, CheckpointError, ConfigError, InputError
+from advbench.objectives import CLASSIFICATION, SOD
 from advbench.runner import RunSpec
 from advbench.runner import run as run_spec
-from advbench.tasks import CLASSIFICATION, SOD
 
 advbench.list_attacks()
 

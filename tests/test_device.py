@@ -305,7 +305,7 @@ def test_sod_metrics_of_device_tensors_equal_the_cpu_values(dev) -> None:
 
 def test_defensenet_trains_on_the_device_and_leaves_the_victim_bit_identical(dev, digits_model, digits_test) -> None:
     from advbench.defenses.defensenet import DefenseTrainConfig, train_defensenet
-    from advbench.tasks import CLASSIFICATION
+    from advbench.objectives import CLASSIFICATION
 
     victim = copy.deepcopy(digits_model).to(dev)
     x, y = digits_test[0][:64].to(dev), digits_test[1][:64].to(dev)
@@ -351,8 +351,8 @@ def test_defended_run_on_the_device(dev, digits_model, tmp_path) -> None:
 def test_sod_run_with_defensenet_on_the_device_agrees_with_the_cpu(dev, run_cli, tmp_path) -> None:
     """``advbench run --device`` on an SOD checkpoint behind DefenseNet: every row, clouds drawn on the CPU."""
     from advbench.defenses.defensenet import DefenseTrainConfig, save_defensenet, train_defensenet
+    from advbench.objectives import SOD
     from advbench.sod import load_sod_dataset, save_sod_model, train_sod
-    from advbench.tasks import SOD
 
     data = load_sod_dataset("synthetic-sod:n=24,size=32")
     model, _ = train_sod(data, epochs=2, batch_size=8, model_options={"base": 4, "depth": 2}, progress=False)

@@ -27,7 +27,8 @@ MODULES = [
     "advbench.defenses.input_transforms",
     "advbench.defenses.defensenet",
     "advbench.minmax",
-    "advbench.tasks",
+    "advbench.objectives",
+    "advbench.listing",
     "advbench.devices",
 ]
 

@@ -76,8 +76,8 @@ def test_defend_train_counts_attack_steps_and_updates(run_cli, sod_victim: Path,
 
 def test_defensenet_library_default_is_silent(sod_victim: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from advbench.defenses.defensenet import DefenseTrainConfig, train_defensenet
+    from advbench.objectives import SOD as SOD_TASK
     from advbench.sod import load_sod_dataset, load_sod_model
-    from advbench.tasks import SOD as SOD_TASK
 
     data = load_sod_dataset(SOD)
     cfg = DefenseTrainConfig(epochs=1, batch_size=8, attack_steps=1, base=4, depth=1, inputs=("clean", "cloudy"))
@@ -87,8 +87,8 @@ def test_defensenet_library_default_is_silent(sod_victim: Path, capsys: pytest.C
 
 def test_sod_run_with_defensenet_counts_attack_steps(run_cli, sod_victim: Path, tmp_path: Path) -> None:
     from advbench.defenses.defensenet import DefenseTrainConfig, save_defensenet, train_defensenet
+    from advbench.objectives import SOD as SOD_TASK
     from advbench.sod import load_sod_dataset, load_sod_model
-    from advbench.tasks import SOD as SOD_TASK
 
     data = load_sod_dataset(SOD)
     cfg = DefenseTrainConfig(epochs=1, batch_size=8, attack_steps=1, base=4, depth=1, inputs=("clean", "cloudy"))

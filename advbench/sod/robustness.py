@@ -28,9 +28,9 @@ from torch import nn
 from advbench.attacks.adv_cloud import CloudBudget, run_adv_cloud
 from advbench.clouds import CloudSpec, cloudify, sample_clouds
 from advbench.errors import ConfigError
+from advbench.objectives import SOD
 from advbench.progress import progress_bar, step_ticks
 from advbench.sod.metrics import sod_metrics
-from advbench.tasks import SOD
 
 #: The attacks an SOD robustness run can include.
 SOD_ATTACKS = ("adv-cloud", "pgd")

@@ -1,6 +1,7 @@
-"""What a victim is asked to do, as far as attacks and defenses care: a per-sample loss and a success test.
+"""Objectives: what a victim is asked to do, as far as attacks and defenses care (a per-sample loss and a
+success test).
 
-Task-agnostic code (the adversarial cloud attack, DefenseNet training) takes a :class:`Task`, so the same
+Objective-agnostic code (the adversarial cloud attack, DefenseNet training) takes an :class:`Objective`, so the same
 attack runs on a classifier (``CLASSIFICATION``: cross-entropy, success = misclassified) and on a
 salient-object-detection model (``SOD``: pixel-wise BCE on the saliency logits, success = the saliency map's
 mean absolute error reaches ``SOD_SUCCESS_MAE``).
@@ -25,7 +26,7 @@ SOD_SUCCESS_MAE = 0.5
 
 
 @dataclass(frozen=True)
-class Task:
+class Objective:
     """``loss(outputs, targets) -> (B,)`` (higher = worse for the victim) and ``success(outputs, targets) -> (B,)``."""
 
     name: str
@@ -49,10 +50,10 @@ def _sod_broken(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return (logits.sigmoid() - masks).abs().flatten(1).mean(dim=1) >= SOD_SUCCESS_MAE
 
 
-CLASSIFICATION = Task("classification", _ce, _misclassified)
-SOD = Task("sod", _bce, _sod_broken)
+CLASSIFICATION = Objective("classification", _ce, _misclassified)
+SOD = Objective("sod", _bce, _sod_broken)
 
-#: Task name -> task.
-TASKS: Registry[Task] = Registry("task")
-TASKS.register("classification")(CLASSIFICATION)
-TASKS.register("sod")(SOD)
+#: Objective name -> objective (the multi-task heads are another registry: ``advbench.multitask.tasks``).
+OBJECTIVES: Registry[Objective] = Registry("objective")
+OBJECTIVES.register("classification")(CLASSIFICATION)
+OBJECTIVES.register("sod")(SOD)
