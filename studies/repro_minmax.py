@@ -2,7 +2,7 @@
 
 One command (about 2-3 minutes on 2 CPU cores):
 
-    .venv/bin/python benchmarks/repro_minmax.py [--out docs/minmax_results.md] [--steps 50]
+    .venv/bin/python studies/repro_minmax.py [--out docs/minmax_results.md] [--steps 50]
 
 1. Ensemble: four heterogeneous models (small_cnn, mlp, lenet5, and two PGD-adversarially-trained
    ones), linf, 50 APGDA steps, gamma 4: ASR_all of averaging vs min-max at three eps, and the learned
@@ -61,7 +61,7 @@ def main() -> None:
         print(f"trained {names[-1]}: test accuracy {meta['test_accuracy']:.3f}")
     ensemble = ModelEnsemble(models, names)
     lines = ["# Min-max vs averaging on sklearn digits (reproduction)", "",
-             f"`benchmarks/repro_minmax.py`, {args.steps} APGDA steps, linf, gamma 4, C&W margin (kappa 50), "
+             f"`studies/repro_minmax.py`, {args.steps} APGDA steps, linf, gamma 4, C&W margin (kappa 50), "
              "alpha/beta as published for MNIST (4 / 50). Only samples every domain classifies correctly "
              "are attacked.", ""]
 

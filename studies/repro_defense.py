@@ -13,7 +13,7 @@
 5. ``--parts weak``: the same rows for weaker threats, down to a thin cloud, a 5 % exposure budget and 2/255 of
    noise (about 30 min).
 
-    .venv/bin/python benchmarks/repro_defense.py --out /tmp/defense_repro     # about 25 min on 2 CPU cores
+    .venv/bin/python studies/repro_defense.py --out /tmp/defense_repro     # about 25 min on 2 CPU cores
 
 Writes ``results.json`` and ``tables.md`` in ``--out``.
 """
@@ -31,9 +31,9 @@ import torch.nn.functional as F
 
 from advbench import create_attack
 from advbench.defenses.defensenet import DefenseTrainConfig, train_defensenet, training_inputs
+from advbench.objectives import CLASSIFICATION, SOD
 from advbench.sod import load_sod_dataset, train_sod
 from advbench.sod.robustness import CloudAttackConfig, sod_robustness
-from advbench.tasks import CLASSIFICATION, SOD
 
 COLS = ("mae", "max_f", "mean_f", "s_measure", "mean_e")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "colorwheel",

@@ -4,7 +4,7 @@ Synthetic EVD4UAV-style scenes (50/70/90 m), split per altitude into a training 
 patches learn on it) and a held-out half (every number below is measured on it).  Both detectors are
 trained from scratch here; ``patch-transfer`` uses the *other* detector as its surrogate.
 
-    .venv/bin/python benchmarks/repro_patch.py --out /tmp/patch_repro --seeds 2   # about 60 min on 2 CPU cores
+    .venv/bin/python studies/repro_patch.py --out /tmp/patch_repro --seeds 2   # about 60 min on 2 CPU cores
 
 ``--specialists`` adds patches learned on one altitude each; ``--ensemble`` adds one patch learned on both
 detectors (min-max over altitude x detector domains, and the averaged ensemble; 60-90 min more with

@@ -6,7 +6,7 @@ search by dual ascent), ``fixed-weight-multitask`` (weights 1) and plain PGD on 
 (``fixed-weight-multitask`` with weights 0).  Reported: the target's degradation, every other task's change and
 the stealth success rate (target worse by >= 10 %, every other task worse by <= 5 %).
 
-    .venv/bin/python benchmarks/repro_multitask.py --out /tmp/multitask_repro     # about 10 min on 2 CPU cores
+    .venv/bin/python studies/repro_multitask.py --out /tmp/multitask_repro     # about 10 min on 2 CPU cores
 """
 
 from __future__ import annotations
