@@ -444,3 +444,53 @@ def test_cli_train_sod(run_cli, tmp_path: Path) -> None:
 def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- against PySODMetrics
+
+
+def _soft_blobs(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 saliency maps (noisy discs, each spanning 0..255 so PySODMetrics' min-max scaling is a no-op) and
+    their uint8 masks."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    preds, gts = [], []
+    for _ in range(n):
+        cy, cx, r = rng.uniform(size / 4, 3 * size / 4, 2).tolist() + [rng.uniform(size / 8, size / 3.5)]
+        gt = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r).astype(np.uint8) * 255
+        soft = np.clip(gt / 255 * 0.7 + rng.normal(0.15, 0.2, gt.shape), 0, 1)
+        pred = np.round(soft * 255).astype(np.uint8)
+        pred.flat[0], pred.flat[1] = 0, 255
+        preds.append(pred)
+        gts.append(gt)
+    return np.stack(preds), np.stack(gts)
+
+
+def test_sod_metrics_agree_with_pysodmetrics_on_the_same_maps() -> None:
+    """MAE, S-measure, the F and E curves and their adaptive values, image by image as PySODMetrics computes
+    them (its curves run from threshold 255 down to 0; its E-measure divides by N - 1 where ours divides by N)."""
+    import py_sod_metrics as psm  # installed by the README's --no-deps step: a missing reference is a failure
+    preds, gts = _soft_blobs(8, 48, seed=3)
+    refs = {"f": psm.Fmeasure(), "e": psm.Emeasure(), "s": psm.Smeasure(), "mae": psm.MAE()}
+    for pred, gt in zip(preds, gts, strict=True):
+        for metric in refs.values():
+            metric.step(pred=pred, gt=gt)
+    p, g = torch.from_numpy(preds / 255.0), torch.from_numpy(gts / 255.0)
+    n = preds.shape[1] * preds.shape[2]
+    f_ref, e_ref = refs["f"].get_results()["fm"], refs["e"].get_results()["em"]
+    assert mae(p, g).mean().item() == pytest.approx(refs["mae"].get_results()["mae"], rel=1e-12)
+    compared = 0
+    for k, (pred, gt) in enumerate(zip(preds, gts, strict=True)):
+        ys, xs = np.nonzero(gt > 128)
+        if ys.mean() % 1 == 0.5 or xs.mean() % 1 == 0.5:
+            continue  # a centroid on a half pixel: MATLAB rounds it up, PySODMetrics to even (see the module doc)
+        one = psm.Smeasure()
+        one.step(pred=pred, gt=gt)
+        assert s_measure(p[k], g[k]).item() == pytest.approx(one.get_results()["sm"], rel=1e-12)
+        compared += 1
+    assert compared >= 6
+    np.testing.assert_allclose(f_measure_curve(p, g).mean(0).numpy(), f_ref["curve"][::-1], rtol=1e-10, atol=1e-12)
+    assert adaptive_f_measure(p, g).mean().item() == pytest.approx(f_ref["adp"], rel=1e-10)
+    np.testing.assert_allclose(e_measure_curve(p, g).mean(0).numpy() * n / (n - 1), e_ref["curve"][::-1],
+                               rtol=1e-10, atol=1e-12)
+    assert adaptive_e_measure(p, g).mean().item() * n / (n - 1) == pytest.approx(e_ref["adp"], rel=1e-10)
