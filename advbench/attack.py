@@ -188,13 +188,13 @@ class _FrozenAfterInit(type):
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if isinstance(cls, type) and hasattr(cls, "parameter_names") and not args:
-            kwargs = _checked_hyperparameters(cls, kwargs)
+            kwargs = checked_hyperparameters(cls, kwargs)
         obj = super().__call__(*args, **kwargs)
         object.__setattr__(obj, "_frozen", True)
         return obj
 
 
-def _checked_hyperparameters(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+def checked_hyperparameters(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Refuse unknown hyperparameters and values of the wrong type with an error that names the parameter and
     lists the valid ones (``--param pgd.stepz=3`` used to end in a TypeError from deep inside the class)."""
     valid = cls.parameter_names()
@@ -331,7 +331,7 @@ class Attack(metaclass=_FrozenAfterInit):
     ) -> AttackOutput:
         """Attack ``model`` at ``x`` (true labels ``y``); ``target`` only in targeted mode."""
         validate_batch(x, y)
-        generator = _generator_for(x.device, generator)
+        generator = generator_for(x.device, generator)
         expected = getattr(model, "input_shape", None)
         if expected is not None and tuple(x.shape[1:]) != tuple(expected):
             raise InputError(
@@ -416,7 +416,7 @@ def _jsonable(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str, list, tuple, dict))
 
 
-def _generator_for(device: torch.device, generator: torch.Generator | None) -> torch.Generator:
+def generator_for(device: torch.device, generator: torch.Generator | None) -> torch.Generator:
     """A generator on ``device``: the given one, or one seeded from it (or from 0) when devices differ.
 
     ``torch.Generator(device="cuda")`` reports ``cuda`` without an index; it counts as the current device."""

@@ -92,11 +92,11 @@ class WandbMode(str, Enum):
     disabled = "disabled"
 
 
-def _split(text: str) -> list[str]:
+def split_csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _fmt(value: Any) -> str:
+def format_number(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -256,8 +256,9 @@ def run(
     from advbench.pipeline.shards import parse_shard
 
     configs = build_run_configs(
-        models=_split(model), dataset=dataset, attacks=_split(attack), eps=eps, norm=norm.value, n_samples=n_samples,
-        selection=selection, samples=str(samples) if samples else None, class_map=str(class_map) if class_map else None,
+        models=split_csv(model), dataset=dataset, attacks=split_csv(attack), eps=eps, norm=norm.value,
+        n_samples=n_samples, selection=selection, samples=str(samples) if samples else None,
+        class_map=str(class_map) if class_map else None,
         seed=seed, batch_size=batch_size, params=_parse_params(param), device=device, defense=defense,
         model_flags={"num_classes": num_classes, "input_size": input_size, "mean": _floats(mean, "--mean"),
                      "std": _floats(std, "--std"), "interpolation": interpolation, "crop_pct": crop_pct,
@@ -267,7 +268,7 @@ def run(
         multitask={"target_task": target_task, "margin": margin, "tolerance": tolerance}, notes=err.print)
     _run_configs(configs, store=store, force=force, shard=parse_shard(shard), executor=executor.value,
                  scheduler=scheduler, workers=workers, loader_workers=loader_workers,
-                 wandb=_wandb_options(wandb, wandb_mode, wandb_project, store), as_json=as_json)
+                 wandb=wandb_options(wandb, wandb_mode, wandb_project, store), as_json=as_json)
 
 
 def _run_configs(configs: list[Any], *, store: Path, force: bool, shard: tuple[int, int], executor: str,
@@ -318,7 +319,7 @@ def _renderer(record: Any) -> Any:
     return EXPERIMENTS.get(record.experiment)(placeholder)
 
 
-def _wandb_options(enabled: bool, mode: WandbMode | None, project: str, store: Path) -> dict[str, Any] | None:
+def wandb_options(enabled: bool, mode: WandbMode | None, project: str, store: Path) -> dict[str, Any] | None:
     """W&B options for a run, or None when ``--wandb`` is off.  The mode is resolved (online only with an API
     key) and W&B's local files go next to the results store (``<store dir>/wandb``), not into the working
     directory."""
@@ -352,7 +353,7 @@ def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
     if text is None:
         return None
     try:
-        return tuple(float(v) for v in _split(text))
+        return tuple(float(v) for v in split_csv(text))
     except ValueError:
         raise ConfigError(f"{option} takes comma-separated numbers, one per channel, e.g. 0.485,0.456,0.406; got "
                           f"'{text}'") from None
@@ -462,7 +463,7 @@ def compare(
 
     if len(checkpoints) < 2:
         raise ConfigError("compare needs the dense parent and at least one compressed child")
-    attacks = _split(attack)
+    attacks = split_csv(attack)
     params: dict[str, dict[str, Any]] = {}
     if steps is not None:
         for name in attacks:
@@ -471,7 +472,7 @@ def compare(
     config = RunConfig.build(models=[str(c) for c in checkpoints], dataset=dataset, attacks=attacks, eps=eps,
                              norm=norm.value, n_samples=n_samples, attack_params=params, seed=seed,
                              experiment="compare")
-    outcome = run_pipeline(config, store=store, wandb=_wandb_options(wandb, None, wandb_project, store),
+    outcome = run_pipeline(config, store=store, wandb=wandb_options(wandb, None, wandb_project, store),
                            progress=True)
     report = dict(outcome.record.metrics)
     png = plot_comparison(report, plot or store.resolve().parent / "compare.png")
@@ -557,8 +558,8 @@ def results_list(store: Path = typer.Option(Path(DEFAULT_STORE), "--store")) -> 
     for row in rows:
         eps = row.get("eps")
         table.add_row(str(row["id"]), row["config_hash"][:12], str(row.get("run_name") or row.get("name")),
-                      str(row.get("status")), str(row.get("created_at")), _fmt(row.get("clean_accuracy")),
-                      _fmt(row.get("robust_accuracy")), "-" if eps is None else format_eps(eps))
+                      str(row.get("status")), str(row.get("created_at")), format_number(row.get("clean_accuracy")),
+                      format_number(row.get("robust_accuracy")), "-" if eps is None else format_eps(eps))
     out.print(table)
 
 
@@ -750,7 +751,7 @@ def demo(
     params = {"pgd": {"steps": 20}, "apgd-ce": {"steps": 20}, "square": {"n_queries": 500}}
     spec = RunSpec(model=str(ckpt), dataset=dataset, attacks=["fgsm", "pgd", "apgd-ce", "square"], eps=eps,
                    n_samples=n_samples, attack_params=params)
-    wandb_opts = _wandb_options(wandb, None, "advbench-demo", out_dir / "results.db")
+    wandb_opts = wandb_options(wandb, None, "advbench-demo", out_dir / "results.db")
     outcome = run_one(spec, store=out_dir / "results.db", wandb=wandb_opts)
     print_run_table([outcome.record], title=f"small_cnn on {dataset}")
     err.print(f"store: {out_dir / 'results.db'}  (try: advbench results list --store "

@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from advbench.cli import _split, app, err
+from advbench.cli import app, err, split_csv
 from advbench.errors import ConfigError
 
 defend_app = typer.Typer(no_args_is_help=True, help="Train learnable defenses (DefenseNet) for a frozen victim.")
@@ -79,7 +79,7 @@ def defend_train(
     from advbench.threat import parse_eps
 
     dev = check_device(device)
-    kinds = _split(attack)
+    kinds = split_csv(attack)
     unknown = [k for k in kinds if k not in SOD_ATTACKS]
     if unknown:
         raise ConfigError(f"--attack {','.join(unknown)}: DefenseNet trains on {', '.join(SOD_ATTACKS)} inputs")

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from advbench.cli import DEFAULT_STORE, WandbMode, _split, _wandb_options, app, err, out
+from advbench.cli import DEFAULT_STORE, WandbMode, app, err, out, split_csv, wandb_options
 from advbench.errors import ConfigError
 
 
@@ -107,10 +107,10 @@ def detect_attack_cmd(
                        ("patch_altitudes", patch_altitudes)):
         if value is not None:
             options[key] = value
-    config = RunConfig.build(models=[detector, *_split(detectors or "")], dataset=dataset, attacks=[attack],
+    config = RunConfig.build(models=[detector, *split_csv(detectors or "")], dataset=dataset, attacks=[attack],
                              eps=[0.0], n_samples=max_images, seed=seed, device=device, experiment="detection",
                              attack_params={attack: params} if params else {}, options=options, batch_size=64)
-    wandb_opts = _wandb_options(wandb, wandb_mode, wandb_project, store)
+    wandb_opts = wandb_options(wandb, wandb_mode, wandb_project, store)
     outcome = run_pipeline(config, store=store, force=force, wandb=wandb_opts, progress=True)
     record = outcome.record
     if outcome.skipped:

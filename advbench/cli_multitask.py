@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from advbench.cli import _fmt, app, err, out
+from advbench.cli import app, err, format_number, out
 from advbench.errors import ConfigError
 
 
@@ -63,8 +63,8 @@ def train_multitask_cmd(
     for task in summary["tasks"]:
         head = get_task(task)
         arrow = "higher is better" if head.higher_is_better else "lower is better"
-        table.add_row(task, f"{head.metric} ({arrow})", _fmt(summary["test_metrics"][task]),
-                      _fmt(summary["baseline_test_metrics"][task]))
+        table.add_row(task, f"{head.metric} ({arrow})", format_number(summary["test_metrics"][task]),
+                      format_number(summary["baseline_test_metrics"][task]))
     out.print(table)
     err.print(f"saved {path} ({arch}, heads {', '.join(summary['tasks'])}, {summary['n_train']} training images, "
               f"final loss {summary['final_loss']:.3f}, {summary['train_seconds']:.1f} s)")

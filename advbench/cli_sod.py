@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from advbench.cli import _fmt, app, err, out
+from advbench.cli import app, err, format_number, out
 from advbench.errors import ConfigError
 
 METRIC_COLUMNS = ("mae", "max_f", "mean_f", "adaptive_f", "s_measure", "max_e", "mean_e", "adaptive_e")
@@ -58,7 +58,7 @@ def train_sod_cmd(
     for col in METRIC_COLUMNS:
         table.add_column(col, justify="right")
     for label, metrics in (("trained", summary["test_metrics"]), ("constant prior", summary["baseline_test_metrics"])):
-        table.add_row(label, *(_fmt(metrics[c]) for c in METRIC_COLUMNS))
+        table.add_row(label, *(format_number(metrics[c]) for c in METRIC_COLUMNS))
     out.print(table)
     err.print(f"saved {path} ({arch}, {summary['n_train']} training images, final loss {summary['final_loss']:.3f}, "
               f"{summary['train_seconds']:.1f} s)")

@@ -199,7 +199,7 @@ def cloud_mask(
     return thick.view(batch, 1, 1, 1) * torch.sigmoid((noise - threshold.view(batch, 1, 1, 1)) / softness)
 
 
-def _colour_tensor(colour: Sequence[float] | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def colour_tensor(colour: Sequence[float] | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The cloud colour as a (B or 1, C, 1, 1) tensor for the image ``x`` of C channels."""
     channels = x.shape[1]
     if isinstance(colour, torch.Tensor):
@@ -256,7 +256,7 @@ def cloudify(
             if t.numel() and (float(t.min()) < 0 or float(t.max()) > 1):
                 raise InputError(f"{name} must lie in [0, 1], got values in [{float(t.min()):.4g}, "
                                  f"{float(t.max()):.4g}]; images are [0,1] floats (divide uint8 by 255)")
-    c = _colour_tensor(colour, x)
+    c = colour_tensor(colour, x)
     return x * (1 - mask) + c * mask
 
 

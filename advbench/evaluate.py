@@ -111,7 +111,7 @@ def _resolve_attacks(
     return eps_sorted, plan
 
 
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+def predict_labels(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     training = model.training
     model.eval()
     try:
@@ -147,7 +147,7 @@ def cascade_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: dict
     eps_sorted = sorted(plan)
     threat_norm = plan[eps_sorted[0]][0].norm
     n = x.shape[0]
-    clean_pred = _predict(model, x, max(n, 1))
+    clean_pred = predict_labels(model, x, max(n, 1))
     clean_correct = clean_pred == y
     robust = clean_correct.clone()
     adv_pred = clean_pred.clone()

@@ -88,7 +88,7 @@ LISTINGS: dict[str, tuple[Listing, ...]] = {
         Listing("advbench.multitask.data:MULTITASK_DATASETS", "multi-task dense prediction"),
         Listing("advbench.datasets.detection.catalog:DETECTION_DATASETS", "detection"),
     ),
-    "defenses": (Listing("advbench.defenses:DEFENSES", "classification"),),
+    "defenses": (Listing("advbench.defenses.registry:DEFENSES", "classification", registers="advbench.defenses"),),
     "experiments": (Listing("advbench.pipeline.experiment:EXPERIMENTS", "any", registers="advbench.experiments"),),
 }
 

@@ -21,7 +21,7 @@ def run_cells_on_dask(cells: list[Any], report: Any, *, scheduler: str | None, w
     from distributed import as_completed
 
     from advbench.pipeline.dask_executor import Refused, batch_task, dask_client, plan_task, task_result
-    from advbench.pipeline.engine import _stored, experiment_class, finish, pending_batches
+    from advbench.pipeline.engine import experiment_class, finish, pending_batches, stored_outcome
 
     store = report.store
     with dask_client(scheduler, workers) as client:
@@ -38,7 +38,7 @@ def run_cells_on_dask(cells: list[Any], report: Any, *, scheduler: str | None, w
                     log.warning("cell %d (%s) failed: %s", cell.index, cell.label, info.error)
                     report.failed(cell.request, cell.request_hash, info.error)
                     continue
-                stored = _stored(store, info, force)
+                stored = stored_outcome(store, info, force)
                 todo = [] if stored else pending_batches(store, info, (1, 1), force)
                 if stored or not todo:
                     report.outcome(cell, stored or finish(store, experiment_class(info.experiment)(cell.config),

@@ -201,7 +201,7 @@ def check_attacks_and_budgets(spec: SweepSpec, data: dict[str, Any]) -> list[tup
     written, so that a problem points at the line that holds it.
     """
     from advbench import list_attacks
-    from advbench.attack import ATTACKS, _checked_hyperparameters
+    from advbench.attack import ATTACKS, checked_hyperparameters
     from advbench.errors import AdvbenchError
     from advbench.threat import ThreatModel
 
@@ -246,7 +246,7 @@ def check_attacks_and_budgets(spec: SweepSpec, data: dict[str, Any]) -> list[tup
                     ok = False
                     continue
                 try:
-                    _checked_hyperparameters(ATTACKS.get(name), {key: value})
+                    checked_hyperparameters(ATTACKS.get(name), {key: value})
                 except AdvbenchError as err:
                     problems.append((_where(raw, i, item, name, key), str(err)))
                     ok = False

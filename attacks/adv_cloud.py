@@ -115,9 +115,9 @@ class Layout:
 def cloud_colour(colour: tuple[float, ...] | list[float], channels: int, like: torch.Tensor) -> torch.Tensor:
     """The cloud colour as a (C,) tensor for ``channels``-channel images (an RGB colour on 1-channel images
     becomes its BT.601 grey); the rules are :mod:`advbench.clouds`' own."""
-    from advbench.clouds import _colour_tensor
+    from advbench.clouds import colour_tensor
 
-    return _colour_tensor(colour, like.new_zeros(1, channels, 1, 1)).view(channels)
+    return colour_tensor(colour, like.new_zeros(1, channels, 1, 1)).view(channels)
 
 
 def compose(x: torch.Tensor, masks: torch.Tensor, colour: torch.Tensor, delta: torch.Tensor,

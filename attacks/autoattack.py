@@ -63,7 +63,7 @@ from typing import Any
 import torch
 
 from advbench.attack import Attack, AttackContext, RawResult, register_attack
-from advbench.attacks.torchattacks_adapter import _spread
+from advbench.attacks.torchattacks_adapter import spread_over_stages
 from advbench.errors import ConfigError
 
 VERSIONS = ("standard", "plus", "rand")
@@ -285,8 +285,8 @@ class AutoAttack(Attack):
                 with torch.no_grad():
                     pred = counter(adv).argmax(1)
                 fooled = pred != ya
-                _spread(counter.queries - queries, active, ctx.n_queries)
-                _spread(counter.gradients - gradients, active, ctx.n_gradients)
+                spread_over_stages(counter.queries - queries, active, ctx.n_queries)
+                spread_over_stages(counter.gradients - gradients, active, ctx.n_gradients)
                 won = active[fooled]
                 x_out[won], adv_pred[won] = adv[fooled], pred[fooled]
                 stages.append({"attack": name, "attacked": int(active.numel()), "broken": int(fooled.sum())})
@@ -298,10 +298,10 @@ class AutoAttack(Attack):
     def _targeted_cascade(self, ctx: AttackContext, x: torch.Tensor) -> RawResult:
         """The reference is untargeted: native APGD on the targeted CE loss, then on the targeted DLR loss, then
         targeted FAB and targeted Square, each only on the samples that have not reached the target yet."""
-        from advbench.attacks.torchattacks_adapter import FAB, Square, _native_apgd
+        from advbench.attacks.torchattacks_adapter import FAB, Square, native_apgd
 
         steps = self.steps or _DEFAULT_STEPS
-        stages = [_native_apgd(self, "ce", steps=steps), _native_apgd(self, "dlr", steps=steps),
+        stages = [native_apgd(self, "ce", steps=steps), native_apgd(self, "dlr", steps=steps),
                   FAB(norm=self.norm, eps=self.eps, steps=steps, targeted=True),
                   Square(norm=self.norm, eps=self.eps, n_queries=self.n_queries or _DEFAULT_QUERIES, targeted=True)]
         x_out = x.clone()

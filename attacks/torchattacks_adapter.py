@@ -58,7 +58,7 @@ class _CountingModel(nn.Module):
         return self.model(x)
 
 
-def _spread(total: int, idx: torch.Tensor, counts: torch.Tensor) -> None:
+def spread_over_stages(total: int, idx: torch.Tensor, counts: torch.Tensor) -> None:
     """Add ``total`` to ``counts[idx]`` as evenly as integers allow."""
     n = idx.numel()
     if n == 0 or total == 0:
@@ -110,8 +110,8 @@ class TorchattacksAttack(Attack):
             if self.targeted:
                 attack.set_mode_targeted_by_label(quiet=True)
             adv = attack(x[active], ctx.labels[active]).detach()
-        _spread(counter.queries, active, ctx.n_queries)
-        _spread(counter.gradients, active, ctx.n_gradients)
+        spread_over_stages(counter.queries, active, ctx.n_queries)
+        spread_over_stages(counter.gradients, active, ctx.n_gradients)
         x_out[active] = self.threat.project(adv.to(x.dtype), x[active])
         return RawResult(x_adv=x_out, success_step=torch.where(first == 0, first, torch.full_like(first, 1)))
 
@@ -165,7 +165,7 @@ class APGDCE(_APGDBase):
     _loss = "ce"
 
     def _targeted(self, ctx, x):
-        return _native_apgd(self, self._loss)._attack(ctx, x)
+        return native_apgd(self, self._loss)._attack(ctx, x)
 
     def _make(self, model, n_classes, seed):
         import torchattacks
@@ -187,7 +187,7 @@ class APGDT(_APGDBase):
     ``targeted=True`` the given (or random) target is the only one: native APGD on the targeted DLR loss."""
 
     def _targeted(self, ctx, x):
-        return _native_apgd(self, "dlr")._attack(ctx, x)
+        return native_apgd(self, "dlr")._attack(ctx, x)
 
     def _make(self, model, n_classes, seed):
         import torchattacks
@@ -242,8 +242,8 @@ class FAB(TorchattacksAttack):
                 adv = fab(x[idx], torch.zeros_like(idx)).detach()
             x_out[idx] = self.threat.project(adv.to(x.dtype), x[idx])
         all_idx = torch.arange(x.shape[0], device=x.device)
-        _spread(counter.queries, all_idx, ctx.n_queries)
-        _spread(counter.gradients, all_idx, ctx.n_gradients)
+        spread_over_stages(counter.queries, all_idx, ctx.n_queries)
+        spread_over_stages(counter.gradients, all_idx, ctx.n_gradients)
         return RawResult(x_adv=x_out)
 
 
@@ -360,7 +360,7 @@ def _target_gap(logits: torch.Tensor, target: torch.Tensor, targeted: bool) -> t
     return logits.gather(1, target[:, None]).squeeze(1) - logits.gather(1, pred[:, None]).squeeze(1)
 
 
-def _native_apgd(attack: Attack, loss: str, steps: int | None = None):
+def native_apgd(attack: Attack, loss: str, steps: int | None = None):
     """advbench's APGD with the same budget (and steps/rho when the caller has them), in targeted mode."""
     from advbench.attacks.apgd import APGD
 

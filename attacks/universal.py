@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from advbench.attack import AttackContext, _generator_for, register_attack
+from advbench.attack import AttackContext, generator_for, register_attack
 from advbench.attacks.multidomain import MultiDomainAttack, domain_success
 from advbench.errors import ConfigError, InputError
 
@@ -124,7 +124,7 @@ def stream_universal(
     lo, hi = (-x).amax(dim=0, keepdim=True), (1 - x).amin(dim=0, keepdim=True)
     delta = torch.zeros_like(lo)
     w = torch.full((n,), 1.0 / n, device=x.device)
-    generator = _generator_for(x.device, generator)
+    generator = generator_for(x.device, generator)
     history = []
     training = model.training
     model.eval()

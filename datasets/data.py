@@ -42,8 +42,8 @@ class ClassificationData:
         shape = None
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            _check_images(self.name, f"x_{split}", x)
-            _check_labels(self.name, f"y_{split}", y, len(x), self.num_classes)
+            check_images(self.name, f"x_{split}", x)
+            check_labels(self.name, f"y_{split}", y, len(x), self.num_classes)
             if shape is not None and tuple(x.shape[1:]) != shape:
                 raise DatasetError(
                     f"data set '{self.name}': x_test has image shape {tuple(x.shape[1:])} but x_train has {shape}"
@@ -68,7 +68,7 @@ class ClassificationData:
         return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
-def _check_images(name: str, field: str, x: object) -> None:
+def check_images(name: str, field: str, x: object) -> None:
     """Raise :class:`DatasetError` unless ``x`` is a non-empty float32 NCHW tensor in [0, 1]."""
     if not isinstance(x, torch.Tensor):
         raise DatasetError(f"data set '{name}': {field} must be a torch.Tensor, got {type(x).__name__}")
@@ -84,7 +84,7 @@ def _check_images(name: str, field: str, x: object) -> None:
         raise DatasetError(f"data set '{name}': {field} values must lie in [0, 1], found [{lo}, {hi}]")
 
 
-def _check_labels(name: str, field: str, y: object, n: int, num_classes: int) -> None:
+def check_labels(name: str, field: str, y: object, n: int, num_classes: int) -> None:
     """Raise :class:`DatasetError` unless ``y`` is an int64 vector of ``n`` labels in range."""
     if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.ndim != 1:
         desc = f"dtype {y.dtype} with shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__

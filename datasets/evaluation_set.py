@@ -72,7 +72,7 @@ from PIL import Image
 from advbench.datasets import imagefolder
 from advbench.datasets.catalog import DATASETS, load_dataset, parse_spec
 from advbench.datasets.cifar import LAYOUTS, read_test_set
-from advbench.datasets.data import _check_images, _check_labels, uint8_images
+from advbench.datasets.data import check_images, check_labels, uint8_images
 from advbench.errors import ConfigError, DatasetError, InputError, MissingPathError
 
 #: Interpolation name -> PIL resampling filter.
@@ -239,8 +239,8 @@ class EvaluationSet:
         object.__setattr__(self, "warnings", tuple(self.warnings))
         if not self.class_names:
             raise DatasetError(f"evaluation set '{name}': class_names is empty; give one name per class")
-        _check_images(name, "x", self.x)
-        _check_labels(name, "y", self.y, len(self.x), len(self.class_names))
+        check_images(name, "x", self.x)
+        check_labels(name, "y", self.y, len(self.x), len(self.class_names))
         if len(self.sample_ids) != len(self.x):
             raise DatasetError(f"evaluation set '{name}': {len(self.sample_ids)} sample ids for {len(self.x)} "
                                "images; give one id per image")

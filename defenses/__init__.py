@@ -23,16 +23,13 @@ the run record through :meth:`DefendedModel.defense_info`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from advbench.defenses.registry import DEFENSES
 from advbench.errors import ConfigError, InputError
-from advbench.registry import Registry
-
-DEFENSES: Registry[Callable[..., nn.Module]] = Registry("defense")
 
 #: Attributes of the victim that :class:`DefendedModel` exposes as its own (the shape contract and provenance).
 PASSTHROUGH_ATTRIBUTES: tuple[str, ...] = ("input_shape", "num_classes", "arch", "checkpoint_meta")

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from advbench.checkpoints import file_sha256, read_checkpoint, save_checkpoint
-from advbench.defenses import DEFENSES
+from advbench.defenses.registry import DEFENSES
 from advbench.errors import CheckpointError, ConfigError, InputError
 from advbench.objectives import Objective
 from advbench.progress import progress_bar, step_ticks

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advbench.defenses import DEFENSES
+from advbench.defenses.registry import DEFENSES
 from advbench.errors import ConfigError, InputError
 
 Transform = Callable[[torch.Tensor], torch.Tensor]

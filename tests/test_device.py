@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import advbench
-from advbench.attack import _generator_for
+from advbench.attack import generator_for
 from advbench.threat import ThreatModel
 
 #: Attacks that need more than one classifier (an ensemble), tested on their own below.
@@ -58,9 +58,9 @@ def _same_device(t: torch.Tensor, dev: torch.device) -> bool:
 def test_generator_for_keeps_an_indexless_generator_of_the_same_device(dev) -> None:
     gen = torch.Generator(device=dev.type).manual_seed(3)
     indexed = torch.device(dev.type, 0) if dev.type == "cuda" else dev
-    assert _generator_for(indexed, gen) is gen
+    assert generator_for(indexed, gen) is gen
     cpu_gen = torch.Generator().manual_seed(3)
-    derived = _generator_for(indexed, cpu_gen)
+    derived = generator_for(indexed, cpu_gen)
     assert derived.device.type == dev.type
 
 

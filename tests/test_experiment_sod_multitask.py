@@ -141,7 +141,7 @@ def test_sod_shards_merge_into_the_record_of_one_run(sod_ckpt: str, tmp_path: Pa
     """Two shards of three batches (batch size 2) give the record of one run; the clean row, which draws
     nothing, equals the SOD metrics of the whole set (curves averaged over all images, not over batches)."""
     from advbench.sod import load_sod_dataset, load_sod_model, sod_metrics
-    from advbench.sod.robustness import _predict
+    from advbench.sod.robustness import predict_saliency
 
     config = sod_config(sod_ckpt, batch_size=2, attacks=["pgd", "adv-cloud"], experiment="sod")
     first = run(config, store=tmp_path / "shards.db", shard=(1, 2), progress=False)
@@ -153,7 +153,7 @@ def test_sod_shards_merge_into_the_record_of_one_run(sod_ckpt: str, tmp_path: Pa
     assert list(whole.record.metrics["rows"])[:4] == ["clean", "cloudy", "adv-cloud", "pgd"]
 
     data = load_sod_dataset(SOD_DATA)
-    clean = sod_metrics(_predict(load_sod_model(sod_ckpt), data.x_test[:6]), data.m_test[:6])
+    clean = sod_metrics(predict_saliency(load_sod_model(sod_ckpt), data.x_test[:6]), data.m_test[:6])
     close(whole.record.metrics["rows"]["clean"], clean, rel=1e-12)
 
     again = run(config, store=tmp_path / "one.db", progress=False)

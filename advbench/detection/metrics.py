@@ -48,7 +48,7 @@ GROUP_KEYS = ("altitude", "snow")
 
 # --------------------------------------------------------------------------------------------- input checking
 @dataclass(frozen=True, eq=False)
-class _Detections:
+class CheckedDetections:
     """One image's detections, validated: float32 boxes ``(M, 4)``, float32 scores ``(M,)``, int64 labels."""
 
     boxes: torch.Tensor
@@ -114,7 +114,7 @@ def _check_labels(value: object, count: int, num_classes: int, where: str) -> to
     return labels
 
 
-def _check_detections(det: object, where: str, num_classes: int) -> _Detections:
+def _check_detections(det: object, where: str, num_classes: int) -> CheckedDetections:
     if not isinstance(det, Mapping):
         raise InputError(f"{where}: detections must be a mapping with 'boxes', 'scores' and 'labels', "
                          f"got {type(det).__name__}")
@@ -124,7 +124,7 @@ def _check_detections(det: object, where: str, num_classes: int) -> _Detections:
     boxes = _check_boxes(det["boxes"], where, "boxes")
     scores = _check_scores(det["scores"], int(boxes.shape[0]), where)
     labels = _check_labels(det["labels"], int(boxes.shape[0]), num_classes, where)
-    return _Detections(boxes, scores, labels)
+    return CheckedDetections(boxes, scores, labels)
 
 
 def _check_samples(samples: Sequence[DetectionSample], caller: str) -> tuple[str, ...]:
@@ -146,9 +146,9 @@ def _check_samples(samples: Sequence[DetectionSample], caller: str) -> tuple[str
     return names
 
 
-def _check_all_detections(
+def check_all_detections(
     samples: Sequence[DetectionSample], detections: Sequence[Mapping[str, Any]], caller: str, name: str
-) -> list[_Detections]:
+) -> list[CheckedDetections]:
     names = _check_samples(samples, caller)
     if isinstance(detections, Mapping) or not isinstance(detections, Sequence):
         raise InputError(f"{caller}: {name} must be a list with one detection mapping per sample, "
@@ -162,7 +162,7 @@ def _check_all_detections(
     ]
 
 
-def _check_thresholds(iou: float, score_threshold: float) -> tuple[float, float]:
+def check_thresholds(iou: float, score_threshold: float) -> tuple[float, float]:
     if isinstance(iou, bool) or not isinstance(iou, numbers.Real) or not 0.0 < float(iou) <= 1.0:
         raise ConfigError(f"iou must be a number in (0, 1], got {iou!r}; the EVD4UAV protocol uses 0.5")
     if (isinstance(score_threshold, bool) or not isinstance(score_threshold, numbers.Real)
@@ -172,7 +172,8 @@ def _check_thresholds(iou: float, score_threshold: float) -> tuple[float, float]
 
 
 # ------------------------------------------------------------------------------------------------- matching
-def _match(gt: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, iou: float, threshold: float) -> torch.Tensor:
+def match_detections(gt: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, iou: float,
+                     threshold: float) -> torch.Tensor:
     """Greedy one-to-one matching in descending score order, as COCOeval does (Lin et al., ECCV 2014)."""
     from torchvision.ops import box_iou
 
@@ -211,12 +212,12 @@ def match_detected(
     Boxes are ``x_min, y_min, x_max, y_max`` in pixels; IoU is computed in float64 with
     :func:`torchvision.ops.box_iou`.
     """
-    iou, score_threshold = _check_thresholds(iou, score_threshold)
+    iou, score_threshold = check_thresholds(iou, score_threshold)
     where = "match_detected"
     gt = _check_boxes(sample_boxes, where, "sample_boxes")
     boxes = _check_boxes(det_boxes, where, "det_boxes")
     scores = _check_scores(det_scores, int(boxes.shape[0]), where)
-    return _match(gt, boxes, scores, iou, score_threshold)
+    return match_detections(gt, boxes, scores, iou, score_threshold)
 
 
 # ------------------------------------------------------------------------------------------ attack success
@@ -332,15 +333,15 @@ def attack_success(
     vehicle, and per class name of its ground-truth label.  ``clean_dets`` and ``adv_dets`` hold one detection
     mapping per sample (see the module docstring).
     """
-    iou, score_threshold = _check_thresholds(iou, score_threshold)
-    clean = _check_all_detections(samples, clean_dets, "attack_success", "clean_dets")
-    adv = _check_all_detections(samples, adv_dets, "attack_success", "adv_dets")
+    iou, score_threshold = check_thresholds(iou, score_threshold)
+    clean = check_all_detections(samples, clean_dets, "attack_success", "clean_dets")
+    adv = check_all_detections(samples, adv_dets, "attack_success", "adv_dets")
     overall, altitude, colour, kind, klass = _Tally(), _Tally(), _Tally(), _Tally(), _Tally()
     flags_clean, flags_adv = [], []
     for sample, c, a in zip(samples, clean, adv, strict=True):
         gt = sample.boxes.detach().cpu()
-        found_clean = _match(gt, c.boxes, c.scores, iou, score_threshold)
-        found_adv = _match(gt, a.boxes, a.scores, iou, score_threshold)
+        found_clean = match_detections(gt, c.boxes, c.scores, iou, score_threshold)
+        found_adv = match_detections(gt, a.boxes, a.scores, iou, score_threshold)
         flags_clean.append(found_clean)
         flags_adv.append(found_adv)
         for j, (fc, fa, label) in enumerate(zip(found_clean.tolist(), found_adv.tolist(), sample.labels.tolist(),
@@ -406,7 +407,7 @@ def coco_ground_truth(samples: Sequence[DetectionSample]) -> dict[str, Any]:
     }
 
 
-def _results(dets: Sequence[_Detections]) -> list[dict[str, Any]]:
+def _results(dets: Sequence[CheckedDetections]) -> list[dict[str, Any]]:
     out = []
     for index, det in enumerate(dets):
         for (x0, y0, x1, y1), score, label in zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist(),
@@ -423,7 +424,7 @@ def coco_results(
 
     ``bbox`` is ``[x, y, w, h]``; ids follow :func:`coco_ground_truth` and ``export_coco``.
     """
-    return _results(_check_all_detections(samples, detections, "coco_results", "detections"))
+    return _results(check_all_detections(samples, detections, "coco_results", "detections"))
 
 
 def write_coco_detections(
@@ -490,7 +491,7 @@ def coco_map(
     are kept, so detections on them count as false positives.
     """
     max_dets = _check_max_dets(max_dets)
-    dets = _check_all_detections(samples, detections, "coco_map", "detections")
+    dets = check_all_detections(samples, detections, "coco_map", "detections")
     return _evaluate(coco_ground_truth(samples), _results(dets), max_dets)
 
 
@@ -517,7 +518,7 @@ def coco_map_by(
     if key not in GROUP_KEYS:
         raise ConfigError(f"coco_map_by: unknown key {key!r}; choose one of {', '.join(GROUP_KEYS)}")
     max_dets = _check_max_dets(max_dets)
-    dets = _check_all_detections(samples, detections, "coco_map_by", "detections")
+    dets = check_all_detections(samples, detections, "coco_map_by", "detections")
     groups: dict[str, list[int]] = {}
     for index, sample in enumerate(samples):
         group = _group_of(sample, key)

@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from advbench.datasets.detection.sample import DetectionSample
-from advbench.detection.metrics import _check_all_detections, _check_thresholds, _Detections, _match
+from advbench.detection.metrics import CheckedDetections, check_all_detections, check_thresholds, match_detections
 from advbench.errors import ConfigError, InputError
 
 #: Height of the band that holds the column titles.
@@ -72,7 +72,7 @@ def _scaled_size(sample: DetectionSample, max_side: int) -> tuple[int, int]:
 def _draw_cell(
     image: Image.Image,
     sample: DetectionSample,
-    dets: _Detections,
+    dets: CheckedDetections,
     size: tuple[int, int],
     score_threshold: float,
     font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
@@ -95,7 +95,7 @@ def _draw_cell(
         draw.rectangle(corners, outline=colour, width=1)
         draw.text((corners[0], max(0.0, corners[1] - 11)), f"{sample.class_names[label]} {score:.2f}",
                   fill=colour, font=font)
-    found = _match(sample.boxes.detach().cpu(), dets.boxes, dets.scores, 0.5, score_threshold)
+    found = match_detections(sample.boxes.detach().cpu(), dets.boxes, dets.scores, 0.5, score_threshold)
     draw.text((2, size[1] - 12), f"found {int(found.sum())}/{len(sample)}", fill=(255, 255, 255), font=font)
     return cell
 
@@ -139,12 +139,12 @@ def save_detection_grid(
     ``score >= score_threshold`` are drawn.  The layout is described in the module docstring.  The file is
     written atomically (a temporary file in the same folder, then :func:`os.replace`).
     """
-    _, score_threshold = _check_thresholds(0.5, score_threshold)
+    _, score_threshold = check_thresholds(0.5, score_threshold)
     for name, value in (("max_images", max_images), ("max_side", max_side)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"save_detection_grid: {name} must be a positive integer, got {value!r}")
-    clean = _check_all_detections(samples, dets_clean, "save_detection_grid", "dets_clean")
-    adv = _check_all_detections(samples, dets_adv, "save_detection_grid", "dets_adv")
+    clean = check_all_detections(samples, dets_clean, "save_detection_grid", "dets_clean")
+    adv = check_all_detections(samples, dets_adv, "save_detection_grid", "dets_adv")
     _check_images(images_clean, samples, "images_clean")
     _check_images(images_adv, samples, "images_adv")
 

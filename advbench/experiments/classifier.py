@@ -100,7 +100,7 @@ class ClassifierExperiment(Experiment):
     def _defense_batch(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         """Undefended clean correct count, and per eps the samples whose every transferred example (crafted on
         the undefended victim by each attack) the defended model still classifies correctly."""
-        from advbench.evaluate import _predict
+        from advbench.evaluate import predict_labels
 
         victim = self.model.victim
         transfer = {}
@@ -111,7 +111,7 @@ class ClassifierExperiment(Experiment):
                 with torch.no_grad():
                     robust &= self.model(x_adv).argmax(dim=1) == y
             transfer[eps_key(eps)] = int(robust.sum())
-        return {"undefended_correct": int((_predict(victim, x, max(len(x), 1)) == y).sum()), "transfer": transfer}
+        return {"undefended_correct": int((predict_labels(victim, x, max(len(x), 1)) == y).sum()), "transfer": transfer}
 
     def merge(self, plan_config: dict[str, Any], warnings: Sequence[str], results: Sequence[BatchResult]
               ) -> dict[str, Any]:

@@ -70,14 +70,14 @@ def transfer_counts(target: nn.Module, target_clean_ok: torch.Tensor, source_row
                     source_x_adv: torch.Tensor, y: torch.Tensor) -> list[int]:
     """``[usable, transferred]``: samples the source model was fooled on (clean-correct, not robust) that the
     target classifies correctly when clean, and how many of those the source's example also fools."""
-    from advbench.evaluate import _predict
+    from advbench.evaluate import predict_labels
 
     fooled = torch.tensor([bool(r["clean_correct"]) and not bool(r["robust"]) for r in source_rows],
                           dtype=torch.bool, device=y.device)
     usable = fooled & target_clean_ok
     if not bool(usable.any()):
         return [0, 0]
-    transferred = _predict(target, source_x_adv, max(len(y), 1)) != y
+    transferred = predict_labels(target, source_x_adv, max(len(y), 1)) != y
     return [int(usable.sum()), int((transferred & usable).sum())]
 
 

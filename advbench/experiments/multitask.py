@@ -65,7 +65,7 @@ def measure(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tenso
             batch_size: int = ATTACK_BATCH) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, Any]]]:
     """Per-image headline metrics ``{task: (B,) float64}`` of ``model`` on ``x`` and the counts the set metrics
     pool (see the module docstring), summed over ``x`` on the CPU."""
-    from advbench.multitask.tasks import _depth_sums, normal_angles, per_sample_metrics, seg_iou_counts
+    from advbench.multitask.tasks import depth_sums, normal_angles, per_sample_metrics, seg_iou_counts
 
     num_classes = getattr(model, "num_classes", None)
     parts: list[dict[str, torch.Tensor]] = []
@@ -82,7 +82,7 @@ def measure(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tenso
                     into["inter"] += inter
                     into["union"] += union
                 elif task == "depth":
-                    abs_sum, _, valid = _depth_sums(outputs[task], chunk[task])
+                    abs_sum, _, valid = depth_sums(outputs[task], chunk[task])
                     into = counts.setdefault(task, {"sum": 0.0, "count": 0.0})
                     into["sum"] += float(abs_sum.sum())
                     into["count"] += float(valid.sum())

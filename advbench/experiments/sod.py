@@ -107,7 +107,7 @@ def sod_predictions(victim: nn.Module, x: torch.Tensor, gt: torch.Tensor, *, def
     from advbench.attacks.adv_cloud import CloudBudget
     from advbench.clouds import CloudSpec, cloudify, sample_clouds
     from advbench.progress import progress_bar
-    from advbench.sod.robustness import _attack, _predict, inference_cost
+    from advbench.sod.robustness import attack_sod_batch, inference_cost, predict_saliency
 
     gen = torch.Generator().manual_seed(seed)
     spec = CloudSpec(coverage=cfg.coverage, thickness=cfg.thickness)
@@ -121,15 +121,15 @@ def sod_predictions(victim: nn.Module, x: torch.Tensor, gt: torch.Tensor, *, def
     preds: dict[str, torch.Tensor] = {}
     cost: dict[str, float] = {}
     try:
-        crafted = {a: _attack(victim, x, gt, *budgets[a], bar=bar) for a in attacks}
+        crafted = {a: attack_sod_batch(victim, x, gt, *budgets[a], bar=bar) for a in attacks}
         for name, images in (("clean", x), ("cloudy", cloudy), *crafted.items()):
-            preds[name] = _predict(victim, images)
+            preds[name] = predict_saliency(victim, images)
         if defended is not None:
-            adaptive = {a: _attack(defended, x, gt, *budgets[a], bar=bar) for a in attacks}
+            adaptive = {a: attack_sod_batch(defended, x, gt, *budgets[a], bar=bar) for a in attacks}
             for name, images in (("clean", x), ("cloudy", cloudy), *adaptive.items()):
-                preds[f"defended {name}"] = _predict(defended, images)
+                preds[f"defended {name}"] = predict_saliency(defended, images)
             for name, images in crafted.items():
-                preds[f"defended {name} (transfer)"] = _predict(defended, images)
+                preds[f"defended {name} (transfer)"] = predict_saliency(defended, images)
             cost = inference_cost(victim, defended, x)
     finally:
         bar.close()

@@ -278,7 +278,7 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((pred - target).abs() * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
 
 
-def _depth_sums(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def depth_sums(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per image: sum of ``|pred - gt|``, sum of ``|pred - gt| / gt`` and the count over valid pixels (float64)."""
     _check_pair("depth", pred, target, 1)
     p, g = pred.detach().double(), target.detach().double()
@@ -294,13 +294,13 @@ def _safe_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
 
 def depth_abs_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Absolute error of each image ``(B,)`` float64: ``mean |pred - gt|`` in metres over valid pixels (NaN if none)."""
-    abs_sum, _, count = _depth_sums(pred, target)
+    abs_sum, _, count = depth_sums(pred, target)
     return _safe_mean(abs_sum, count)
 
 
 def depth_rel_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Relative error of each image ``(B,)`` float64: ``mean |pred - gt| / gt`` over valid pixels (NaN if none)."""
-    _, rel_sum, count = _depth_sums(pred, target)
+    _, rel_sum, count = depth_sums(pred, target)
     return _safe_mean(rel_sum, count)
 
 
@@ -422,7 +422,7 @@ class MultiTaskMetrics:
                 self._seg += torch.tensor([float(((labels == target) & valid).sum()), float(valid.sum())],
                                           dtype=torch.float64)
             elif task == "depth":
-                abs_sum, rel_sum, count = _depth_sums(pred, target)
+                abs_sum, rel_sum, count = depth_sums(pred, target)
                 self._depth += torch.stack([abs_sum.sum(), rel_sum.sum(), count.sum()]).to(self._depth)
             elif task == "normal":
                 angles, valid = normal_angles(pred, target)

@@ -174,11 +174,11 @@ def run_on_dask(config: RunConfig, db: Any, *, force: bool, shard: tuple[int, in
                                progress=progress, wandb=wandb, client=own)
     from distributed import as_completed
 
-    from advbench.pipeline.engine import _stored, experiment_class, finish, pending_batches
+    from advbench.pipeline.engine import experiment_class, finish, pending_batches, stored_outcome
     from advbench.progress import progress_bar
 
     info = client.submit(remote_plan, config, pure=False).result()
-    outcome = _stored(db, info, force)
+    outcome = stored_outcome(db, info, force)
     if outcome is not None:
         return outcome
     todo = pending_batches(db, info, shard, force)

@@ -200,7 +200,7 @@ def run(config: RunConfig, *, store: Any = None, force: bool = False, shard: tup
     info = PlanInfo.of(name, plan)
     db, owned = _open_store(store)
     try:
-        outcome = _stored(db, info, force)
+        outcome = stored_outcome(db, info, force)
         if outcome is not None:
             return outcome
         todo = pending_batches(db, info, shard, force)
@@ -217,7 +217,7 @@ def run(config: RunConfig, *, store: Any = None, force: bool = False, shard: tup
     return outcome
 
 
-def _stored(db: Any, info: PlanInfo, force: bool) -> Outcome | None:
+def stored_outcome(db: Any, info: PlanInfo, force: bool) -> Outcome | None:
     seen = db.finished_run_id(info.config_hash)
     if seen is None or force:
         return None
@@ -240,12 +240,12 @@ def finish(db: Any, experiment: Experiment, info: PlanInfo, device: str, force: 
     Several shards can finish at once: the batches are read in one statement, and a run another process has
     merged meanwhile (its batches gone with the merge) is returned as stored, never reported as unfinished."""
     if not force:
-        stored = _stored(db, info, force=False)
+        stored = stored_outcome(db, info, force=False)
         if stored is not None:
             return stored
     results = db.batch_results(info.config_hash)
     if len(results) < info.n_batches:
-        stored = None if force else _stored(db, info, force=False)
+        stored = None if force else stored_outcome(db, info, force=False)
         if stored is not None:
             return stored
         missing = info.n_batches - len(results)

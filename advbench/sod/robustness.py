@@ -54,7 +54,7 @@ class CloudAttackConfig:
         return CloudBudget(eps_e=self.eps_e, eps_n=self.eps_n, mask_bound=self.mask_bound)
 
 
-def _predict(model: nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
+def predict_saliency(model: nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([model(x[i:i + batch]).sigmoid() for i in range(0, x.shape[0], batch)])
 
@@ -63,7 +63,7 @@ def _predict(model: nn.Module, x: torch.Tensor, batch: int = 64) -> torch.Tensor
 ATTACK_BATCH = 64
 
 
-def _attack(model: nn.Module, x: torch.Tensor, gt: torch.Tensor, masks: torch.Tensor, cfg: CloudAttackConfig,
+def attack_sod_batch(model: nn.Module, x: torch.Tensor, gt: torch.Tensor, masks: torch.Tensor, cfg: CloudAttackConfig,
             budget: CloudBudget, *, bar: Any, batch: int = ATTACK_BATCH) -> torch.Tensor:
     """The attacked images, in batches; ``bar`` advances by one per attack step on a batch (``cfg.steps`` each)."""
     out = []
@@ -115,7 +115,7 @@ def _rows(victim: nn.Module, x: torch.Tensor, gt: torch.Tensor, defense: nn.Modu
     rows: dict[str, dict[str, float]] = {}
 
     def score(name: str, model: nn.Module, images: torch.Tensor) -> None:
-        rows[name] = sod_metrics(_predict(model, images), gt)
+        rows[name] = sod_metrics(predict_saliency(model, images), gt)
 
     passes = 2 if defense is not None else 1  # on the victim, then white-box through the defense
     total = passes * math.ceil(b / ATTACK_BATCH) * sum(budgets[a][1].steps for a in attacks)
@@ -123,7 +123,7 @@ def _rows(victim: nn.Module, x: torch.Tensor, gt: torch.Tensor, defense: nn.Modu
 
     def attack(kind: str, model: nn.Module, row: str) -> torch.Tensor:
         bar.set_postfix(row=row, refresh=False)
-        return _attack(model, x, gt, *budgets[kind], bar=bar)
+        return attack_sod_batch(model, x, gt, *budgets[kind], bar=bar)
 
     try:
         crafted = {a: attack(a, victim, a) for a in attacks}
