@@ -110,3 +110,11 @@ def test_evaluate_rejects_bad_arguments(digits_model, digits_test) -> None:
     with pytest.raises(ConfigError, match="different eps"):
         evaluate(digits_model, x, y, attacks=[advbench.create_attack("pgd", eps=0.1),
                                              advbench.create_attack("fgsm", eps=0.2)])
+
+
+def test_universal_evaluation_uses_the_attacks_default_k(digits_model, digits_test) -> None:
+    from advbench.multidomain_eval import evaluate_multidomain
+
+    x, y = digits_test[0][:23], digits_test[1][:23]
+    res = evaluate_multidomain(digits_model, x, y, attack="minmax-universal", eps=[0.2], params={"steps": 2})
+    assert res.n_used % 5 == 0 and len(res.per_eps[0]["weights"]) == 5
