@@ -13,11 +13,13 @@ from typing import Any
 
 import typer
 
-from advbench.cli import app, err, split_csv
+from advbench.cli.app import app
+from advbench.cli.options import err, split_csv
 from advbench.errors import ConfigError
 
 defend_app = typer.Typer(no_args_is_help=True, help="Train learnable defenses (DefenseNet) for a frozen victim.")
 app.add_typer(defend_app, name="defend")
+
 
 SOD_ATTACKS = ("adv-cloud", "pgd")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import typer
 
-from advbench.cli import app, err
+from advbench.cli.app import app
+from advbench.cli.options import err
 
 
 @app.command("cloudify")

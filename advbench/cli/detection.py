@@ -12,7 +12,8 @@ from typing import Any
 
 import typer
 
-from advbench.cli import DEFAULT_STORE, WandbMode, app, err, out, split_csv, wandb_options
+from advbench.cli.app import app
+from advbench.cli.options import DEFAULT_STORE, WandbMode, err, out, split_csv, wandb_options
 from advbench.errors import ConfigError
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from advbench.cli import app, err, format_number, out
+from advbench.cli.app import app
+from advbench.cli.options import err, format_number, out
 from advbench.errors import ConfigError
 
 METRIC_COLUMNS = ("mae", "max_f", "mean_f", "adaptive_f", "s_measure", "max_e", "mean_e", "adaptive_e")

@@ -14,7 +14,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from advbench.cli import app, err, format_number, out
+from advbench.cli.app import app
+from advbench.cli.options import err, format_number, out
 from advbench.errors import ConfigError
 
 
