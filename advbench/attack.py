@@ -6,7 +6,7 @@ immutable once built; the model is passed at call time::
     attack = create_attack("pgd", norm="linf", eps=0.1, steps=20)
     out = attack(model, x, y, generator=torch.Generator().manual_seed(0))
 
-The base :meth:`Attack.__call__` owns the invariants (DESIGN.md, "Contracts"): it checks the input
+The base :meth:`Attack.__call__` owns the invariants: it checks the input
 (NCHW float in [0,1], finite, labels that fit), puts the model in eval mode with frozen parameters
 and restores both afterwards, draws random targets from the explicit generator, and checks that the
 returned points are finite, inside the box and within the budget.  A broken invariant raises

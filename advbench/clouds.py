@@ -1,4 +1,4 @@
-"""Natural-looking cloud masks and cloudy images (REFERENCE.md §5).
+"""Natural-looking cloud masks and cloudy images (Sun, Fu, Li et al., arXiv 2306.17431).
 
 The adversarial-cloud attack of Sun, Fu, Li et al., "Adversarial Cloud Attack and DefenseNet for Remote
 Sensing Salient Object Detection" (arXiv 2306.17431), starts from a *natural* cloud over the image and only
@@ -232,7 +232,7 @@ def colour_tensor(colour: Sequence[float] | torch.Tensor, x: torch.Tensor) -> to
 def cloudify(
     x: torch.Tensor, mask: torch.Tensor, colour: Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0)
 ) -> torch.Tensor:
-    """Composite a cloud over images: ``x_c = x (1 - M) + c M`` (REFERENCE.md §5, after arXiv 2306.17431).
+    """Composite a cloud over images: ``x_c = x (1 - M) + c M`` (after Sun, Fu, Li et al., arXiv 2306.17431).
 
     ``x`` is (B,C,H,W) in [0, 1]; ``mask`` is (B,1,H,W) or (B,C,H,W) in [0, 1] with the same B, H, W;
     ``colour`` is one value per channel in [0, 1] (white by default, or a tint; a (B,C) tensor gives one colour

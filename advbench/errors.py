@@ -1,7 +1,7 @@
 """Exception types raised by advbench.
 
 Every error a user can trigger has its own type and a message that says what was wrong and how
-to fix it (DESIGN.md, "Errors").  All of them derive from :class:`AdvbenchError`, so a caller can
+to fix it.  All of them derive from :class:`AdvbenchError`, so a caller can
 catch the whole family; each also derives from the matching built-in (``ValueError``,
 ``KeyError``, ``FileNotFoundError``) so generic handlers keep working.
 """

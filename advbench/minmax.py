@@ -6,7 +6,7 @@ APGDA solves
 
     min over delta in X, max over w in the simplex P:  sum_i w_i F_i(delta) - (gamma/2) ||w - 1/K||^2
 
-by alternating projected steps (REFERENCE.md §1):
+by alternating projected steps (Wang, Zhang, Liu et al., NeurIPS 2021):
 
 1. ``delta <- proj_X(delta - (1/alpha) · s(sum_i w_i grad F_i(delta)))`` with ``s`` the steepest-descent
    direction of the threat model's norm (sign for linf, normalised gradient for l2);

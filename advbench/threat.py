@@ -3,7 +3,7 @@
 A :class:`ThreatModel` knows, for one norm and radius ``eps``:
 
 * :meth:`ThreatModel.project` — the *exact* Euclidean projection of a candidate onto
-  ``{x' : ||x' - x||_p <= eps, 0 <= x' <= 1}`` (REFERENCE.md §1, "Projections"):
+  ``{x' : ||x' - x||_p <= eps, 0 <= x' <= 1}`` (Wang, Zhang, Liu et al., NeurIPS 2021):
 
   - ``linf``: coordinate-wise clipping (the set is a box).
   - ``l2``: ``clip(v / (1 + lam), lo, hi)`` with the multiplier ``lam >= 0`` found by bisection.

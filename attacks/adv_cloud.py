@@ -1,4 +1,4 @@
-"""The adversarial cloud attack (Sun, Fu, Li et al., arXiv 2306.17431; reconstruction in REFERENCE.md §5).
+"""The adversarial cloud attack (Sun, Fu, Li et al., arXiv 2306.17431; reconstructed from the paper's description).
 
 A natural-looking cloud hides an attack: with the cloud mask ``M`` (from :mod:`advbench.clouds`) and the
 cloudy image ``x_c = x (1 - M) + c M``, the attacker tunes a multiplicative *exposure* ``E`` and an

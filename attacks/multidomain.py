@@ -16,7 +16,7 @@ from advbench.errors import ConfigError
 from advbench.losses import cw_margin, cw_targeted_margin
 from advbench.minmax import APGDA, DomainSet
 
-# Published inverse step sizes (alpha, beta) for MNIST by norm (REFERENCE.md §1).
+# Published inverse step sizes (alpha, beta) for MNIST by norm (Wang, Zhang, Liu et al., NeurIPS 2021).
 DEFAULT_STEPS = {"linf": (4.0, 50.0), "l2": (10.0, 100.0), "l1": (4.0, 100.0), "l0": (1.0, 100.0)}
 
 

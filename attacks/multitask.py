@@ -1,5 +1,5 @@
 """Attacks on multi-task dense-prediction models: break one task, keep the others (Guo, Zhang, Li et al.,
-arXiv 2411.17936; REFERENCE.md §2).
+arXiv 2411.17936).
 
 With ``r_j(delta) = (L_j(x + delta) - L_j(x)) / L_j(x)`` the relative change of task ``j``'s loss, the stealthy
 attack solves

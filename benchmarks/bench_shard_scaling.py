@@ -23,6 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402,F401 - sets the offline environment
 
 
+def process_cpu_seconds() -> float:
+    """User + system CPU seconds of the calling process (run on each worker with ``client.run``)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40)
@@ -47,28 +55,36 @@ def main() -> None:
                                n_samples=n, batch_size=args.batch_size, seed=seed, device=args.device,
                                attack_params={"pgd": {"steps": args.steps}})
 
-    seconds, records = {}, {}
+    seconds, records, driver_cpu, worker_cpu = {}, {}, {}, {}
     for workers in (1, args.workers):
         with dask_client(workers=workers, threads=1) as client:
             with ResultsStore(tmp / f"warm-{workers}.db") as db:  # imports and a first resolve on every worker
                 run_on_dask(config(99, 4 * workers), db, force=False, shard=(1, 1), scheduler=None, workers=None,
                             progress=False, wandb=None, client=client)
             with ResultsStore(tmp / f"run-{workers}.db") as db:
-                t0 = time.perf_counter()
+                before = client.run(process_cpu_seconds)
+                cpu0, t0 = time.process_time(), time.perf_counter()
                 outcome = run_on_dask(config(0, None), db, force=False, shard=(1, 1), scheduler=None, workers=None,
                                       progress=False, wandb=None, client=client)
                 seconds[workers] = time.perf_counter() - t0
+                driver_cpu[workers] = time.process_time() - cpu0  # the driver and the scheduler (same process)
+                after = client.run(process_cpu_seconds)
+                worker_cpu[workers] = sum(after[w] - before[w] for w in after)
             records[workers] = outcome.record
     same = records[1].metrics == records[args.workers].metrics and records[1].samples == records[args.workers].samples
     speedup = seconds[1] / seconds[args.workers]
     result = {"n": records[1].metrics["n"], "batches": -(-records[1].metrics["n"] // args.batch_size),
               "seconds": {str(k): round(v, 2) for k, v in seconds.items()}, "speedup": round(speedup, 3),
-              "identical_records": same}
+              "identical_records": same,
+              "driver_cpu_s": {str(k): round(v, 2) for k, v in driver_cpu.items()},
+              "worker_cpu_s": {str(k): round(v, 2) for k, v in worker_cpu.items()}}
     if args.json:
         print(json.dumps(result))
         return
     print(f"{result['n']} samples in {result['batches']} batches, PGD-{args.steps}, one torch thread per worker")
     print(f"1 worker {seconds[1]:.1f} s, {args.workers} workers {seconds[args.workers]:.1f} s; same record: {same}")
+    print(f"CPU seconds: driver+scheduler {driver_cpu[1]:.1f} / {driver_cpu[args.workers]:.1f}, workers "
+          f"{worker_cpu[1]:.1f} / {worker_cpu[args.workers]:.1f} (1 / {args.workers} workers)")
     print(f"RATIO time(1)/time({args.workers}) = {speedup:.3f}  (goal >= {0.9 * args.workers:.1f})")
 
 

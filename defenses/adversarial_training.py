@@ -1,7 +1,7 @@
 """Adversarial training against several perturbation types at once: min-max, MAX and AVG.
 
-*Generalized adversarial training* (Wang, Zhang, Liu et al., NeurIPS 2021, arXiv 1906.03563; REFERENCE.md
-§1): each minibatch gets one PGD example per perturbation type (e.g. linf and l2), and the model minimises
+*Generalized adversarial training* (Wang, Zhang, Liu et al., NeurIPS 2021, arXiv 1906.03563):
+each minibatch gets one PGD example per perturbation type (e.g. linf and l2), and the model minimises
 ``sum_k w_k L_k`` where ``L_k`` is the batch loss under type ``k`` and ``w`` lives on the simplex, updated by
 the min-max engine's regularised projected ascent (:meth:`advbench.minmax.APGDA.update_weights`), so the
 type the model currently handles worst weighs most.  The baselines of Tramèr & Boneh (NeurIPS 2019):

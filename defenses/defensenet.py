@@ -1,7 +1,7 @@
 """DefenseNet: a learnable preprocessing module in front of a frozen, deployed model.
 
-Sun, Fu, Li et al., "Adversarial Cloud Attack and DefenseNet" (arXiv 2306.17431); reconstruction in
-REFERENCE.md §5.  ``g`` is a residual U-Net (identity at initialisation) whose output is clipped to [0, 1];
+Sun, Fu, Li et al., "Adversarial Cloud Attack and DefenseNet" (arXiv 2306.17431), reconstructed from
+the paper's description.  ``g`` is a residual U-Net (identity at initialisation) whose output is clipped to [0, 1];
 the victim ``f`` never changes.  Training minimises, over clean, cloudy and adversarial-cloud inputs ``x_in``
 built from the clean image ``x``,
 

@@ -1,4 +1,4 @@
-"""The ``advbench cloudify`` command: a cloudy copy of an image data set (REFERENCE.md §5).
+"""The ``advbench cloudify`` command: a cloudy copy of an image data set (Sun, Fu, Li et al., arXiv 2306.17431).
 
 Registered on :data:`advbench.cli.app` when :mod:`advbench.cli` is imported; the work is done by
 :func:`advbench.clouds.cloudify_folder`.

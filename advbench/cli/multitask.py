@@ -2,7 +2,7 @@
 ``advbench run`` (:func:`run_multitask`).
 
 Registered on :data:`advbench.cli.app` when :mod:`advbench.cli` is imported.  The models trained here are the
-victims of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv 2411.17936; REFERENCE.md section 2).
+victims of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv 2411.17936).
 """
 
 from __future__ import annotations

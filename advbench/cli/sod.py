@@ -1,7 +1,7 @@
 """The salient-object-detection commands of the ``advbench`` console script: ``train-sod``.
 
 Registered on :data:`advbench.cli.app` when :mod:`advbench.cli` is imported.  The SOD task is the victim side of
-the adversarial cloud attack (Sun, Fu, Li et al., arXiv 2306.17431; REFERENCE.md section 5).
+the adversarial cloud attack (Sun, Fu, Li et al., arXiv 2306.17431).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Zhang et al., "A Systematic DNN Weight Pruning Framework using Alternating Direction Method of
 Multipliers", ECCV 2018 (StructADMM and progressive ADMM extend it).  Minimise the loss subject to each
-layer's weights lying in a sparsity set S_l; each round has three steps (REFERENCE.md §3):
+layer's weights lying in a sparsity set S_l; each round has three steps (Zhang et al., ECCV 2018):
 
 1. W-step: epochs of Adam on ``loss + (rho/2) sum_l ||W_l - Z_l + U_l||^2`` (the squared penalty);
 2. Z-step: ``Z_l = proj_S(W_l + U_l)``;

@@ -1,6 +1,6 @@
 """The parts of the detection experiment that work on detection samples and detectors, not on batches.
 
-The experiment itself (EVD4UAV's protocol, Sun, Guo et al., arXiv 2403.05422, REFERENCE.md §4; run through the
+The experiment itself (EVD4UAV's protocol, Sun, Guo et al., arXiv 2403.05422; run through the
 one pipeline) is :class:`advbench.experiments.detection.DetectionExperiment`.  It takes from here:
 
 - :func:`split_by_group`: the seeded per-altitude split into patch-training and held-out test images;

@@ -2,7 +2,7 @@
 
 All four learn one universal patch (3, P, P) in [0, 1] that, pasted on every vehicle's roof (see
 :mod:`advbench.detection.patches`), hides the vehicles from a detector.  The objective is
-``mean vehicle score + nps_weight · NPS + tv_weight · TV`` (Thys et al., CVPRW 2019; REFERENCE.md §4).
+``mean vehicle score + nps_weight · NPS + tv_weight · TV`` (Thys et al., CVPRW 2019).
 
 * ``patch-whitebox`` -- Adam (lr 0.03) on random minibatches pooled over all altitudes, with Thys jitter.
 * ``patch-transfer`` -- the same optimisation against a *surrogate* detector; the victim is never queried.
@@ -425,7 +425,7 @@ class MinMaxPatch(PatchAttack):
 
     Each step draws ``ceil(batch_size / K_altitudes)`` images per altitude, so a step costs about what a
     ``patch-whitebox`` step costs.  ``beta`` and ``gamma`` are the engine's weight step (inverse) and
-    regulariser (REFERENCE.md §1); the learned weights and their trace are reported in ``info``.
+    regulariser (Wang, Zhang, Liu et al., NeurIPS 2021); the learned weights and their trace are reported in ``info``.
     ``weight_signal="loss"`` (the paper's rule) moves the weights by each domain's loss;
     ``"detection-rate"`` by its measured share of still-detected vehicles (see :class:`_AltitudeDomains`),
     reported as ``info["detection_rates"]``.

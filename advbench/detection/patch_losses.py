@@ -1,4 +1,4 @@
-"""The patch attack objective: detection score + 0.01 · NPS + TV (Thys et al., CVPRW 2019; REFERENCE.md §4).
+"""The patch attack objective: detection score + 0.01 · NPS + TV (Thys et al., CVPRW 2019).
 
 * :func:`vehicle_scores` -- for every attacked vehicle, the highest score among the detector's candidates
   that overlap it (IoU >= ``match_iou``): class score or objectness.  Minimising the mean of these hides

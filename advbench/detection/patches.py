@@ -1,9 +1,9 @@
 """Placing an adversarial patch on vehicle roofs, differentiably, with Thys-style random transforms.
 
-The patch recipe follows Thys, Van Ranst & Goedemé, "Fooling automated surveillance cameras" (CVPRW
-2019) and Du et al. (WACV 2022) for aerial cars, as summarised in REFERENCE.md §4: before placement the
-patch is median-filtered and jittered in contrast (0.8-1.2), brightness (±0.1), per-pixel noise (±0.1)
-and rotation (±20°), then scaled to the vehicle and pasted on its roof.
+The patch recipe follows Thys, Van Ranst & Goedemé, "Fooling automated surveillance cameras" (CVPRW 2019) and Du et
+al. (WACV 2022) for aerial cars, as EVD4UAV (Sun, Guo et al., arXiv 2403.05422) uses it: before placement the patch
+is median-filtered and jittered in contrast (0.8-1.2), brightness (±0.1), per-pixel noise (±0.1) and rotation
+(±20°), then scaled to the vehicle and pasted on its roof.
 
 Placement is a per-vehicle affine warp (``grid_sample``) of the patch into the rotated box of the
 vehicle.  The patch rectangle covers ``fraction = (along, across)`` of the box's length and width; if a

@@ -1,6 +1,6 @@
 """The detection experiment: a universal roof patch learned on a training split, measured on held-out images.
 
-The protocol is EVD4UAV's (Sun, Guo et al., arXiv 2403.05422, REFERENCE.md §4); ``advbench detect-attack`` runs
+The protocol is EVD4UAV's (Sun, Guo et al., arXiv 2403.05422); ``advbench detect-attack`` runs
 it through this experiment:
 
 1. the images are split per altitude (seeded) into a patch-training part and a held-out test part;

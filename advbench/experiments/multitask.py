@@ -1,7 +1,7 @@
 """The multi-task experiment: one multi-task attack on a dense-prediction model, per-task metrics and stealth.
 
 The measurement of :func:`advbench.multitask.robustness.multitask_robustness`, batch by batch: the attack (for
-example the stealthy attack of Guo, Zhang, Li et al., arXiv 2411.17936; REFERENCE.md section 2) runs on each
+example the stealthy attack of Guo, Zhang, Li et al., arXiv 2411.17936) runs on each
 batch, and every task's headline metric (mIoU, depth absolute error, normal angular error) is measured on the
 clean and the attacked images, with its change, its degradation and the stealth success rate (the share of images
 whose target task worsens by at least ``margin`` while every other task worsens by at most ``tolerance``).

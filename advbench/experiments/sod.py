@@ -1,7 +1,7 @@
 """The SOD experiment: a salient-object-detection model under clouds, adversarial clouds and PGD, batch by batch.
 
 The evaluation protocol of the DefenseNet study (Sun, Fu, Li et al., "Adversarial cloud attack and DefenseNet",
-arXiv 2306.17431; REFERENCE.md section 5), as :func:`advbench.sod.robustness.sod_robustness` runs it on a whole
+arXiv 2306.17431), as :func:`advbench.sod.robustness.sod_robustness` runs it on a whole
 set, cut into the pipeline's batches: the rows ``clean``, ``cloudy``, ``adv-cloud`` and ``pgd`` on the victim,
 and with ``--defense`` the same rows through the defense (white-box through it) plus the examples crafted on the
 undefended victim fed to the defended pipeline (``(transfer)`` rows).  Each row is scored with the SOD metrics of

@@ -1,4 +1,4 @@
-"""The wrapper that puts normalization inside the model (DESIGN.md: attacks never normalize)."""
+"""The wrapper that puts normalization inside the model (attacks never normalize: they see [0, 1] images)."""
 
 from __future__ import annotations
 

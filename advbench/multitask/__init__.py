@@ -1,6 +1,6 @@
 """Multi-task dense prediction (segmentation, depth, surface normals): data, models, task metrics and training.
 
-The victim side of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv 2411.17936; REFERENCE.md section 2):
+The victim side of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv 2411.17936):
 
 * :mod:`advbench.multitask.data` -- :class:`MultiTaskData`, ``synthetic-multitask`` scenes and ``nyuv2:/path``
   folders;

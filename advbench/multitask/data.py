@@ -1,6 +1,6 @@
 """Multi-task dense-prediction data: :class:`MultiTaskData` and the ``load_multitask_dataset`` front door.
 
-The data of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv 2411.17936; REFERENCE.md section 2):
+The data of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv 2411.17936):
 images with per-pixel targets for semantic segmentation, depth and surface normals, as in NYUv2 (Silberman, Hoiem,
 Kohli and Fergus, ECCV 2012).  Target formats are those of :mod:`advbench.multitask.tasks`: ``seg`` int64
 ``(N,H,W)`` class ids (255 = ignore), ``depth`` float ``(N,1,H,W)`` metres (0 = invalid), ``normal`` float

@@ -4,8 +4,8 @@
 shared U-Net trunk (Ronneberger, Fischer and Brox, MICCAI 2015; the blocks of :mod:`advbench.sod.unet`) computes
 full-resolution features, and a small head per task turns them into that task's prediction -- segmentation logits,
 positive depth (softplus) and unit surface normals -- as in the NYUv2 multi-task victims of the stealthy multi-task
-attack (Guo, Zhang, Li et al., arXiv 2411.17936; REFERENCE.md section 2).  Normalisation lives inside the model
-(DESIGN.md: attacks never normalise); inputs are [0,1] images.
+attack (Guo, Zhang, Li et al., arXiv 2411.17936).  Normalisation lives inside the model
+(attacks never normalise: they see [0, 1] images); inputs are [0,1] images.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The tasks are those of the NYUv2 multi-task benchmark (Silberman, Hoiem, Kohli and Fergus, "Indoor Segmentation
 and Support Inference from RGBD Images", ECCV 2012) as used by the stealthy multi-task attack of Guo, Zhang, Li
-et al. (arXiv 2411.17936; REFERENCE.md section 2): semantic segmentation, depth and surface normals.  Each task is
+et al. (arXiv 2411.17936): semantic segmentation, depth and surface normals.  Each task is
 one :class:`TaskHead` in the :data:`TASK_HEADS` registry, which fixes its output channels and activation, its
 per-sample loss, its target format and its headline metric with the direction that counts as worse.
 

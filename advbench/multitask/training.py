@@ -4,7 +4,7 @@
 unweighted sum of the task losses of :mod:`advbench.multitask.tasks` (cross-entropy, depth L1, ``1 - cos`` for
 normals), with horizontal flips as augmentation (the x component of the normals flips with the image), and reports
 the test metrics.  These models are the victims of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv
-2411.17936; REFERENCE.md section 2).  Checkpoints are safetensors with ``task: "multitask"`` metadata, so
+2411.17936).  Checkpoints are safetensors with ``task: "multitask"`` metadata, so
 :func:`load_multitask_model` refuses classifier, detector and SOD checkpoints.
 """
 

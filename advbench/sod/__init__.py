@@ -1,7 +1,7 @@
 """Salient object detection (SOD): data, a small U-Net, metrics and training.
 
-The victim task of the adversarial cloud attack and DefenseNet (Sun, Fu, Li et al., arXiv 2306.17431;
-REFERENCE.md section 5):
+The victim task of the adversarial cloud attack and DefenseNet (Sun, Fu, Li et al., arXiv
+2306.17431):
 
 * :mod:`advbench.sod.data` -- :class:`SODData`, ``eorssd:/path`` folders and ``synthetic-sod`` scenes;
 * :mod:`advbench.sod.unet` -- :class:`UNet` (Ronneberger et al., MICCAI 2015), also as a residual image-to-image net;

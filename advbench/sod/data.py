@@ -14,7 +14,7 @@ Specs (see :func:`load_sod_dataset`):
 
 :func:`write_sod_folder` writes data in the EORSSD layout as PNG files, so the ``eorssd`` loader reads it back.
 The cloud-attack work this feeds is Sun, Fu, Li et al., "Adversarial cloud attack and DefenseNet"
-(arXiv 2306.17431), see REFERENCE.md section 5.
+(arXiv 2306.17431).
 """
 
 from __future__ import annotations

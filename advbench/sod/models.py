@@ -1,8 +1,8 @@
 """SOD models: a registry of architectures and :class:`SODModel`, which maps [0,1] images to saliency logits.
 
-Normalisation lives inside the model (DESIGN.md: attacks never normalise).  ``unet-sod`` is the small U-Net of
-:mod:`advbench.sod.unet` (Ronneberger et al., MICCAI 2015) with one output channel, standing in for the SOD
-victims of Sun, Fu, Li et al. (arXiv 2306.17431).
+Normalisation lives inside the model (attacks never normalise: they see [0, 1] images). ``unet-sod`` is the small
+U-Net of :mod:`advbench.sod.unet` (Ronneberger et al., MICCAI 2015) with one output channel, standing in for the
+SOD victims of Sun, Fu, Li et al. (arXiv 2306.17431).
 """
 
 from __future__ import annotations

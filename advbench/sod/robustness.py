@@ -1,6 +1,6 @@
 """Robustness of a salient-object-detection model to clouds and adversarial clouds, with or without a defense.
 
-The evaluation protocol of the DefenseNet study (Sun, Fu, Li et al., arXiv 2306.17431; REFERENCE.md §5) as
+The evaluation protocol of the DefenseNet study (Sun, Fu, Li et al., arXiv 2306.17431) as
 rows of SOD metrics (MAE, F-, S- and E-measure, :mod:`advbench.sod.metrics`):
 
 * ``clean``, ``cloudy`` (a natural cloud from :mod:`advbench.clouds`) and ``adv-cloud`` (the attack of
