@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 from advbench.attack import ATTACKS, Attack, AttackOutput
-from advbench.checkpoints import load_model
 
 # Imported eagerly and bound last: a lazy ``import advbench.evaluate`` inside a function used to replace this
 # attribute with the submodule, so the second ``advbench.evaluate(...)`` of a process raised "'module' object is
 # not callable".  The submodule stays importable by its full name (``from advbench.evaluate import ...``).
 from advbench.evaluate import evaluate  # noqa: E402  (after the modules it needs)
+from advbench.models.loading import load_model
 from advbench.pipeline.config import RunConfig
 from advbench.threat import ThreatModel, parse_eps
 

@@ -44,7 +44,12 @@ def file_sha256(path: str | Path) -> str:
 
 
 def normalize_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip ``module.`` prefixes and fold ``weight_orig``/``weight_mask`` prune pairs into ``weight``."""
+    """Strip ``module.`` prefixes and fold ``weight_orig``/``weight_mask`` prune pairs into ``weight``.
+
+    >>> state = {"module.fc.weight_orig": torch.tensor([2.0, 3.0]), "module.fc.weight_mask": torch.tensor([1.0, 0.0])}
+    >>> {k: v.tolist() for k, v in normalize_state_dict(state).items()}
+    {'fc.weight': [2.0, 0.0]}
+    """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         while key.startswith("module."):
@@ -222,78 +227,6 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
     tmp.replace(path)
     sidecar_path(path).write_text(text + "\n")
     return path
-
-
-def load_model(
-    path_or_name: str | Path,
-    *,
-    arch: str | None = None,
-    input_shape: tuple[int, int, int] | None = None,
-    num_classes: int | None = None,
-) -> nn.Module:
-    """Return a module that takes [0,1] images, from a checkpoint path or a model name.
-
-    A path is read safely (see module doc) and rebuilt from its sidecar metadata; ``arch``,
-    ``input_shape`` and ``num_classes`` may fill in metadata a foreign checkpoint lacks.  A name such as
-    ``'small_cnn'`` or ``'timm:resnet18'`` builds a fresh, untrained model and then needs
-    ``input_shape`` and ``num_classes``.
-
-    >>> m = load_model("mlp", input_shape=(1, 8, 8), num_classes=10)
-    >>> m(torch.rand(2, 1, 8, 8)).shape
-    torch.Size([2, 10])
-    """
-    from advbench.models import create_model
-
-    text = str(path_or_name)
-    looks_like_path = Path(text).suffix in (".safetensors", *TORCH_SUFFIXES) or "/" in text
-    if not looks_like_path:
-        if input_shape is None or num_classes is None:
-            raise CheckpointError(f"building a fresh '{text}' needs input_shape=(C, H, W) and num_classes=")
-        return create_model(text, input_shape=input_shape, num_classes=num_classes)
-    state, meta = read_checkpoint(text)
-    task = meta.get("task")
-    if task not in (None, "classification"):
-        how = {"sod": "advbench.sod.load_sod_model (`advbench run --model` takes it too)",
-               "multitask": "advbench.multitask.load_multitask_model (`advbench run --model` takes it too)",
-               "detection": "advbench.detection.training.load_detector (`advbench detect-attack --detector`)",
-               "defense": "advbench.defenses.defensenet.load_defensenet (`advbench run --defense defensenet:PATH`)"}
-        raise CheckpointError(f"{text} is a '{task}' checkpoint (arch {meta.get('arch')!r}), not an image "
-                              f"classifier; load it with {how.get(str(task), 'the loader of its task')}")
-    arch = arch or meta.get("arch")
-    shape = input_shape or meta.get("input_shape")
-    classes = num_classes or meta.get("num_classes")
-    if not arch or not shape or not classes:
-        raise CheckpointError(
-            f"{text} has no sidecar metadata ({sidecar_path(text).name}) naming arch, input_shape and "
-            "num_classes; pass them to load_model(..., arch=, input_shape=, num_classes=)"
-        )
-    norm = meta.get("normalization", {})
-    model = create_model(arch, input_shape=tuple(shape), num_classes=int(classes),
-                         mean=norm.get("mean"), std=norm.get("std"))
-    if not any(k.startswith("net.") for k in state):
-        state = {**{f"net.{k}": v for k, v in state.items()},
-                 **{k: v for k, v in model.state_dict().items() if not k.startswith("net.")}}
-    model_state = model.state_dict()
-    missing = sorted(set(model_state) - set(state))
-    unexpected = sorted(set(state) - set(model_state))
-    wrong = sorted(k for k in set(state) & set(model_state) if state[k].shape != model_state[k].shape)
-    if missing or unexpected or wrong:
-        detail = "; ".join(
-            part for part in (
-                f"missing {missing[:4]}" if missing else "",
-                f"unexpected {unexpected[:4]}" if unexpected else "",
-                f"shape mismatch in {wrong[:4]}" if wrong else "",
-            ) if part
-        )
-        raise CheckpointError(f"{text} does not match architecture '{arch}' {tuple(shape)}: {detail}")
-    floats = [str(v.dtype).replace("torch.", "") for k, v in state.items() if k.startswith("net.") and
-              v.is_floating_point()]
-    model.load_state_dict(state)
-    model.weights_dtype = max(set(floats), key=floats.count) if floats else "float32"  # before the float32 copy
-    model.checkpoint_meta = meta
-    model.checkpoint_path = text
-    model.eval()
-    return model
 
 
 def require_task(meta: dict[str, Any], path: str | Path, task: str, label: str, hint: str) -> None:

@@ -53,7 +53,7 @@ def _sod_broken(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 CLASSIFICATION = Objective("classification", _ce, _misclassified)
 SOD = Objective("sod", _bce, _sod_broken)
 
-#: Objective name -> objective (the multi-task heads are another registry: ``advbench.multitask.tasks``).
+#: Objective name -> objective (the multi-task heads are another registry: ``advbench.models.task_heads``).
 OBJECTIVES: Registry[Objective] = Registry("objective")
 OBJECTIVES.register("classification")(CLASSIFICATION)
 OBJECTIVES.register("sod")(SOD)

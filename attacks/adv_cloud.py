@@ -1,6 +1,6 @@
 """The adversarial cloud attack (Sun, Fu, Li et al., arXiv 2306.17431; reconstructed from the paper's description).
 
-A natural-looking cloud hides an attack: with the cloud mask ``M`` (from :mod:`advbench.clouds`) and the
+A natural-looking cloud hides an attack: with the cloud mask ``M`` (from :mod:`advbench.attacks.clouds`) and the
 cloudy image ``x_c = x (1 - M) + c M``, the attacker tunes a multiplicative *exposure* ``E`` and an
 additive perturbation ``N``,
 
@@ -114,8 +114,8 @@ class Layout:
 
 def cloud_colour(colour: tuple[float, ...] | list[float], channels: int, like: torch.Tensor) -> torch.Tensor:
     """The cloud colour as a (C,) tensor for ``channels``-channel images (an RGB colour on 1-channel images
-    becomes its BT.601 grey); the rules are :mod:`advbench.clouds`' own."""
-    from advbench.clouds import colour_tensor
+    becomes its BT.601 grey); the rules are :mod:`advbench.attacks.clouds`' own."""
+    from advbench.attacks.clouds import colour_tensor
 
     return colour_tensor(colour, like.new_zeros(1, channels, 1, 1)).view(channels)
 
@@ -226,7 +226,7 @@ class AdvCloud(Attack):
                  coverage: float = 0.4, thickness: float = 0.7, colour: tuple[float, float, float] = (1.0, 1.0, 1.0),
                  mode: str = "minmax", beta: float = 10.0, gamma: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
-        from advbench.clouds import CloudSpec
+        from advbench.attacks.clouds import CloudSpec
 
         self.budget = CloudBudget(eps_e=eps_e, eps_n=self.eps, mask_bound=mask_bound, exposure_grid=exposure_grid)
         self.eps_e, self.mask_bound, self.exposure_grid = self.budget.eps_e, self.budget.mask_bound, exposure_grid
@@ -240,7 +240,7 @@ class AdvCloud(Attack):
 
     def sample_masks(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """``clouds`` natural cloud masks per image, (B, K, 1, H, W)."""
-        from advbench.clouds import sample_clouds
+        from advbench.attacks.clouds import sample_clouds
 
         b, _, h, w = x.shape
         masks = sample_clouds(self.cloud_spec, b * self.clouds, h, w, generator)

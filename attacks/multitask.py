@@ -45,7 +45,7 @@ class _TaskDomains:
 
     def __init__(self, model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tensor],
                  tasks: Sequence[str], signs: torch.Tensor) -> None:
-        from advbench.multitask.tasks import get_task
+        from advbench.models.task_heads import get_task
 
         self.model, self.x, self.targets, self.names = model, x, targets, list(tasks)
         self.heads = [get_task(t) for t in tasks]
@@ -107,7 +107,7 @@ class MultiTaskAttack:
         raise NotImplementedError
 
     def _check_target(self, tasks: Sequence[str]) -> str:
-        from advbench.multitask.tasks import TASK_HEADS
+        from advbench.models.task_heads import TASK_HEADS
 
         target = self.target_task
         if target is None:

@@ -26,8 +26,8 @@ import torch  # noqa: E402
 
 def _time_detector(arch: str, class_names, data, repeats: int, seed: int, device: str) -> dict[str, float]:
     """Median seconds of the baseline and of one patch step for a fresh ``arch`` detector."""
-    from advbench.detection.detectors import create_detector
     from advbench.detection.patch_attacks import create_patch_attack
+    from advbench.models.detectors import create_detector
 
     det = create_detector(arch, class_names=class_names, image_size=(256, 192), seed=seed).to(device)
     idx = list(range(len(data)))

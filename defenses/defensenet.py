@@ -30,9 +30,9 @@ from torch import nn
 from advbench.checkpoints import file_sha256, read_checkpoint, save_checkpoint
 from advbench.defenses.registry import DEFENSES
 from advbench.errors import CheckpointError, ConfigError, InputError
+from advbench.models.unet import UNet
 from advbench.objectives import Objective
 from advbench.progress import progress_bar, step_ticks
-from advbench.sod.unet import UNet
 
 INPUT_KINDS = ("clean", "cloudy", "adv-cloud", "pgd")
 #: The input kinds crafted by an attack (``DefenseTrainConfig.attack_steps`` steps each).
@@ -98,7 +98,7 @@ def training_inputs(kind: str, pipeline: nn.Module, x: torch.Tensor, y: torch.Te
     the attacks are crafted against ``pipeline`` with ``cfg``'s budgets, clouds and steps.  ``tick`` (optional)
     is called at every evaluation of the attack's loss, i.e. once per attack step (and once at its start)."""
     from advbench.attacks.adv_cloud import CloudBudget, run_adv_cloud
-    from advbench.clouds import CloudSpec, cloudify, sample_clouds
+    from advbench.attacks.clouds import CloudSpec, cloudify, sample_clouds
 
     if kind == "clean":
         return x

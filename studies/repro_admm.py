@@ -22,11 +22,12 @@ import torch
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from advbench.checkpoints import load_model, save_checkpoint  # noqa: E402
+from advbench.checkpoints import save_checkpoint  # noqa: E402
 from advbench.compression import PruneConfig  # noqa: E402
 from advbench.compression.pipeline import prune_checkpoint  # noqa: E402
 from advbench.datasets import load_dataset  # noqa: E402
 from advbench.evaluate import evaluate  # noqa: E402
+from advbench.models.loading import load_model
 from advbench.training import TrainConfig, train_classifier  # noqa: E402
 
 PAPER_RATIOS = {"conv1": 0.8, "conv2": 0.92, "fc1": 0.991, "fc2": 0.93}

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from advbench.attacks.multitask import create_multitask_attack
-from advbench.multitask.data import load_multitask_dataset
+from advbench.datasets.multitask import load_multitask_dataset
 from advbench.multitask.robustness import multitask_robustness
 from advbench.multitask.training import train_multitask
 

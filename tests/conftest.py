@@ -29,7 +29,8 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 @pytest.fixture(scope="session")
 def digits_model(tmp_path_factory: pytest.TempPathFactory):
     """A small CNN trained on sklearn digits (about 97% test accuracy), saved and reloaded."""
-    from advbench.checkpoints import load_model, save_checkpoint
+    from advbench.checkpoints import save_checkpoint
+    from advbench.models.loading import load_model
     from advbench.training import TrainConfig, train_classifier
 
     model, meta = train_classifier(TrainConfig(arch="small_cnn", dataset="digits", epochs=8, seed=0), progress=False)

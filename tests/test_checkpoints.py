@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from advbench.checkpoints import load_model, normalize_state_dict, read_checkpoint, save_checkpoint
+from advbench.checkpoints import normalize_state_dict, read_checkpoint, save_checkpoint
 from advbench.errors import CheckpointError, MissingPathError, UnknownNameError, UnsafeCheckpointError
 from advbench.models import create_model, list_models
+from advbench.models.loading import load_model
 
 
 def _meta(arch="mlp", shape=(1, 8, 8), classes=10):

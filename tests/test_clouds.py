@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from advbench.clouds import (
+from advbench.attacks.clouds import (
     CloudSpec,
     cloud_mask,
     cloud_noise,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
-from advbench.checkpoints import load_model, read_checkpoint, save_checkpoint
+from advbench.checkpoints import read_checkpoint, save_checkpoint
 from advbench.compression import (
     PruneConfig,
     admm_prune,
@@ -25,6 +25,7 @@ from advbench.compression import (
 from advbench.compression.projections import quantization_levels, quantize_with_scale
 from advbench.errors import CheckpointError, ConfigError
 from advbench.models import create_model
+from advbench.models.loading import load_model
 
 
 def test_unstructured_projection_keeps_the_largest_magnitudes() -> None:

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
-from advbench.detection.detectors import Candidates, create_detector, list_detectors
 from advbench.detection.experiment import altitude_subset, split_by_group
 from advbench.detection.patch_attacks import PatchSet, create_patch_attack, list_patch_attacks
 from advbench.detection.patch_losses import (
@@ -31,6 +30,7 @@ from advbench.detection.patches import (
 from advbench.detection.training import DetectorTrainConfig, load_detector, save_detector, train_detector
 from advbench.errors import CheckpointError, ConfigError, DatasetError, InputError, UnknownNameError
 from advbench.minmax import project_simplex
+from advbench.models.detectors import Candidates, create_detector, list_detectors
 from advbench.pipeline.config import RunConfig
 from advbench.pipeline.engine import run as run_pipeline
 

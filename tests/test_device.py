@@ -176,8 +176,8 @@ def test_cli_run_on_the_device_records_it_and_agrees_with_the_cpu(dev, digits_mo
 
 def test_stealthy_multitask_attack_on_the_device_takes_cpu_ground_truth(dev) -> None:
     from advbench.attacks.multitask import create_multitask_attack
-    from advbench.multitask.data import generate_multitask_scenes
-    from advbench.multitask.models import create_multitask_model
+    from advbench.datasets.multitask import generate_multitask_scenes
+    from advbench.models.multitask import create_multitask_model
 
     x, targets, _ = generate_multitask_scenes(4, 32, seed=0)
     torch.manual_seed(0)
@@ -208,7 +208,8 @@ def test_classifier_training_on_the_device_matches_the_cpu(dev) -> None:
 
 
 def test_training_commands_on_the_device_write_cpu_checkpoints(dev, run_cli, tmp_path) -> None:
-    from advbench.checkpoints import load_model, read_metadata
+    from advbench.checkpoints import read_metadata
+    from advbench.models.loading import load_model
     from advbench.sod import load_sod_model
 
     clf, sod, dn = tmp_path / "clf.safetensors", tmp_path / "sod.safetensors", tmp_path / "dn.safetensors"
@@ -248,9 +249,9 @@ def test_multitask_training_on_the_device_draws_the_cpu_batches_and_writes_a_cpu
 def test_admm_prune_on_the_device_writes_a_cpu_child_with_the_cpu_sparsity(dev, digits_model, tmp_path) -> None:
     """ADMM rounds, masked retraining and adversarial steps on the device; the masks keep the same shape of
     sparsity as on the CPU, and the child checkpoint is written from CPU tensors."""
-    from advbench.checkpoints import load_model
     from advbench.compression import PruneConfig
     from advbench.compression.pipeline import prune_checkpoint
+    from advbench.models.loading import load_model
 
     cfg = PruneConfig(rounds=2, epochs_per_round=1, retrain_epochs=1, adversarial=True, adv_steps=2, seed=0)
     metas = {}
@@ -268,7 +269,7 @@ def test_admm_prune_on_the_device_writes_a_cpu_child_with_the_cpu_sparsity(dev, 
 
 # -- clouds, SOD and defenses ------------------------------------------------------------------------------
 def test_cloud_masks_on_the_device_are_seeded_and_in_range(dev) -> None:
-    from advbench.clouds import CloudSpec, sample_clouds
+    from advbench.attacks.clouds import CloudSpec, sample_clouds
 
     spec = CloudSpec(coverage=0.5, thickness=0.7)
     a = sample_clouds(spec, 3, 32, 40, torch.Generator(device=dev).manual_seed(2))
@@ -371,7 +372,7 @@ def test_sod_run_with_defensenet_on_the_device_agrees_with_the_cpu(dev, run_cli,
 
 def test_multitask_run_on_the_device_agrees_with_the_cpu(dev, run_cli, tmp_path) -> None:
     """``advbench run --device`` on a multi-task checkpoint: the metrics sum device batches on the CPU."""
-    from advbench.multitask.data import load_multitask_dataset
+    from advbench.datasets.multitask import load_multitask_dataset
     from advbench.multitask.training import save_multitask_model, train_multitask
 
     data = load_multitask_dataset("synthetic-multitask:n=24,size=16")
@@ -401,8 +402,8 @@ def aerial(tmp_path_factory):
 def test_whitebox_patch_on_the_device_starts_like_the_cpu(dev, aerial, arch) -> None:
     """The minibatches and the jitter come from the attack's CPU generator, so the first objective (before
     any update) is the CPU's up to float rounding, and the patch comes back on the CPU, inside [0, 1]."""
-    from advbench.detection.detectors import create_detector
     from advbench.detection.patch_attacks import PatchSet, create_patch_attack
+    from advbench.models.detectors import create_detector
 
     samples = aerial[1]
     det = create_detector(arch, class_names=samples[0].class_names, image_size=(128, 96), seed=0).eval()
@@ -435,9 +436,9 @@ def test_batched_placement_on_the_device_matches_the_cpu(dev, aerial) -> None:
 
 
 def test_minmax_and_random_search_patches_on_the_device(dev, aerial) -> None:
-    from advbench.detection.detectors import create_detector
     from advbench.detection.patch_attacks import PatchSet, create_patch_attack
     from advbench.errors import ConfigError
+    from advbench.models.detectors import create_detector
 
     samples = aerial[1]
     det = create_detector("fcos-mnv3", class_names=samples[0].class_names, image_size=(128, 96), seed=0).to(dev)

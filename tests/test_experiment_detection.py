@@ -14,11 +14,11 @@ import torch
 
 import advbench.experiments.detection  # noqa: F401 - registers "detection"
 from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
-from advbench.detection.detectors import create_detector
 from advbench.detection.metrics import attack_success, coco_map, coco_map_by
 from advbench.detection.training import save_detector
 from advbench.errors import ConfigError
 from advbench.experiments.detection import CONTROL_SEED_OFFSET, DetectionExperiment, detection_table
+from advbench.models.detectors import create_detector
 from advbench.pipeline.config import RunConfig
 from advbench.pipeline.engine import run
 

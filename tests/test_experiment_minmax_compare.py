@@ -38,8 +38,9 @@ def parent(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def child(parent, tmp_path_factory) -> str:
     """The parent with 85% of every layer's smallest-magnitude weights set to zero (a magnitude-pruned child)."""
-    from advbench.checkpoints import load_model, save_checkpoint
+    from advbench.checkpoints import save_checkpoint
     from advbench.compression.admm import prunable_layers
+    from advbench.models.loading import load_model
 
     model = load_model(parent)
     with torch.no_grad():
@@ -173,9 +174,9 @@ def test_transfer_counts_by_hand() -> None:
 
 
 def test_compare_one_batch_equals_the_cascade_and_transfer_counted_by_hand(parent, child) -> None:
-    from advbench.checkpoints import load_model
     from advbench.compression.admm import compression_stats
     from advbench.evaluate import cascade_batch
+    from advbench.models.loading import load_model
 
     params = {"pgd": {"steps": 3}}
     cfg = RunConfig.build(models=[parent, child], dataset="digits", attacks=["pgd"], eps=[0.1, 0.05], n_samples=40,

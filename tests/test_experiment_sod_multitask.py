@@ -45,7 +45,7 @@ def sod_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def mt_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from advbench.multitask.data import load_multitask_dataset
+    from advbench.datasets.multitask import load_multitask_dataset
     from advbench.multitask.training import save_multitask_model, train_multitask
 
     data = load_multitask_dataset(MT_DATA, seed=0)
@@ -189,7 +189,7 @@ def mt_config(ckpt: str, **fields: Any) -> RunConfig:
 
 def test_multitask_one_batch_equals_multitask_robustness(mt_ckpt: str, tmp_path: Path) -> None:
     from advbench.attacks.multitask import create_multitask_attack
-    from advbench.multitask.data import load_multitask_dataset
+    from advbench.datasets.multitask import load_multitask_dataset
     from advbench.multitask.robustness import multitask_robustness
     from advbench.multitask.training import load_multitask_model
 
@@ -226,8 +226,8 @@ def test_multitask_one_batch_equals_multitask_robustness(mt_ckpt: str, tmp_path:
 def test_multitask_shards_merge_into_the_record_of_one_run(mt_ckpt: str, tmp_path: Path) -> None:
     """Three batches of 2 in two shards == one run; the clean set metrics pool every image (mIoU of summed
     intersections and unions, not a mean of batch mIoUs) and equal ``evaluate_multitask`` on the whole set."""
-    from advbench.multitask.data import load_multitask_dataset
-    from advbench.multitask.tasks import evaluate_multitask
+    from advbench.datasets.multitask import load_multitask_dataset
+    from advbench.multitask.metrics import evaluate_multitask
     from advbench.multitask.training import load_multitask_model
 
     config = mt_config(mt_ckpt, batch_size=2, experiment="multitask")

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from advbench.errors import CheckpointError, ConfigError, DatasetError, InputError, MissingPathError, UnknownNameError
+from advbench.models.task_heads import depth_loss, normal_loss, seg_loss
 from advbench.multitask import (
     MultiTaskData,
     MultiTaskMetrics,
@@ -37,16 +38,7 @@ from advbench.multitask import (
     train_multitask,
     write_multitask_folder,
 )
-from advbench.multitask.tasks import (
-    depth_abs_error,
-    depth_loss,
-    depth_rel_error,
-    normal_angular_error,
-    normal_loss,
-    seg_iou_counts,
-    seg_loss,
-    seg_miou,
-)
+from advbench.multitask.metrics import depth_abs_error, depth_rel_error, normal_angular_error, seg_iou_counts, seg_miou
 from advbench.multitask.training import baseline_metrics, flip_batch
 
 TINY = "synthetic-multitask:n=10,size=16"
@@ -521,7 +513,7 @@ def test_cli_train_multitask(run_cli, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------- doctests
 
-@pytest.mark.parametrize("name", ["advbench.multitask.tasks", "advbench.multitask.models"])
+@pytest.mark.parametrize("name", ["advbench.multitask.metrics", "advbench.models.multitask"])
 def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -131,7 +131,7 @@ def _image_folder(root: Path, n: int) -> Path:
 
 
 def test_cloudify_counts_images(run_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from advbench.clouds import cloudify_folder
+    from advbench.attacks.clouds import cloudify_folder
 
     src = _image_folder(tmp_path / "src", 5)
     code, out, err = run_cli("cloudify", str(src), str(tmp_path / "out"), "--json")
@@ -145,7 +145,7 @@ def test_cloudify_counts_images(run_cli, tmp_path: Path, capsys: pytest.CaptureF
 
 def test_multitask_run_counts_attack_steps(run_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from advbench.attacks.multitask import create_multitask_attack
-    from advbench.multitask.data import load_multitask_dataset
+    from advbench.datasets.multitask import load_multitask_dataset
     from advbench.multitask.robustness import multitask_robustness
     from advbench.multitask.training import save_multitask_model, train_multitask
 

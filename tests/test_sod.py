@@ -440,7 +440,7 @@ def test_cli_train_sod(run_cli, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------- doctests
 
-@pytest.mark.parametrize("name", ["advbench.sod.unet", "advbench.sod.models", "advbench.sod.metrics"])
+@pytest.mark.parametrize("name", ["advbench.models.unet", "advbench.models.sod", "advbench.sod.metrics"])
 def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -1,7 +1,7 @@
 """The ``advbench cloudify`` command: a cloudy copy of an image data set (Sun, Fu, Li et al., arXiv 2306.17431).
 
 Registered on :data:`advbench.cli.app` when :mod:`advbench.cli` is imported; the work is done by
-:func:`advbench.clouds.cloudify_folder`.
+:func:`advbench.attacks.clouds.cloudify_folder`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def cloudify_cmd(
 ) -> None:
     """Write a cloudy copy of an image folder: images cloudified, masks/labels/gt folders and other files copied,
     cloud opacities saved as PNG under OUT/clouds/."""
-    from advbench.clouds import CloudSpec, cloudify_folder, parse_colour
+    from advbench.attacks.clouds import CloudSpec, cloudify_folder, parse_colour
 
     spec = CloudSpec(coverage=coverage, thickness=thickness, softness=softness, octaves=octaves,
                      persistence=persistence, base_scale=base_scale, colour=parse_colour(colour))

@@ -43,8 +43,8 @@ def _victim_and_data(victim: str, dataset: str, n_train: int | None) -> tuple[An
         data = load_sod_dataset(dataset)
         x, y, task = data.x_train, data.m_train, SOD
     else:
-        from advbench.checkpoints import load_model
         from advbench.datasets import load_dataset
+        from advbench.models.loading import load_model
 
         model = load_model(victim)
         seed = int(getattr(model, "checkpoint_meta", {}).get("training", {}).get("seed", 0))

@@ -102,9 +102,9 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", metavar=""),
 ) -> None:
     """Per-layer sparsity, compression ratio, parameter and FLOP counts of a checkpoint."""
-    from advbench.checkpoints import load_model
     from advbench.compression import compression_stats
     from advbench.compression.shrink import count_flops, count_params
+    from advbench.models.loading import load_model
 
     model = load_model(checkpoint)
     stats = compression_stats(model)

@@ -39,9 +39,9 @@ def train_multitask_cmd(
     as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object on stdout"),
 ) -> None:
     """Train a multi-task model (segmentation, depth, normals; summed losses, Adam) and save it as safetensors."""
+    from advbench.datasets.multitask import load_multitask_dataset
     from advbench.devices import check_device
-    from advbench.multitask.data import load_multitask_dataset
-    from advbench.multitask.tasks import check_tasks, get_task
+    from advbench.models.task_heads import check_tasks, get_task
     from advbench.multitask.training import save_multitask_model, train_multitask
 
     dev = check_device(device)

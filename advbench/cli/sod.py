@@ -38,8 +38,8 @@ def train_sod_cmd(
     as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object on stdout"),
 ) -> None:
     """Train a salient-object-detection model (BCE + IoU, Adam) and save it as safetensors + JSON sidecar."""
+    from advbench.datasets.sod import load_sod_dataset
     from advbench.devices import check_device
-    from advbench.sod.data import load_sod_dataset
     from advbench.sod.training import save_sod_model, train_sod
 
     dev = check_device(device)

@@ -8,10 +8,11 @@ from typing import Any
 
 import torch
 
-from advbench.checkpoints import file_sha256, load_model, save_checkpoint
+from advbench.checkpoints import file_sha256, save_checkpoint
 from advbench.compression.admm import PruneConfig, admm_prune, compression_stats
 from advbench.compression.targets import resolve_targets, short_name
 from advbench.errors import ConfigError
+from advbench.models.loading import load_model
 from advbench.records import now_iso
 
 

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 
 from advbench.datasets.detection import DetectionSample
-from advbench.detection.detectors import DETECTORS, Detector
 from advbench.detection.patch_attacks import PatchAttack
 from advbench.detection.patches import NO_JITTER, apply_patch_each, rotated_or_axis_boxes
 from advbench.detection.training import DetectorTrainConfig, load_detector, train_detector
 from advbench.errors import InputError
+from advbench.models.detectors import DETECTORS, Detector
 from advbench.progress import progress_bar
 
 

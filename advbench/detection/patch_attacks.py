@@ -28,7 +28,6 @@ from typing import Any, ClassVar
 import torch
 
 from advbench.datasets.detection import DetectionSample
-from advbench.detection.detectors import Detector
 from advbench.detection.metrics import match_detected
 from advbench.detection.patch_losses import DEFAULT_PALETTE, non_printability, total_variation, vehicle_scores
 from advbench.detection.patches import (
@@ -41,6 +40,7 @@ from advbench.detection.patches import (
 )
 from advbench.errors import ConfigError, InputError
 from advbench.minmax import APGDA
+from advbench.models.detectors import Detector
 from advbench.progress import progress_bar
 from advbench.registry import Registry
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torchvision.ops import box_iou
 
-from advbench.detection.detectors import Candidates
 from advbench.errors import ConfigError, DatasetError
+from advbench.models.detectors import Candidates
 
 #: The default printable palette: a 4-level grid over the gamut a consumer printer reaches, [0.1, 0.9]
 #: per channel (a stand-in for a measured palette; pass your own with :func:`load_palette`).

@@ -1,7 +1,7 @@
 """Train a detector on a detection data set, save it, and load detector checkpoints (ours or the user's).
 
 Training is plain supervised detection (each architecture's own losses, AdamW with a cosine schedule),
-sized so the small detectors of :mod:`advbench.detection.detectors` learn the synthetic EVD4UAV-style
+sized so the small detectors of :mod:`advbench.models.detectors` learn the synthetic EVD4UAV-style
 scenes in a few minutes on two CPU cores.  Checkpoints are safetensors with a JSON sidecar (see
 :mod:`advbench.checkpoints`), so loading never executes pickled code.
 """
@@ -18,8 +18,8 @@ import torch
 
 from advbench.checkpoints import load_state_strict, read_checkpoint, save_checkpoint
 from advbench.datasets.detection import DetectionSample, augment_sample, detection_pipeline
-from advbench.detection.detectors import Detector, create_detector
 from advbench.errors import CheckpointError, ConfigError, InputError
+from advbench.models.detectors import Detector, create_detector
 from advbench.progress import progress_bar
 from advbench.records import device_name
 

@@ -65,7 +65,7 @@ def measure(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tenso
             batch_size: int = ATTACK_BATCH) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, Any]]]:
     """Per-image headline metrics ``{task: (B,) float64}`` of ``model`` on ``x`` and the counts the set metrics
     pool (see the module docstring), summed over ``x`` on the CPU."""
-    from advbench.multitask.tasks import depth_sums, normal_angles, per_sample_metrics, seg_iou_counts
+    from advbench.multitask.metrics import depth_sums, normal_angles, per_sample_metrics, seg_iou_counts
 
     num_classes = getattr(model, "num_classes", None)
     parts: list[dict[str, torch.Tensor]] = []
@@ -101,7 +101,7 @@ def measure(model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tenso
 def headline(counts: Sequence[Mapping[str, Mapping[str, Any]]], tasks: Sequence[str]) -> dict[str, float]:
     """Every task's set metric from the counts of several batches: mIoU of the summed per-class intersections
     and unions, pooled mean depth error and normal angle (NaN where nothing is valid)."""
-    from advbench.multitask.tasks import miou_from_counts
+    from advbench.multitask.metrics import miou_from_counts
 
     out: dict[str, float] = {}
     for task in tasks:
@@ -123,7 +123,7 @@ class MultiTaskExperiment(Experiment):
 
     def resolve(self) -> Plan:
         from advbench.attacks.multitask import create_multitask_attack
-        from advbench.multitask.data import load_multitask_dataset
+        from advbench.datasets.multitask import load_multitask_dataset
         from advbench.multitask.training import load_multitask_model
 
         cfg = self.run_config
@@ -171,7 +171,7 @@ class MultiTaskExperiment(Experiment):
 
     def compute(self, batch: int, indices: np.ndarray, inputs: Any, generator: torch.Generator) -> BatchResult:
         """The attack is deterministic (it draws nothing), so ``generator`` is not used."""
-        from advbench.multitask.tasks import stealth_success
+        from advbench.multitask.metrics import stealth_success
 
         start_time = time.perf_counter()
         x = inputs[0].to(self.device)
@@ -206,7 +206,8 @@ class MultiTaskExperiment(Experiment):
 
     def merge(self, config: dict[str, Any], warnings: Sequence[str], results: Sequence[BatchResult]
               ) -> dict[str, Any]:
-        from advbench.multitask.tasks import check_tasks, metric_change
+        from advbench.models.task_heads import check_tasks
+        from advbench.multitask.metrics import metric_change
 
         n = sum(int(r["n"]) for r in results)
         order = list(results[0]["tasks"])

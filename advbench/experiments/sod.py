@@ -56,7 +56,7 @@ def cloud_config(eps: float, attack_params: dict[str, dict[str, Any]]) -> Any:
     but ``eps_n``, which is ``--eps``, and ``pgd_steps``) and ``--param pgd.steps=N``, checked before any data
     is read."""
     from advbench.attacks.adv_cloud import MODES
-    from advbench.clouds import CloudSpec
+    from advbench.attacks.clouds import CloudSpec
     from advbench.sod.robustness import CloudAttackConfig
 
     knobs = dict(attack_params.get("adv-cloud", {}))
@@ -105,7 +105,7 @@ def sod_predictions(victim: nn.Module, x: torch.Tensor, gt: torch.Tensor, *, def
     from dataclasses import replace
 
     from advbench.attacks.adv_cloud import CloudBudget
-    from advbench.clouds import CloudSpec, cloudify, sample_clouds
+    from advbench.attacks.clouds import CloudSpec, cloudify, sample_clouds
     from advbench.progress import progress_bar
     from advbench.sod.robustness import attack_sod_batch, inference_cost, predict_saliency
 
@@ -307,7 +307,7 @@ class SODExperiment(Experiment):
 
     def merge(self, config: dict[str, Any], warnings: Sequence[str], results: Sequence[BatchResult]
               ) -> dict[str, Any]:
-        from advbench.clouds import CloudSpec
+        from advbench.attacks.clouds import CloudSpec
 
         attack = config["attack"]
         n = sum(int(r["n"]) for r in results)

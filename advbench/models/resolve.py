@@ -38,12 +38,12 @@ from torch import nn
 from advbench.checkpoints import (
     TORCH_SUFFIXES,
     file_sha256,
-    load_model,
     normalize_state_dict,
     read_checkpoint,
     read_metadata,
 )
 from advbench.errors import CheckpointError, ConfigError, MissingPathError, UnknownNameError
+from advbench.models.loading import load_model
 from advbench.models.specs import ModelSpec, parse_model_spec
 from advbench.models.wrapper import NormalizedModel
 

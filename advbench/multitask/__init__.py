@@ -2,16 +2,16 @@
 
 The victim side of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv 2411.17936):
 
-* :mod:`advbench.multitask.data` -- :class:`MultiTaskData`, ``synthetic-multitask`` scenes and ``nyuv2:/path``
+* :mod:`advbench.datasets.multitask` -- :class:`MultiTaskData`, ``synthetic-multitask`` scenes and ``nyuv2:/path``
   folders;
-* :mod:`advbench.multitask.tasks` -- the ``TASK_HEADS`` registry, per-sample losses, mIoU / depth error / normal
+* :mod:`advbench.multitask.metrics` -- the ``TASK_HEADS`` registry, per-sample losses, mIoU / depth error / normal
   angle error, :class:`MultiTaskMetrics`, :func:`metric_change` and :func:`stealth_success`;
-* :mod:`advbench.multitask.models` -- the ``MULTITASK_MODELS`` registry and :class:`MultiTaskNet`;
+* :mod:`advbench.models.multitask` -- the ``MULTITASK_MODELS`` registry and :class:`MultiTaskNet`;
 * :mod:`advbench.multitask.training` -- :func:`train_multitask`, :func:`save_multitask_model`,
   :func:`load_multitask_model`.
 """
 
-from advbench.multitask.data import (
+from advbench.datasets.multitask import (
     MULTITASK_DATASETS,
     MultiTaskData,
     generate_multitask_scenes,
@@ -20,17 +20,12 @@ from advbench.multitask.data import (
     normals_from_depth,
     write_multitask_folder,
 )
-from advbench.multitask.models import MULTITASK_MODELS, MultiTaskNet, create_multitask_model, list_multitask_models
-from advbench.multitask.tasks import (
-    DEFAULT_TASKS,
-    IGNORE_INDEX,
-    TASK_HEADS,
+from advbench.models.multitask import MULTITASK_MODELS, MultiTaskNet, create_multitask_model, list_multitask_models
+from advbench.models.task_heads import DEFAULT_TASKS, IGNORE_INDEX, TASK_HEADS, TaskHead, check_tasks, higher_is_better
+from advbench.multitask.metrics import (
     MultiTaskMetrics,
-    TaskHead,
-    check_tasks,
     degradation,
     evaluate_multitask,
-    higher_is_better,
     metric_change,
     per_sample_metrics,
     stealth_success,

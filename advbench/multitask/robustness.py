@@ -4,7 +4,7 @@ For each task the headline metric (mIoU, depth absolute error, normal angular er
 attacked images, over the whole set and per image; the change vs clean; the *degradation* (relative change in
 the worse direction); and the stealth success rate (Guo, Zhang, Li et al., arXiv 2411.17936): the share of
 images whose target task worsens by at least ``margin`` while every other task worsens by at most
-``tolerance`` (:func:`advbench.multitask.tasks.stealth_success`).
+``tolerance`` (:func:`advbench.multitask.metrics.stealth_success`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 
 from advbench.attacks.multitask import MultiTaskAttack
 from advbench.errors import ConfigError
-from advbench.multitask.tasks import evaluate_multitask, metric_change, per_sample_metrics, stealth_success
+from advbench.multitask.metrics import evaluate_multitask, metric_change, per_sample_metrics, stealth_success
 from advbench.progress import progress_bar, step_ticks
 
 

@@ -1,7 +1,7 @@
 """Training, saving and loading of multi-task dense-prediction models.
 
-:func:`train_multitask` fits a model from :data:`~advbench.multitask.models.MULTITASK_MODELS` with Adam on the
-unweighted sum of the task losses of :mod:`advbench.multitask.tasks` (cross-entropy, depth L1, ``1 - cos`` for
+:func:`train_multitask` fits a model from :data:`~advbench.models.multitask.MULTITASK_MODELS` with Adam on the
+unweighted sum of the task losses of :mod:`advbench.multitask.metrics` (cross-entropy, depth L1, ``1 - cos`` for
 normals), with horizontal flips as augmentation (the x component of the normals flips with the image), and reports
 the test metrics.  These models are the victims of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv
 2411.17936).  Checkpoints are safetensors with ``task: "multitask"`` metadata, so
@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_task_checkpoint
+from advbench.datasets.multitask import MultiTaskData, load_multitask_dataset
 from advbench.dense_training import fit_dense
 from advbench.errors import CheckpointError, ConfigError, UnknownNameError
-from advbench.multitask.data import MultiTaskData, load_multitask_dataset
-from advbench.multitask.models import MultiTaskNet, create_multitask_model
-from advbench.multitask.tasks import IGNORE_INDEX, MultiTaskMetrics, check_tasks, evaluate_multitask, get_task
+from advbench.models.multitask import MultiTaskNet, create_multitask_model
+from advbench.models.task_heads import IGNORE_INDEX, check_tasks, get_task
+from advbench.multitask.metrics import MultiTaskMetrics, evaluate_multitask
 from advbench.records import device_name
 
 STD_FLOOR = 1e-3
@@ -92,7 +93,7 @@ def train_multitask(
     device: str | torch.device = "cpu",
 ) -> tuple[MultiTaskNet, dict[str, Any]]:
     """Train multi-task model ``arch`` on ``data`` (a :class:`MultiTaskData` or a spec for
-    :func:`~advbench.multitask.data.load_multitask_dataset`); returns the model (eval mode) and a summary.
+    :func:`~advbench.datasets.multitask.load_multitask_dataset`); returns the model (eval mode) and a summary.
 
     ``tasks`` (default: every task of ``data``) picks the heads.  Loss: the sum of the tasks' mean per-sample losses;
     Adam with a cosine learning-rate decay to 5% of ``lr``; the depth head starts at the median training depth.

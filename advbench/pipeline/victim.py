@@ -130,8 +130,8 @@ def open_victim(model_spec: str, dataset: str, *, seed: int = 0, device: str = "
     pretrained config, torchvision's weight transforms, the RobustBench zoo entry, the sidecar) or the
     ``--input-size``/``--crop-pct``/``--interpolation`` flags; in-memory sets whose images already have the
     model's size are left untouched."""
-    from advbench.checkpoints import load_model
     from advbench.datasets.evaluation_set import Preprocessing, open_evaluation_set
+    from advbench.models.loading import load_model
 
     options = options or ModelOptions()
     spec = parse_model_spec(model_spec)  # the one place a run's model spec is parsed

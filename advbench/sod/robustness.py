@@ -3,7 +3,7 @@
 The evaluation protocol of the DefenseNet study (Sun, Fu, Li et al., arXiv 2306.17431) as
 rows of SOD metrics (MAE, F-, S- and E-measure, :mod:`advbench.sod.metrics`):
 
-* ``clean``, ``cloudy`` (a natural cloud from :mod:`advbench.clouds`) and ``adv-cloud`` (the attack of
+* ``clean``, ``cloudy`` (a natural cloud from :mod:`advbench.attacks.clouds`) and ``adv-cloud`` (the attack of
   :mod:`advbench.attacks.adv_cloud` on that cloud) and ``pgd`` (linf, no cloud), white-box on the victim;
 * the same four through the defense, the attacks white-box *through* it (DefenseNet is differentiable;
   input transforms use BPDA);
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from advbench.attacks.adv_cloud import CloudBudget, run_adv_cloud
-from advbench.clouds import CloudSpec, cloudify, sample_clouds
+from advbench.attacks.clouds import CloudSpec, cloudify, sample_clouds
 from advbench.errors import ConfigError
 from advbench.objectives import SOD
 from advbench.progress import progress_bar, step_ticks

@@ -1,6 +1,6 @@
 """Training, saving and loading of SOD models.
 
-:func:`train_sod` fits a model from :data:`~advbench.sod.models.SOD_MODELS` with Adam on binary cross-entropy
+:func:`train_sod` fits a model from :data:`~advbench.models.sod.SOD_MODELS` with Adam on binary cross-entropy
 plus an optional soft-IoU loss (the BCE + IoU combination common in SOD since Qin et al., "BASNet: Boundary-Aware
 Salient Object Detection", CVPR 2019), with dihedral augmentation (top-view scenes have no "up"), and reports
 the test metrics of :mod:`advbench.sod.metrics`.  Checkpoints are safetensors with ``task: "sod"`` metadata, so
@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_task_checkpoint
+from advbench.datasets.sod import SODData, load_sod_dataset
 from advbench.dense_training import fit_dense
 from advbench.devices import module_device
 from advbench.errors import CheckpointError, ConfigError, UnknownNameError
+from advbench.models.sod import SODModel, create_sod_model
 from advbench.records import device_name
-from advbench.sod.data import SODData, load_sod_dataset
 from advbench.sod.metrics import sod_metrics
-from advbench.sod.models import SODModel, create_sod_model
 
 STD_FLOOR = 1e-3
 
@@ -88,7 +88,7 @@ def train_sod(
     device: str | torch.device = "cpu",
 ) -> tuple[SODModel, dict[str, Any]]:
     """Train SOD model ``arch`` on ``data`` (an :class:`SODData` or a spec for
-    :func:`~advbench.sod.data.load_sod_dataset`); returns the model (eval mode) and a summary.
+    :func:`~advbench.datasets.sod.load_sod_dataset`); returns the model (eval mode) and a summary.
 
     Loss: ``BCE(logits, mask) + iou_weight * soft_iou_loss``; Adam with a cosine learning-rate decay to 5% of
     ``lr``.  All randomness (initialisation, shuffling, augmentation) follows ``seed``.  The summary holds the

@@ -1,7 +1,7 @@
 """Multi-task dense-prediction networks: the ``MULTITASK_MODELS`` registry and :class:`MultiTaskNet`.
 
 :class:`MultiTaskNet` uses hard parameter sharing (Caruana, "Multitask Learning", Machine Learning 1997): one
-shared U-Net trunk (Ronneberger, Fischer and Brox, MICCAI 2015; the blocks of :mod:`advbench.sod.unet`) computes
+shared U-Net trunk (Ronneberger, Fischer and Brox, MICCAI 2015; the blocks of :mod:`advbench.models.unet`) computes
 full-resolution features, and a small head per task turns them into that task's prediction -- segmentation logits,
 positive depth (softplus) and unit surface normals -- as in the NYUv2 multi-task victims of the stealthy multi-task
 attack (Guo, Zhang, Li et al., arXiv 2411.17936).  Normalisation lives inside the model
@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.errors import ConfigError, InputError
-from advbench.multitask.tasks import DEFAULT_TASKS, check_tasks, get_task
+from advbench.models.task_heads import DEFAULT_TASKS, check_tasks, get_task
+from advbench.models.unet import ConvBlock, UpBlock, fitting_size
 from advbench.registry import Registry
-from advbench.sod.unet import ConvBlock, UpBlock, fitting_size
 
 #: Name -> factory ``factory(*, tasks, num_classes, **options) -> MultiTaskNet``.
 MULTITASK_MODELS: Registry[Callable[..., nn.Module]] = Registry("multi-task model")

@@ -1,7 +1,7 @@
 """SOD models: a registry of architectures and :class:`SODModel`, which maps [0,1] images to saliency logits.
 
 Normalisation lives inside the model (attacks never normalise: they see [0, 1] images). ``unet-sod`` is the small
-U-Net of :mod:`advbench.sod.unet` (Ronneberger et al., MICCAI 2015) with one output channel, standing in for the
+U-Net of :mod:`advbench.models.unet` (Ronneberger et al., MICCAI 2015) with one output channel, standing in for the
 SOD victims of Sun, Fu, Li et al. (arXiv 2306.17431).
 """
 
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from advbench.errors import ConfigError, InputError
+from advbench.models.unet import UNet
 from advbench.registry import Registry
-from advbench.sod.unet import UNet
 
 #: Name -> factory ``factory(**options) -> nn.Module`` returning logits (B,1,H,W).
 SOD_MODELS: Registry[Callable[..., nn.Module]] = Registry("SOD model")

@@ -2,7 +2,7 @@
 
 The data of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv 2411.17936):
 images with per-pixel targets for semantic segmentation, depth and surface normals, as in NYUv2 (Silberman, Hoiem,
-Kohli and Fergus, ECCV 2012).  Target formats are those of :mod:`advbench.multitask.tasks`: ``seg`` int64
+Kohli and Fergus, ECCV 2012).  Target formats are those of :mod:`advbench.multitask.metrics`: ``seg`` int64
 ``(N,H,W)`` class ids (255 = ignore), ``depth`` float ``(N,1,H,W)`` metres (0 = invalid), ``normal`` float
 ``(N,3,H,W)`` unit vectors in camera coordinates (x right, y down, z forward; a normal faces the camera; the zero
 vector = invalid).
@@ -42,7 +42,7 @@ from advbench.datasets.draws import uniform as _uniform
 from advbench.datasets.imagefolder import IMAGE_SUFFIXES, files_by_stem, read_image
 from advbench.datasets.options import parse_options, require_range
 from advbench.errors import ConfigError, DatasetError, InputError, MissingPathError
-from advbench.multitask.tasks import IGNORE_INDEX, TASK_HEADS, check_tasks
+from advbench.models.task_heads import IGNORE_INDEX, TASK_HEADS, check_tasks
 from advbench.registry import Registry, load_from_spec, split_scheme
 
 #: A loader: ``loader(argument, *, seed)`` where ``argument`` is the part of the spec after ``scheme:``.
@@ -69,7 +69,7 @@ class MultiTaskData:
     """A multi-task data set in memory: images ``(N,3,H,W)`` float in [0,1] and per-task targets.
 
     ``targets_train`` / ``targets_test`` map task names (``seg``, ``depth``, ``normal``) to tensors in the formats
-    of :mod:`advbench.multitask.tasks`; both splits hold the same tasks.  ``class_names`` names the segmentation
+    of :mod:`advbench.multitask.metrics`; both splits hold the same tasks.  ``class_names`` names the segmentation
     classes (empty when there is no ``seg`` task).  Validated on construction; treat the tensors as read-only.
     """
 
