@@ -21,7 +21,7 @@ from advbench.evaluate import EvaluationResult
 from advbench.models.resolve import ModelOptions
 from advbench.pipeline.victim import map_classes, open_victim, read_class_map  # noqa: F401 - re-exported
 from advbench.records import code_version, config_hash, device_name, now_iso, package_versions, run_name
-from advbench.threat import NORMS, parse_eps_list
+from advbench.threat import NORMS
 
 log = logging.getLogger("advbench")
 
@@ -49,7 +49,7 @@ class RunSpec:
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise ConfigError(f"--norm must be one of {', '.join(NORMS)}, got '{self.norm}'")
-        self.eps = parse_eps_list(self.eps)
+        self.eps = list(self.to_config().eps)  # RunConfig is the one place eps is parsed
         if not self.attacks:
             raise ConfigError("--attack needs at least one attack name (see `advbench list attacks`)")
         if self.n_samples is not None and self.n_samples < 1:
