@@ -32,7 +32,7 @@ from PIL import Image
 
 from advbench.datasets.catalog import DATASETS
 from advbench.datasets.data import ClassificationData, int64_labels, uint8_images
-from advbench.datasets.options import parse_options, require_range
+from advbench.datasets.options import parse_options, require_range, split_path_query
 from advbench.datasets.splits import stratified_split
 from advbench.errors import DatasetError, MissingPathError
 
@@ -158,11 +158,9 @@ def parse_folder_arg(arg: str | None) -> FolderSpec:
     where = "data set 'imagefolder'"
     if not arg:
         raise DatasetError(f"{where} needs a path: use 'imagefolder:/path/to/folder' (optionally '?size=32')")
-    path_text, sep, query = arg.rpartition("?")
-    if not sep:
-        path_text, query = arg, ""
+    path_text, query = split_path_query(arg)
     schema = {"size": int, "holdout": _fraction, "split": _subfolder_name}
-    opts = parse_options(query.replace("&", ","), schema, where=where)
+    opts = parse_options(query, schema, where=where)
     if opts.get("size") is not None:
         require_range(where, "size", opts["size"], 1, 4096)
     spec = FolderSpec(arg=arg, root=Path(path_text).expanduser(), **opts)

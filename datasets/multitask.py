@@ -40,7 +40,7 @@ from PIL import Image
 from advbench.datasets.draws import choice as _choice
 from advbench.datasets.draws import uniform as _uniform
 from advbench.datasets.imagefolder import IMAGE_SUFFIXES, files_by_stem, read_image
-from advbench.datasets.options import parse_options, require_range
+from advbench.datasets.options import parse_options, require_range, split_path_query
 from advbench.errors import ConfigError, DatasetError, InputError, MissingPathError
 from advbench.models.task_heads import IGNORE_INDEX, TASK_HEADS, check_tasks
 from advbench.registry import Registry, load_from_spec, split_scheme
@@ -538,13 +538,11 @@ def _class_names(root: Path, classes: int | None, labels: list[tuple[torch.Tenso
 
 def load_nyuv2(arg: str, *, seed: int = 0) -> MultiTaskData:
     """``nyuv2:/path[?size=N&classes=C]``: read a NYUv2-style folder (see the module doc)."""
-    path, sep, query = arg.rpartition("?")
-    if not sep:
-        path, query = arg, ""
+    path, query = split_path_query(arg)
     if not path.strip():
         raise DatasetError("the nyuv2 spec needs a folder: 'nyuv2:/path/to/nyuv2[?size=64]'")
     where = f"nyuv2:{arg}"
-    opts = parse_options(query.replace("&", ","), {"size": int, "classes": int}, where=where)
+    opts = parse_options(query, {"size": int, "classes": int}, where=where)
     size = require_range(where, "size", opts["size"], 8, 4096) if "size" in opts else None
     classes = require_range(where, "classes", opts["classes"], 2, 255) if "classes" in opts else None
     root = Path(path.strip()).expanduser()

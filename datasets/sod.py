@@ -32,7 +32,7 @@ from PIL import Image
 from advbench.datasets.draws import choice as _choice
 from advbench.datasets.draws import uniform as _uniform
 from advbench.datasets.imagefolder import IMAGE_SUFFIXES, files_by_stem, read_image
-from advbench.datasets.options import parse_options, require_range
+from advbench.datasets.options import parse_options, require_range, split_path_query
 from advbench.errors import ConfigError, DatasetError, MissingPathError
 from advbench.registry import Registry, load_from_spec, split_scheme
 
@@ -200,13 +200,11 @@ def _read_split(image_dir: Path, mask_dir: Path, size: int, threshold: int | Non
 def load_eorssd(arg: str, *, seed: int = 0) -> SODData:
     """``eorssd:/path[?size=N&threshold=T]``: read an EORSSD-style folder (see the module doc); ``seed`` is unused."""
     del seed  # the files fix everything
-    path, sep, query = arg.rpartition("?")
-    if not sep:
-        path, query = arg, ""
+    path, query = split_path_query(arg)
     if not path.strip():
         raise DatasetError("the eorssd spec needs a folder: 'eorssd:/path/to/EORSSD[?size=128]'")
     where = f"eorssd:{arg}"
-    opts = parse_options(query.replace("&", ","), {"size": int, "threshold": int}, where=where)
+    opts = parse_options(query, {"size": int, "threshold": int}, where=where)
     size = require_range(where, "size", opts.get("size", DEFAULT_SIZE), 8, 4096)
     threshold = opts.get("threshold")
     if threshold is not None:

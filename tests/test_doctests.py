@@ -30,6 +30,7 @@ MODULES = [
     "advbench.minmax",
     "advbench.objectives",
     "advbench.listing",
+    "advbench.datasets.options",
     "advbench.devices",
 ]
 

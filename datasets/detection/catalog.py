@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from advbench.datasets.detection.sample import DetectionSample
+from advbench.datasets.options import split_path_query
 from advbench.errors import DatasetError
 from advbench.registry import Registry
 
@@ -69,9 +70,7 @@ def parse_detection_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     scheme, _, rest = spec.strip().partition(":")
     scheme = scheme.strip().lower()
     loader = DETECTION_DATASETS.get(scheme)
-    path, sep, query = rest.rpartition("?")
-    if not sep:
-        path, query = rest, ""
+    path, query = split_path_query(rest)
     if not path.strip():
         raise DatasetError(f"detection data set spec '{spec}' has no path; use '{scheme}:/path/to/data'")
     valid = loader_options(loader)
