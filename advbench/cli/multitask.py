@@ -15,8 +15,9 @@ import typer
 from rich.table import Table
 
 from advbench.cli.app import app
-from advbench.cli.options import err, format_number, out
+from advbench.cli.options import err, out
 from advbench.errors import ConfigError
+from advbench.pipeline.tables import fmt as format_number
 
 
 @app.command("train-multitask")

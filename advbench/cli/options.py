@@ -60,14 +60,6 @@ def split_csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def format_number(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
 def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     """``--param pgd.steps=20`` → ``{'pgd': {'steps': 20}}`` (values parsed as JSON when possible)."""
     params: dict[str, dict[str, Any]] = {}

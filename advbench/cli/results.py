@@ -11,16 +11,8 @@ import typer
 from rich.table import Table
 
 from advbench.cli.app import app
-from advbench.cli.options import (
-    DEFAULT_STORE,
-    ExportFormat,
-    err,
-    format_number,
-    out,
-    print_run_table,
-    renderer_for,
-    require_store,
-)
+from advbench.cli.options import DEFAULT_STORE, ExportFormat, err, out, print_run_table, renderer_for, require_store
+from advbench.pipeline.tables import fmt as format_number
 
 results_app = typer.Typer(no_args_is_help=True, help="Inspect and export the results store.")
 app.add_typer(results_app, name="results")

@@ -14,8 +14,9 @@ import typer
 from rich.table import Table
 
 from advbench.cli.app import app
-from advbench.cli.options import err, format_number, out
+from advbench.cli.options import err, out
 from advbench.errors import ConfigError
+from advbench.pipeline.tables import fmt as format_number
 
 METRIC_COLUMNS = ("mae", "max_f", "mean_f", "adaptive_f", "s_measure", "max_e", "mean_e", "adaptive_e")
 
