@@ -69,7 +69,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from advbench.datasets import imagefolder
+import advbench.datasets.imagefolder as imagefolder
 from advbench.datasets.catalog import DATASETS, load_dataset, parse_spec
 from advbench.datasets.cifar import LAYOUTS, read_test_set
 from advbench.datasets.data import check_images, check_labels, uint8_images

@@ -119,7 +119,7 @@ def made_up_detections(samples, keep_every: int, shift: float) -> list[dict[str,
 
 
 def test_merge_of_batches_equals_the_metrics_over_the_whole_set(aerial):
-    from advbench.experiments.detection import _dets_json, _image_json
+    from advbench.experiments.detection import detections_json, image_json
 
     samples = load_detection_dataset(aerial[0])[:9]
     clean, adv = made_up_detections(samples, 4, 1.5), made_up_detections(samples, 2, 3.0)
@@ -130,8 +130,9 @@ def test_merge_of_batches_equals_the_metrics_over_the_whole_set(aerial):
     results = []
     for part in (range(0, 5), range(5, 9)):  # two batches
         results.append({"samples": [], "wall_time_s": 0.25, "images": [
-            {**_image_json(samples[i]), "clean": _dets_json(clean[i]), "adversarial": _dets_json(adv[i]),
-             "control": _dets_json(control[i], control[i]["scores"] >= 0.5)} for i in part]})
+            {**image_json(samples[i]), "clean": detections_json(clean[i]),
+             "adversarial": detections_json(adv[i]),
+             "control": detections_json(control[i], control[i]["scores"] >= 0.5)} for i in part]})
     results[0]["fit"] = fit
     config = {"data": {"classes": list(samples[0].class_names)}, **thresholds}
     merged = DetectionExperiment.merge(None, config, [], results)

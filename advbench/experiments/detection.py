@@ -194,7 +194,7 @@ def detect_images(detector: Any, images: Sequence[torch.Tensor]) -> list[dict[st
     return out
 
 
-def _dets_json(det: Mapping[str, torch.Tensor], keep: torch.Tensor | None = None) -> dict[str, list]:
+def detections_json(det: Mapping[str, torch.Tensor], keep: torch.Tensor | None = None) -> dict[str, list]:
     boxes, scores, labels = det["boxes"], det["scores"], det["labels"]
     if keep is not None:
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
@@ -207,7 +207,7 @@ def _dets_tensors(det: Mapping[str, list]) -> dict[str, torch.Tensor]:
             "labels": torch.tensor(det["labels"], dtype=torch.int64)}
 
 
-def _image_json(sample: Any) -> dict[str, Any]:
+def image_json(sample: Any) -> dict[str, Any]:
     """A test image's ground truth, as merge needs it to rebuild the sample."""
     return {"image_id": sample.image_id, "image_path": str(sample.image_path), "image_size": list(sample.image_size),
             "altitude": sample.altitude, "boxes": sample.boxes.tolist(), "labels": sample.labels.tolist(),
@@ -399,8 +399,9 @@ class DetectionExperiment(Experiment):
                              "detected_adv": bool(success.detected_adv[k][j])})
             # the control patch only enters the ASR, which ignores detections under the score threshold
             keep = control[k]["scores"] >= opts.score_threshold
-            pieces.append({**_image_json(s), "clean": _dets_json(clean[k]), "adversarial": _dets_json(adversarial[k]),
-                           "control": _dets_json(control[k], keep)})
+            pieces.append({**image_json(s), "clean": detections_json(clean[k]),
+                           "adversarial": detections_json(adversarial[k]),
+                           "control": detections_json(control[k], keep)})
         if not self.examples:
             n = min(EXAMPLES, len(samples))
             self.examples = {"samples": samples[:n], "clean": images[:n], "patched": patched[:n],
