@@ -136,8 +136,8 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True,
     """Train ``cfg.arch`` on ``cfg.dataset`` on ``device``; returns the model (on ``device``) and its sidecar
     metadata.  The same seed draws the same minibatches on every device; the weights differ by float rounding
     (and, for adversarial training, by the attacks' random starts, which a GPU draws from its own generator)."""
-    from advbench import create_attack
     from advbench.datasets import load_dataset, training_augmentation
+    from advbench.defenses.adversarial_training import training_objective
     from advbench.models import create_model
 
     data = load_dataset(cfg.dataset, seed=cfg.seed)
@@ -147,14 +147,8 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True,
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.arch, input_shape=data.input_shape, num_classes=data.num_classes, mean=mean, std=std)
     model = model.to(device)
-    attack, batch_loss = None, None
-    if cfg.adversarial == "pgd":
-        attack = create_attack("pgd", norm=cfg.adv_norm, eps=cfg.adv_eps, steps=cfg.adv_steps, early_stop=False)
-    elif cfg.adversarial is not None:
-        from advbench.defenses.adversarial_training import MultiPerturbationLoss, parse_types
-
-        batch_loss = MultiPerturbationLoss(parse_types(cfg.gat_types), strategy=cfg.adversarial.removeprefix("gat-"),
-                                           steps=cfg.adv_steps, beta=cfg.gat_beta, gamma=cfg.gat_gamma)
+    attack, batch_loss = training_objective(cfg.adversarial, norm=cfg.adv_norm, eps=cfg.adv_eps, steps=cfg.adv_steps,
+                                            gat_types=cfg.gat_types, beta=cfg.gat_beta, gamma=cfg.gat_gamma)
     pipeline = training_augmentation(data, seed=cfg.seed) if cfg.augment else None
     fit(model, data, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
         generator=generator, attack=attack, pipeline=pipeline, batch_loss=batch_loss, desc=f"train {cfg.arch}",

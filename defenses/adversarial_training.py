@@ -1,4 +1,9 @@
-"""Adversarial training against several perturbation types at once: min-max, MAX and AVG.
+"""Adversarial training, in one place: PGD training (Madry et al., ICLR 2018) and training against several
+perturbation types at once (min-max, MAX and AVG).
+
+:func:`training_objective` turns a training mode (``pgd``, ``gat-minmax``, ``gat-max``, ``gat-avg``) into what
+the training loop (:func:`advbench.training.fit`) needs: an attack that replaces each minibatch, or a batch loss.
+:func:`pgd_training_attack` is the PGD of Madry et al. that standard and ADMM adversarial training share.
 
 *Generalized adversarial training* (Wang, Zhang, Liu et al., NeurIPS 2021, arXiv 1906.03563):
 each minibatch gets one PGD example per perturbation type (e.g. linf and l2), and the model minimises
@@ -14,6 +19,7 @@ Use it through :func:`advbench.training.train_classifier` with ``adversarial="ga
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,3 +86,29 @@ class MultiPerturbationLoss:
         self.weights = self.engine.update_weights(weights, per_type.detach().unsqueeze(0), 1.0 / self.beta)
         self.trace.append(self.weights[0].tolist())
         return (self.weights[0] * per_type).sum()
+
+
+def pgd_training_attack(*, eps: float, steps: int, norm: str = "linf") -> Any:
+    """PGD as Madry et al. (ICLR 2018) train with: every sample of a minibatch attacked for all ``steps``
+    (no early stop), from a random start drawn from the training loop's generator."""
+    from advbench import create_attack
+
+    return create_attack("pgd", norm=norm, eps=eps, steps=steps, early_stop=False)
+
+
+def training_objective(mode: str | None, *, norm: str = "linf", eps: float = 0.1, steps: int = 10,
+                       gat_types: str = "linf:0.1,l2:1.0", beta: float = 10.0,
+                       gamma: float = 1.0) -> tuple[Any, Any]:
+    """``(attack, batch_loss)`` for the training mode ``mode``: ``None`` trains on clean minibatches, ``pgd``
+    replaces each minibatch by :func:`pgd_training_attack` examples, ``gat-*`` uses a
+    :class:`MultiPerturbationLoss` over ``gat_types`` (strategy after the dash)."""
+    if mode is None:
+        return None, None
+    if mode == "pgd":
+        return pgd_training_attack(norm=norm, eps=eps, steps=steps), None
+    strategy = mode.removeprefix("gat-")
+    if not mode.startswith("gat-") or strategy not in STRATEGIES:
+        raise ConfigError(f"unknown adversarial training mode '{mode}'; choose pgd or "
+                          f"{', '.join('gat-' + s for s in STRATEGIES)}")
+    return None, MultiPerturbationLoss(parse_types(gat_types), strategy=strategy, steps=steps, beta=beta,
+                                       gamma=gamma)

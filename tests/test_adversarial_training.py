@@ -74,3 +74,15 @@ def test_fit_draws_adversarial_examples_from_the_given_attack_generator(digits_m
     fit(copy.deepcopy(digits_model), data, epochs=1, batch_size=16, generator=batches, attack=recording_attack,
         progress=False)
     assert len(seen) == 2 and all(g is batches for g in seen), "without one, the attacks share the batch stream"
+
+
+def test_training_objective_is_the_one_place_a_training_mode_is_built() -> None:
+    from advbench.defenses.adversarial_training import MultiPerturbationLoss, training_objective
+
+    attack, loss = training_objective("pgd", eps=0.2, steps=3)
+    assert loss is None and attack.early_stop is False and attack.hyperparameters()["steps"] == 3
+    attack, loss = training_objective("gat-max", gat_types="linf:0.1,l2:1.0", steps=2)
+    assert attack is None and isinstance(loss, MultiPerturbationLoss) and loss.strategy == "max"
+    assert training_objective(None) == (None, None)
+    with pytest.raises(ConfigError, match="unknown adversarial training mode 'gat-sum'"):
+        training_objective("gat-sum")

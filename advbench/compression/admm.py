@@ -66,9 +66,9 @@ class PruneReport:
 def _attack(cfg: PruneConfig):
     if not cfg.adversarial:
         return None
-    from advbench import create_attack
+    from advbench.defenses.adversarial_training import pgd_training_attack
 
-    return create_attack("pgd", eps=cfg.adv_eps, steps=cfg.adv_steps, early_stop=False)
+    return pgd_training_attack(eps=cfg.adv_eps, steps=cfg.adv_steps)
 
 
 def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
