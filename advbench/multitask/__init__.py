@@ -1,11 +1,14 @@
-"""Multi-task dense prediction (segmentation, depth, surface normals): data, models, task metrics and training.
+"""Multi-task dense prediction (segmentation, depth, surface normals): metrics and training live here; the data,
+the models and the task heads live in their homes (listed below) and are re-exported for convenience.
 
 The victim side of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv 2411.17936):
 
 * :mod:`advbench.datasets.multitask` -- :class:`MultiTaskData`, ``synthetic-multitask`` scenes and ``nyuv2:/path``
   folders;
-* :mod:`advbench.multitask.metrics` -- the ``TASK_HEADS`` registry, per-sample losses, mIoU / depth error / normal
-  angle error, :class:`MultiTaskMetrics`, :func:`metric_change` and :func:`stealth_success`;
+* :mod:`advbench.models.task_heads` -- the ``TASK_HEADS`` registry: each task's output, per-sample loss and target
+  format;
+* :mod:`advbench.multitask.metrics` -- mIoU / depth error / normal angle error, :class:`MultiTaskMetrics`,
+  :func:`metric_change` and :func:`stealth_success`;
 * :mod:`advbench.models.multitask` -- the ``MULTITASK_MODELS`` registry and :class:`MultiTaskNet`;
 * :mod:`advbench.multitask.training` -- :func:`train_multitask`, :func:`save_multitask_model`,
   :func:`load_multitask_model`.

@@ -1,4 +1,5 @@
-"""Dense-prediction tasks of the multi-task victims: per-task heads, per-sample losses, metrics and stealth success.
+"""Metrics of the multi-task victims' dense-prediction tasks, their change under attack and stealth success (the
+heads themselves, with their losses and target formats, are :mod:`advbench.models.task_heads`).
 
 The tasks are those of the NYUv2 multi-task benchmark (Silberman, Hoiem, Kohli and Fergus, "Indoor Segmentation
 and Support Inference from RGBD Images", ECCV 2012) as used by the stealthy multi-task attack of Guo, Zhang, Li

@@ -1,4 +1,5 @@
-"""Salient object detection (SOD): data, a small U-Net, metrics and training.
+"""Salient object detection (SOD): metrics, training and the robustness protocol live here; the data and the
+models live in their homes (listed below) and are re-exported for convenience.
 
 The victim task of the adversarial cloud attack and DefenseNet (Sun, Fu, Li et al., arXiv
 2306.17431):
