@@ -7,7 +7,11 @@ warmed with one small run) before the clock starts, so the ratio measures the ev
 Goal: time(1 worker) / time(2 workers) >= 1.8 on 2 cores.  On a machine with several GPUs run it with
 ``--device cuda`` (dask-cuda, one worker per GPU); the goal there is 0.9 x N.
 
-Run: ``.venv/bin/python benchmarks/bench_shard_scaling.py [--steps 40] [--workers 2] [--json]``
+``--data folder`` runs the throughput benchmark's evaluation instead (``bench_stream_throughput.py``: 2,000
+generated 224x224 images in class folders, a random-weight torchvision ``mobilenet_v3_small``, PGD-10 without
+early stop, batch 64), where one run takes minutes and the fixed cost of a Dask run is small beside it.
+
+Run: ``.venv/bin/python benchmarks/bench_shard_scaling.py [--data mnist5k|folder] [--steps 40] [--workers 2]``
 """
 
 from __future__ import annotations
@@ -31,12 +35,46 @@ def process_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def folder_configs(args: argparse.Namespace):
+    """``config(seed, n)`` for the throughput benchmark's image-folder evaluation (its folder and model)."""
+    import os
+
+    import torch
+    import torchvision
+    from bench_stream_throughput import CLASSES, make_folder
+
+    from advbench.models.resolve import ModelOptions, resolve_model
+    from advbench.pipeline.config import RunConfig
+
+    root = Path(os.path.join(tempfile.gettempdir(), "advbench-bench-folders"))
+    root.mkdir(parents=True, exist_ok=True)
+    weights = root / f"mnv3s-{CLASSES}.pth"
+    if not weights.exists():
+        torch.manual_seed(0)
+        torch.save(torchvision.models.get_model("mobilenet_v3_small", weights=None, num_classes=CLASSES).state_dict(),
+                   weights)
+    spec = f"torchvision:mobilenet_v3_small?weights={weights}"
+    flags = {"input_size": 224, "crop_pct": 1.0}
+    folder, class_map = make_folder(root, args.images, resolve_model(spec, ModelOptions(**flags)).model.eval())
+
+    def config(seed: int, n: int | None) -> RunConfig:
+        return RunConfig.build(models=[spec], dataset=f"imagefolder:{folder}", attacks=["pgd"], eps=["1/255"],
+                               n_samples=n, batch_size=args.batch_size, selection="first", model_flags=flags,
+                               class_map=str(class_map), seed=seed, device=args.device,
+                               attack_params={"pgd": {"steps": args.steps, "random_start": False,
+                                                      "early_stop": False}})
+
+    return config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data", choices=("mnist5k", "folder"), default="mnist5k")
+    parser.add_argument("--images", type=int, default=2000, help="--data folder: how many images")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from advbench.checkpoints import save_checkpoint
@@ -46,14 +84,18 @@ def main() -> None:
     from advbench.training import TrainConfig, train_classifier
 
     tmp = Path(tempfile.mkdtemp(prefix="advbench-shards-"))
-    model, meta = train_classifier(TrainConfig(arch="small_cnn", dataset="mnist5k", epochs=1, seed=0), progress=False)
-    checkpoint = tmp / "cnn.safetensors"
-    save_checkpoint(model, checkpoint, meta)
+    if args.data == "folder":
+        config = folder_configs(args)
+    else:
+        model, meta = train_classifier(TrainConfig(arch="small_cnn", dataset="mnist5k", epochs=1, seed=0),
+                                       progress=False)
+        checkpoint = tmp / "cnn.safetensors"
+        save_checkpoint(model, checkpoint, meta)
 
-    def config(seed: int, n: int | None) -> RunConfig:
-        return RunConfig.build(models=[str(checkpoint)], dataset="mnist5k", attacks=["pgd"], eps=["0.1"],
-                               n_samples=n, batch_size=args.batch_size, seed=seed, device=args.device,
-                               attack_params={"pgd": {"steps": args.steps}})
+        def config(seed: int, n: int | None) -> RunConfig:
+            return RunConfig.build(models=[str(checkpoint)], dataset="mnist5k", attacks=["pgd"], eps=["0.1"],
+                                   n_samples=n, batch_size=args.batch_size, seed=seed, device=args.device,
+                                   attack_params={"pgd": {"steps": args.steps}})
 
     seconds, records, driver_cpu, worker_cpu = {}, {}, {}, {}
     for workers in (1, args.workers):
@@ -81,7 +123,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{result['n']} samples in {result['batches']} batches, PGD-{args.steps}, one torch thread per worker")
+    print(f"{args.data}: {result['n']} samples in {result['batches']} batches, PGD-{args.steps}, one torch thread "
+          "per worker")
     print(f"1 worker {seconds[1]:.1f} s, {args.workers} workers {seconds[args.workers]:.1f} s; same record: {same}")
     print(f"CPU seconds: driver+scheduler {driver_cpu[1]:.1f} / {driver_cpu[args.workers]:.1f}, workers "
           f"{worker_cpu[1]:.1f} / {worker_cpu[args.workers]:.1f} (1 / {args.workers} workers)")
