@@ -39,23 +39,15 @@ def folder_configs(args: argparse.Namespace):
     """``config(seed, n)`` for the throughput benchmark's image-folder evaluation (its folder and model)."""
     import os
 
-    import torch
-    import torchvision
-    from bench_stream_throughput import CLASSES, make_folder
+    from bench_stream_throughput import MODEL_FLAGS, make_folder, random_mobilenet
 
-    from advbench.models.resolve import ModelOptions, resolve_model
     from advbench.pipeline.config import RunConfig
 
     root = Path(os.path.join(tempfile.gettempdir(), "advbench-bench-folders"))
     root.mkdir(parents=True, exist_ok=True)
-    weights = root / f"mnv3s-{CLASSES}.pth"
-    if not weights.exists():
-        torch.manual_seed(0)
-        torch.save(torchvision.models.get_model("mobilenet_v3_small", weights=None, num_classes=CLASSES).state_dict(),
-                   weights)
-    spec = f"torchvision:mobilenet_v3_small?weights={weights}"
-    flags = {"input_size": 224, "crop_pct": 1.0}
-    folder, class_map = make_folder(root, args.images, resolve_model(spec, ModelOptions(**flags)).model.eval())
+    spec, model = random_mobilenet(root)
+    flags = MODEL_FLAGS
+    folder, class_map = make_folder(root, args.images, model)
 
     def config(seed: int, n: int | None) -> RunConfig:
         return RunConfig.build(models=[spec], dataset=f"imagefolder:{folder}", attacks=["pgd"], eps=["1/255"],

@@ -66,6 +66,26 @@ def make_folder(root: Path, n: int, model: torch.nn.Module, seed: int = 0) -> tu
     return folder, class_map
 
 
+#: The images are 224x224 already: no resize in either loop.
+MODEL_FLAGS = {"input_size": 224, "crop_pct": 1.0}
+
+
+def random_mobilenet(root: Path) -> tuple[str, torch.nn.Module]:
+    """The model spec of a random-weight torchvision ``mobilenet_v3_small`` for ``CLASSES`` classes, its weights
+    saved under ``root`` (once), and the resolved model in eval mode."""
+    import torchvision
+
+    from advbench.models.resolve import ModelOptions, resolve_model
+
+    weights = root / f"mnv3s-{CLASSES}.pth"
+    if not weights.exists():
+        torch.manual_seed(0)
+        torch.save(torchvision.models.get_model("mobilenet_v3_small", weights=None, num_classes=CLASSES).state_dict(),
+                   weights)
+    spec = f"torchvision:mobilenet_v3_small?weights={weights}"
+    return spec, resolve_model(spec, ModelOptions(**MODEL_FLAGS)).model.eval()
+
+
 class _Files(torch.utils.data.Dataset):
     """The bare loop's dataset: every JPEG of the folder decoded to a float tensor in [0, 1]."""
 
@@ -112,22 +132,13 @@ def main() -> None:
     parser.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "advbench-bench-folders"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    import torchvision
-
-    from advbench.models.resolve import ModelOptions, resolve_model
     from advbench.pipeline.config import RunConfig
     from advbench.pipeline.engine import run
 
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
-    weights = root / f"mnv3s-{CLASSES}.pth"
-    if not weights.exists():
-        torch.manual_seed(0)
-        torch.save(torchvision.models.get_model("mobilenet_v3_small", weights=None, num_classes=CLASSES).state_dict(),
-                   weights)
-    spec = f"torchvision:mobilenet_v3_small?weights={weights}"
-    flags = {"input_size": 224, "crop_pct": 1.0}  # the images are 224x224 already: no resize in either loop
-    model = resolve_model(spec, ModelOptions(**flags)).model.eval()  # the same network for the bare loop
+    spec, model = random_mobilenet(root)  # the same network for the bare loop
+    flags = MODEL_FLAGS
     for p in model.parameters():
         p.requires_grad_(False)
     folder, class_map = make_folder(root, args.images, model)
