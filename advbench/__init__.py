@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from advbench.attack import ATTACKS, Attack, AttackOutput
+from advbench.attack import ATTACKS, Attack, AttackBase, AttackOutput
 
 # Imported eagerly and bound last: a lazy ``import advbench.evaluate`` inside a function used to replace this
 # attribute with the submodule, so the second ``advbench.evaluate(...)`` of a process raised "'module' object is
@@ -32,14 +32,20 @@ def _load_attacks() -> None:
     import advbench.attacks  # noqa: F401  (registers every attack)
 
 
-def list_attacks(pattern: str | None = None) -> list[str]:
-    """Names of the registered attacks, optionally filtered by a wildcard pattern."""
+def list_attacks(pattern: str | None = None, *, task: str | None = None) -> list[str]:
+    """Names of the registered attacks, optionally filtered by a wildcard pattern and by ``task``
+    (``classification``, ``detection`` or ``multi-task dense prediction``).
+
+    >>> list_attacks("patch-*", task="detection")
+    ['patch-minmax', 'patch-random-search', 'patch-transfer', 'patch-whitebox']
+    """
     _load_attacks()
-    return ATTACKS.names(pattern)
+    return [n for n in ATTACKS.names(pattern) if task is None or ATTACKS.get(n).task == task]
 
 
-def create_attack(name: str, **hyperparameters: Any) -> Attack:
-    """Build the attack registered as ``name`` with keyword-only ``hyperparameters``."""
+def create_attack(name: str, **hyperparameters: Any) -> Any:
+    """Build the attack registered as ``name`` with keyword-only ``hyperparameters`` (an :class:`AttackBase` of
+    its task; a classifier attack is an :class:`Attack`)."""
     _load_attacks()
     return ATTACKS.get(name)(**hyperparameters)
 
@@ -65,6 +71,7 @@ def run(config: RunConfig | dict[str, Any], **options: Any) -> Any:
 
 __all__ = [
     "Attack",
+    "AttackBase",
     "RunConfig",
     "AttackOutput",
     "ThreatModel",

@@ -1,26 +1,33 @@
-"""The attack protocol: :class:`Attack` (hyperparameters only) and :class:`AttackOutput`.
+"""The attack protocol: :class:`AttackBase`, the classifier :class:`Attack` and :class:`AttackOutput`.
 
 Following foolbox 3, an attack object holds only validated, keyword-only hyperparameters and is
-immutable once built; the model is passed at call time::
+immutable once built; the model is passed at call time, and the randomness comes from the generator
+passed with it (an attack never keeps a seed of its own)::
 
     attack = create_attack("pgd", norm="linf", eps=0.1, steps=20)
     out = attack(model, x, y, generator=torch.Generator().manual_seed(0))
 
-The base :meth:`Attack.__call__` owns the invariants: it checks the input
-(NCHW float in [0,1], finite, labels that fit), puts the model in eval mode with frozen parameters
-and restores both afterwards, draws random targets from the explicit generator, and checks that the
-returned points are finite, inside the box and within the budget.  A broken invariant raises
-:class:`~advbench.errors.BudgetError`; it is never a warning.  Subclasses only write the loop in
-:meth:`Attack._attack`, talking to the model through an :class:`AttackContext` that counts queries
-and gradients per sample.
+Every attack, whatever its task, is an :class:`AttackBase` registered in :data:`ATTACKS` with its
+``task``: ``classification`` (:class:`Attack`, labels are class indices), ``detection`` (roof patches,
+:mod:`advbench.attacks.patch`: the input is a set of images with their vehicles) and ``multi-task dense
+prediction`` (:mod:`advbench.attacks.multitask`: the ground truth is a task -> target map).  The base
+:meth:`AttackBase.__call__` owns the invariants of the call: it checks the input, puts every model the
+attack uses in eval mode with frozen parameters and restores them afterwards, hands the attack a
+generator, and checks that what comes back is an allowed point.  A broken invariant raises
+:class:`~advbench.errors.BudgetError` or :class:`~advbench.errors.InputError`; it is never a warning.
+
+For classifiers the input is an NCHW float batch in [0,1] with integer labels; random targets come
+from the explicit generator; subclasses only write the loop in :meth:`Attack._attack`, talking to the
+model through an :class:`AttackContext` that counts queries and gradients per sample.
 """
 
 from __future__ import annotations
 
 import inspect
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -216,8 +223,10 @@ def checked_hyperparameters(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         default = defaults.get(key)
         if value is None:  # "use the default behaviour": the attack's own checks decide
             continue
+        hint = annotations.get(key, "")
+        if "Mapping" in hint or "dict" in hint:  # e.g. one number or a per-task map: the attack checks it
+            continue
         if default is None:  # optional numbers (e.g. step_size: float | None) are typed by their annotation
-            hint = annotations.get(key, "")
             if "float" in hint:
                 default = 0.0
             elif "int" in hint and "str" not in hint:
@@ -248,29 +257,23 @@ def checked_hyperparameters(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Attack(metaclass=_FrozenAfterInit):
-    """Base class of every attack.  Subclasses set the class attributes and write ``_attack``.
+A = TypeVar("A", bound="AttackBase")
 
-    Class attributes: ``name`` (registry name), ``norms`` (supported norms), ``kind``
-    (``'white-box'`` or ``'black-box'``), ``supports_targeted``.
+
+class AttackBase(metaclass=_FrozenAfterInit):
+    """What every attack shares, whatever its task: keyword-only hyperparameters, frozen once built, and the
+    call template that owns the invariants.
+
+    Class attributes: ``name`` (registry name), ``task`` (what the victim does: ``classification``,
+    ``detection``, ``multi-task dense prediction``), ``kind`` (``white-box``, ``black-box`` or
+    ``transfer``).  A subclass for a new task writes the hooks :meth:`_check_call` (the input contract),
+    :meth:`_run` (the attack) and :meth:`_check_output` (the output contract); it may widen
+    :meth:`_models` (every module the attack queries) and :meth:`_generator` (where the randomness lives).
     """
 
     name: ClassVar[str] = ""
-    norms: ClassVar[tuple[str, ...]] = NORMS
+    task: ClassVar[str] = "classification"
     kind: ClassVar[str] = "white-box"
-    supports_targeted: ClassVar[bool] = True
-
-    def __init__(self, *, norm: str = "linf", eps: float | str = 8 / 255, targeted: bool = False,
-                 early_stop: bool = True) -> None:
-        if norm not in self.norms:
-            raise ConfigError(
-                f"attack '{self.name}' does not support norm '{norm}'; it supports {', '.join(self.norms)}"
-            )
-        self.threat = ThreatModel(norm, parse_eps(eps))
-        if targeted and not self.supports_targeted:
-            raise ConfigError(f"attack '{self.name}' has no targeted mode; use targeted=False")
-        self.targeted = bool(targeted)
-        self.early_stop = bool(early_stop)
 
     def __setattr__(self, key: str, value: Any) -> None:
         if self.__dict__.get("_frozen"):
@@ -278,14 +281,6 @@ class Attack(metaclass=_FrozenAfterInit):
                 f"{type(self).__name__} is immutable once built; create a new attack to change '{key}'"
             )
         object.__setattr__(self, key, value)
-
-    @property
-    def norm(self) -> str:
-        return self.threat.norm
-
-    @property
-    def eps(self) -> float:
-        return self.threat.eps
 
     @classmethod
     def parameter_names(cls) -> list[str]:
@@ -308,6 +303,77 @@ class Attack(metaclass=_FrozenAfterInit):
                   for p in self.parameter_names()}
         return {"name": self.name, **{k: v for k, v in sorted(params.items()) if _jsonable(v)}}
 
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items() if k != "name")
+        return f"{type(self).__name__}({params})"
+
+    # -- the invariant-owning entry point ---------------------------------------------------------
+    def __call__(self, model: nn.Module, x: Any, y: Any = None, *, target: Any = None,
+                 generator: torch.Generator | None = None, progress: bool = False) -> Any:
+        """Attack ``model`` at ``x`` with ground truth ``y`` (``target`` only in targeted mode).
+
+        The randomness comes from ``generator`` only; ``progress`` shows a bar where the attack has a long
+        loop of its own (fitting a patch)."""
+        self._check_call(model, x, y, target)
+        generator = self._generator(x, generator)
+        states = [_freeze(m) for m in self._models(model)]
+        try:
+            out = self._run(model, x, y, target, generator, progress)
+        finally:
+            for m, state in zip(self._models(model), states, strict=True):
+                _restore(m, state)
+        self._check_output(x, out)
+        return out
+
+    def _check_call(self, model: nn.Module, x: Any, y: Any, target: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _generator(self, x: Any, generator: torch.Generator | None) -> torch.Generator:
+        """The generator the attack draws from: ``generator`` on the input's device (see :func:`generator_for`)."""
+        return generator_for(x.device, generator)
+
+    def _models(self, model: nn.Module) -> list[nn.Module]:
+        """Every module the call uses, frozen (eval mode, no parameter gradients) for its duration."""
+        return [model]
+
+    def _run(self, model: nn.Module, x: Any, y: Any, target: Any, generator: torch.Generator,
+             progress: bool) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_output(self, x: Any, out: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Attack(AttackBase):
+    """Base class of every classifier attack.  Subclasses set the class attributes and write ``_attack``.
+
+    Class attributes: ``name`` (registry name), ``norms`` (supported norms), ``kind``
+    (``'white-box'`` or ``'black-box'``), ``supports_targeted``.
+    """
+
+    norms: ClassVar[tuple[str, ...]] = NORMS
+    supports_targeted: ClassVar[bool] = True
+
+    def __init__(self, *, norm: str = "linf", eps: float | str = 8 / 255, targeted: bool = False,
+                 early_stop: bool = True) -> None:
+        if norm not in self.norms:
+            raise ConfigError(
+                f"attack '{self.name}' does not support norm '{norm}'; it supports {', '.join(self.norms)}"
+            )
+        self.threat = ThreatModel(norm, parse_eps(eps))
+        if targeted and not self.supports_targeted:
+            raise ConfigError(f"attack '{self.name}' has no targeted mode; use targeted=False")
+        self.targeted = bool(targeted)
+        self.early_stop = bool(early_stop)
+
+    @property
+    def norm(self) -> str:
+        return self.threat.norm
+
+    @property
+    def eps(self) -> float:
+        return self.threat.eps
+
     def with_eps(self, eps: float) -> Attack:
         """A copy of this attack with another budget (attacks are immutable)."""
         params = self.hyperparameters()
@@ -315,23 +381,16 @@ class Attack(metaclass=_FrozenAfterInit):
         params["eps"] = eps
         return type(self)(**params)
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items() if k != "name")
-        return f"{type(self).__name__}({params})"
-
-    # -- the invariant-owning entry point ---------------------------------------------------------
-    def __call__(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        target: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> AttackOutput:
+    # -- the classifier's hooks of the call ------------------------------------------------------
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,  # type: ignore[override]
+                 target: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                 progress: bool = False) -> AttackOutput:
         """Attack ``model`` at ``x`` (true labels ``y``); ``target`` only in targeted mode."""
+        return super().__call__(model, x, y, target=target, generator=generator, progress=progress)
+
+    def _check_call(self, model: nn.Module, x: Any, y: Any, target: Any) -> None:
+        """NCHW float batch in [0,1] and integer labels that fit the model; a target only in targeted mode."""
         validate_batch(x, y)
-        generator = generator_for(x.device, generator)
         expected = getattr(model, "input_shape", None)
         if expected is not None and tuple(x.shape[1:]) != tuple(expected):
             raise InputError(
@@ -340,19 +399,17 @@ class Attack(metaclass=_FrozenAfterInit):
             )
         if target is not None and not self.targeted:
             raise ConfigError("a target was given to an untargeted attack; build it with targeted=True")
-        state = _freeze(model)
-        try:
-            if self.targeted:
-                target = self._resolve_target(model, x, y, target, generator)
-            labels = target if self.targeted else y
-            ctx = AttackContext(model, x, labels, targeted=self.targeted, threat=self.threat,
-                                generator=generator)
-            raw = self._attack(ctx, x)
-            if raw.adv_pred is None:
-                raw.adv_pred = ctx.logits(raw.x_adv).argmax(dim=1)
-        finally:
-            _restore(model, state)
-        return self._finish(ctx, x, raw, target)
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+             generator: torch.Generator, progress: bool) -> AttackOutput:
+        if self.targeted:
+            target = self._resolve_target(model, x, y, target, generator)
+        labels = target if self.targeted else y
+        ctx = AttackContext(model, x, labels, targeted=self.targeted, threat=self.threat, generator=generator)
+        raw = self._attack(ctx, x)
+        if raw.adv_pred is None:
+            raw.adv_pred = ctx.logits(raw.x_adv).argmax(dim=1)
+        return self._finish(ctx, raw, target)
 
     def _resolve_target(self, model, x, y, target, generator) -> torch.Tensor:
         if target is not None:
@@ -367,22 +424,8 @@ class Attack(metaclass=_FrozenAfterInit):
         offset = torch.randint(1, n_classes, y.shape, generator=generator, device=y.device)
         return (y + offset) % n_classes
 
-    def _finish(self, ctx: AttackContext, x: torch.Tensor, raw: RawResult, target) -> AttackOutput:
+    def _finish(self, ctx: AttackContext, raw: RawResult, target: torch.Tensor | None) -> AttackOutput:
         x_adv = raw.x_adv.detach()
-        if x_adv.shape != x.shape or x_adv.dtype != x.dtype:
-            raise BudgetError(
-                f"attack '{self.name}' returned shape {tuple(x_adv.shape)} / {x_adv.dtype}, "
-                f"expected {tuple(x.shape)} / {x.dtype}"
-            )
-        if not bool(torch.isfinite(x_adv).all()):
-            raise BudgetError(f"attack '{self.name}' returned non-finite values")
-        inside = self.within_budget(x_adv, x, raw.extras)
-        if not bool(inside.all()):
-            worst = self.threat.norm
-            raise BudgetError(
-                f"attack '{self.name}' left the {worst} ball of radius {self.threat.eps} or the [0,1] box "
-                f"for {int((~inside).sum())} samples; this is a bug in the attack"
-            )
         labels = target if self.targeted else ctx.labels
         success = raw.adv_pred == labels if self.targeted else raw.adv_pred != labels
         step = raw.success_step
@@ -402,6 +445,24 @@ class Attack(metaclass=_FrozenAfterInit):
             weight_trace=raw.weight_trace,
             extras=raw.extras,
         )
+
+    def _check_output(self, x: Any, out: Any) -> None:
+        """The adversarial batch has the input's shape and dtype, is finite and is an allowed point."""
+        x_adv = out.x_adv
+        if x_adv.shape != x.shape or x_adv.dtype != x.dtype:
+            raise BudgetError(
+                f"attack '{self.name}' returned shape {tuple(x_adv.shape)} / {x_adv.dtype}, "
+                f"expected {tuple(x.shape)} / {x.dtype}"
+            )
+        if not bool(torch.isfinite(x_adv).all()):
+            raise BudgetError(f"attack '{self.name}' returned non-finite values")
+        inside = self.within_budget(x_adv, x, out.extras)
+        if not bool(inside.all()):
+            worst = self.threat.norm
+            raise BudgetError(
+                f"attack '{self.name}' left the {worst} ball of radius {self.threat.eps} or the [0,1] box "
+                f"for {int((~inside).sum())} samples; this is a bug in the attack"
+            )
 
     def within_budget(self, x_adv: torch.Tensor, x: torch.Tensor, extras: dict[str, Any]) -> torch.Tensor:
         """Per sample: is ``x_adv`` an allowed point?  The threat model's ball and box, unless an attack with
@@ -452,15 +513,29 @@ def _restore(model: nn.Module, state: tuple[bool, list[bool]]) -> None:
         p.requires_grad_(flag)
 
 
-ATTACKS: Registry[type[Attack]] = Registry("attack")
+#: Every attack of every task, by name (see :attr:`AttackBase.task`).
+ATTACKS: Registry[type[AttackBase]] = Registry("attack")
 
 
-def register_attack(name: str):
-    """Class decorator: register an :class:`Attack` subclass under ``name`` and set its ``name``."""
+def register_attack(name: str) -> Callable[[type[A]], type[A]]:
+    """Class decorator: register an attack class (any :class:`AttackBase`) under ``name`` and set its ``name``."""
 
-    def decorate(cls: type[Attack]) -> type[Attack]:
+    def decorate(cls: type[A]) -> type[A]:
         cls.name = name
         ATTACKS.add(name, cls)
         return cls
 
     return decorate
+
+
+def check_attack_task(names: list[str], task: str, runner: str) -> None:
+    """Refuse attacks of another task than ``task`` (e.g. a roof patch in a classifier run), naming where they run.
+
+    Unknown names fail with the registry's list of known attacks."""
+    import advbench.attacks  # noqa: F401  (registers every attack)
+
+    wrong = [(name, ATTACKS.get(name).task) for name in names if ATTACKS.get(name).task != task]
+    if wrong:
+        found = ", ".join(f"'{name}' is a {other} attack" for name, other in wrong)
+        raise ConfigError(f"the {runner} runs {task} attacks, but {found}; `advbench list attacks` shows each "
+                          "attack's task, and a run picks its experiment from the attacks when none is named")

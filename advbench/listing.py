@@ -31,16 +31,13 @@ def _first_line(obj: Any) -> str:
     return re.sub(r"\s*\(see the module doc(string)?\)", "", line).rstrip(".;: ")
 
 
-def _classifier_attack(name: str, cls: Any) -> dict[str, str]:
-    return {"norms": ",".join(cls.norms), "kind": cls.kind, "targeted": "yes" if cls.supports_targeted else "no"}
-
-
-def _multitask_attack(name: str, cls: Any) -> dict[str, str]:
-    return {"norms": ",".join(cls.norms), "kind": cls.kind, "targeted": "a target task"}
-
-
-def _patch_attack(name: str, cls: Any) -> dict[str, str]:
-    return {"norms": "patch", "kind": cls.kind, "targeted": "no"}
+def _attack(name: str, cls: Any) -> dict[str, str]:
+    """An attack's budget norms, how it reaches the victim and what it can aim at (from its class)."""
+    if cls.task == "classification":
+        targeted = "yes" if cls.supports_targeted else "no"
+    else:
+        targeted = "a target task" if "target_task" in cls.parameter_names() else "no"
+    return {"norms": ",".join(getattr(cls, "norms", ("patch",))), "kind": cls.kind, "targeted": targeted}
 
 
 def _described(name: str, obj: Any) -> dict[str, str]:
@@ -49,10 +46,11 @@ def _described(name: str, obj: Any) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Listing:
-    """One registry's entries in a listing: ``module:ATTRIBUTE`` of the registry, their task, one row each."""
+    """One registry's entries in a listing: ``module:ATTRIBUTE`` of the registry, their task (None: each entry's
+    own ``task`` attribute), one row each."""
 
     registry: str
-    task: str
+    task: str | None
     describe: Callable[[str, Any], dict[str, str]] = _described
     #: The package whose import registers the entries, when it is not the registry's own module.
     registers: str | None = None
@@ -71,9 +69,7 @@ class Listing:
 #: Kind -> the registries listed under it, in order.
 LISTINGS: dict[str, tuple[Listing, ...]] = {
     "attacks": (
-        Listing("advbench.attack:ATTACKS", "classification", _classifier_attack, registers="advbench.attacks"),
-        Listing("advbench.detection.patch_attacks:PATCH_ATTACKS", "detection", _patch_attack),
-        Listing("advbench.attacks.multitask:MULTITASK_ATTACKS", "multi-task dense prediction", _multitask_attack),
+        Listing("advbench.attack:ATTACKS", None, _attack, registers="advbench.attacks"),  # each attack says its task
     ),
     "models": (
         Listing("advbench.models.registry:MODELS", "classification"),
@@ -109,9 +105,12 @@ def listing_rows(kind: str) -> list[dict[str, str]]:
         raise ConfigError(f"cannot list '{kind}'; choose one of {', '.join([*LISTINGS, *ALIASES])}")
     rows = []
     for listing in LISTINGS[kind]:
-        if task_filter is not None and listing.task != task_filter:
-            continue
-        for name, entry in listing.entries():
-            rows.append({"name": name, "task": listing.task, **listing.describe(name, entry),
-                         "description": _first_line(entry)})
+        entries = listing.entries()
+        if listing.task is None:  # grouped by task, classification first, names sorted within a task
+            entries.sort(key=lambda item: (item[1].task != "classification", item[1].task))
+        for name, entry in entries:
+            task = listing.task or entry.task
+            if task_filter is None or task == task_filter:
+                rows.append({"name": name, "task": task, **listing.describe(name, entry),
+                             "description": _first_line(entry)})
     return rows

@@ -222,7 +222,7 @@ def check_attacks_and_budgets(spec: SweepSpec, data: dict[str, Any]) -> list[tup
 
     raw_items = data.get("attacks")
     raw_items = raw_items if isinstance(raw_items, list) else [raw_items]
-    known = list_attacks()
+    known = list_attacks(task="classification")  # a sweep runs classifiers
     buildable = []
     for i, item in enumerate(spec.attacks):
         raw = raw_items[i] if i < len(raw_items) else None

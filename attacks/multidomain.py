@@ -102,12 +102,12 @@ class MultiDomainAttack(Attack):
             extras={"domain_names": list(domains.names), "domain_success": success},
         )
 
-    def _finish(self, ctx, x, raw: RawResult, target) -> AttackOutput:
+    def _finish(self, ctx, raw: RawResult, target) -> AttackOutput:
         """Success means every domain is fooled at once (the ASR_all criterion), per input."""
         all_domains = raw.extras["domain_success"].all(dim=1)
-        repeats = x.shape[0] // all_domains.shape[0]  # universal: one row per group of k inputs
+        repeats = ctx.x.shape[0] // all_domains.shape[0]  # universal: one row per group of k inputs
         raw.success_step = raw.success_step.repeat_interleave(repeats)
-        out = super()._finish(ctx, x, raw, target)
+        out = super()._finish(ctx, raw, target)
         out.success = all_domains.repeat_interleave(repeats)
         out.success_step = torch.where(out.success, raw.success_step, -1)
         return out

@@ -12,7 +12,9 @@ constraint that is never violated keeps ``p_j = 0``.  It runs on the min-max eng
 with the weights ``(1, p_1, ...)`` projected by :func:`advbench.minmax.project_multipliers` instead of onto
 the simplex, and ``gamma = 0``.
 
-Registered in :data:`MULTITASK_ATTACKS`:
+Registered in :data:`advbench.attack.ATTACKS` with the task ``multi-task dense prediction``; build one with
+``advbench.create_attack(name, ...)`` and call it as ``attack(model, x, targets, generator=...)`` with ``targets``
+the ground truth of every task of the model:
 
 * ``stealthy-multitask`` -- the dual-ascent search above (step ``dual_lr``).
 * ``fixed-weight-multitask`` -- the same objective with given, fixed ``weights`` for the other tasks
@@ -31,9 +33,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advbench.errors import ConfigError, InputError
+from advbench.attack import AttackBase, register_attack
+from advbench.errors import BudgetError, ConfigError, InputError
 from advbench.minmax import APGDA, project_multipliers
-from advbench.registry import Registry
 from advbench.threat import ThreatModel, parse_eps
 
 #: Relative changes divide by the clean loss plus this, so a near-zero clean loss cannot explode them.
@@ -78,17 +80,20 @@ class MultiTaskAttackResult:
     gradient_calls: int
 
 
-class MultiTaskAttack:
-    """Base: budget, steps and the engine run; subclasses choose the signs, the initial weights and their set."""
+class MultiTaskAttack(AttackBase):
+    """Base: budget, steps and the engine run; subclasses choose the signs, the initial weights and their set.
 
-    name: ClassVar[str] = ""
+    The call is ``attack(model, x, targets)``: ``model`` returns ``{task: output}``, ``x`` is a (B, C, H, W)
+    batch in [0, 1] and ``targets`` maps every task of the model to its ground truth.  The attack has no
+    randomness (it starts from ``x``); a generator passed in is accepted and unused."""
+
+    task: ClassVar[str] = "multi-task dense prediction"
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
-    kind: ClassVar[str] = "white-box"
 
     def __init__(self, *, norm: str = "linf", eps: float | str = 8 / 255, steps: int = 50,
                  step_size: float | None = None, target_task: str | None = None) -> None:
         self.threat = ThreatModel(norm, parse_eps(eps))
-        if norm not in ("linf", "l2"):
+        if norm not in self.norms:
             raise ConfigError(f"multi-task attacks support linf and l2, got '{norm}'")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"steps must be a positive integer, got {steps!r}")
@@ -98,9 +103,13 @@ class MultiTaskAttack:
             raise ConfigError(f"step_size must be > 0, got {step_size}")
         self.target_task = target_task
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"name": self.name, "norm": self.threat.norm, "eps": self.threat.eps, "steps": self.steps,
-                "step_size": self.step_size, "target_task": self.target_task}
+    @property
+    def norm(self) -> str:
+        return self.threat.norm
+
+    @property
+    def eps(self) -> float:
+        return self.threat.eps
 
     def _plan(self, tasks: Sequence[str]) -> tuple[list[str], torch.Tensor, APGDA]:
         """The domain order, their signs and the engine."""
@@ -120,56 +129,60 @@ class MultiTaskAttack:
             raise ConfigError(f"target task '{target}' is not among the model's heads ({', '.join(tasks)})")
         return target
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> MultiTaskAttackResult:
+    def __call__(self, model: nn.Module, x: torch.Tensor,  # type: ignore[override]
+                 targets: Mapping[str, torch.Tensor], *, target: Any = None,
+                 generator: torch.Generator | None = None, progress: bool = False) -> MultiTaskAttackResult:
         """Attack ``model`` (returning ``{task: output}``) at ``x`` with ground truth ``targets``."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            raise InputError(f"x must be an image batch (B, C, H, W), got {getattr(x, 'shape', type(x))}")
-        model_tasks = list(getattr(model, "tasks", targets.keys()))
-        missing = [t for t in model_tasks if t not in targets]
+        return super().__call__(model, x, targets, target=target, generator=generator, progress=progress)
+
+    def _check_call(self, model: nn.Module, x: Any, y: Any, target: Any) -> None:
+        """An image batch in [0, 1], ground truth for every task of the model; the target task is a
+        hyperparameter, never a call argument."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+            raise InputError(f"x must be a float image batch (B, C, H, W), got {getattr(x, 'shape', type(x))}")
+        if not bool(torch.isfinite(x).all()) or (x.numel() and (float(x.min()) < 0 or float(x.max()) > 1)):
+            raise InputError("x must be finite and lie in [0, 1] (normalisation belongs inside the model)")
+        if target is not None:
+            raise ConfigError(f"'{self.name}' takes its target task as a hyperparameter (target_task=...), not "
+                              "as target=")
+        if not isinstance(y, Mapping):
+            raise InputError(f"multi-task ground truth must be a task -> tensor map, got {type(y).__name__}")
+        model_tasks = list(getattr(model, "tasks", y.keys()))
+        missing = [t for t in model_tasks if t not in y]
         if missing:
             raise InputError(f"no ground truth for task(s) {', '.join(missing)}; the data must cover the model's "
                              f"tasks ({', '.join(model_tasks)})")
-        order, signs, engine = self._plan(model_tasks)
-        was_training = model.training
-        flags = [p.requires_grad for p in model.parameters()]
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        try:
-            on_x = {t: v.to(x.device) for t, v in targets.items()}  # ground truth may come from a CPU loader
-            domains = _TaskDomains(model, x, on_x, order, signs.to(x))
-            result = engine.run(domains, torch.zeros_like(x), lambda d: self.threat.project_delta(d, x),
-                                lambda g: self.step_size * engine.alpha * self.threat.ascent_direction(g))
-            x_adv = (x + result.delta).clamp(0, 1)
-            with torch.no_grad():
-                rel = domains.relative(x_adv)
-        finally:
-            for p, flag in zip(model.parameters(), flags, strict=True):
-                p.requires_grad_(flag)
-            model.train(was_training)
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: Mapping[str, torch.Tensor], target: Any,
+             generator: torch.Generator, progress: bool) -> MultiTaskAttackResult:
+        order, signs, engine = self._plan(list(getattr(model, "tasks", y.keys())))
+        on_x = {t: v.to(x.device) for t, v in y.items()}  # ground truth may come from a CPU loader
+        domains = _TaskDomains(model, x, on_x, order, signs.to(x))
+        result = engine.run(domains, torch.zeros_like(x), lambda d: self.threat.project_delta(d, x),
+                            lambda g: self.step_size * engine.alpha * self.threat.ascent_direction(g))
+        x_adv = (x + result.delta).clamp(0, 1)
+        with torch.no_grad():
+            rel = domains.relative(x_adv)
         return MultiTaskAttackResult(x_adv=x_adv, tasks=order, weights=result.weights,
                                      weight_trace=result.weight_trace, relative_change=rel,
                                      gradient_calls=result.gradient_calls)
 
-
-#: Multi-task attack name -> class.
-MULTITASK_ATTACKS: Registry[type[MultiTaskAttack]] = Registry("multi-task attack")
-
-
-def _register(name: str):
-    def wrap(cls: type[MultiTaskAttack]) -> type[MultiTaskAttack]:
-        cls.name = name
-        MULTITASK_ATTACKS.register(name)(cls)
-        return cls
-
-    return wrap
+    def _check_output(self, x: Any, out: Any) -> None:
+        """The adversarial images have the input's shape, are finite and lie in the budget's ball and the box."""
+        x_adv = out.x_adv
+        if x_adv.shape != x.shape or not bool(torch.isfinite(x_adv).all()):
+            raise BudgetError(f"attack '{self.name}' returned shape {tuple(x_adv.shape)} or non-finite values")
+        inside = self.threat.contains(x_adv, x)
+        if not bool(inside.all()):
+            raise BudgetError(f"attack '{self.name}' left the {self.threat.norm} ball of radius {self.threat.eps} "
+                              f"or the [0,1] box for {int((~inside).sum())} samples; this is a bug in the attack")
 
 
 def _target_first(tasks: Sequence[str], target: str) -> list[str]:
     return [target] + [t for t in tasks if t != target]
 
 
-@_register("stealthy-multitask")
+@register_attack("stealthy-multitask")
 class StealthyMultiTask(MultiTaskAttack):
     """Maximise the target's relative loss change; dual ascent on non-negative multipliers of the others."""
 
@@ -178,9 +191,6 @@ class StealthyMultiTask(MultiTaskAttack):
         if not dual_lr > 0:
             raise ConfigError(f"dual_lr (the multipliers' ascent step) must be > 0, got {dual_lr}")
         self.dual_lr = float(dual_lr)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {**super().hyperparameters(), "dual_lr": self.dual_lr}
 
     def _plan(self, tasks: Sequence[str]) -> tuple[list[str], torch.Tensor, APGDA]:
         order = _target_first(tasks, self._check_target(tasks))
@@ -194,7 +204,7 @@ class StealthyMultiTask(MultiTaskAttack):
         return order, signs, engine
 
 
-@_register("fixed-weight-multitask")
+@register_attack("fixed-weight-multitask")
 class FixedWeightMultiTask(MultiTaskAttack):
     """The baseline: ``r_t - sum_j lambda_j r_j`` with fixed ``weights`` (one number for all, or a task map);
     ``weights=0`` is plain PGD on the target task."""
@@ -205,9 +215,6 @@ class FixedWeightMultiTask(MultiTaskAttack):
         if any(not isinstance(v, int | float) or v < 0 for v in values):
             raise ConfigError(f"weights must be >= 0 (one number or a task -> number map), got {weights!r}")
         self.weights = dict(weights) if isinstance(weights, Mapping) else float(weights)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {**super().hyperparameters(), "weights": self.weights}
 
     def _plan(self, tasks: Sequence[str]) -> tuple[list[str], torch.Tensor, APGDA]:
         order = _target_first(tasks, self._check_target(tasks))
@@ -229,7 +236,7 @@ class FixedWeightMultiTask(MultiTaskAttack):
         return order, signs, engine
 
 
-@_register("all-tasks")
+@register_attack("all-tasks")
 class AllTasks(MultiTaskAttack):
     """Degrade every task: the min-max engine's simplex weights over the tasks (the hardest weighs most)."""
 
@@ -237,23 +244,6 @@ class AllTasks(MultiTaskAttack):
         super().__init__(**kwargs)
         self.beta, self.gamma = float(beta), float(gamma)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {**super().hyperparameters(), "beta": self.beta, "gamma": self.gamma}
-
     def _plan(self, tasks: Sequence[str]) -> tuple[list[str], torch.Tensor, APGDA]:
         order = list(tasks)
         return order, -torch.ones(len(order)), APGDA(steps=self.steps, alpha=1.0, beta=self.beta, gamma=self.gamma)
-
-
-def list_multitask_attacks() -> list[str]:
-    """The registered multi-task attacks."""
-    return MULTITASK_ATTACKS.names()
-
-
-def create_multitask_attack(name: str, **kwargs: Any) -> MultiTaskAttack:
-    """Build the registered multi-task attack ``name`` (unknown keywords raise ConfigError)."""
-    cls = MULTITASK_ATTACKS.get(name)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"multi-task attack '{name}': {exc}") from None

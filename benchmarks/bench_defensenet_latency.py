@@ -33,7 +33,7 @@ def main() -> None:
 
     from advbench.defenses.defensenet import DefenseNet
     from advbench.models import create_model
-    from advbench.sod import create_sod_model
+    from advbench.models.sod import create_sod_model
 
     torch.manual_seed(args.seed)
     cases = {

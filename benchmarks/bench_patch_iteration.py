@@ -26,14 +26,14 @@ import torch  # noqa: E402
 
 def _time_detector(arch: str, class_names, data, repeats: int, seed: int, device: str) -> dict[str, float]:
     """Median seconds of the baseline and of one patch step for a fresh ``arch`` detector."""
-    from advbench.detection.patch_attacks import create_patch_attack
+    from advbench import create_attack
     from advbench.models.detectors import create_detector
 
     det = create_detector(arch, class_names=class_names, image_size=(256, 192), seed=seed).to(device)
     idx = list(range(len(data)))
 
     def step_of(footprint_filter: bool):
-        attack = create_patch_attack("patch-whitebox", seed=seed, footprint_filter=footprint_filter)
+        attack = create_attack("patch-whitebox", footprint_filter=footprint_filter)
         patch = torch.full((3, attack.patch_size, attack.patch_size), 0.5, device=device, requires_grad=True)
         opt = torch.optim.Adam([patch], lr=attack.lr)
         gen = torch.Generator().manual_seed(seed)
@@ -58,8 +58,8 @@ def main() -> None:
     _common.apply_threads(args)
     repeats = args.repeats or (5 if args.quick else 20)
 
+    from advbench.attacks.patch import PatchSet
     from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
-    from advbench.detection.patch_attacks import PatchSet
 
     with tempfile.TemporaryDirectory() as tmp:
         root = generate_aerial_dataset(Path(tmp) / "evd", n_images=args.batch, size=(256, 192), seed=args.seed)

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from advbench.attacks.multitask import create_multitask_attack
+from advbench import create_attack
 from advbench.datasets.multitask import load_multitask_dataset
 from advbench.multitask.robustness import multitask_robustness
 from advbench.multitask.training import train_multitask
@@ -47,7 +47,7 @@ def main() -> None:
     for norm, eps in BUDGETS.items():
         for target in model.tasks:
             for label, (name, extra) in ATTACKS.items():
-                attack = create_multitask_attack(name, norm=norm, eps=eps, steps=args.steps, target_task=target,
+                attack = create_attack(name, norm=norm, eps=eps, steps=args.steps, target_task=target,
                                                  **extra)
                 m = multitask_robustness(model, x, targets, attack, margin=args.margin,
                                          tolerance=args.tolerance)["metrics"]

@@ -42,7 +42,7 @@ def _f(value: float | None) -> str:
 
 def detect_attack(out: Path, dataset: str, detector: str, attack: str, params: dict, *, seed: int,
                   surrogate: str | None = None, extra_detectors: list[str] | None = None,
-                  patch_altitudes: list[str] | None = None) -> Record:
+                  patch_altitudes: list[str] | None = None, attack_seed: int | None = None) -> Record:
     """One ``advbench detect-attack`` cell through the pipeline (every image, the data set's default split), stored
     in ``out/results.db`` so that a rerun skips it."""
     options: dict = {}
@@ -50,6 +50,8 @@ def detect_attack(out: Path, dataset: str, detector: str, attack: str, params: d
         options["surrogate"] = surrogate
     if patch_altitudes is not None:
         options["patch_altitudes"] = patch_altitudes
+    if attack_seed is not None:
+        options["attack_seed"] = attack_seed
     config = RunConfig.build(models=[detector, *(extra_detectors or [])], dataset=dataset, attacks=[attack],
                              eps=[0.0], n_samples=None, seed=seed, batch_size=64, experiment="detection",
                              attack_params={attack: params}, options=options)
@@ -168,9 +170,10 @@ def seed_study(args: argparse.Namespace, spec: str, ckpts: dict[str, str],
         for label, (attack, extra, ensemble) in variants.items():
             worst, where = [], []
             for k in range(args.seeds + 1):
-                params = {"steps": args.steps, **extra, **({"seed": args.seed + 100 * k} if k else {})}
+                params = {"steps": args.steps, **extra}
                 m = detect_attack(args.out, spec, ckpts[victim], attack, params, seed=args.seed,
-                                  extra_detectors=others if ensemble else None).metrics
+                                  extra_detectors=others if ensemble else None,
+                                  attack_seed=args.seed + 100 * k if k else None).metrics
                 worst.append(m["worst_altitude_asr"])
                 measured = {a: v for a, v in m["asr_by_altitude"].items() if v is not None}
                 where.append(min(measured, key=measured.__getitem__))

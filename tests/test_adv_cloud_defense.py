@@ -96,7 +96,7 @@ def test_same_seed_same_attack(digits_model, digits_batch):
 
 
 def test_adv_cloud_on_a_saliency_model_raises_its_loss():
-    from advbench.sod import create_sod_model
+    from advbench.models.sod import create_sod_model
 
     torch.manual_seed(0)
     model = create_sod_model("unet-sod", mean=(0.5,) * 3, std=(0.25,) * 3, base=4, depth=2).eval()
@@ -168,7 +168,8 @@ def test_defense_flags_reach_the_records(digits_model, tmp_path):
 
 
 def test_defend_train_and_defended_sod_run(run_cli, tmp_path):
-    from advbench.sod import load_sod_dataset, save_sod_model, train_sod
+    from advbench.datasets.sod import load_sod_dataset
+    from advbench.sod.training import save_sod_model, train_sod
 
     data = load_sod_dataset("synthetic-sod:n=24,size=16")
     model, _ = train_sod(data, epochs=1, batch_size=8, model_options={"base": 4, "depth": 2}, progress=False)

@@ -1,7 +1,9 @@
 """Invariants over the whole attack registry: budget and box, determinism, success semantics,
 targeted mode, early stop, immutability and input validation.
 
-The table below is the one row to add with a new attack: cheap hyperparameters for tests.
+The table below is the one row to add with a new attack, whatever its task: cheap hyperparameters for tests.
+Every attack gets the protocol's invariants (frozen, no seed of its own, deterministic given the generator,
+the victim's state restored); classifier attacks also get the budget and success semantics below.
 """
 
 from __future__ import annotations
@@ -36,14 +38,88 @@ FAST = {
     "minmax-transform": {"steps": 5},
     "eot": {"steps": 5},
     "adv-cloud": {"steps": 5, "eps_e": 0.1, "coverage": 0.2, "thickness": 0.4},
+    # roof patches against detectors (task: detection)
+    "patch-whitebox": {"steps": 2, "batch_size": 2, "patch_size": 8},
+    "patch-transfer": {"steps": 2, "batch_size": 2, "patch_size": 8},
+    "patch-random-search": {"queries": 6, "search_images": 2, "patch_size": 8},
+    "patch-minmax": {"steps": 2, "batch_size": 2, "patch_size": 8},
+    # multi-task dense prediction
+    "stealthy-multitask": {"steps": 2, "target_task": "seg"},
+    "fixed-weight-multitask": {"steps": 2, "target_task": "depth"},
+    "all-tasks": {"steps": 2},
 }
 EVERY = advbench.list_attacks()
-MULTI = [n for n in EVERY if getattr(ATTACKS.get(n), "multi_domain", False)]
-ALL = [n for n in EVERY if n not in MULTI]  # single-model attacks; multi-domain ones take other victims
+CLASSIFICATION = advbench.list_attacks(task="classification")
+MULTI = [n for n in CLASSIFICATION if getattr(ATTACKS.get(n), "multi_domain", False)]
+ALL = [n for n in CLASSIFICATION if n not in MULTI]  # single-model attacks; multi-domain ones take other victims
 
 
 def test_every_registered_attack_has_a_test_row() -> None:
     assert sorted(FAST) == sorted(EVERY)
+    assert {ATTACKS.get(n).task for n in EVERY} == {"classification", "detection", "multi-task dense prediction"}
+
+
+@pytest.fixture(scope="module")
+def task_victims(tmp_path_factory):
+    """Per task: a victim, its input and ground truth, and the model a surrogate-taking attack gets."""
+    from advbench.attacks.patch import PatchSet
+    from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
+    from advbench.datasets.multitask import generate_multitask_scenes
+    from advbench.models.detectors import create_detector
+    from advbench.models.multitask import MULTITASK_MODELS, create_multitask_model
+
+    root = generate_aerial_dataset(tmp_path_factory.mktemp("aerial") / "evd", n_images=4, size=(96, 64), seed=3)
+    samples = load_detection_dataset(f"evd4uav:{root}")
+    names = samples[0].class_names
+    detector = create_detector("fcos-mnv3", class_names=names, image_size=(96, 64), seed=0)
+    surrogate = create_detector("fcos-mnv3", class_names=names, image_size=(96, 64), seed=1)
+    torch.manual_seed(0)
+    net = create_multitask_model(MULTITASK_MODELS.names()[0])
+    x, targets, _ = generate_multitask_scenes(3, 32, seed=0)
+    return {"detection": (detector, PatchSet.from_samples(samples), None, surrogate),
+            "multi-task dense prediction": (net, x, targets, None)}
+
+
+def _victim(name, task_victims, digits_model, digits_batch):
+    task = ATTACKS.get(name).task
+    if task == "classification":
+        if name in MULTI:
+            from advbench.attacks.ensemble import ModelEnsemble
+
+            model = ModelEnsemble([digits_model, digits_model]) if "ensemble" in name else digits_model
+        else:
+            model = digits_model
+        return model, digits_batch[0][:8], digits_batch[1][:8], None
+    return task_victims[task]
+
+
+def _result(out):
+    return out.patch if hasattr(out, "patch") else out.x_adv
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_every_attack_follows_the_protocol(name, task_victims, digits_model, digits_batch) -> None:
+    """Frozen once built, no seed of its own, deterministic given the call's generator, unknown hyperparameters
+    refused by name, and the victim left as it was found (training mode and parameter gradients)."""
+    model, x, y, surrogate = _victim(name, task_victims, digits_model, digits_batch)
+    cls = ATTACKS.get(name)
+    assert "seed" not in cls.parameter_names(), "randomness comes from the generator passed at call time"
+    extra = {"surrogate": surrogate} if "surrogate" in cls.parameter_names() else {}
+    attack = advbench.create_attack(name, **FAST[name], **extra)
+    with pytest.raises(AttributeError, match="immutable"):
+        attack.name = "other"
+    with pytest.raises(ConfigError, match="no parameter 'no_such_knob'"):
+        advbench.create_attack(name, no_such_knob=1)
+    assert attack.hyperparameters()["name"] == name
+    model.train()
+    flags = [p.requires_grad for p in model.parameters()]
+    try:
+        first = _result(attack(model, x, y, generator=torch.Generator().manual_seed(4)))
+        assert model.training and [p.requires_grad for p in model.parameters()] == flags
+        again = _result(attack(model, x, y, generator=torch.Generator().manual_seed(4)))
+    finally:
+        model.eval()
+    assert torch.equal(first, again), "the same generator must give the same result"
 
 
 @pytest.mark.parametrize("name", MULTI)
@@ -116,8 +192,8 @@ def test_targeted_success_means_target_class(name, digits_model, digits_batch) -
     assert torch.equal(out_given.success, digits_model(out_given.x_adv).argmax(1) == given)
 
 
-def test_every_attack_has_a_targeted_mode() -> None:
-    assert [n for n in EVERY if not ATTACKS.get(n).supports_targeted] == []
+def test_every_classifier_attack_has_a_targeted_mode() -> None:
+    assert [n for n in CLASSIFICATION if not ATTACKS.get(n).supports_targeted] == []
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -272,3 +348,18 @@ def test_targeted_fab_reaches_the_target(digits_model, digits_batch) -> None:
     assert out.success.float().mean() > 0.5
     with torch.no_grad():
         assert torch.equal(out.success, digits_model(out.x_adv).argmax(1) == out.target)
+
+
+def test_a_run_picks_its_experiment_from_the_attacks_task_and_refuses_mixed_tasks() -> None:
+    from advbench.experiments import choose_experiment
+    from advbench.experiments.classifier import attack_hyperparameters
+    from advbench.pipeline.config import RunConfig
+
+    def cfg(attack: str, **kw) -> RunConfig:
+        return RunConfig.build(models=["small_cnn?random=true"], dataset="digits", attacks=[attack], eps=["0.1"], **kw)
+
+    assert choose_experiment(cfg("pgd")) == "classifier"
+    assert choose_experiment(cfg("patch-whitebox")) == "detection"
+    assert choose_experiment(cfg("stealthy-multitask")) == "multitask"
+    with pytest.raises(ConfigError, match="'patch-whitebox' is a detection attack"):
+        attack_hyperparameters(cfg("patch-whitebox", experiment="classifier"))

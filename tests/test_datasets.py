@@ -433,8 +433,8 @@ def test_files_by_stem_pairs_by_name_and_refuses_two_files_with_one_stem(tmp_pat
 
 
 def test_scheme_loaders_check_the_seed_and_the_scheme():
-    from advbench.multitask import load_multitask_dataset
-    from advbench.sod import load_sod_dataset
+    from advbench.datasets.multitask import load_multitask_dataset
+    from advbench.datasets.sod import load_sod_dataset
 
     for load, spec in ((load_sod_dataset, "synthetic-sod:n=4"), (load_multitask_dataset, "synthetic-multitask:n=4")):
         with pytest.raises(DatasetError, match="seed must be an int, got str"):

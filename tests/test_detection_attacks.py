@@ -7,17 +7,16 @@ import math
 import pytest
 import torch
 
-from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
-from advbench.detection.experiment import altitude_subset, split_by_group
-from advbench.detection.patch_attacks import PatchSet, create_patch_attack, list_patch_attacks
-from advbench.detection.patch_losses import (
+from advbench import create_attack, list_attacks
+from advbench.attacks.patch import PatchSet
+from advbench.attacks.patch_losses import (
     DEFAULT_PALETTE,
     load_palette,
     non_printability,
     total_variation,
     vehicle_scores,
 )
-from advbench.detection.patches import (
+from advbench.attacks.patches import (
     PatchPlacement,
     PatchTransform,
     apply_patch,
@@ -27,6 +26,8 @@ from advbench.detection.patches import (
     region_mask,
     rotated_or_axis_boxes,
 )
+from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
+from advbench.detection.experiment import altitude_subset, split_by_group
 from advbench.detection.training import DetectorTrainConfig, load_detector, save_detector, train_detector
 from advbench.errors import CheckpointError, ConfigError, DatasetError, InputError, UnknownNameError
 from advbench.minmax import project_simplex
@@ -179,11 +180,11 @@ def test_footprint_filter_in_placement_keeps_gradients_and_is_an_attack_option()
     assert float((aliased - 0.5).abs().max()) > 0.25  # point samples show single texels
     filtered.sum().backward()
     assert (patch.grad.abs() > 0).float().mean() > 0.5  # the footprint average spreads the gradient over texels
-    assert "footprint_filter" not in create_patch_attack("patch-whitebox").hyperparameters()  # off: as before
-    attack = create_patch_attack("patch-whitebox", footprint_filter=True)
+    assert "footprint_filter" not in create_attack("patch-whitebox").hyperparameters()  # off: as before
+    attack = create_attack("patch-whitebox", footprint_filter=True)
     assert attack.hyperparameters()["footprint_filter"] is True and attack.placement.footprint_filter
     with pytest.raises(ConfigError, match="footprint_filter"):
-        create_patch_attack("patch-whitebox", footprint_filter="yes")
+        create_attack("patch-whitebox", footprint_filter="yes")
 
 
 def test_axis_boxes_become_rotated_boxes():
@@ -277,25 +278,29 @@ def test_classifier_checkpoint_is_not_a_detector(digits_model):
 
 
 # -- attacks ----------------------------------------------------------------------------------------
-def test_patch_attack_registry_and_errors(fcos):
-    assert set(list_patch_attacks()) == {"patch-whitebox", "patch-transfer", "patch-random-search", "patch-minmax"}
+def test_patch_attack_registry_and_errors(fcos, aerial):
+    names = {"patch-whitebox", "patch-transfer", "patch-random-search", "patch-minmax"}
+    assert set(list_attacks(task="detection")) == names
     with pytest.raises(ConfigError, match="steps"):
-        create_patch_attack("patch-whitebox", steps=0)
-    with pytest.raises(ConfigError, match="unexpected keyword"):
-        create_patch_attack("patch-whitebox", epsilon=3)
+        create_attack("patch-whitebox", steps=0)
+    with pytest.raises(ConfigError, match="no parameter 'epsilon'"):
+        create_attack("patch-whitebox", epsilon=3)
+    with pytest.raises(ConfigError, match="no parameter 'seed'"):  # randomness comes from the call's generator
+        create_attack("patch-whitebox", seed=3)
+    with pytest.raises(InputError, match="empty"):
+        create_attack("patch-whitebox", steps=1)(fcos[0], PatchSet([], [], [], []))
     with pytest.raises(ConfigError, match="surrogate"):
-        create_patch_attack("patch-transfer", steps=1).fit(fcos[0], PatchSet([], [], [], []), progress=False)
+        create_attack("patch-transfer", steps=1)(fcos[0], PatchSet.from_samples(aerial[1][:2]))
 
 
 def test_whitebox_patch_is_learned_within_bounds(fcos, aerial):
     det, _ = fcos
     data = PatchSet.from_samples(aerial[1][:6])
-    attack = create_patch_attack("patch-whitebox", steps=4, batch_size=2, patch_size=8, seed=0)
-    fit = attack.fit(det, data, progress=False)
+    attack = create_attack("patch-whitebox", steps=4, batch_size=2, patch_size=8)
+    fit = attack(det, data)
     assert fit.patch.shape == (3, 8, 8) and float(fit.patch.min()) >= 0 and float(fit.patch.max()) <= 1
     assert not torch.allclose(fit.patch, torch.full_like(fit.patch, 0.5)), "the patch never moved"
-    again = create_patch_attack("patch-whitebox", steps=4, batch_size=2, patch_size=8, seed=0).fit(
-        det, data, progress=False)
+    again = create_attack("patch-whitebox", steps=4, batch_size=2, patch_size=8)(det, data)
     assert torch.equal(fit.patch, again.patch), "same seed, different patch"
 
 
@@ -303,9 +308,9 @@ def test_minmax_patch_weights_stay_on_the_simplex(fcos, aerial):
     det, _ = fcos
     data = PatchSet.from_samples(aerial[1])
     # a barely trained detector rarely overlaps vehicles, so score the image-level maximum
-    attack = create_patch_attack("patch-minmax", steps=4, batch_size=3, patch_size=8, beta=0.5, gamma=0.1,
+    attack = create_attack("patch-minmax", steps=4, batch_size=3, patch_size=8, beta=0.5, gamma=0.1,
                                  reduction="image")
-    fit = attack.fit(det, data, progress=False)
+    fit = attack(det, data)
     assert fit.info["domains"] == ["50m", "70m", "90m"]
     trace = torch.tensor(fit.info["weight_trace"])
     assert trace.shape == (5, 3)
@@ -316,14 +321,14 @@ def test_minmax_patch_weights_stay_on_the_simplex(fcos, aerial):
 
 
 def test_minmax_weights_can_follow_the_detection_rate(fcos, aerial):
-    from advbench.detection.patch_attacks import _AltitudeDomains
+    from advbench.attacks.patch import _AltitudeDomains
 
     det, _ = fcos
     data = PatchSet.from_samples(aerial[1])
-    attack = create_patch_attack("patch-minmax", steps=3, batch_size=3, patch_size=8, gamma=0.1,
+    attack = create_attack("patch-minmax", steps=3, batch_size=3, patch_size=8, gamma=0.1,
                                  score_threshold=0.05, weight_signal="detection-rate")
     assert attack.hyperparameters()["weight_signal"] == "detection-rate"
-    fit = attack.fit(det, data, progress=False)
+    fit = attack(det, data)
     rates = fit.info["detection_rates"]
     assert set(rates) == {"50m", "70m", "90m"} and any(r is not None for r in rates.values())
     assert all(0 <= r <= 1 for r in rates.values() if r is not None), "still-detected shares"
@@ -336,34 +341,34 @@ def test_minmax_weights_can_follow_the_detection_rate(fcos, aerial):
     assert domains._rate(0, [torch.tensor([True, False])], [torch.tensor([0.1, 0.9])]) == pytest.approx(0.8 * 2 / 3)
     assert domains._rate(1, [torch.tensor([False])], [torch.tensor([0.9])]) is None  # nothing found yet
     with pytest.raises(ConfigError, match="weight_signal"):
-        create_patch_attack("patch-minmax", weight_signal="asr")
+        create_attack("patch-minmax", weight_signal="asr")
     with pytest.raises(ConfigError, match="reduction='vehicle'"):
-        create_patch_attack("patch-minmax", weight_signal="detection-rate", reduction="image")
+        create_attack("patch-minmax", weight_signal="detection-rate", reduction="image")
 
 
 def test_soft_threshold_counts_vehicles_still_detected(fcos, aerial):
     det, _ = fcos
     data = PatchSet.from_samples(aerial[1][:3])
     patch = torch.full((3, 8, 8), 0.5)
-    plain = create_patch_attack("patch-whitebox", patch_size=8, reduction="image")
-    soft = create_patch_attack("patch-whitebox", patch_size=8, reduction="image", soft_threshold=0.05)
+    plain = create_attack("patch-whitebox", patch_size=8, reduction="image")
+    soft = create_attack("patch-whitebox", patch_size=8, reduction="image", soft_threshold=0.05)
     with torch.no_grad():
         scores = plain.image_scores(det, patch, data, [0, 1, 2], None, jitter=False)
         counted = soft.image_scores(det, patch, data, [0, 1, 2], None, jitter=False)
     assert torch.allclose(counted, torch.sigmoid((scores - 0.05) / 0.1))
     with pytest.raises(ConfigError, match="soft_threshold"):
-        create_patch_attack("patch-whitebox", soft_threshold=1.5)
+        create_attack("patch-whitebox", soft_threshold=1.5)
 
 
 def test_random_search_respects_its_query_budget(fcos, aerial):
     det, _ = fcos
     data = PatchSet.from_samples(aerial[1])
-    attack = create_patch_attack("patch-random-search", queries=20, search_images=3, patch_size=8)
-    fit = attack.fit(det, data, progress=False)
+    attack = create_attack("patch-random-search", queries=20, search_images=3, patch_size=8)
+    fit = attack(det, data)
     assert fit.info["detector_queries"] <= 20 and fit.info["proposals"] == 5
     assert all(b <= a + 1e-12 for a, b in zip(fit.history, fit.history[1:], strict=False)), "accepted a worse patch"
     with pytest.raises(ConfigError, match="queries"):
-        create_patch_attack("patch-random-search", queries=2, search_images=3).fit(det, data, progress=False)
+        create_attack("patch-random-search", queries=2, search_images=3)(det, data)
 
 
 def test_transfer_never_queries_the_victim(fcos, aerial):
@@ -378,8 +383,8 @@ def test_transfer_never_queries_the_victim(fcos, aerial):
 
     det.candidates = counting
     try:
-        attack = create_patch_attack("patch-transfer", surrogate=surrogate, steps=2, batch_size=2, patch_size=8)
-        fit = attack.fit(det, PatchSet.from_samples(aerial[1][:4]), progress=False)
+        attack = create_attack("patch-transfer", surrogate=surrogate, steps=2, batch_size=2, patch_size=8)
+        fit = attack(det, PatchSet.from_samples(aerial[1][:4]))
     finally:
         del det.candidates
     assert calls["victim"] == 0 and fit.info["surrogate"] == "fcos-mnv3"
@@ -495,5 +500,7 @@ def test_detect_attack_rejects_bad_input(aerial):
         run_pipeline(detection_run(dataset, "fcos-mnv3", "patch-whitebox", params, train_fraction=1.0), progress=False)
     with pytest.raises(ConfigError, match="option score_threshold must lie in"):
         run_pipeline(detection_run(dataset, "fcos-mnv3", "patch-whitebox", params, score_threshold=2), progress=False)
-    with pytest.raises(UnknownNameError, match="pgd"):
+    with pytest.raises(ConfigError, match="'pgd' is a classification attack"):
         run_pipeline(detection_run(dataset, "fcos-mnv3", "pgd", {}), progress=False)
+    with pytest.raises(UnknownNameError, match="patch-whitebox"):  # the error lists the known attacks
+        run_pipeline(detection_run(dataset, "fcos-mnv3", "patch-whiteboxx", {}), progress=False)

@@ -175,14 +175,14 @@ def test_cli_run_on_the_device_records_it_and_agrees_with_the_cpu(dev, digits_mo
 
 
 def test_stealthy_multitask_attack_on_the_device_takes_cpu_ground_truth(dev) -> None:
-    from advbench.attacks.multitask import create_multitask_attack
+    from advbench import create_attack
     from advbench.datasets.multitask import generate_multitask_scenes
     from advbench.models.multitask import create_multitask_model
 
     x, targets, _ = generate_multitask_scenes(4, 32, seed=0)
     torch.manual_seed(0)
     model = create_multitask_model("mtl-unet", ("seg", "depth"), 4, base=4, levels=2).eval()
-    attack = create_multitask_attack("stealthy-multitask", eps=8 / 255, steps=5, target_task="seg")
+    attack = create_attack("stealthy-multitask", eps=8 / 255, steps=5, target_task="seg")
     cpu = attack(model, x, {t: targets[t] for t in ("seg", "depth")})
     there = attack(copy.deepcopy(model).to(dev), x.to(dev), {t: targets[t] for t in ("seg", "depth")})
     assert _same_device(there.x_adv, dev)
@@ -210,7 +210,7 @@ def test_classifier_training_on_the_device_matches_the_cpu(dev) -> None:
 def test_training_commands_on_the_device_write_cpu_checkpoints(dev, run_cli, tmp_path) -> None:
     from advbench.checkpoints import read_metadata
     from advbench.models.loading import load_model
-    from advbench.sod import load_sod_model
+    from advbench.sod.training import load_sod_model
 
     clf, sod, dn = tmp_path / "clf.safetensors", tmp_path / "sod.safetensors", tmp_path / "dn.safetensors"
     code, _, err = run_cli("train", "--model", "small_cnn", "--dataset", "digits", "--epochs", "2", "--out", str(clf),
@@ -280,7 +280,7 @@ def test_cloud_masks_on_the_device_are_seeded_and_in_range(dev) -> None:
 
 def test_sod_robustness_rows_on_the_device_match_the_cpu(dev) -> None:
     """Clouds come from a CPU generator, so both devices attack the same cloudy scenes."""
-    from advbench.sod import create_sod_model
+    from advbench.models.sod import create_sod_model
     from advbench.sod.robustness import CloudAttackConfig, sod_robustness
 
     torch.manual_seed(0)
@@ -297,7 +297,7 @@ def test_sod_robustness_rows_on_the_device_match_the_cpu(dev) -> None:
 
 
 def test_sod_metrics_of_device_tensors_equal_the_cpu_values(dev) -> None:
-    from advbench.sod import sod_metrics
+    from advbench.sod.metrics import sod_metrics
 
     pred = torch.rand(3, 1, 24, 24, generator=torch.Generator().manual_seed(0))
     gt = (torch.rand(3, 1, 24, 24, generator=torch.Generator().manual_seed(1)) > 0.5).float()
@@ -351,9 +351,10 @@ def test_defended_run_on_the_device(dev, digits_model, tmp_path) -> None:
 
 def test_sod_run_with_defensenet_on_the_device_agrees_with_the_cpu(dev, run_cli, tmp_path) -> None:
     """``advbench run --device`` on an SOD checkpoint behind DefenseNet: every row, clouds drawn on the CPU."""
+    from advbench.datasets.sod import load_sod_dataset
     from advbench.defenses.defensenet import DefenseTrainConfig, save_defensenet, train_defensenet
     from advbench.objectives import SOD
-    from advbench.sod import load_sod_dataset, save_sod_model, train_sod
+    from advbench.sod.training import save_sod_model, train_sod
 
     data = load_sod_dataset("synthetic-sod:n=24,size=32")
     model, _ = train_sod(data, epochs=2, batch_size=8, model_options={"base": 4, "depth": 2}, progress=False)
@@ -402,15 +403,16 @@ def aerial(tmp_path_factory):
 def test_whitebox_patch_on_the_device_starts_like_the_cpu(dev, aerial, arch) -> None:
     """The minibatches and the jitter come from the attack's CPU generator, so the first objective (before
     any update) is the CPU's up to float rounding, and the patch comes back on the CPU, inside [0, 1]."""
-    from advbench.detection.patch_attacks import PatchSet, create_patch_attack
+    from advbench import create_attack
+    from advbench.attacks.patch import PatchSet
     from advbench.models.detectors import create_detector
 
     samples = aerial[1]
     det = create_detector(arch, class_names=samples[0].class_names, image_size=(128, 96), seed=0).eval()
     data = PatchSet.from_samples(samples)
-    attack = create_patch_attack("patch-whitebox", steps=3, batch_size=3, patch_size=8, seed=0, reduction="image")
-    cpu = attack.fit(det, data, progress=False)
-    there = attack.fit(copy.deepcopy(det).to(dev), data, progress=False)
+    attack = create_attack("patch-whitebox", steps=3, batch_size=3, patch_size=8, reduction="image")
+    cpu = attack(det, data)
+    there = attack(copy.deepcopy(det).to(dev), data)
     assert there.patch.device.type == "cpu" and float(there.patch.min()) >= 0 and float(there.patch.max()) <= 1
     assert there.history[0] == pytest.approx(cpu.history[0], rel=1e-3, abs=1e-5)
 
@@ -418,8 +420,8 @@ def test_whitebox_patch_on_the_device_starts_like_the_cpu(dev, aerial, arch) -> 
 def test_batched_placement_on_the_device_matches_the_cpu(dev, aerial) -> None:
     """Jitter drawn from a CPU generator: the device's patched images and patch gradient are the CPU's, up to
     float rounding (the GPU's scatter-add of overlapping patches has no fixed order)."""
-    from advbench.detection.patch_attacks import PatchSet
-    from advbench.detection.patches import PatchPlacement, PatchTransform, apply_patch_each
+    from advbench.attacks.patch import PatchSet
+    from advbench.attacks.patches import PatchPlacement, PatchTransform, apply_patch_each
 
     data = PatchSet.from_samples(aerial[1])
     results = []
@@ -436,24 +438,24 @@ def test_batched_placement_on_the_device_matches_the_cpu(dev, aerial) -> None:
 
 
 def test_minmax_and_random_search_patches_on_the_device(dev, aerial) -> None:
-    from advbench.detection.patch_attacks import PatchSet, create_patch_attack
+    from advbench import create_attack
+    from advbench.attacks.patch import PatchSet
     from advbench.errors import ConfigError
     from advbench.models.detectors import create_detector
 
     samples = aerial[1]
     det = create_detector("fcos-mnv3", class_names=samples[0].class_names, image_size=(128, 96), seed=0).to(dev)
     data = PatchSet.from_samples(samples)
-    mm = create_patch_attack("patch-minmax", steps=3, batch_size=3, patch_size=8, gamma=0.1, score_threshold=0.05,
-                             weight_signal="detection-rate").fit(det, data, progress=False)
+    mm = create_attack("patch-minmax", steps=3, batch_size=3, patch_size=8, gamma=0.1, score_threshold=0.05,
+                       weight_signal="detection-rate")(det, data)
     trace = torch.tensor(mm.info["weight_trace"])
     assert torch.all(trace >= 0) and torch.allclose(trace.sum(1), torch.ones(len(trace)), atol=1e-6)
-    rs = create_patch_attack("patch-random-search", queries=12, search_images=3, patch_size=8).fit(
-        det, data, progress=False)
+    rs = create_attack("patch-random-search", queries=12, search_images=3, patch_size=8)(det, data)
     assert rs.info["detector_queries"] <= 12 and rs.patch.device.type == "cpu"
     if dev.type == "cuda":
         other = create_detector("fcos-mnv3", class_names=samples[0].class_names, image_size=(128, 96), seed=1)
         with pytest.raises(ConfigError, match="device"):
-            create_patch_attack("patch-minmax", steps=1, detectors=[other]).fit(det, data, progress=False)
+            create_attack("patch-minmax", steps=1, detectors=[other])(det, data)
 
 
 def test_detect_attack_trains_and_attacks_on_the_device(dev, aerial, tmp_path) -> None:

@@ -22,7 +22,7 @@ MODULES = [
     "advbench.leaderboards.schema",
     "advbench.leaderboards.storage",
     "advbench.models.detectors",
-    "advbench.detection.patches",
+    "advbench.attacks.patches",
     "advbench.attacks.clouds",
     "advbench.defenses",
     "advbench.defenses.input_transforms",

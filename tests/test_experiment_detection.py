@@ -58,9 +58,10 @@ def _detect(detector, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor
 
 
 def test_pipeline_gives_the_metrics_of_the_patch_fitted_and_measured_by_hand(aerial, tmp_path):
+    from advbench import create_attack
+    from advbench.attacks.patch import PatchSet
     from advbench.checkpoints import file_sha256
     from advbench.detection.experiment import patch_images, split_by_group
-    from advbench.detection.patch_attacks import PatchSet, create_patch_attack
     from advbench.detection.training import load_detector
 
     dataset, path = aerial
@@ -71,8 +72,8 @@ def test_pipeline_gives_the_metrics_of_the_patch_fitted_and_measured_by_hand(aer
     train, test = split_by_group(load_detection_dataset(dataset), SPLIT["train_fraction"], seed=0)
     assert record.config["n_samples"] == len(test) == 9 and record.config["data"]["n_train"] == len(train) == 3
     det = load_detector(path)
-    attack = create_patch_attack("patch-minmax", seed=0, **MINMAX)
-    fit = attack.fit(det, PatchSet.from_samples(train), progress=False)
+    attack = create_attack("patch-minmax", **MINMAX)
+    fit = attack(det, PatchSet.from_samples(train))
     assert torch.equal(outcome.experiment.fitted.patch, fit.patch)
     images = [s.load_image() for s in test]
     clean = _detect(det, images)
@@ -100,7 +101,7 @@ def test_pipeline_gives_the_metrics_of_the_patch_fitted_and_measured_by_hand(aer
     assert m["counts"]["overall"]["vehicles"] == len(record.samples)
     assert record.cost["steps"] == len(fit.history) == 3  # min-max evaluates its start too
     hyper = {k: v for k, v in attack.hyperparameters().items() if k != "detectors"}  # detectors: in the config
-    assert record.config["attacks"][0] == {"name": "patch-minmax", **hyper}
+    assert record.config["attacks"][0] == {**hyper, "seed": 0}  # and the seed of the generator it drew from
     assert record.config["model"]["sha256"] == file_sha256(path)
     assert "control ASR" in str([c.header for c in detection_table(record).columns])
 
@@ -186,6 +187,13 @@ def test_two_resolves_fit_the_same_patch(aerial):
     first = patch(cfg)
     assert torch.equal(first, patch(cfg))
     assert not torch.equal(first, patch(config(aerial, "patch-whitebox", WHITEBOX, seed=1)))
+    # the attack's generator seed alone: same split, another patch, and the record says which seed drew it
+    reseeded = DetectionExperiment(config(aerial, "patch-whitebox", WHITEBOX, attack_seed=7))
+    plan = reseeded.resolve()
+    assert plan.config.attacks[0]["seed"] == 7 and plan.config.split_seed == 0
+    assert not torch.equal(first, reseeded.fitted.patch)
+    with pytest.raises(ConfigError, match="no seed of its own"):
+        DetectionExperiment(config(aerial, "patch-whitebox", {**WHITEBOX, "seed": 3})).resolve()
     # learning on one altitude only: the option reaches the training set and the run's identity
     experiment = DetectionExperiment(config(aerial, "patch-whitebox", WHITEBOX, patch_altitudes="90m"))
     plan = experiment.resolve()
@@ -204,7 +212,7 @@ def test_two_resolves_fit_the_same_patch(aerial):
     ({}, {"margin": 1}, "no option 'margin'"),
     ({"attacks": ["patch-transfer"]}, {}, "patch-transfer needs the option surrogate"),
     ({"attacks": ["patch-whitebox", "patch-minmax"]}, {}, "one patch per run"),
-    ({"attacks": ["pgd"]}, {}, "unknown patch attack 'pgd'"),
+    ({"attacks": ["pgd"]}, {}, "'pgd' is a classification attack"),
     ({"defense": "jpeg"}, {}, "no input defenses"),
 ])
 def test_options_are_checked_before_any_work(fields, options, message):

@@ -35,7 +35,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def sod_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from advbench.sod import load_sod_dataset, save_sod_model, train_sod
+    from advbench.datasets.sod import load_sod_dataset
+    from advbench.sod.training import save_sod_model, train_sod
 
     torch.manual_seed(0)
     model, _ = train_sod(load_sod_dataset(SOD_DATA), epochs=1, batch_size=8, model_options={"base": 4, "depth": 2},
@@ -99,9 +100,10 @@ def sod_config(ckpt: str, **fields: Any) -> RunConfig:
 def test_sod_one_batch_equals_sod_robustness(sod_ckpt: str, tmp_path: Path) -> None:
     """One batch (batch size >= n): every row of ``sod_robustness`` on the same images, with the clouds drawn
     from one ``torch.randint`` draw of batch 0's generator; defended and transfer rows included."""
+    from advbench.datasets.sod import load_sod_dataset
     from advbench.runner import defend
-    from advbench.sod import load_sod_dataset, load_sod_model
     from advbench.sod.robustness import CloudAttackConfig, sod_robustness
+    from advbench.sod.training import load_sod_model
 
     config = sod_config(sod_ckpt, defense="bitdepth:bits=5")  # experiment chosen from the checkpoint's task
     outcome = run(config, store=tmp_path / "r.db", progress=False, wandb={"mode": "disabled", "dir": str(tmp_path)})
@@ -140,8 +142,10 @@ def test_sod_one_batch_equals_sod_robustness(sod_ckpt: str, tmp_path: Path) -> N
 def test_sod_shards_merge_into_the_record_of_one_run(sod_ckpt: str, tmp_path: Path) -> None:
     """Two shards of three batches (batch size 2) give the record of one run; the clean row, which draws
     nothing, equals the SOD metrics of the whole set (curves averaged over all images, not over batches)."""
-    from advbench.sod import load_sod_dataset, load_sod_model, sod_metrics
+    from advbench.datasets.sod import load_sod_dataset
+    from advbench.sod.metrics import sod_metrics
     from advbench.sod.robustness import predict_saliency
+    from advbench.sod.training import load_sod_model
 
     config = sod_config(sod_ckpt, batch_size=2, attacks=["pgd", "adv-cloud"], experiment="sod")
     first = run(config, store=tmp_path / "shards.db", shard=(1, 2), progress=False)
@@ -188,7 +192,7 @@ def mt_config(ckpt: str, **fields: Any) -> RunConfig:
 
 
 def test_multitask_one_batch_equals_multitask_robustness(mt_ckpt: str, tmp_path: Path) -> None:
-    from advbench.attacks.multitask import create_multitask_attack
+    from advbench import create_attack
     from advbench.datasets.multitask import load_multitask_dataset
     from advbench.multitask.robustness import multitask_robustness
     from advbench.multitask.training import load_multitask_model
@@ -200,7 +204,7 @@ def test_multitask_one_batch_equals_multitask_robustness(mt_ckpt: str, tmp_path:
 
     net = load_multitask_model(mt_ckpt)
     data = load_multitask_dataset(MT_DATA, seed=0)
-    attack = create_multitask_attack("stealthy-multitask", norm="linf", eps=8 / 255, target_task="seg", steps=2)
+    attack = create_attack("stealthy-multitask", norm="linf", eps=8 / 255, target_task="seg", steps=2)
     want = multitask_robustness(net, data.x_test[:6], {t: v[:6] for t, v in data.targets_test.items()
                                                        if t in net.tasks}, attack, margin=0.02, tolerance=0.5)
     got = dict(record.metrics)

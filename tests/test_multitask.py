@@ -15,31 +15,37 @@ import pytest
 import torch
 from PIL import Image
 
-from advbench.errors import CheckpointError, ConfigError, DatasetError, InputError, MissingPathError, UnknownNameError
-from advbench.models.task_heads import depth_loss, normal_loss, seg_loss
-from advbench.multitask import (
+from advbench.datasets.multitask import (
     MultiTaskData,
-    MultiTaskMetrics,
-    MultiTaskNet,
-    create_multitask_model,
-    degradation,
-    evaluate_multitask,
     generate_multitask_scenes,
-    higher_is_better,
     list_multitask_datasets,
-    list_multitask_models,
     load_multitask_dataset,
-    load_multitask_model,
-    metric_change,
     normals_from_depth,
-    per_sample_metrics,
-    save_multitask_model,
-    stealth_success,
-    train_multitask,
     write_multitask_folder,
 )
-from advbench.multitask.metrics import depth_abs_error, depth_rel_error, normal_angular_error, seg_iou_counts, seg_miou
-from advbench.multitask.training import baseline_metrics, flip_batch
+from advbench.errors import CheckpointError, ConfigError, DatasetError, InputError, MissingPathError, UnknownNameError
+from advbench.models.multitask import MultiTaskNet, create_multitask_model, list_multitask_models
+from advbench.models.task_heads import depth_loss, higher_is_better, normal_loss, seg_loss
+from advbench.multitask.metrics import (
+    MultiTaskMetrics,
+    degradation,
+    depth_abs_error,
+    depth_rel_error,
+    evaluate_multitask,
+    metric_change,
+    normal_angular_error,
+    per_sample_metrics,
+    seg_iou_counts,
+    seg_miou,
+    stealth_success,
+)
+from advbench.multitask.training import (
+    baseline_metrics,
+    flip_batch,
+    load_multitask_model,
+    save_multitask_model,
+    train_multitask,
+)
 
 TINY = "synthetic-multitask:n=10,size=16"
 TINY_NET = {"base": 4, "levels": 2}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from advbench.attacks.multitask import create_multitask_attack, list_multitask_attacks
+from advbench import create_attack, list_attacks
 from advbench.errors import ConfigError, UnknownNameError
 from advbench.multitask.robustness import multitask_robustness
 
@@ -39,13 +39,14 @@ def _data(n: int = 6):
 
 
 def test_registry():
-    assert set(list_multitask_attacks()) == {"stealthy-multitask", "fixed-weight-multitask", "all-tasks"}
+    names = {"stealthy-multitask", "fixed-weight-multitask", "all-tasks"}
+    assert set(list_attacks(task="multi-task dense prediction")) == names
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 0.5)])
 def test_multipliers_stay_non_negative_and_the_budget_holds(norm, eps):
     model, (x, targets) = _ToyNet(constant_depth=False), _data()
-    attack = create_multitask_attack("stealthy-multitask", norm=norm, eps=eps, steps=10, target_task="seg")
+    attack = create_attack("stealthy-multitask", norm=norm, eps=eps, steps=10, target_task="seg")
     result = attack(model, x, targets)
     assert result.tasks == ["seg", "depth"]
     trace = result.weight_trace
@@ -58,47 +59,47 @@ def test_multipliers_stay_non_negative_and_the_budget_holds(norm, eps):
 
 def test_a_constraint_that_is_never_violated_keeps_its_multiplier_at_zero():
     model, (x, targets) = _ToyNet(constant_depth=True), _data()
-    result = create_multitask_attack("stealthy-multitask", eps=8 / 255, steps=8, target_task="seg")(model, x, targets)
+    result = create_attack("stealthy-multitask", eps=8 / 255, steps=8, target_task="seg")(model, x, targets)
     assert torch.all(result.weight_trace[:, :, 1] == 0)
     assert torch.all(result.relative_change[:, 1] == 0)
 
 
 def test_violated_constraints_raise_their_multipliers():
     model, (x, targets) = _ToyNet(constant_depth=False), _data()
-    attack = create_multitask_attack("stealthy-multitask", eps=16 / 255, steps=10, target_task="depth", dual_lr=1.0)
+    attack = create_attack("stealthy-multitask", eps=16 / 255, steps=10, target_task="depth", dual_lr=1.0)
     result = attack(model, x, targets)
     assert float(result.weight_trace[-1, :, 1].max()) > 0  # seg degraded somewhere, so its multiplier rose
 
 
 def test_same_inputs_same_result_and_fixed_weights():
     model, (x, targets) = _ToyNet(constant_depth=False), _data()
-    a = create_multitask_attack("stealthy-multitask", eps=8 / 255, steps=5, target_task="seg")(model, x, targets)
-    b = create_multitask_attack("stealthy-multitask", eps=8 / 255, steps=5, target_task="seg")(model, x, targets)
+    a = create_attack("stealthy-multitask", eps=8 / 255, steps=5, target_task="seg")(model, x, targets)
+    b = create_attack("stealthy-multitask", eps=8 / 255, steps=5, target_task="seg")(model, x, targets)
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.weight_trace, b.weight_trace)
-    fixed = create_multitask_attack("fixed-weight-multitask", eps=8 / 255, steps=5, target_task="seg",
+    fixed = create_attack("fixed-weight-multitask", eps=8 / 255, steps=5, target_task="seg",
                                     weights={"depth": 0.5})(model, x, targets)
     assert torch.all(fixed.weight_trace == torch.tensor([1.0, 0.5]))
-    every = create_multitask_attack("all-tasks", eps=8 / 255, steps=5)(model, x, targets)
+    every = create_attack("all-tasks", eps=8 / 255, steps=5)(model, x, targets)
     assert torch.allclose(every.weights.sum(1), torch.ones(len(x))) and torch.all(every.weights >= 0)
 
 
 def test_bad_task_names_and_tolerances():
     model, (x, targets) = _ToyNet(constant_depth=False), _data()
     with pytest.raises(UnknownNameError, match="seg, depth"):
-        create_multitask_attack("stealthy-multitask", target_task="sky", steps=1)(model, x, targets)
+        create_attack("stealthy-multitask", target_task="sky", steps=1)(model, x, targets)
     with pytest.raises(ConfigError, match="not among the model's heads"):
-        create_multitask_attack("stealthy-multitask", target_task="normal", steps=1)(model, x, targets)
+        create_attack("stealthy-multitask", target_task="normal", steps=1)(model, x, targets)
     with pytest.raises(ConfigError, match="needs --target-task"):
-        create_multitask_attack("stealthy-multitask", steps=1)(model, x, targets)
+        create_attack("stealthy-multitask", steps=1)(model, x, targets)
     with pytest.raises(ConfigError, match="tolerance"):
-        multitask_robustness(model, x, targets, create_multitask_attack("all-tasks", steps=1), tolerance=-0.1)
+        multitask_robustness(model, x, targets, create_attack("all-tasks", steps=1), tolerance=-0.1)
     with pytest.raises(ConfigError, match="weights"):
-        create_multitask_attack("fixed-weight-multitask", weights=-1.0)
+        create_attack("fixed-weight-multitask", weights=-1.0)
 
 
 def test_robustness_summary_counts_stealth_per_image():
     model, (x, targets) = _ToyNet(constant_depth=True), _data()
-    attack = create_multitask_attack("stealthy-multitask", eps=8 / 255, steps=5, target_task="seg")
+    attack = create_attack("stealthy-multitask", eps=8 / 255, steps=5, target_task="seg")
     summary = multitask_robustness(model, x, targets, attack, margin=0.0, tolerance=0.0)
     m = summary["metrics"]
     # depth cannot change, so stealth success is exactly "seg did not get better"

@@ -47,7 +47,8 @@ def single_json(out: str) -> dict:
 
 @pytest.fixture(scope="module")
 def sod_victim(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from advbench.sod import load_sod_dataset, save_sod_model, train_sod
+    from advbench.datasets.sod import load_sod_dataset
+    from advbench.sod.training import save_sod_model, train_sod
 
     data = load_sod_dataset(SOD)
     model, _ = train_sod(data, epochs=1, batch_size=8, model_options={"base": 4, "depth": 2}, progress=False)
@@ -55,7 +56,7 @@ def sod_victim(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_defend_train_counts_attack_steps_and_updates(run_cli, sod_victim: Path, tmp_path: Path) -> None:
-    from advbench.sod import load_sod_dataset
+    from advbench.datasets.sod import load_sod_dataset
 
     batches = -(-load_sod_dataset(SOD).x_train.shape[0] // 4)
     dn = tmp_path / "dn.safetensors"
@@ -75,9 +76,10 @@ def test_defend_train_counts_attack_steps_and_updates(run_cli, sod_victim: Path,
 
 
 def test_defensenet_library_default_is_silent(sod_victim: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from advbench.datasets.sod import load_sod_dataset
     from advbench.defenses.defensenet import DefenseTrainConfig, train_defensenet
     from advbench.objectives import SOD as SOD_TASK
-    from advbench.sod import load_sod_dataset, load_sod_model
+    from advbench.sod.training import load_sod_model
 
     data = load_sod_dataset(SOD)
     cfg = DefenseTrainConfig(epochs=1, batch_size=8, attack_steps=1, base=4, depth=1, inputs=("clean", "cloudy"))
@@ -86,9 +88,10 @@ def test_defensenet_library_default_is_silent(sod_victim: Path, capsys: pytest.C
 
 
 def test_sod_run_with_defensenet_counts_attack_steps(run_cli, sod_victim: Path, tmp_path: Path) -> None:
+    from advbench.datasets.sod import load_sod_dataset
     from advbench.defenses.defensenet import DefenseTrainConfig, save_defensenet, train_defensenet
     from advbench.objectives import SOD as SOD_TASK
-    from advbench.sod import load_sod_dataset, load_sod_model
+    from advbench.sod.training import load_sod_model
 
     data = load_sod_dataset(SOD)
     cfg = DefenseTrainConfig(epochs=1, batch_size=8, attack_steps=1, base=4, depth=1, inputs=("clean", "cloudy"))
@@ -109,8 +112,9 @@ def test_sod_run_with_defensenet_counts_attack_steps(run_cli, sod_victim: Path, 
 
 
 def test_sod_robustness_library_default_is_silent(sod_victim: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from advbench.sod import load_sod_dataset, load_sod_model
+    from advbench.datasets.sod import load_sod_dataset
     from advbench.sod.robustness import CloudAttackConfig, sod_robustness
+    from advbench.sod.training import load_sod_model
 
     data = load_sod_dataset(SOD)
     cfg = CloudAttackConfig(steps=1, pgd_steps=1)
@@ -144,7 +148,7 @@ def test_cloudify_counts_images(run_cli, tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_multitask_run_counts_attack_steps(run_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from advbench.attacks.multitask import create_multitask_attack
+    from advbench import create_attack
     from advbench.datasets.multitask import load_multitask_dataset
     from advbench.multitask.robustness import multitask_robustness
     from advbench.multitask.training import save_multitask_model, train_multitask
@@ -159,7 +163,7 @@ def test_multitask_run_counts_attack_steps(run_cli, tmp_path: Path, capsys: pyte
     assert single_json(out)["target_task"] == "depth"
     finished_bar(err, "attacking", "sample", total=n_test)  # the pipeline counts the attacked test images
     # the library's default is silent; with progress a batch size of 2 gives one bar step per batch and step
-    attack = create_multitask_attack("stealthy-multitask", eps=8 / 255, steps=3, target_task="depth")
+    attack = create_attack("stealthy-multitask", eps=8 / 255, steps=3, target_task="depth")
     targets = {t: v[:4] for t, v in data.targets_test.items()}
     multitask_robustness(model, data.x_test[:4], targets, attack, batch_size=2)
     assert capsys.readouterr().err == ""

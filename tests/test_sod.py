@@ -14,21 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+from advbench.datasets.sod import SODData, generate_sod_scenes, load_sod_dataset, write_sod_folder
 from advbench.errors import CheckpointError, ConfigError, DatasetError, InputError, MissingPathError, UnknownNameError
-from advbench.sod import (
-    SODData,
-    SODMetrics,
-    UNet,
-    create_sod_model,
-    generate_sod_scenes,
-    load_sod_dataset,
-    load_sod_model,
-    save_sod_model,
-    sod_metrics,
-    train_sod,
-    write_sod_folder,
-)
+from advbench.models.sod import create_sod_model
+from advbench.models.unet import UNet
 from advbench.sod.metrics import (
+    SODMetrics,
     adaptive_e_measure,
     adaptive_f_measure,
     e_measure_curve,
@@ -36,7 +27,9 @@ from advbench.sod.metrics import (
     mae,
     precision_recall_curve,
     s_measure,
+    sod_metrics,
 )
+from advbench.sod.training import load_sod_model, save_sod_model, train_sod
 
 TINY = "synthetic-sod:n=10,size=32"
 TINY_UNET = {"base": 4, "depth": 2}

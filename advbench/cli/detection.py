@@ -85,6 +85,8 @@ def detect_attack_cmd(
                                                                           "(fcos-mnv3, fasterrcnn-mnv3)"),
     image_size: str | None = typer.Option(None, "--image-size", help="WxH the bare weights were trained at"),
     seed: int = typer.Option(0, "--seed"),
+    attack_seed: int | None = typer.Option(None, "--attack-seed", help="seed of the generator the patch attack "
+                                                                       "draws from (default: --seed)"),
     report: Path | None = typer.Option(None, "--report", help="folder for report.json, patch.png, grid.png"),
     store: Path = typer.Option(Path(DEFAULT_STORE), "--store", help="SQLite results store"),
     force: bool = typer.Option(False, "--force", metavar="", help="rerun even if this config is already stored"),
@@ -105,7 +107,7 @@ def detect_attack_cmd(
     options: dict[str, Any] = {"train_fraction": train_fraction, "score_threshold": score_threshold,
                                "detector_epochs": detector_epochs}
     for key, value in (("surrogate", surrogate), ("detector_arch", detector_arch), ("image_size", image_size),
-                       ("patch_altitudes", patch_altitudes)):
+                       ("patch_altitudes", patch_altitudes), ("attack_seed", attack_seed)):
         if value is not None:
             options[key] = value
     config = RunConfig.build(models=[detector, *split_csv(detectors or "")], dataset=dataset, attacks=[attack],

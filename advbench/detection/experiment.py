@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from advbench.attacks.patch import PatchAttack
+from advbench.attacks.patches import NO_JITTER, apply_patch_each, rotated_or_axis_boxes
 from advbench.datasets.detection import DetectionSample
-from advbench.detection.patch_attacks import PatchAttack
-from advbench.detection.patches import NO_JITTER, apply_patch_each, rotated_or_axis_boxes
 from advbench.detection.training import DetectorTrainConfig, load_detector, train_detector
 from advbench.errors import InputError
 from advbench.models.detectors import DETECTORS, Detector

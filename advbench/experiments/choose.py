@@ -19,9 +19,14 @@ def checkpoint_task(model_spec: str) -> str:
     return str(read_metadata(path).get("task") or "classification")
 
 
+#: The experiment that runs the attacks of a task other than classification.
+TASK_EXPERIMENTS = {"detection": "detection", "multi-task dense prediction": "multitask"}
+
+
 def choose_experiment(config: RunConfig) -> str:
-    """``config.experiment`` when given; otherwise from the attacks (a min-max recipe, several checkpoints to
-    compare) and the first checkpoint's task."""
+    """``config.experiment`` when given; otherwise from the first checkpoint's task, the attacks' task (a roof
+    patch runs the detection experiment, a multi-task attack the multi-task one) and the recipe (a min-max
+    recipe runs the min-max experiment)."""
     import advbench
 
     if config.experiment is not None:
@@ -33,6 +38,10 @@ def choose_experiment(config: RunConfig) -> str:
     advbench.list_attacks()
     from advbench.attack import ATTACKS
 
+    tasks = {ATTACKS.get(name).task for name in config.attacks if name in ATTACKS}
+    for attack_task, experiment in TASK_EXPERIMENTS.items():
+        if attack_task in tasks:
+            return experiment
     if any(getattr(ATTACKS.get(name), "multi_domain", False) for name in config.attacks if name in ATTACKS):
         return "minmax"
     return "classifier"

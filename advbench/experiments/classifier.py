@@ -24,7 +24,9 @@ def attack_hyperparameters(config: Any) -> list[dict[str, Any]]:
     """Every attack of the config built once (unknown names and bad hyperparameters fail here, before any data
     is read), as the hyperparameters without eps that the record stores."""
     from advbench import create_attack
+    from advbench.attack import check_attack_task
 
+    check_attack_task(list(config.attacks), "classification", f"'{config.experiment or 'classifier'}' experiment")
     attacks = [create_attack(name, norm=config.norm, eps=config.eps[0], **config.params_for(name))
                .hyperparameters() for name in config.attacks]
     for params in attacks:
@@ -39,7 +41,7 @@ def require_gradients(differentiable: bool, attacks: Sequence[str], model_spec: 
     import advbench
     from advbench.attack import ATTACKS
 
-    names = advbench.list_attacks()
+    names = advbench.list_attacks(task="classification")
     white = [a for a in attacks if ATTACKS.get(a).kind != "black-box"]
     if white:
         black = [n for n in names if ATTACKS.get(n).kind == "black-box"]

@@ -56,6 +56,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "detector_arch": None,  # bare .pt/.pth weights: their architecture
     "image_size": None,  # bare weights: the (width, height) they were trained at, or "WxH"
     "patch_altitudes": None,  # learn the patch on these altitudes' training images only (all are measured)
+    "attack_seed": None,  # seed of the generator the patch attack draws from (None: the run's seed)
     "progress": True,  # progress bars for detector training and the patch fit (not part of the identity)
 }
 
@@ -82,6 +83,7 @@ class DetectionOptions:
     detector_arch: str | None = None
     image_size: tuple[int, int] | None = None
     patch_altitudes: tuple[str, ...] | None = None
+    attack_seed: int | None = None
     progress: bool = True
 
 
@@ -146,6 +148,10 @@ def parse_options(options: Mapping[str, Any]) -> DetectionOptions:
     epochs = raw["detector_epochs"]
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"option detector_epochs must be a positive integer, got {epochs!r}")
+    attack_seed = raw["attack_seed"]
+    if attack_seed is not None and (isinstance(attack_seed, bool) or not isinstance(attack_seed, int)):
+        raise ConfigError(f"option attack_seed must be an integer (the patch attack's generator seed), got "
+                          f"{attack_seed!r}")
     if not isinstance(raw["progress"], bool):
         raise ConfigError(f"option progress must be true or false, got {raw['progress']!r}")
     return DetectionOptions(
@@ -153,7 +159,7 @@ def parse_options(options: Mapping[str, Any]) -> DetectionOptions:
         train_fraction=train_fraction, score_threshold=score_threshold, iou=iou, detector_epochs=epochs,
         detector_arch=_text("detector_arch", raw["detector_arch"], "e.g. fcos-mnv3"),
         image_size=_image_size(raw["image_size"]), patch_altitudes=_altitudes(raw["patch_altitudes"]),
-        progress=raw["progress"])
+        attack_seed=attack_seed, progress=raw["progress"])
 
 
 def _refuse_classifier_fields(cfg: RunConfig) -> None:
@@ -281,15 +287,16 @@ class DetectionExperiment(Experiment):
     name = "detection"
 
     def resolve(self) -> Plan:
+        from advbench import create_attack
+        from advbench.attack import check_attack_task
         from advbench.datasets.detection import load_detection_dataset
         from advbench.detection.experiment import altitude_subset, resolve_detector, split_by_group
-        from advbench.detection.patch_attacks import PATCH_ATTACKS, create_patch_attack
 
         cfg = self.run_config
         _refuse_classifier_fields(cfg)
         opts = self.options = parse_options(cfg.options)
         attack_name = cfg.attacks[0]
-        PATCH_ATTACKS.get(attack_name)  # an unknown name fails here, listing the patch attacks
+        check_attack_task([attack_name], "detection", "detection experiment")  # unknown names list the attacks
         if attack_name == "patch-transfer" and not opts.surrogate:
             raise ConfigError("patch-transfer needs the option surrogate (a checkpoint or architecture other "
                               "than the victim)")
@@ -311,12 +318,18 @@ class DetectionExperiment(Experiment):
         self.extras = [resolve_detector(d, train, seed=cfg.seed + 2 + i, epochs=opts.detector_epochs,
                                         progress=progress, device=cfg.device, role=f"detector {i + 2}")
                        for i, d in enumerate(cfg.models[1:])]
-        # the run's seed seeds the attack unless attack_params sets its own; detector placeholders check that the
-        # attack takes a surrogate / more detectors at all (the detectors themselves come when the patch is fitted)
-        self.attack_kwargs: dict[str, Any] = {"seed": cfg.seed, **cfg.params_for(attack_name)}
+        # the attack draws from a generator seeded by the run's seed, or by the option attack_seed; detector
+        # placeholders check that the attack takes a surrogate / more detectors at all (the detectors themselves
+        # come when the patch is fitted)
+        self.attack_kwargs: dict[str, Any] = dict(cfg.params_for(attack_name))
+        if "seed" in self.attack_kwargs:
+            raise ConfigError(f"{attack_name} has no seed of its own: it draws from the run's generator; set the "
+                              "option attack_seed (detect-attack --attack-seed) instead of the attack parameter seed")
+        self.attack_seed = cfg.seed if opts.attack_seed is None else opts.attack_seed
         placeholders = {**({"surrogate": None} if self.surrogate else {}), **({"detectors": []} if self.extras else {})}
-        hyper = create_patch_attack(attack_name, **self.attack_kwargs, **placeholders).hyperparameters()
-        for key in ("surrogate", "detectors"):  # their identities are in the config below
+        hyper = create_attack(attack_name, **self.attack_kwargs, **placeholders).hyperparameters()
+        hyper["seed"] = self.attack_seed  # the generator's seed: one patch per seed, as every record has said
+        for key in ("name", "surrogate", "detectors"):  # the name is the row's; the detectors' identities are below
             hyper.pop(key, None)
         extra: dict[str, Any] = {}
         if self.surrogate is not None:
@@ -348,18 +361,20 @@ class DetectionExperiment(Experiment):
         return self._fitted
 
     def _fit(self) -> FittedPatch:
+        from advbench import create_attack
+        from advbench.attacks.patch import PatchSet
         from advbench.detection.experiment import load_images
-        from advbench.detection.patch_attacks import PatchSet, create_patch_attack
 
         cfg, progress = self.run_config, self.options.progress
         detector = self.victim.get()  # trains an architecture-named detector only now
-        attack = create_patch_attack(cfg.attacks[0], **self.attack_kwargs,
+        attack = create_attack(cfg.attacks[0], **self.attack_kwargs,
                                      **({"surrogate": self.surrogate.get()} if self.surrogate else {}),
                                      **({"detectors": [e.get() for e in self.extras]} if self.extras else {}))
         trained = [s.training for s in (self.victim, self.surrogate, *self.extras) if s is not None and s.training]
         t0 = time.perf_counter()
         images = load_images(self.patch_train, progress=progress)
-        fit = attack.fit(detector, PatchSet.from_samples(self.patch_train, images), progress=progress)
+        fit = attack(detector, PatchSet.from_samples(self.patch_train, images),
+                     generator=torch.Generator().manual_seed(self.attack_seed), progress=progress)
         noise = torch.rand(fit.patch.shape, generator=torch.Generator().manual_seed(cfg.seed + CONTROL_SEED_OFFSET))
         info = {k: fit.info[k] for k in FIT_INFO_KEYS if k in fit.info}
         info["detector_queries"] = fit.info.get("detector_queries", 0)

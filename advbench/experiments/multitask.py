@@ -122,7 +122,8 @@ class MultiTaskExperiment(Experiment):
     name = "multitask"
 
     def resolve(self) -> Plan:
-        from advbench.attacks.multitask import create_multitask_attack
+        from advbench import create_attack
+        from advbench.attack import check_attack_task
         from advbench.datasets.multitask import load_multitask_dataset
         from advbench.multitask.training import load_multitask_model
 
@@ -140,8 +141,8 @@ class MultiTaskExperiment(Experiment):
         if target is not None and target not in self.net.tasks:
             raise ConfigError(f"--target-task '{target}' is not one of the model's tasks: {', '.join(self.net.tasks)}")
         name = cfg.attacks[0]
-        self.attack = create_multitask_attack(name, norm=cfg.norm, eps=cfg.eps[0], target_task=target,
-                                              **cfg.params_for(name))
+        check_attack_task([name], "multi-task dense prediction", "multi-task experiment")
+        self.attack = create_attack(name, norm=cfg.norm, eps=cfg.eps[0], target_task=target, **cfg.params_for(name))
         data = load_multitask_dataset(cfg.dataset, seed=cfg.seed)
         missing = [t for t in self.net.tasks if t not in data.tasks]
         if missing:

@@ -239,8 +239,9 @@ class SODExperiment(Experiment):
     name = "sod"
 
     def resolve(self) -> Plan:
+        from advbench.datasets.sod import load_sod_dataset
         from advbench.runner import defend
-        from advbench.sod import load_sod_dataset, load_sod_model
+        from advbench.sod.training import load_sod_model
 
         cfg = self.run_config
         check_common(cfg, "SOD")

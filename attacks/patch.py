@@ -1,7 +1,7 @@
 """Adversarial roof patches against vehicle detectors: white-box, transfer, random search and min-max.
 
 All four learn one universal patch (3, P, P) in [0, 1] that, pasted on every vehicle's roof (see
-:mod:`advbench.detection.patches`), hides the vehicles from a detector.  The objective is
+:mod:`advbench.attacks.patches`), hides the vehicles from a detector.  The objective is
 ``mean vehicle score + nps_weight · NPS + tv_weight · TV`` (Thys et al., CVPRW 2019).
 
 * ``patch-whitebox`` -- Adam (lr 0.03) on random minibatches pooled over all altitudes, with Thys jitter.
@@ -14,8 +14,10 @@ All four learn one universal patch (3, P, P) in [0, 1] that, pasted on every veh
   score and reports the learned simplex weights.  Its descent direction is Adam's, with the same lr, so it
   differs from ``patch-whitebox`` only in how domains are weighted.
 
-Attacks are registered in :data:`PATCH_ATTACKS`; :func:`create_patch_attack` builds one from keyword
-hyperparameters.
+They are registered in :data:`advbench.attack.ATTACKS` with the task ``detection``; build one with
+``advbench.create_attack(name, ...)`` and call it as ``attack(detector, patch_set, generator=...)``, which
+returns a :class:`PatchFit`.  Every random draw (minibatches, jitter, proposals) comes from that generator,
+which stays on the CPU whatever the detector's device, so one seed learns the same patch on a GPU as on the CPU.
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from torch import nn
 
-from advbench.datasets.detection import DetectionSample
-from advbench.detection.metrics import match_detected
-from advbench.detection.patch_losses import DEFAULT_PALETTE, non_printability, total_variation, vehicle_scores
-from advbench.detection.patches import (
+from advbench.attack import AttackBase, generator_for, register_attack
+from advbench.attacks.patch_losses import DEFAULT_PALETTE, non_printability, total_variation, vehicle_scores
+from advbench.attacks.patches import (
     NO_JITTER,
     PatchPlacement,
     PatchTransform,
@@ -38,34 +40,17 @@ from advbench.detection.patches import (
     init_patch,
     rotated_or_axis_boxes,
 )
-from advbench.errors import ConfigError, InputError
+from advbench.datasets.detection import DetectionSample
+from advbench.detection.metrics import match_detected
+from advbench.errors import BudgetError, ConfigError, InputError
 from advbench.minmax import APGDA
-from advbench.models.detectors import Detector
 from advbench.progress import progress_bar
-from advbench.registry import Registry
+
+if TYPE_CHECKING:  # torchvision is slow to import: the detectors come with the model, at call time
+    from advbench.models.detectors import Detector
 
 #: Width of the soft detection threshold (see :meth:`PatchAttack.image_scores`).
 SOFT_TEMPERATURE = 0.1
-
-#: Patch attack name -> class.
-PATCH_ATTACKS: Registry[type[PatchAttack]] = Registry("patch attack")
-
-
-def register_patch_attack(name: str):
-    """Class decorator registering a :class:`PatchAttack` subclass under ``name``."""
-
-    def wrap(cls: type[PatchAttack]) -> type[PatchAttack]:
-        cls.name = name
-        PATCH_ATTACKS.register(name)(cls)
-        return cls
-
-    return wrap
-
-
-def list_patch_attacks() -> list[str]:
-    """The registered patch attacks."""
-    return PATCH_ATTACKS.names()
-
 
 @dataclass
 class PatchSet:
@@ -115,17 +100,18 @@ class PatchFit:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class PatchAttack:
-    """Base class: hyperparameters, the objective, and minibatch sampling.  Subclasses implement ``fit``."""
+class PatchAttack(AttackBase):
+    """Base class: hyperparameters, the objective, and minibatch sampling.  Subclasses implement ``_fit``.
 
-    name: ClassVar[str] = ""
-    #: How the attack reaches the victim: ``white-box`` (its gradients), ``transfer`` or ``black-box`` (queries).
-    kind: ClassVar[str] = "white-box"
+    ``kind`` says how the attack reaches the victim: ``white-box`` (its gradients), ``transfer`` or
+    ``black-box`` (queries)."""
+
+    task: ClassVar[str] = "detection"
 
     def __init__(self, *, patch_size: int = 24, steps: int = 150, lr: float = 0.03, batch_size: int = 6,
                  score: str = "class", reduction: str = "vehicle", nps_weight: float = 0.01,
                  tv_weight: float = 2.5, fraction: tuple[float, float] = (0.5, 0.8), jitter: bool = True,
-                 match_iou: float = 0.3, seed: int = 0, palette: torch.Tensor | None = None,
+                 match_iou: float = 0.3, palette: torch.Tensor | None = None,
                  soft_threshold: float | None = None, footprint_filter: bool = False) -> None:
         for name, value in (("steps", steps), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -142,7 +128,6 @@ class PatchAttack:
             raise ConfigError(f"footprint_filter must be true or false, got {footprint_filter!r}")
         self.placement = PatchPlacement(tuple(fraction), footprint_filter=footprint_filter)
         self.transform = PatchTransform() if jitter else NO_JITTER
-        self.seed = seed
         self.palette = DEFAULT_PALETTE if palette is None else palette
         vehicle_scores([], [], kind=score, reduction=reduction)  # validates score and reduction
         if soft_threshold is not None and not 0 < soft_threshold < 1:
@@ -151,10 +136,11 @@ class PatchAttack:
 
     def hyperparameters(self) -> dict[str, Any]:
         """JSON-ready hyperparameters (stored with every record)."""
-        hyper = {"patch_size": self.patch_size, "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size,
+        hyper = {"name": self.name, "patch_size": self.patch_size, "steps": self.steps, "lr": self.lr,
+                 "batch_size": self.batch_size,
                  "score": self.score, "reduction": self.reduction, "nps_weight": self.nps_weight,
                  "tv_weight": self.tv_weight, "fraction": list(self.placement.fraction),
-                 "jitter": self.transform != NO_JITTER, "match_iou": self.match_iou, "seed": self.seed,
+                 "jitter": self.transform != NO_JITTER, "match_iou": self.match_iou,
                  "soft_threshold": self.soft_threshold}
         if self.placement.footprint_filter:  # only when on, so records made before the option still match
             hyper["footprint_filter"] = True
@@ -201,24 +187,60 @@ class PatchAttack:
             patch.clamp_(0, 1)
         return loss.item()
 
-    def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
-        """Learn a patch against ``detector`` on ``data``."""
+    # -- the call: invariants of a patch attack --------------------------------------------------------
+    def __call__(self, model: nn.Module, x: Any, y: Any = None, *, target: Any = None,  # type: ignore[override]
+                 generator: torch.Generator | None = None, progress: bool = False) -> PatchFit:
+        """Learn a patch against the detector ``model`` on the :class:`PatchSet` ``x`` (it carries the
+        vehicles, so ``y`` stays None)."""
+        return super().__call__(model, x, y, target=target, generator=generator, progress=progress)
+
+    def _check_call(self, model: nn.Module, x: Any, y: Any, target: Any) -> None:
+        from advbench.models.detectors import Detector
+
+        if not isinstance(model, Detector):
+            raise InputError(f"'{self.name}' attacks a Detector (advbench.models.detectors), got "
+                             f"{type(model).__name__}")
+        if not isinstance(x, PatchSet):
+            raise InputError(f"'{self.name}' learns a patch on a PatchSet (PatchSet.from_samples(...)), got "
+                             f"{type(x).__name__}")
+        if not len(x):
+            raise InputError("the patch set is empty: no image has a vehicle to patch")
+        if y is not None or target is not None:
+            raise ConfigError(f"'{self.name}' reads the vehicles from the PatchSet; pass no labels or target")
+
+    def _generator(self, x: Any, generator: torch.Generator | None) -> torch.Generator:
+        """A CPU generator whatever the detector's device: the given one, or one seeded from it (or from 0)."""
+        return generator_for(torch.device("cpu"), generator)
+
+    def _run(self, model: nn.Module, x: Any, y: Any, target: Any, generator: torch.Generator,
+             progress: bool) -> PatchFit:
+        return self._fit(model, x, generator, progress)
+
+    def _check_output(self, x: Any, out: Any) -> None:
+        """A (3, P, P) patch, finite, in [0, 1]: a printable image."""
+        patch = out.patch
+        size = self.patch_size
+        if tuple(patch.shape) != (3, size, size) or not bool(torch.isfinite(patch).all()):
+            raise BudgetError(f"attack '{self.name}' returned a patch of shape {tuple(patch.shape)} (expected "
+                              f"(3, {size}, {size})) or with non-finite values")
+        if float(patch.min()) < 0 or float(patch.max()) > 1:
+            raise BudgetError(f"attack '{self.name}' returned a patch outside [0, 1]; this is a bug in the attack")
+
+    def _fit(self, detector: Detector, data: PatchSet, gen: torch.Generator, progress: bool) -> PatchFit:
+        """Learn a patch against ``detector`` on ``data``, drawing from ``gen``."""
         raise NotImplementedError
 
-    def _start(self, device: torch.device) -> tuple[torch.Tensor, torch.Generator]:
-        """The initial patch on ``device`` and the attack's generator.
-
-        The generator stays on the CPU on every device, so a seed draws the same minibatches and jitter on
-        a GPU as on the CPU."""
-        start = init_patch(self.patch_size, seed=self.seed, kind="gray").to(device)
-        return start, torch.Generator().manual_seed(self.seed)
+    def _start(self, device: torch.device) -> torch.Tensor:
+        """The initial patch on ``device``: mid-gray, so the start has no randomness."""
+        return init_patch(self.patch_size, kind="gray").to(device)
 
 
-def _adam_fit(attack: PatchAttack, detector: Detector, data: PatchSet, progress: bool, desc: str) -> PatchFit:
+def _adam_fit(attack: PatchAttack, detector: Detector, data: PatchSet, gen: torch.Generator, progress: bool,
+              desc: str) -> PatchFit:
     """Thys-style optimisation: Adam on random pooled minibatches, the patch clamped to [0, 1] after each step.
 
     It runs on ``detector``'s device; the learned patch comes back on the CPU."""
-    start, gen = attack._start(detector.device)
+    start = attack._start(detector.device)
     data = data.to(detector.device)
     patch = start.clone().requires_grad_(True)
     opt = torch.optim.Adam([patch], lr=attack.lr)
@@ -235,15 +257,15 @@ def _adam_fit(attack: PatchAttack, detector: Detector, data: PatchSet, progress:
     return PatchFit(patch=patch.detach().cpu(), history=history, info={"detector_queries": 0})
 
 
-@register_patch_attack("patch-whitebox")
+@register_attack("patch-whitebox")
 class WhiteBoxPatch(PatchAttack):
     """White-box patch (Thys et al. 2019): gradients of the victim itself, altitudes pooled."""
 
-    def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
-        return _adam_fit(self, detector, data, progress, self.name)
+    def _fit(self, detector: Detector, data: PatchSet, gen: torch.Generator, progress: bool) -> PatchFit:
+        return _adam_fit(self, detector, data, gen, progress, self.name)
 
 
-@register_patch_attack("patch-transfer")
+@register_attack("patch-transfer")
 class TransferPatch(PatchAttack):
     """Black-box transfer: the white-box recipe run on ``surrogate``; the victim is only evaluated."""
 
@@ -257,18 +279,25 @@ class TransferPatch(PatchAttack):
         arch = None if self.surrogate is None else self.surrogate.arch
         return {**super().hyperparameters(), "surrogate": arch}
 
-    def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
+    def _check_call(self, model: nn.Module, x: Any, y: Any, target: Any) -> None:
+        super()._check_call(model, x, y, target)
         if self.surrogate is None:
             raise ConfigError("patch-transfer needs a surrogate detector (--surrogate ARCH|CKPT), different from "
                               "the victim")
-        if self.surrogate is detector:
+        if self.surrogate is model:
             raise ConfigError("patch-transfer's surrogate is the victim itself; that is patch-whitebox")
-        fit = _adam_fit(self, self.surrogate, data, progress, f"{self.name} ({self.surrogate.arch})")
+
+    def _models(self, model: nn.Module) -> list[nn.Module]:
+        return [model] if self.surrogate is None else [model, self.surrogate]
+
+    def _fit(self, detector: Detector, data: PatchSet, gen: torch.Generator, progress: bool) -> PatchFit:
+        assert self.surrogate is not None  # checked by _check_call
+        fit = _adam_fit(self, self.surrogate, data, gen, progress, f"{self.name} ({self.surrogate.arch})")
         fit.info["surrogate"] = self.surrogate.arch
         return fit
 
 
-@register_patch_attack("patch-random-search")
+@register_attack("patch-random-search")
 class RandomSearchPatch(PatchAttack):
     """Query-based black box: random square recolourings of the patch, kept when the score drops.
 
@@ -296,8 +325,8 @@ class RandomSearchPatch(PatchAttack):
         return max(1, round(math.sqrt(frac) * self.patch_size))
 
     @torch.no_grad()
-    def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
-        patch, gen = self._start(detector.device)
+    def _fit(self, detector: Detector, data: PatchSet, gen: torch.Generator, progress: bool) -> PatchFit:
+        patch = self._start(detector.device)
         data, palette = data.to(detector.device), self.palette.to(detector.device)
         n = min(self.search_images, len(data))
         if n > self.queries:
@@ -419,7 +448,7 @@ class _AltitudeDomains:
         return torch.stack(losses).unsqueeze(0), torch.tensor([success], device=patch.device)
 
 
-@register_patch_attack("patch-minmax")
+@register_attack("patch-minmax")
 class MinMaxPatch(PatchAttack):
     """Min-max patch over altitude groups (and ``detectors``, if several): APGDA with Adam directions.
 
@@ -450,8 +479,11 @@ class MinMaxPatch(PatchAttack):
         return {**super().hyperparameters(), "beta": self.engine.beta, "gamma": self.engine.gamma,
                 "weight_signal": self.weight_signal, "detectors": [d.arch for d in self.extra_detectors]}
 
-    def fit(self, detector: Detector, data: PatchSet, *, progress: bool = True) -> PatchFit:
-        start, gen = self._start(detector.device)
+    def _models(self, model: nn.Module) -> list[nn.Module]:
+        return [model] + [d for d in self.extra_detectors if d is not model]
+
+    def _fit(self, detector: Detector, data: PatchSet, gen: torch.Generator, progress: bool) -> PatchFit:
+        start = self._start(detector.device)
         detectors = [detector] + [d for d in self.extra_detectors if d is not detector]
         elsewhere = [f"{d.arch} on {d.device}" for d in detectors if d.device != detector.device]
         if elsewhere:
@@ -480,12 +512,3 @@ class MinMaxPatch(PatchAttack):
         if self.weight_signal == "detection-rate":
             info["detection_rates"] = dict(zip(domains.names, domains.rates, strict=True))
         return PatchFit(patch=result.delta[0].cpu(), history=history, info=info)
-
-
-def create_patch_attack(name: str, **kwargs: Any) -> PatchAttack:
-    """Build the registered patch attack ``name`` with keyword hyperparameters."""
-    cls = PATCH_ATTACKS.get(name)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"patch attack '{name}': {exc}; see `advbench detect-attack --help`") from None

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from torchvision.ops import box_iou
 
 from advbench.errors import ConfigError, DatasetError
-from advbench.models.detectors import Candidates
+
+if TYPE_CHECKING:
+    from advbench.models.detectors import Candidates
 
 #: The default printable palette: a 4-level grid over the gamut a consumer printer reaches, [0.1, 0.9]
 #: per channel (a stand-in for a measured palette; pass your own with :func:`load_palette`).
@@ -51,6 +53,8 @@ def vehicle_scores(cands: Sequence[Candidates], targets: Sequence[torch.Tensor],
         if boxes.numel() == 0 or scores.numel() == 0:
             out.append(scores.new_zeros(boxes.shape[0]))
             continue
+        from torchvision.ops import box_iou  # imported on first use: torchvision is slow to import
+
         overlap = box_iou(boxes.to(cboxes), cboxes) >= match_iou  # (N, M)
         masked = torch.where(overlap, scores.unsqueeze(0), scores.new_zeros(()))
         out.append(masked.amax(dim=1))
