@@ -35,6 +35,7 @@ from torch import nn
 
 from advbench.errors import BudgetError, ConfigError, InputError
 from advbench.registry import Registry
+from advbench.task_names import CLASSIFICATION
 from advbench.threat import NORMS, ThreatModel, parse_eps
 
 
@@ -272,7 +273,7 @@ class AttackBase(metaclass=_FrozenAfterInit):
     """
 
     name: ClassVar[str] = ""
-    task: ClassVar[str] = "classification"
+    task: ClassVar[str] = CLASSIFICATION
     kind: ClassVar[str] = "white-box"
 
     def __setattr__(self, key: str, value: Any) -> None:
@@ -522,7 +523,7 @@ def register_attack(name: str) -> Callable[[type[A]], type[A]]:
 
     def decorate(cls: type[A]) -> type[A]:
         cls.name = name
-        ATTACKS.add(name, cls)
+        ATTACKS.add(name, cls, task=cls.task)
         return cls
 
     return decorate

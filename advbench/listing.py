@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from advbench.errors import ConfigError
+from advbench.task_names import DETECTION, MULTITASK
 
 
 def _first_line(obj: Any) -> str:
@@ -52,47 +53,49 @@ class Listing:
     registry: str
     task: str | None
     describe: Callable[[str, Any], dict[str, str]] = _described
-    #: The package whose import registers the entries, when it is not the registry's own module.
-    registers: str | None = None
+    #: The modules whose import registers the entries, when they are not the registry's own module.
+    registers: tuple[str, ...] = ()
 
-    def entries(self) -> list[tuple[str, Any]]:
-        """``(name, entry)`` of every registered entry; a plain dict of spec schemes lists ``scheme:<spec>``."""
+    def entries(self) -> list[tuple[str, Any, str]]:
+        """``(name, entry, task)`` of every registered entry, grouped by task (the order of
+        :data:`advbench.task_names.TASKS`); a plain dict of spec schemes lists ``scheme:<spec>``."""
+        from advbench.task_names import TASKS
+
         module, attribute = self.registry.split(":")
-        if self.registers:
-            importlib.import_module(self.registers)
+        for name in self.registers:
+            importlib.import_module(name)
         registry = getattr(importlib.import_module(module), attribute)
         if isinstance(registry, dict):
-            return [(f"{scheme}:<spec>", registry[scheme]) for scheme in registry]
-        return [(name, registry.get(name)) for name in registry.names()]
+            return [(f"{scheme}:<spec>", registry[scheme], self.task or "") for scheme in registry]
+        rows = [(name, registry.get(name), self.task or registry.task_of(name) or "") for name in registry.names()]
+        order = {task: i for i, task in enumerate(TASKS)}
+        return sorted(rows, key=lambda row: order.get(row[2], len(order)))
 
 
 #: Kind -> the registries listed under it, in order.
 LISTINGS: dict[str, tuple[Listing, ...]] = {
     "attacks": (
-        Listing("advbench.attack:ATTACKS", None, _attack, registers="advbench.attacks"),  # each attack says its task
+        Listing("advbench.attack:ATTACKS", None, _attack, registers=("advbench.attacks",)),
     ),
     "models": (
-        Listing("advbench.models.registry:MODELS", "classification"),
+        Listing("advbench.models.registry:MODELS", None, registers=(
+            "advbench.models", "advbench.models.sod", "advbench.models.multitask", "advbench.models.detectors")),
         Listing("advbench.models.resolve:ARCH_SCHEMES", "classification"),
-        Listing("advbench.models.sod:SOD_MODELS", "salient-object detection"),
-        Listing("advbench.models.multitask:MULTITASK_MODELS", "multi-task dense prediction"),
-        Listing("advbench.models.detectors:DETECTORS", "detection"),
     ),
     "datasets": (
-        Listing("advbench.datasets.catalog:DATASETS", "classification"),
-        Listing("advbench.datasets.sod:SOD_DATASETS", "salient-object detection"),
-        Listing("advbench.datasets.multitask:MULTITASK_DATASETS", "multi-task dense prediction"),
-        Listing("advbench.datasets.detection.catalog:DETECTION_DATASETS", "detection"),
+        Listing("advbench.datasets.catalog:DATASETS", None, registers=(
+            "advbench.datasets", "advbench.datasets.sod", "advbench.datasets.multitask",
+            "advbench.datasets.detection")),
     ),
-    "defenses": (Listing("advbench.defenses.registry:DEFENSES", "classification", registers="advbench.defenses"),),
-    "experiments": (Listing("advbench.pipeline.experiment:EXPERIMENTS", "any", registers="advbench.experiments"),),
+    "defenses": (Listing("advbench.defenses.registry:DEFENSES", "classification", registers=("advbench.defenses",)),),
+    "experiments": (Listing("advbench.pipeline.experiment:EXPERIMENTS", "any", registers=("advbench.experiments",)),),
 }
 
 #: Older kinds, kept as filters of the listings above: kind -> (listing kind, task).
 ALIASES: dict[str, tuple[str, str]] = {
-    "patch-attacks": ("attacks", "detection"),
-    "multitask-attacks": ("attacks", "multi-task dense prediction"),
-    "detectors": ("models", "detection"),
+    "patch-attacks": ("attacks", DETECTION),
+    "multitask-attacks": ("attacks", MULTITASK),
+    "detectors": ("models", DETECTION),
 }
 
 
@@ -105,11 +108,7 @@ def listing_rows(kind: str) -> list[dict[str, str]]:
         raise ConfigError(f"cannot list '{kind}'; choose one of {', '.join([*LISTINGS, *ALIASES])}")
     rows = []
     for listing in LISTINGS[kind]:
-        entries = listing.entries()
-        if listing.task is None:  # grouped by task, classification first, names sorted within a task
-            entries.sort(key=lambda item: (item[1].task != "classification", item[1].task))
-        for name, entry in entries:
-            task = listing.task or entry.task
+        for name, entry, task in listing.entries():
             if task_filter is None or task == task_filter:
                 rows.append({"name": name, "task": task, **listing.describe(name, entry),
                              "description": _first_line(entry)})

@@ -36,6 +36,7 @@ from torch import nn
 from advbench.attack import AttackBase, register_attack
 from advbench.errors import BudgetError, ConfigError, InputError
 from advbench.minmax import APGDA, project_multipliers
+from advbench.task_names import MULTITASK
 from advbench.threat import ThreatModel, parse_eps
 
 #: Relative changes divide by the clean loss plus this, so a near-zero clean loss cannot explode them.
@@ -87,7 +88,7 @@ class MultiTaskAttack(AttackBase):
     batch in [0, 1] and ``targets`` maps every task of the model to its ground truth.  The attack has no
     randomness (it starts from ``x``); a generator passed in is accepted and unused."""
 
-    task: ClassVar[str] = "multi-task dense prediction"
+    task: ClassVar[str] = MULTITASK
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
 
     def __init__(self, *, norm: str = "linf", eps: float | str = 8 / 255, steps: int = 50,

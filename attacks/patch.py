@@ -45,6 +45,7 @@ from advbench.detection.metrics import match_detected
 from advbench.errors import BudgetError, ConfigError, InputError
 from advbench.minmax import APGDA
 from advbench.progress import progress_bar
+from advbench.task_names import DETECTION
 
 if TYPE_CHECKING:  # torchvision is slow to import: the detectors come with the model, at call time
     from advbench.models.detectors import Detector
@@ -106,7 +107,7 @@ class PatchAttack(AttackBase):
     ``kind`` says how the attack reaches the victim: ``white-box`` (its gradients), ``transfer`` or
     ``black-box`` (queries)."""
 
-    task: ClassVar[str] = "detection"
+    task: ClassVar[str] = DETECTION
 
     def __init__(self, *, patch_size: int = 24, steps: int = 150, lr: float = 0.03, batch_size: int = 6,
                  score: str = "class", reduction: str = "vehicle", nps_weight: float = 0.01,

@@ -1,7 +1,10 @@
-"""The data set registry and the spec-string front door :func:`load_dataset`.
+"""The one data set registry, :data:`DATASETS`, and the classification front door :func:`load_dataset`.
 
-A spec is ``"scheme"`` or ``"scheme:argument"``; the scheme picks a loader from :data:`DATASETS`
-and the argument (a path or an option list, depending on the loader) is passed to it verbatim.
+Every task's loaders register here with the task they serve (:mod:`advbench.task_names`): the classification
+schemes below, the SOD (:mod:`advbench.datasets.sod`), multi-task (:mod:`advbench.datasets.multitask`) and
+detection (:mod:`advbench.datasets.detection`) ones.  A spec is ``"scheme"`` or ``"scheme:argument"``; the
+scheme picks a loader of the right task and the argument (a path or an option list, depending on the loader)
+is passed to it verbatim.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
-from typing import Protocol
+from typing import Any, Protocol
 
 from advbench.datasets.data import ClassificationData
 from advbench.errors import DatasetError
 from advbench.registry import Registry
+from advbench.task_names import CLASSIFICATION
 
 
 class DatasetLoader(Protocol):
@@ -22,8 +26,9 @@ class DatasetLoader(Protocol):
     def __call__(self, arg: str | None, *, seed: int) -> ClassificationData: ...
 
 
-#: Scheme name -> loader.  Register new schemes with ``@DATASETS.register("name")``.
-DATASETS: Registry[DatasetLoader] = Registry("dataset")
+#: Scheme name -> loader, for every task.  Register a classification scheme with
+#: ``@DATASETS.register("name", task=CLASSIFICATION)``; other tasks' loaders say their own task.
+DATASETS: Registry[Any] = Registry("data set")
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -50,7 +55,7 @@ def load_dataset(spec: str, *, seed: int = 0) -> ClassificationData:
     except TypeError:
         raise DatasetError(f"seed must be an int, got {type(seed).__name__} {seed!r}") from None
     scheme, _ = parse_spec(spec)
-    DATASETS.get(scheme)  # fail fast with the list of known names
+    DATASETS.get(scheme, task=CLASSIFICATION)  # fail fast with the list of known names
     return _load_cached(spec.strip(), seed)
 
 
@@ -66,9 +71,9 @@ def clear_cache() -> None:
     _load_cached.cache_clear()
 
 
-def list_datasets() -> list[str]:
-    """Sorted names of the registered data set schemes."""
-    return DATASETS.names()
+def list_datasets(task: str | None = CLASSIFICATION) -> list[str]:
+    """Sorted names of the registered data set schemes of ``task`` (None: every task)."""
+    return DATASETS.names(task=task)
 
 
 def reject_argument(scheme: str, arg: str | None) -> None:

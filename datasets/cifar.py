@@ -28,6 +28,7 @@ from advbench.datasets.catalog import DATASETS
 from advbench.datasets.data import ClassificationData, int64_labels, uint8_images
 from advbench.datasets.safe_pickle import safe_load_pickle
 from advbench.errors import DatasetError, MissingPathError
+from advbench.task_names import CLASSIFICATION
 
 IMAGE_SHAPE = (3, 32, 32)
 HOMEPAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -180,7 +181,7 @@ def load_cifar(layout: CifarLayout, arg: str | None) -> ClassificationData:
     )
 
 
-@DATASETS.register("cifar10")
+@DATASETS.register("cifar10", task=CLASSIFICATION)
 def load_cifar10(arg: str | None, *, seed: int = 0) -> ClassificationData:
     """CIFAR-10 from local python batches: 50,000/10,000 3x32x32 images (pixel / 255), 10 classes.
 
@@ -189,7 +190,7 @@ def load_cifar10(arg: str | None, *, seed: int = 0) -> ClassificationData:
     return load_cifar(CIFAR10, arg)
 
 
-@DATASETS.register("cifar100")
+@DATASETS.register("cifar100", task=CLASSIFICATION)
 def load_cifar100(arg: str | None, *, seed: int = 0) -> ClassificationData:
     """CIFAR-100 from local python files: 50,000/10,000 3x32x32 images (pixel / 255), 100 fine classes.
 

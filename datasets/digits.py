@@ -8,11 +8,12 @@ import torch
 from advbench.datasets.catalog import DATASETS, reject_argument
 from advbench.datasets.data import ClassificationData, split_data
 from advbench.datasets.splits import stratified_split
+from advbench.task_names import CLASSIFICATION
 
 TEST_FRACTION = 0.2
 
 
-@DATASETS.register("digits")
+@DATASETS.register("digits", task=CLASSIFICATION)
 def load_digits(arg: str | None = None, *, seed: int = 0) -> ClassificationData:
     """sklearn's digits as 1x8x8 images (pixel / 16, so in [0, 1]) with a seeded stratified 80/20 split."""
     reject_argument("digits", arg)

@@ -74,6 +74,7 @@ from advbench.datasets.catalog import DATASETS, load_dataset, parse_spec
 from advbench.datasets.cifar import LAYOUTS, read_test_set
 from advbench.datasets.data import check_images, check_labels, uint8_images
 from advbench.errors import ConfigError, DatasetError, InputError, MissingPathError
+from advbench.task_names import CLASSIFICATION
 
 #: Interpolation name -> PIL resampling filter.
 INTERPOLATIONS: dict[str, Image.Resampling] = {
@@ -655,7 +656,7 @@ def open_evaluation_set(spec: str, *, n_samples: int | None = None, selection: s
     if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
         raise ConfigError(f"preprocessing must be a Preprocessing or None, got {type(preprocessing).__name__}")
     scheme, arg = parse_spec(spec)
-    DATASETS.get(scheme)  # fail fast with the list of known names
+    DATASETS.get(scheme, task=CLASSIFICATION)  # fail fast with the list of known names
     spec = spec.strip()
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1 or 3 (the model's input channels), got {channels!r}")

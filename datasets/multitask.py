@@ -37,19 +37,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from advbench.datasets.catalog import DATASETS
 from advbench.datasets.draws import choice as _choice
 from advbench.datasets.draws import uniform as _uniform
 from advbench.datasets.imagefolder import IMAGE_SUFFIXES, files_by_stem, read_image
-from advbench.datasets.options import parse_options, require_range, split_path_query
+from advbench.datasets.options import parse_options, require_range
 from advbench.errors import ConfigError, DatasetError, InputError, MissingPathError
 from advbench.models.task_heads import IGNORE_INDEX, TASK_HEADS, check_tasks
-from advbench.registry import Registry, load_from_spec, split_scheme
+from advbench.registry import load_from_spec, split_scheme
+from advbench.spec_query import split_path_query
+from advbench.task_names import MULTITASK
 
 #: A loader: ``loader(argument, *, seed)`` where ``argument`` is the part of the spec after ``scheme:``.
 MultiTaskLoader = Callable[..., "MultiTaskData"]
 
-#: Scheme name -> loader.  Register new schemes with ``MULTITASK_DATASETS.add("name", loader)``.
-MULTITASK_DATASETS: Registry[MultiTaskLoader] = Registry("multi-task data set")
+#: Loaders register in the one data set registry, :data:`advbench.datasets.catalog.DATASETS`, with task MULTITASK.
 
 #: Sub-folder of each task in the nyuv2 layout, and the file suffixes it may hold.
 TASK_FOLDERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -148,7 +150,7 @@ class MultiTaskData:
 
 def parse_multitask_spec(spec: str) -> tuple[str, str]:
     """``"nyuv2:/data?size=64"`` -> ``("nyuv2", "/data?size=64")``; the scheme must be registered."""
-    return split_scheme(spec, MULTITASK_DATASETS, "'synthetic-multitask:n=240' or 'nyuv2:/path/to/nyuv2'")
+    return split_scheme(spec, DATASETS, "'synthetic-multitask:n=240' or 'nyuv2:/path/to/nyuv2'", MULTITASK)
 
 
 def load_multitask_dataset(spec: str, *, seed: int = 0) -> MultiTaskData:
@@ -159,12 +161,13 @@ def load_multitask_dataset(spec: str, *, seed: int = 0) -> MultiTaskData:
     :class:`~advbench.errors.UnknownNameError`, missing folders :class:`~advbench.errors.MissingPathError`, bad
     files and options :class:`~advbench.errors.DatasetError`.
     """
-    return load_from_spec(spec, MULTITASK_DATASETS, "'synthetic-multitask:n=240' or 'nyuv2:/path/to/nyuv2'", seed=seed)
+    return load_from_spec(spec, DATASETS, "'synthetic-multitask:n=240' or 'nyuv2:/path/to/nyuv2'", seed=seed,
+                          task=MULTITASK)
 
 
 def list_multitask_datasets() -> list[str]:
     """The registered multi-task schemes."""
-    return MULTITASK_DATASETS.names()
+    return DATASETS.names(task=MULTITASK)
 
 
 # --------------------------------------------------------------------------------------------------- geometry
@@ -365,7 +368,7 @@ def load_synthetic_multitask(arg: str, *, seed: int = 0) -> MultiTaskData:
                          {k: v[n_train:] for k, v in targets.items()}, class_names=names, name=where)
 
 
-MULTITASK_DATASETS.add("synthetic-multitask", load_synthetic_multitask)
+DATASETS.add("synthetic-multitask", load_synthetic_multitask, task=MULTITASK)
 
 
 # --------------------------------------------------------------------------------------------------- nyuv2 folders
@@ -578,7 +581,7 @@ def load_nyuv2(arg: str, *, seed: int = 0) -> MultiTaskData:
     return MultiTaskData(x_train, t_train, x_test, t_test, class_names=names, name=where)
 
 
-MULTITASK_DATASETS.add("nyuv2", load_nyuv2)
+DATASETS.add("nyuv2", load_nyuv2, task=MULTITASK)
 
 
 def write_multitask_folder(data: MultiTaskData, out_dir: str | Path, *, layout: str = "split",

@@ -1,10 +1,9 @@
-"""Parsing of data set specs' options: ``key=value`` lists such as the ``n=500,classes=4`` in
-``synthetic:n=500,classes=4``, and the ``/path?key=value&key=value`` form of the folder-based sets.
+"""Data set specs' options: ``key=value`` lists such as the ``n=500,classes=4`` in ``synthetic:n=500,classes=4``,
+and the ``/path?key=value&key=value`` form of the folder-based sets, split and checked by the one spec parser
+(:mod:`advbench.spec_query`) and converted here with a per-option schema.
 
->>> split_path_query("/data/eorssd?size=128&threshold=128")
-('/data/eorssd', 'size=128&threshold=128')
->>> split_path_query("/data/eorssd")
-('/data/eorssd', '')
+>>> parse_options("n=3&size=8", {"n": int, "size": int}, where="synthetic")
+{'n': 3, 'size': 8}
 """
 
 from __future__ import annotations
@@ -13,16 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from advbench.errors import DatasetError
-
-
-def split_path_query(arg: str) -> tuple[str, str]:
-    """``"/path?a=1&b=2"`` -> ``("/path", "a=1&b=2")``: the path before the last ``?`` and its options
-    (``""`` when there is no ``?``).  Every folder-based data set spec (``imagefolder``, ``eorssd``, ``nyuv2``,
-    the detection sets) is split here; :func:`parse_options` reads the options."""
-    path, sep, query = arg.rpartition("?")
-    if not sep:
-        return arg, ""
-    return path, query
+from advbench.spec_query import query_pairs
 
 
 def parse_options(text: str | None, schema: Mapping[str, Callable[[str], Any]], *, where: str) -> dict[str, Any]:
@@ -32,8 +22,12 @@ def parse_options(text: str | None, schema: Mapping[str, Callable[[str], Any]], 
     and values the converter rejects raise :class:`DatasetError` naming the offending option.
     """
     result: dict[str, Any] = {}
-    if text is None or not text.strip():
-        return result
+    for key, value in query_pairs(text, where=where, error=DatasetError, valid=schema):
+        try:
+            result[key] = schema[key](value)
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"{where}: option '{key}' has invalid value '{value}' ({exc})") from None
+    return result
     valid = ", ".join(sorted(schema)) or "(none)"
     for item in text.replace("&", ",").split(","):
         item = item.strip()

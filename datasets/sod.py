@@ -29,18 +29,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from advbench.datasets.catalog import DATASETS
 from advbench.datasets.draws import choice as _choice
 from advbench.datasets.draws import uniform as _uniform
 from advbench.datasets.imagefolder import IMAGE_SUFFIXES, files_by_stem, read_image
-from advbench.datasets.options import parse_options, require_range, split_path_query
+from advbench.datasets.options import parse_options, require_range
 from advbench.errors import ConfigError, DatasetError, MissingPathError
-from advbench.registry import Registry, load_from_spec, split_scheme
+from advbench.registry import load_from_spec, split_scheme
+from advbench.spec_query import split_path_query
+from advbench.task_names import SOD
 
 #: A loader: ``loader(argument, *, seed)`` where ``argument`` is the part of the spec after ``scheme:``.
 SODLoader = Callable[..., "SODData"]
 
-#: Scheme name -> loader.  Register new schemes with ``@SOD_DATASETS.register("name")``.
-SOD_DATASETS: Registry[SODLoader] = Registry("SOD data set")
+#: Loaders register in the one data set registry, :data:`advbench.datasets.catalog.DATASETS`, with task SOD.
 
 #: The two accepted folder layouts, as (train images, train masks, test images, test masks).
 LAYOUTS: dict[str, tuple[str, str, str, str]] = {
@@ -106,7 +108,7 @@ def _check_pair(name: str, split: str, x: torch.Tensor, m: torch.Tensor) -> None
 
 def parse_sod_spec(spec: str) -> tuple[str, str]:
     """``"eorssd:/data?size=64"`` -> ``("eorssd", "/data?size=64")``; the scheme must be registered."""
-    return split_scheme(spec, SOD_DATASETS, "'synthetic-sod:n=200' or 'eorssd:/path/to/EORSSD'")
+    return split_scheme(spec, DATASETS, "'synthetic-sod:n=200' or 'eorssd:/path/to/EORSSD'", SOD)
 
 
 def load_sod_dataset(spec: str, *, seed: int = 0) -> SODData:
@@ -116,12 +118,12 @@ def load_sod_dataset(spec: str, *, seed: int = 0) -> SODData:
     Unknown schemes raise :class:`~advbench.errors.UnknownNameError`; missing folders raise
     :class:`~advbench.errors.MissingPathError`; bad files and options raise :class:`~advbench.errors.DatasetError`.
     """
-    return load_from_spec(spec, SOD_DATASETS, "'synthetic-sod:n=200' or 'eorssd:/path/to/EORSSD'", seed=seed)
+    return load_from_spec(spec, DATASETS, "'synthetic-sod:n=200' or 'eorssd:/path/to/EORSSD'", seed=seed, task=SOD)
 
 
 def list_sod_datasets() -> list[str]:
     """The registered SOD schemes."""
-    return SOD_DATASETS.names()
+    return DATASETS.names(task=SOD)
 
 
 # --------------------------------------------------------------------------------------------------- eorssd folders
@@ -215,7 +217,7 @@ def load_eorssd(arg: str, *, seed: int = 0) -> SODData:
     return SODData(x_train, m_train, x_test, m_test, name=f"eorssd:{arg}")
 
 
-SOD_DATASETS.add("eorssd", load_eorssd)
+DATASETS.add("eorssd", load_eorssd, task=SOD)
 
 
 def write_sod_folder(
@@ -392,4 +394,4 @@ def load_synthetic_sod(arg: str, *, seed: int = 0) -> SODData:
     return SODData(x[:n_train], m[:n_train], x[n_train:], m[n_train:], name=where)
 
 
-SOD_DATASETS.add("synthetic-sod", load_synthetic_sod)
+DATASETS.add("synthetic-sod", load_synthetic_sod, task=SOD)

@@ -18,6 +18,7 @@ from advbench.datasets.data import ClassificationData, split_data
 from advbench.datasets.options import parse_options, require_range
 from advbench.datasets.splits import stratified_split
 from advbench.errors import DatasetError
+from advbench.task_names import CLASSIFICATION
 
 DEFAULTS = {"n": 600, "classes": 4, "size": 8, "channels": 1}
 NOISE_STD = 0.15
@@ -42,7 +43,7 @@ def make_synthetic(n: int, classes: int, size: int, channels: int, *, seed: int)
     return split_data("synthetic", x, labels, train, test, tuple(f"class_{i}" for i in range(classes)))
 
 
-@DATASETS.register("synthetic")
+@DATASETS.register("synthetic", task=CLASSIFICATION)
 def load_synthetic(arg: str | None = None, *, seed: int = 0) -> ClassificationData:
     """Parse ``n``, ``classes``, ``size`` and ``channels`` (defaults 600, 4, 8, 1) and build the set.
 

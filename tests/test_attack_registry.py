@@ -66,7 +66,8 @@ def task_victims(tmp_path_factory):
     from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
     from advbench.datasets.multitask import generate_multitask_scenes
     from advbench.models.detectors import create_detector
-    from advbench.models.multitask import MULTITASK_MODELS, create_multitask_model
+    from advbench.models.multitask import create_multitask_model
+    from advbench.models.registry import MODELS
 
     root = generate_aerial_dataset(tmp_path_factory.mktemp("aerial") / "evd", n_images=4, size=(96, 64), seed=3)
     samples = load_detection_dataset(f"evd4uav:{root}")
@@ -74,7 +75,7 @@ def task_victims(tmp_path_factory):
     detector = create_detector("fcos-mnv3", class_names=names, image_size=(96, 64), seed=0)
     surrogate = create_detector("fcos-mnv3", class_names=names, image_size=(96, 64), seed=1)
     torch.manual_seed(0)
-    net = create_multitask_model(MULTITASK_MODELS.names()[0])
+    net = create_multitask_model(MODELS.names(task="multi-task dense prediction")[0])
     x, targets, _ = generate_multitask_scenes(3, 32, seed=0)
     return {"detection": (detector, PatchSet.from_samples(samples), None, surrogate),
             "multi-task dense prediction": (net, x, targets, None)}

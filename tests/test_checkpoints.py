@@ -116,8 +116,12 @@ def test_corrupt_missing_and_mismatched_checkpoints(tmp_path) -> None:
 def test_model_names_and_timm_adapter() -> None:
     assert {"mlp", "small_cnn", "lenet5", "resnet20"} <= set(list_models())
     assert list_models("res*") == ["resnet18-cifar", "resnet20", "resnet50-cifar"]
-    with pytest.raises(UnknownNameError, match="known models"):
+    with pytest.raises(UnknownNameError, match="known classification models: lenet5"):
         create_model("nope", input_shape=(1, 8, 8), num_classes=10)
+    import advbench.models.sod  # noqa: F401  (registers the SOD U-Net in the one model registry)
+
+    with pytest.raises(UnknownNameError, match="'unet-sod' is a salient-object detection model, not a classification"):
+        create_model("unet-sod", input_shape=(3, 8, 8), num_classes=2)  # one registry; the task keeps them apart
     model = load_model("timm:resnet18", input_shape=(3, 16, 16), num_classes=4)
     assert model(torch.rand(2, 3, 16, 16)).shape == (2, 4)
     with pytest.raises(UnknownNameError, match="unknown timm model"):

@@ -105,7 +105,7 @@ def test_run_table_for_two_models_with_one_eps(monkeypatch, capsys, tmp_path, ck
     "args,match",
     [
         (["--attack", "nope"], "unknown attack 'nope'; known attacks:"),
-        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--dataset", "nope"], "unknown classification data set 'nope'"),
         (["--eps", "-0.1"], "eps must be >= 0"),
         (["--eps", "abc"], "cannot read eps"),
         (["--model", "/no/such/file.safetensors"], "not found"),

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from advbench.datasets.catalog import DATASETS
 from advbench.datasets.detection import (
-    DETECTION_DATASETS,
     EVD4UAV_CLASSES,
     DetectionSample,
     export_coco,
@@ -33,6 +33,7 @@ from advbench.datasets.detection.lines import parse_dota_line, parse_evd4uav_lin
 from advbench.datasets.detection.records import check_in_image
 from advbench.datasets.detection.visdrone import VISDRONE_CLASSES
 from advbench.errors import DatasetError, MissingPathError, UnknownNameError
+from advbench.task_names import DETECTION
 
 
 def _image(path: Path, size: tuple[int, int]) -> None:
@@ -285,7 +286,7 @@ def test_round_trip_through_coco_export(
 ) -> None:
     source = {"evd4uav": evd_root, "dota": dota_root, "visdrone": visdrone_root, "coco": coco_file}[kind]
     masks = kind in ("evd4uav", "coco")
-    samples = DETECTION_DATASETS.get(kind)(source, **({"masks": True} if masks else {}))
+    samples = DATASETS.get(kind, task=DETECTION)(source, **({"masks": True} if masks else {}))
     out = export_coco(samples, tmp_path / "export" / "out.json")
     assert [p.name for p in out.parent.iterdir()] == ["out.json"]  # no temp file left behind
     back = load_coco(out, masks=masks)

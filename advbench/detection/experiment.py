@@ -25,8 +25,10 @@ from advbench.attacks.patches import NO_JITTER, apply_patch_each, rotated_or_axi
 from advbench.datasets.detection import DetectionSample
 from advbench.detection.training import DetectorTrainConfig, load_detector, train_detector
 from advbench.errors import InputError
-from advbench.models.detectors import DETECTORS, Detector
+from advbench.models.detectors import Detector
+from advbench.models.registry import MODELS
 from advbench.progress import progress_bar
+from advbench.task_names import DETECTION
 
 
 def split_by_group(samples: Sequence[DetectionSample], train_fraction: float, seed: int,
@@ -99,7 +101,7 @@ def resolve_detector(spec: str, train: Sequence[DetectionSample], *, seed: int, 
         identity = {"checkpoint": str(path), "sha256": file_sha256(path), "arch": det.arch,
                     **({"image_size": list(image_size)} if image_size is not None else {})}
         return DetectorSource(identity, _detector=det.to(device))
-    if spec in DETECTORS:
+    if spec in MODELS.names(task=DETECTION):
         # the role only names the bars; the victim's keep the plain ``train ARCH`` name
         named = {"role": role} if role and progress else {}
 
@@ -109,7 +111,7 @@ def resolve_detector(spec: str, train: Sequence[DetectionSample], *, seed: int, 
 
         return DetectorSource({"arch": spec, "trained_here": {"epochs": epochs, "seed": seed}}, _train=fit)
     raise InputError(f"detector '{spec}' is neither a checkpoint file nor an architecture "
-                     f"({', '.join(DETECTORS.names())}); train one with `advbench train-detector`")
+                     f"({', '.join(MODELS.names(task=DETECTION))}); train one with `advbench train-detector`")
 
 
 def patch_images(images: Sequence[torch.Tensor], samples: Sequence[DetectionSample], patch: torch.Tensor,

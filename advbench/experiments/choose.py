@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from advbench.pipeline.config import RunConfig
 from advbench.pipeline.experiment import EXPERIMENTS
+from advbench.task_names import DETECTION, MULTITASK
 
 
 def checkpoint_task(model_spec: str) -> str:
@@ -20,7 +21,7 @@ def checkpoint_task(model_spec: str) -> str:
 
 
 #: The experiment that runs the attacks of a task other than classification.
-TASK_EXPERIMENTS = {"detection": "detection", "multi-task dense prediction": "multitask"}
+TASK_EXPERIMENTS = {DETECTION: "detection", MULTITASK: "multitask"}
 
 
 def choose_experiment(config: RunConfig) -> str:

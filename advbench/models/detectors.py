@@ -1,8 +1,8 @@
 """Small torchvision detectors for aerial vehicles, and the wrapper the patch attacks talk to.
 
-Two architectures are registered in :data:`DETECTORS`, both built from scratch (random init, never a
-download) on a MobileNetV3-Small feature pyramid whose finest level has stride 8, so 6-40 px vehicles
-of UAV imagery at 50-90 m (EVD4UAV, Sun, Guo et al., arXiv 2403.05422) are reachable:
+Two architectures are registered in :data:`~advbench.models.registry.MODELS`, both built from scratch (random init,
+never a download) on a MobileNetV3-Small feature pyramid whose finest level has stride 8, so 6-40 px vehicles of
+UAV imagery at 50-90 m (EVD4UAV, Sun, Guo et al., arXiv 2403.05422) are reachable:
 
 * ``fasterrcnn-mnv3`` -- two-stage Faster R-CNN (Ren et al., NeurIPS 2015) with a MobileNetV3
   (Howard et al., ICCV 2019) FPN (Lin et al., CVPR 2017) backbone.
@@ -37,7 +37,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from advbench.devices import module_device
 from advbench.errors import ConfigError, InputError
-from advbench.registry import Registry
+from advbench.models.registry import MODELS
+from advbench.task_names import DETECTION
 
 #: The stride-8/16/32 MobileNetV3-Small blocks feeding the pyramid, and their channel counts.
 _RETURN_LAYERS = {"2": "0", "4": "1", "9": "2"}
@@ -60,11 +61,10 @@ def _sizes(image_size: tuple[int, int]) -> dict[str, int]:
 
 #: A factory: ``factory(num_classes, image_size, **options) -> nn.Module`` (a torchvision detector).
 DetectorFactory = Callable[..., nn.Module]
-#: Architecture name -> factory.  Register new ones with ``@DETECTORS.register("name")``.
-DETECTORS: Registry[DetectorFactory] = Registry("detector")
+#: Architectures register in the one model registry, :data:`advbench.models.registry.MODELS`, with task DETECTION.
 
 
-@DETECTORS.register("fasterrcnn-mnv3")
+@MODELS.register("fasterrcnn-mnv3", task=DETECTION)
 def fasterrcnn_mnv3(num_classes: int, image_size: tuple[int, int], width: int = 64) -> nn.Module:
     """Faster R-CNN with a MobileNetV3-Small FPN; ``num_classes`` excludes the background."""
     anchors = AnchorGenerator(_ANCHOR_SIZES, ((0.5, 1.0, 2.0),) * len(_ANCHOR_SIZES))
@@ -78,7 +78,7 @@ def fasterrcnn_mnv3(num_classes: int, image_size: tuple[int, int], width: int = 
     )
 
 
-@DETECTORS.register("fcos-mnv3")
+@MODELS.register("fcos-mnv3", task=DETECTION)
 def fcos_mnv3(num_classes: int, image_size: tuple[int, int], width: int = 64) -> nn.Module:
     """FCOS with a MobileNetV3-Small FPN (``width`` must be a multiple of 32 for its GroupNorm head)."""
     if width % 32:
@@ -90,7 +90,7 @@ def fcos_mnv3(num_classes: int, image_size: tuple[int, int], width: int = 64) ->
 
 def list_detectors() -> list[str]:
     """The registered detector architectures."""
-    return DETECTORS.names()
+    return MODELS.names(task=DETECTION)
 
 
 @dataclass
@@ -266,7 +266,7 @@ def create_detector(arch: str, *, class_names: Sequence[str], image_size: tuple[
     Weights are never downloaded: train with :func:`advbench.detection.training.train_detector` or load
     your own with :func:`advbench.detection.checkpoints.load_detector`.
     """
-    factory = DETECTORS.get(arch)
+    factory = MODELS.get(arch, task=DETECTION)
     if not class_names:
         raise ConfigError("class_names is empty; a detector needs at least one class")
     w, h = image_size

@@ -1,4 +1,4 @@
-"""Multi-task dense-prediction networks: the ``MULTITASK_MODELS`` registry and :class:`MultiTaskNet`.
+"""Multi-task dense-prediction networks: the ``MODELS`` registry and :class:`MultiTaskNet`.
 
 :class:`MultiTaskNet` uses hard parameter sharing (Caruana, "Multitask Learning", Machine Learning 1997): one
 shared U-Net trunk (Ronneberger, Fischer and Brox, MICCAI 2015; the blocks of :mod:`advbench.models.unet`) computes
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.errors import ConfigError, InputError
+from advbench.models.registry import MODELS
 from advbench.models.task_heads import DEFAULT_TASKS, check_tasks, get_task
 from advbench.models.unet import ConvBlock, UpBlock, fitting_size
-from advbench.registry import Registry
+from advbench.task_names import MULTITASK
 
-#: Name -> factory ``factory(*, tasks, num_classes, **options) -> MultiTaskNet``.
-MULTITASK_MODELS: Registry[Callable[..., nn.Module]] = Registry("multi-task model")
+#: Architectures register in the one model registry, :data:`advbench.models.registry.MODELS`, with task MULTITASK.
 
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.25, 0.25, 0.25)
@@ -142,7 +142,7 @@ class MultiTaskNet(nn.Module):
                 "input_size": None if self.input_size is None else list(self.input_size)}
 
 
-@MULTITASK_MODELS.register("mtl-unet")
+@MODELS.register("mtl-unet", task=MULTITASK)
 def mtl_unet(*, tasks: Sequence[str] = DEFAULT_TASKS, num_classes: int = 4, base: int = 16, levels: int = 3,
              mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
              input_size: Sequence[int] | None = None, class_names: Sequence[str] | None = None) -> MultiTaskNet:
@@ -165,7 +165,7 @@ def create_multitask_model(name: str, tasks: Sequence[str] | str = DEFAULT_TASKS
     >>> model.tasks, tuple(model(torch.rand(1, 3, 8, 8))["normal"].shape)
     (('seg', 'normal'), (1, 3, 8, 8))
     """
-    factory = MULTITASK_MODELS.get(name)
+    factory = MODELS.get(name, task=MULTITASK)
     params = inspect.signature(factory).parameters.values()
     valid = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in WRAPPER_ARGS]
     unknown = sorted(set(options) - set(valid))
@@ -178,4 +178,4 @@ def create_multitask_model(name: str, tasks: Sequence[str] | str = DEFAULT_TASKS
 
 def list_multitask_models(pattern: str | None = None) -> list[str]:
     """Registered multi-task architectures, optionally filtered by a wildcard such as ``'mtl*'``."""
-    return MULTITASK_MODELS.names(pattern)
+    return MODELS.names(pattern, task=MULTITASK)

@@ -1,4 +1,9 @@
-"""The model registry: ``create_model`` / ``list_models`` in the style of timm.
+"""The one model registry, :data:`MODELS`, and the classifier front door ``create_model`` / ``list_models``
+in the style of timm.
+
+Every task's architectures register in :data:`MODELS` with the task they serve (:mod:`advbench.task_names`):
+the classifiers here, the SOD U-Net (:mod:`advbench.models.sod`), the multi-task net
+(:mod:`advbench.models.multitask`) and the detectors (:mod:`advbench.models.detectors`).
 
 A registered factory takes the input shape ``(C, H, W)`` and the class count of the dataset and
 returns a bare network that expects *normalized* input; :func:`create_model` wraps it in a
@@ -14,19 +19,22 @@ from torch import nn
 from advbench.errors import ConfigError
 from advbench.models.wrapper import NormalizedModel
 from advbench.registry import Registry
+from advbench.task_names import CLASSIFICATION
 
 ModelFactory = Callable[..., nn.Module]
+#: Architecture name -> factory, for every task (see :meth:`advbench.registry.Registry.names` with ``task=``).
 MODELS: Registry[ModelFactory] = Registry("model")
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator registering a factory ``fn(input_shape, num_classes, **kw) -> nn.Module``."""
-    return MODELS.register(name)
+def register_model(name: str, task: str = CLASSIFICATION) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator registering a factory; a classifier's is ``fn(input_shape, num_classes, **kw) -> nn.Module``."""
+    return MODELS.register(name, task=task)
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """Registered model names (wildcards allowed); ``timm:<name>`` builds any timm architecture."""
-    return MODELS.names(pattern)
+def list_models(pattern: str | None = None, task: str | None = CLASSIFICATION) -> list[str]:
+    """Registered model names of ``task`` (wildcards allowed; None: every task); ``timm:<name>`` builds any timm
+    architecture."""
+    return MODELS.names(pattern, task=task)
 
 
 def create_model(
@@ -53,7 +61,7 @@ def create_model(
 
         net = create_timm_model(name.split(":", 1)[1], input_shape=input_shape, num_classes=num_classes, **kwargs)
     else:
-        net = MODELS.get(name)(input_shape, num_classes, **kwargs)
+        net = MODELS.get(name, task=CLASSIFICATION)(input_shape, num_classes, **kwargs)
     channels = input_shape[0]
     return NormalizedModel(
         net,

@@ -366,8 +366,9 @@ def _py_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
 
 def _registered_arch(spec: ModelSpec, opts: ModelOptions) -> _Arch:
     from advbench.models.registry import MODELS
+    from advbench.task_names import CLASSIFICATION
 
-    factory = MODELS.get(spec.name)  # unknown names list the known ones
+    factory = MODELS.get(spec.name, task=CLASSIFICATION)  # unknown names list the known ones
     size = opts.input_size
 
     def build_for(shape, classes):

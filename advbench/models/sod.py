@@ -8,18 +8,18 @@ SOD victims of Sun, Fu, Li et al. (arXiv 2306.17431).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from advbench.errors import ConfigError, InputError
+from advbench.models.registry import MODELS
 from advbench.models.unet import UNet
-from advbench.registry import Registry
+from advbench.task_names import SOD
 
-#: Name -> factory ``factory(**options) -> nn.Module`` returning logits (B,1,H,W).
-SOD_MODELS: Registry[Callable[..., nn.Module]] = Registry("SOD model")
+#: Architectures register in the one model registry, :data:`advbench.models.registry.MODELS`, with task SOD.
 
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.25, 0.25, 0.25)
@@ -69,7 +69,7 @@ class SODModel(nn.Module):
                 "input_size": None if self.input_size is None else list(self.input_size)}
 
 
-@SOD_MODELS.register("unet-sod")
+@MODELS.register("unet-sod", task=SOD)
 def unet_sod(*, base: int = 16, depth: int = 3) -> nn.Module:
     """The U-Net of Ronneberger et al. (MICCAI 2015) with one output channel (saliency logits)."""
     return UNet(in_channels=3, out_channels=1, base=base, depth=depth)
@@ -86,7 +86,7 @@ def create_sod_model(name: str, *, mean: Sequence[float] = DEFAULT_MEAN, std: Se
     >>> model(torch.rand(1, 3, 16, 16)).shape
     torch.Size([1, 1, 16, 16])
     """
-    factory = SOD_MODELS.get(name)
+    factory = MODELS.get(name, task=SOD)
     valid = [p.name for p in inspect.signature(factory).parameters.values() if p.kind is p.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(valid))
     if unknown:
@@ -97,4 +97,4 @@ def create_sod_model(name: str, *, mean: Sequence[float] = DEFAULT_MEAN, std: Se
 
 def list_sod_models(pattern: str | None = None) -> list[str]:
     """Registered SOD architectures, optionally filtered by a wildcard such as ``'unet*'``."""
-    return SOD_MODELS.names(pattern)
+    return MODELS.names(pattern, task=SOD)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advbench.errors import ConfigError
+from advbench.spec_query import query_pairs, split_path_query
 
 SCHEMES = ("timm", "torchvision", "robustbench", "py", "torchscript")
 
@@ -46,20 +47,11 @@ def parse_query(query: str, *, where: str) -> dict[str, Any]:
     {'weights': 'm.pth', 'ema': True, 'num_classes': 10}
     """
     out: dict[str, Any] = {}
-    for item in query.replace(",", "&").split("&"):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{where}: option '{item}' is not of the form key=value")
-        key = key.strip()
-        if key in out:
-            raise ConfigError(f"{where}: option '{key}' is given twice")
+    for key, raw in query_pairs(query, where=where):
         try:
             out[key] = json.loads(raw)
         except json.JSONDecodeError:
-            out[key] = raw.strip()
+            out[key] = raw
     return out
 
 
@@ -77,8 +69,8 @@ def parse_model_spec(text: str) -> ModelSpec:
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("--model needs a checkpoint path or a model spec such as 'timm:resnet18?weights=PATH'")
     text = text.strip()
-    body, sep, query = text.partition("?")
-    options = parse_query(query, where=f"model spec '{text}'") if sep else {}
+    body, query = split_path_query(text, at="first")
+    options = parse_query(query, where=f"model spec '{text}'")
     scheme, colon, rest = body.partition(":")
     if colon and scheme in SCHEMES:
         if not rest:

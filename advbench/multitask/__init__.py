@@ -10,7 +10,7 @@ what is specific to the task; everything else has one home elsewhere:
 * :mod:`advbench.multitask.robustness` -- per-task metrics before and after an attack;
 * the data: :mod:`advbench.datasets.multitask` (:class:`MultiTaskData`, ``synthetic-multitask`` scenes and
   ``nyuv2:/path`` folders);
-* the models: :mod:`advbench.models.multitask` (the ``MULTITASK_MODELS`` registry, :class:`MultiTaskNet`) and
+* the models: :mod:`advbench.models.multitask` (:class:`MultiTaskNet`, in ``MODELS``) and
   :mod:`advbench.models.task_heads` (each task's output, per-sample loss and target format);
 * the attacks: :mod:`advbench.attacks.multitask`; the experiment: :mod:`advbench.experiments.multitask`.
 """

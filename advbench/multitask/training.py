@@ -1,12 +1,11 @@
 """Training, saving and loading of multi-task dense-prediction models.
 
-:func:`train_multitask` fits a model from :data:`~advbench.models.multitask.MULTITASK_MODELS` with Adam on the
-unweighted sum of the task losses of :mod:`advbench.multitask.metrics` (cross-entropy, depth L1, ``1 - cos`` for
-normals), with horizontal flips as augmentation (the x component of the normals flips with the image), and reports
-the test metrics.  These models are the victims of the stealthy multi-task attack (Guo, Zhang, Li et al., arXiv
-2411.17936).  Checkpoints are safetensors with ``task: "multitask"`` metadata, so
-:func:`load_multitask_model` refuses classifier, detector and SOD checkpoints.
-"""
+:func:`train_multitask` fits a model from the multi-task models of :data:`~advbench.models.registry.MODELS` with
+Adam on the unweighted sum of the task losses of :mod:`advbench.multitask.metrics` (cross-entropy, depth L1, ``1 -
+cos`` for normals), with horizontal flips as augmentation (the x component of the normals flips with the image),
+and reports the test metrics.  These models are the victims of the stealthy multi-task attack (Guo, Zhang, Li et
+al., arXiv 2411.17936).  Checkpoints are safetensors with ``task: "multitask"`` metadata, so
+:func:`load_multitask_model` refuses classifier, detector and SOD checkpoints. """
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ The victim task of the adversarial cloud attack and DefenseNet (Sun, Fu, Li et a
 * :mod:`advbench.sod.training` -- :func:`train_sod`, :func:`save_sod_model`, :func:`load_sod_model`;
 * :mod:`advbench.sod.robustness` -- the rows of the DefenseNet study;
 * the data: :mod:`advbench.datasets.sod` (:class:`SODData`, ``eorssd:/path`` folders, ``synthetic-sod`` scenes);
-* the models: :mod:`advbench.models.sod` (the ``SOD_MODELS`` registry, :class:`SODModel`) and
+* the models: :mod:`advbench.models.sod` (:class:`SODModel`, registered in ``advbench.models.registry.MODELS``) and
   :mod:`advbench.models.unet` (:class:`UNet`, Ronneberger et al., MICCAI 2015);
 * the experiment: :mod:`advbench.experiments.sod`.
 """

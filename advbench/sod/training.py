@@ -1,12 +1,11 @@
 """Training, saving and loading of SOD models.
 
-:func:`train_sod` fits a model from :data:`~advbench.models.sod.SOD_MODELS` with Adam on binary cross-entropy
-plus an optional soft-IoU loss (the BCE + IoU combination common in SOD since Qin et al., "BASNet: Boundary-Aware
-Salient Object Detection", CVPR 2019), with dihedral augmentation (top-view scenes have no "up"), and reports
-the test metrics of :mod:`advbench.sod.metrics`.  Checkpoints are safetensors with ``task: "sod"`` metadata, so
-:func:`load_sod_model` refuses classifier and detector checkpoints.  These models are the victims of the
-adversarial cloud attack (Sun, Fu, Li et al., arXiv 2306.17431).
-"""
+:func:`train_sod` fits a model from the SOD models of :data:`~advbench.models.registry.MODELS` with Adam on binary
+cross-entropy plus an optional soft-IoU loss (the BCE + IoU combination common in SOD since Qin et al., "BASNet:
+Boundary-Aware Salient Object Detection", CVPR 2019), with dihedral augmentation (top-view scenes have no "up"),
+and reports the test metrics of :mod:`advbench.sod.metrics`.  Checkpoints are safetensors with ``task: "sod"``
+metadata, so :func:`load_sod_model` refuses classifier and detector checkpoints.  These models are the victims of
+the adversarial cloud attack (Sun, Fu, Li et al., arXiv 2306.17431). """
 
 from __future__ import annotations
 

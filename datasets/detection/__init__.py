@@ -32,7 +32,6 @@ from advbench.datasets.detection.augment import (
     list_detection_augmentations,
 )
 from advbench.datasets.detection.catalog import (
-    DETECTION_DATASETS,
     DetectionLoader,
     list_detection_datasets,
     load_detection_dataset,
@@ -50,7 +49,6 @@ from advbench.datasets.detection.visdrone import VISDRONE_CLASSES, load_visdrone
 __all__ = [
     "generate_aerial_dataset",
     "DETECTION_AUGMENTATIONS",
-    "DETECTION_DATASETS",
     "DOTA_CLASSES",
     "EVD4UAV_ALTITUDES",
     "EVD4UAV_CLASSES",

@@ -11,18 +11,19 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from advbench.datasets.catalog import DATASETS
 from advbench.datasets.detection.sample import DetectionSample
-from advbench.datasets.options import split_path_query
 from advbench.errors import DatasetError
-from advbench.registry import Registry
+from advbench.spec_query import split_path_query
+from advbench.task_names import DETECTION
 
 #: A loader: ``loader(path, **options)`` returns the data set's samples; its keyword-only arguments are
 #: the spec options it accepts (see :data:`OPTION_TYPES`).
 DetectionLoader = Callable[..., list[DetectionSample]]
 
 
-#: Scheme name -> loader.  Register new schemes with ``@DETECTION_DATASETS.register("name")``.
-DETECTION_DATASETS: Registry[DetectionLoader] = Registry("detection data set")
+#: Detection loaders register in the one data set registry (:data:`advbench.datasets.catalog.DATASETS`) with
+#: their task: ``@DATASETS.register("name", task=DETECTION)``.
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -65,11 +66,11 @@ def parse_detection_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     if not isinstance(spec, str) or ":" not in spec:
         raise DatasetError(
             f"detection data set spec must look like 'evd4uav:/path/to/data' (known schemes: "
-            f"{', '.join(DETECTION_DATASETS.names())}), got {spec!r}"
+            f"{', '.join(DATASETS.names(task=DETECTION))}), got {spec!r}"
         )
     scheme, _, rest = spec.strip().partition(":")
     scheme = scheme.strip().lower()
-    loader = DETECTION_DATASETS.get(scheme)
+    loader = DATASETS.get(scheme, task=DETECTION)
     path, query = split_path_query(rest)
     if not path.strip():
         raise DatasetError(f"detection data set spec '{spec}' has no path; use '{scheme}:/path/to/data'")
@@ -99,9 +100,9 @@ def load_detection_dataset(spec: str) -> list[DetectionSample]:
     :class:`~advbench.errors.DatasetError` naming the file and line.
     """
     scheme, path, options = parse_detection_spec(spec)
-    return DETECTION_DATASETS.get(scheme)(path, **options)
+    return DATASETS.get(scheme, task=DETECTION)(path, **options)
 
 
 def list_detection_datasets() -> list[str]:
     """Sorted names of the registered detection data set schemes."""
-    return DETECTION_DATASETS.names()
+    return DATASETS.names(task=DETECTION)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from advbench.datasets.detection.catalog import DETECTION_DATASETS
+from advbench.datasets.catalog import DATASETS
 from advbench.datasets.detection.files import image_size, load_json
 from advbench.datasets.detection.filters import class_filter, keep_classes
 from advbench.datasets.detection.geometry import canonical_rbox
@@ -29,6 +29,7 @@ from advbench.datasets.detection.masks import is_finite_number, segmentation_mas
 from advbench.datasets.detection.records import BoxRecord, check_in_image, stack_records
 from advbench.datasets.detection.sample import DetectionSample
 from advbench.errors import DatasetError, MissingPathError
+from advbench.task_names import DETECTION
 
 
 def _list_of_dicts(data: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
@@ -102,7 +103,7 @@ def _masks(anns: list[tuple[str, dict[str, Any]]], size: tuple[int, int]) -> tor
     return torch.from_numpy(np.stack([segmentation_mask(s, size, where) for where, s in segs]))
 
 
-@DETECTION_DATASETS.register("coco")
+@DATASETS.register("coco", task=DETECTION)
 def load_coco(
     path: str | Path,
     *,

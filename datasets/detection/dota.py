@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from advbench.datasets.detection.catalog import DETECTION_DATASETS
+from advbench.datasets.catalog import DATASETS
 from advbench.datasets.detection.folder import load_label_folder
 from advbench.datasets.detection.lines import parse_dota_line
 from advbench.datasets.detection.sample import DetectionSample
+from advbench.task_names import DETECTION
 
 DOTA_CLASSES = (
     "plane", "ship", "storage-tank", "baseball-diamond", "tennis-court", "basketball-court", "ground-track-field",
@@ -30,7 +31,7 @@ def is_dota_header(line: str) -> bool:
     return not text or text.startswith(("imagesource:", "gsd:"))
 
 
-@DETECTION_DATASETS.register("dota")
+@DATASETS.register("dota", task=DETECTION)
 def load_dota(
     path: str | Path,
     *,

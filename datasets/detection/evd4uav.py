@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advbench.datasets.detection.catalog import DETECTION_DATASETS
+from advbench.datasets.catalog import DATASETS
 from advbench.datasets.detection.evd4uav_meta import (
     EVD4UAV_CLASSES,
     allowed_altitudes,
@@ -51,6 +51,7 @@ from advbench.datasets.detection.masks import instance_map_masks, segmentation_m
 from advbench.datasets.detection.records import BoxRecord, check_in_image, stack_records
 from advbench.datasets.detection.sample import DetectionSample
 from advbench.errors import DatasetError, MissingPathError
+from advbench.task_names import DETECTION
 
 
 def _pair_boxes(bb: list[BoxRecord] | None, rotated: list[BoxRecord] | None, bb_path: Path | None) -> list[BoxRecord]:
@@ -94,7 +95,7 @@ def _read_masks(mask_dir: Path, stem: str, n: int, size: tuple[int, int]) -> tor
     return torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros((0, h, w), dtype=torch.bool)
 
 
-@DETECTION_DATASETS.register("evd4uav")
+@DATASETS.register("evd4uav", task=DETECTION)
 def load_evd4uav(
     path: str | Path,
     *,

@@ -12,17 +12,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from advbench.datasets.detection.catalog import DETECTION_DATASETS
+from advbench.datasets.catalog import DATASETS
 from advbench.datasets.detection.folder import load_label_folder
 from advbench.datasets.detection.lines import parse_visdrone_line
 from advbench.datasets.detection.sample import DetectionSample
+from advbench.task_names import DETECTION
 
 VISDRONE_CLASSES = (
     "pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus", "motor",
 )  # fmt: skip
 
 
-@DETECTION_DATASETS.register("visdrone")
+@DATASETS.register("visdrone", task=DETECTION)
 def load_visdrone(
     path: str | Path,
     *,
