@@ -165,11 +165,6 @@ def load_multitask_dataset(spec: str, *, seed: int = 0) -> MultiTaskData:
                           task=MULTITASK)
 
 
-def list_multitask_datasets() -> list[str]:
-    """The registered multi-task schemes."""
-    return DATASETS.names(task=MULTITASK)
-
-
 # --------------------------------------------------------------------------------------------------- geometry
 
 def _rays(size: int, focal: float) -> torch.Tensor:

@@ -121,11 +121,6 @@ def load_sod_dataset(spec: str, *, seed: int = 0) -> SODData:
     return load_from_spec(spec, DATASETS, "'synthetic-sod:n=200' or 'eorssd:/path/to/EORSSD'", seed=seed, task=SOD)
 
 
-def list_sod_datasets() -> list[str]:
-    """The registered SOD schemes."""
-    return DATASETS.names(task=SOD)
-
-
 # --------------------------------------------------------------------------------------------------- eorssd folders
 
 def _resolve_layout(root: Path) -> tuple[Path, Path, Path, Path]:

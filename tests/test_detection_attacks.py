@@ -31,7 +31,8 @@ from advbench.detection.experiment import altitude_subset, split_by_group
 from advbench.detection.training import DetectorTrainConfig, load_detector, save_detector, train_detector
 from advbench.errors import CheckpointError, ConfigError, DatasetError, InputError, UnknownNameError
 from advbench.minmax import project_simplex
-from advbench.models.detectors import Candidates, create_detector, list_detectors
+from advbench.models.detectors import Candidates, create_detector
+from advbench.models.registry import list_models
 from advbench.pipeline.config import RunConfig
 from advbench.pipeline.engine import run as run_pipeline
 
@@ -236,7 +237,7 @@ def test_nps_and_tv_hand_values(tmp_path):
 
 # -- detectors --------------------------------------------------------------------------------------
 def test_detector_registry_and_candidate_gradients():
-    assert {"fasterrcnn-mnv3", "fcos-mnv3"} <= set(list_detectors())
+    assert {"fasterrcnn-mnv3", "fcos-mnv3"} <= set(list_models(task="detection"))
     for arch in ("fasterrcnn-mnv3", "fcos-mnv3"):
         det = create_detector(arch, class_names=("Car", "Bus"), image_size=(96, 64), seed=0)
         images = torch.rand(2, 3, 64, 96, requires_grad=True)

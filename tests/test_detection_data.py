@@ -14,13 +14,12 @@ from hypothesis import strategies as st
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from advbench.datasets.catalog import DATASETS
+from advbench.datasets.catalog import DATASETS, list_datasets
 from advbench.datasets.detection import (
     EVD4UAV_CLASSES,
     DetectionSample,
     export_coco,
     inspect_dataset,
-    list_detection_datasets,
     load_coco,
     load_detection_dataset,
     load_dota,
@@ -455,7 +454,7 @@ def test_coco_syntax_error_names_the_line(coco_file: Path) -> None:
 
 
 def test_specs_and_missing_paths(tmp_path: Path) -> None:
-    assert list_detection_datasets() == ["coco", "dota", "evd4uav", "visdrone"]
+    assert list_datasets(task=DETECTION) == ["coco", "dota", "evd4uav", "visdrone"]
     with pytest.raises(UnknownNameError, match="known detection data sets: coco, dota, evd4uav, visdrone"):
         load_detection_dataset("kitti:/x")
     with pytest.raises(DatasetError, match="option 'altitude=50m' is not one of classes=..., clip=..."):

@@ -15,16 +15,17 @@ import pytest
 import torch
 from PIL import Image
 
+from advbench.datasets.catalog import list_datasets
 from advbench.datasets.multitask import (
     MultiTaskData,
     generate_multitask_scenes,
-    list_multitask_datasets,
     load_multitask_dataset,
     normals_from_depth,
     write_multitask_folder,
 )
 from advbench.errors import CheckpointError, ConfigError, DatasetError, InputError, MissingPathError, UnknownNameError
-from advbench.models.multitask import MultiTaskNet, create_multitask_model, list_multitask_models
+from advbench.models.multitask import MultiTaskNet, create_multitask_model
+from advbench.models.registry import list_models
 from advbench.models.task_heads import depth_loss, higher_is_better, normal_loss, seg_loss
 from advbench.multitask.metrics import (
     MultiTaskMetrics,
@@ -85,7 +86,7 @@ def test_synthetic_scenes_are_seeded_and_split_70_30(tiny: MultiTaskData) -> Non
     assert load_multitask_dataset("synthetic-multitask:n=4,size=16,classes=5", seed=0).class_names[-1] == "wall"
     two = load_multitask_dataset("synthetic-multitask:n=4,size=16,classes=2", seed=0)
     assert two.class_names == ("floor", "box") and int(two.targets_train["seg"].max()) <= 1
-    assert "synthetic-multitask" in list_multitask_datasets() and "nyuv2" in list_multitask_datasets()
+    assert {"synthetic-multitask", "nyuv2"} <= set(list_datasets(task="multi-task dense prediction"))
 
 
 def test_normals_of_a_tilted_plane_face_up_and_towards_the_camera() -> None:
@@ -263,7 +264,7 @@ def test_model_heads_shapes_and_registry() -> None:
     assert torch.allclose(out["normal"].norm(dim=1), torch.ones(1, 8, 8), atol=1e-5)
     normal_only = create_multitask_model("mtl-unet", "normal", **TINY_NET)
     assert list(normal_only(torch.rand(1, 3, 4, 4))) == ["normal"]
-    assert list_multitask_models() == ["mtl-unet"]
+    assert list_models(task="multi-task dense prediction") == ["mtl-unet"]
     with pytest.raises(UnknownNameError, match="unknown task 'edges'; known tasks: depth, normal, seg"):
         create_multitask_model("mtl-unet", ("seg", "edges"))
     with pytest.raises(ConfigError, match="at least one task"):

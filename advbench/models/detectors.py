@@ -88,11 +88,6 @@ def fcos_mnv3(num_classes: int, image_size: tuple[int, int], width: int = 64) ->
                 score_thresh=0.05, detections_per_img=100, topk_candidates=300, **_sizes(image_size))
 
 
-def list_detectors() -> list[str]:
-    """The registered detector architectures."""
-    return MODELS.names(task=DETECTION)
-
-
 @dataclass
 class Candidates:
     """Every scored candidate box of one image, before thresholding and NMS.

@@ -155,7 +155,7 @@ def create_multitask_model(name: str, tasks: Sequence[str] | str = DEFAULT_TASKS
                            mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
                            input_size: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
                            **options: Any) -> MultiTaskNet:
-    """Build multi-task architecture ``name`` (see :func:`list_multitask_models`) with heads for ``tasks``.
+    """Build multi-task architecture ``name`` (``list_models(task=MULTITASK)``) with heads for ``tasks``.
 
     ``tasks`` is a list or a comma-separated string of task names (unknown ones raise
     :class:`~advbench.errors.UnknownNameError` listing the known tasks).  ``options`` go to the architecture
@@ -174,8 +174,3 @@ def create_multitask_model(name: str, tasks: Sequence[str] | str = DEFAULT_TASKS
                           f"{', '.join(valid) or '(none)'}")
     return factory(tasks=check_tasks(tasks), num_classes=num_classes, mean=mean, std=std, input_size=input_size,
                    class_names=class_names, **options)
-
-
-def list_multitask_models(pattern: str | None = None) -> list[str]:
-    """Registered multi-task architectures, optionally filtered by a wildcard such as ``'mtl*'``."""
-    return MODELS.names(pattern, task=MULTITASK)

@@ -77,7 +77,7 @@ def unet_sod(*, base: int = 16, depth: int = 3) -> nn.Module:
 
 def create_sod_model(name: str, *, mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
                      input_size: Sequence[int] | None = None, **options: Any) -> SODModel:
-    """Build SOD architecture ``name`` (see :func:`list_sod_models`) wrapped in :class:`SODModel`.
+    """Build SOD architecture ``name`` (``list_models(task=SOD)``) wrapped in :class:`SODModel`.
 
     ``options`` go to the architecture's factory (``unet-sod``: ``base``, ``depth``); unknown ones raise
     :class:`ConfigError` listing the valid ones.
@@ -93,8 +93,3 @@ def create_sod_model(name: str, *, mean: Sequence[float] = DEFAULT_MEAN, std: Se
         raise ConfigError(f"SOD model '{name}' has no option {', '.join(unknown)}; valid options: "
                           f"{', '.join(valid) or '(none)'}")
     return SODModel(factory(**options), arch=name, options=options, mean=mean, std=std, input_size=input_size)
-
-
-def list_sod_models(pattern: str | None = None) -> list[str]:
-    """Registered SOD architectures, optionally filtered by a wildcard such as ``'unet*'``."""
-    return MODELS.names(pattern, task=SOD)

@@ -33,7 +33,6 @@ from advbench.datasets.detection.augment import (
 )
 from advbench.datasets.detection.catalog import (
     DetectionLoader,
-    list_detection_datasets,
     load_detection_dataset,
 )
 from advbench.datasets.detection.coco import load_coco
@@ -62,7 +61,6 @@ __all__ = [
     "export_coco",
     "inspect_dataset",
     "list_detection_augmentations",
-    "list_detection_datasets",
     "load_coco",
     "load_detection_dataset",
     "load_dota",

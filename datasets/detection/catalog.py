@@ -101,8 +101,3 @@ def load_detection_dataset(spec: str) -> list[DetectionSample]:
     """
     scheme, path, options = parse_detection_spec(spec)
     return DATASETS.get(scheme, task=DETECTION)(path, **options)
-
-
-def list_detection_datasets() -> list[str]:
-    """Sorted names of the registered detection data set schemes."""
-    return DATASETS.names(task=DETECTION)
