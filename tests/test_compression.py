@@ -23,7 +23,7 @@ from advbench.compression import (
     resolve_targets,
 )
 from advbench.compression.projections import quantization_levels, quantize_with_scale
-from advbench.errors import CheckpointError, ConfigError
+from advbench.errors import CheckpointError, ConfigError, UnknownNameError
 from advbench.models import create_model
 from advbench.models.loading import load_model
 
@@ -153,16 +153,17 @@ def test_bad_masks_and_targets_get_clear_errors(tmp_path) -> None:
             load_model(tmp_path / "bad.pt")
     with pytest.raises(ConfigError, match=r"\[0, 1\)"):
         resolve_targets(model, structure="unstructured", target=1.0)
-    with pytest.raises(ConfigError, match="layer 'conv9' does not exist; prunable layers: conv1, conv2, fc1"):
+    with pytest.raises(ConfigError, match="layer 'conv9' does not exist or unstructured pruning does not apply to it; "
+                       "prunable layers: conv1, conv2, fc1"):
         resolve_targets(model, structure="unstructured", per_layer={"conv9": 0.5})
     with pytest.raises(ConfigError, match="quantization width"):
-        quantize(torch.randn(4), 1)
+        quantize(torch.randn(4), 0)
     with pytest.raises(ConfigError, match="LAYER=RATIO"):
         parse_per_layer("conv1:0.5")
     with pytest.raises(ConfigError, match="exactly one"):
         resolve_targets(model, structure="filter")
-    with pytest.raises(ConfigError, match="unknown pruning structure"):
-        resolve_targets(model, structure="block", target=0.5)
+    with pytest.raises(UnknownNameError, match="unknown pruning structure 'blocks'; known pruning structures: block"):
+        resolve_targets(model, structure="blocks", target=0.5)
 
 
 def test_compare_reports_transfer_and_disparate_impact(dense, tmp_path) -> None:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from advbench.compression.projections import project_sparse, quantize, sparsity_mask
+from advbench.compression.structures import create_structure
 from advbench.compression.targets import prunable_layers, short_name
 from advbench.devices import module_device
 from advbench.errors import ConfigError
@@ -34,6 +35,8 @@ class PruneConfig:
 
     method: str = "admm"
     structure: str = "unstructured"
+    #: The structure's parameters (block_rows/block_cols, library_size/entries, n/m; see create_structure).
+    structure_options: dict[str, Any] = field(default_factory=dict)
     rounds: int = 10
     epochs_per_round: int = 1
     rho: float = 1e-3
@@ -54,6 +57,7 @@ class PruneConfig:
             raise ConfigError("rounds and epochs per round must be >= 1 and retrain epochs >= 0")
         if self.rho <= 0 or self.rho_growth < 1:
             raise ConfigError(f"rho must be > 0 and its growth >= 1; got {self.rho}, {self.rho_growth}")
+        create_structure(self.structure, **self.structure_options)  # unknown structures and parameters fail here
 
 
 @dataclass
@@ -61,6 +65,8 @@ class PruneReport:
     masks: dict[str, torch.Tensor]
     history: list[dict[str, float]] = field(default_factory=list)
     quantization: dict[str, Any] = field(default_factory=dict)
+    #: The structure as pruned with: its name and parameters (a pattern library learned from the dense weights).
+    structure: dict[str, Any] = field(default_factory=dict)
 
 
 def _attack(cfg: PruneConfig):
@@ -109,9 +115,11 @@ def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConf
     dev = module_device(model)
     attack_gen = generator if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
+    shape = create_structure(cfg.structure, **cfg.structure_options).prepared(
+        {name: layers[name].weight.detach() for name in targets})
     if cfg.method == "admm":
         weights = {name: layers[name].weight for name in targets}
-        z = {name: project_sparse(w.detach(), targets[name], cfg.structure) for name, w in weights.items()}
+        z = {name: project_sparse(w.detach(), targets[name], shape) for name, w in weights.items()}
         u = {name: torch.zeros_like(w) for name, w in weights.items()}
         rho = cfg.rho
         optimiser = None
@@ -126,15 +134,15 @@ def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConf
                             desc=f"admm round {round_index + 1}/{cfg.rounds}", progress=progress)
             with torch.no_grad():
                 for name, w in weights.items():
-                    z[name] = project_sparse(w + u[name], targets[name], cfg.structure)
+                    z[name] = project_sparse(w + u[name], targets[name], shape)
                     u[name] += w - z[name]
                 gap = sum(float((weights[n] - z[n]).norm()) for n in weights)
             history.append({"round": round_index + 1, "rho": rho, "w_minus_z": gap,
                             "test_accuracy": accuracy(model, data.x_test, data.y_test)})
             rho *= cfg.rho_growth
-    masks = {name: sparsity_mask(layers[name].weight.detach(), ratio, cfg.structure) for name, ratio in targets.items()}
+    masks = {name: sparsity_mask(layers[name].weight.detach(), ratio, shape) for name, ratio in targets.items()}
     masked_retrain(model, data, masks, cfg, generator, progress, attack_generator=attack_gen)
-    report = PruneReport(masks=masks, history=history)
+    report = PruneReport(masks=masks, history=history, structure={"name": shape.name, **shape.parameters()})
     if cfg.quantize_bits:
         with torch.no_grad():
             for name in targets:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from advbench.compression.projections import STRUCTURES, kept_count
+from advbench.compression.structures import Structure, create_structure, kept_count
 from advbench.errors import ConfigError
 
 
@@ -33,7 +33,8 @@ def parse_per_layer(text: str) -> dict[str, float]:
 
 
 def resolve_targets(
-    model: nn.Module, *, structure: str, target: float | None = None, per_layer: dict[str, float] | None = None
+    model: nn.Module, *, structure: str | Structure, target: float | None = None,
+    per_layer: dict[str, float] | None = None
 ) -> dict[str, float]:
     """Qualified layer name → pruning ratio.
 
@@ -41,28 +42,30 @@ def resolve_targets(
     left whole (its rows are the classes), for channel pruning the first layer (its channels are the image's).
     ``per_layer`` names layers as ``advbench inspect`` shows them; an unknown name lists the real ones.
     """
-    if structure not in STRUCTURES:
-        raise ConfigError(f"unknown pruning structure '{structure}'; choose one of {', '.join(STRUCTURES)}")
+    shape = create_structure(structure)  # unknown names list the known structures
     if (target is None) == (per_layer is None):
         raise ConfigError("give exactly one of a global target (--target 0.9) or per-layer ratios (--per-layer)")
     layers = prunable_layers(model)
     if not layers:
         raise ConfigError(f"{type(model).__name__} has no Conv2d or Linear layer to prune")
-    names = list(layers)
+    names = [name for name, layer in layers.items() if shape.applies_to(layer.weight)]
+    if not names:
+        raise ConfigError(f"{type(model).__name__} has no layer that {shape.name} pruning applies to")
     if per_layer is not None:
         by_short = {short_name(n): n for n in names}
         out = {}
         for name, ratio in per_layer.items():
-            qualified = name if name in layers else by_short.get(name)
+            qualified = name if name in names else by_short.get(name)
             if qualified is None:
-                raise ConfigError(f"layer '{name}' does not exist; prunable layers: {', '.join(by_short)}")
+                raise ConfigError(f"layer '{name}' does not exist or {shape.name} pruning does not apply to it; "
+                                  f"prunable layers: {', '.join(by_short)}")
             kept_count(2, ratio)  # validates the range
             out[qualified] = float(ratio)
         return out
     kept_count(2, target)
     eligible = names
-    if structure == "filter":
+    if shape.name == "filter":
         eligible = names[:-1]
-    elif structure == "channel":
+    elif shape.name == "channel":
         eligible = names[1:]
     return {name: float(target) for name in eligible}
