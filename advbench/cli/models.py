@@ -45,10 +45,22 @@ def train(
     err.print(f"saved {out_path} (test accuracy {meta['test_accuracy']:.4f})")
 
 
-class Structure(str, Enum):
-    unstructured = "unstructured"
-    filter = "filter"
-    channel = "channel"
+def structure_options(block: str | None, nm: str | None, patterns: int | None) -> dict[str, int]:
+    """``--block 4x8``, ``--nm 2:4`` and ``--patterns 8`` as the structure's parameters."""
+    from advbench.errors import ConfigError
+
+    options: dict[str, int] = {}
+    for flag, text, sep, keys in (("--block", block, "x", ("block_rows", "block_cols")), ("--nm", nm, ":", ("n", "m"))):
+        if text is None:
+            continue
+        parts = text.lower().split(sep)
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ConfigError(f"{flag} takes two whole numbers as A{sep}B (e.g. {'4x8' if sep == 'x' else '2:4'}), "
+                              f"got '{text}'")
+        options.update(zip(keys, (int(p) for p in parts), strict=True))
+    if patterns is not None:
+        options["library_size"] = patterns
+    return options
 
 
 class PruneMethod(str, Enum):
@@ -62,7 +74,13 @@ def prune(
     dataset: str = typer.Option(..., "--dataset"),
     out_path: Path = typer.Option(..., "--out", help="the pruned child (.safetensors)"),
     method: PruneMethod = typer.Option(PruneMethod.admm, "--method"),
-    structure: Structure = typer.Option(Structure.unstructured, "--structure"),
+    structure: str = typer.Option("unstructured", "--structure",
+                                  help="unstructured, filter, channel, block, pattern or nm (advbench.compression."
+                                       "structures)"),
+    block: str | None = typer.Option(None, "--block", help="block structure: tile ROWSxCOLS of the GEMM matrix, "
+                                                          "e.g. 8x8"),
+    nm: str | None = typer.Option(None, "--nm", help="nm structure: N:M, e.g. 2:4"),
+    patterns: int | None = typer.Option(None, "--patterns", help="pattern structure: library size (PatDNN uses 8)"),
     target: float | None = typer.Option(None, "--target", help="global pruning ratio in [0, 1), e.g. 0.9"),
     per_layer: str | None = typer.Option(None, "--per-layer", help="conv1=0.8,conv2=0.92,... (see inspect)"),
     quantize_bits: int | None = typer.Option(None, "--quantize-bits", help="ADMM-NN quantization width"),
@@ -86,7 +104,9 @@ def prune(
 
     dev = check_device(device)
 
-    cfg = PruneConfig(method=method.value, structure=structure.value, rounds=rounds, epochs_per_round=epochs_per_round,
+    cfg = PruneConfig(method=method.value, structure=structure,
+                      structure_options=structure_options(block, nm, patterns), rounds=rounds,
+                      epochs_per_round=epochs_per_round,
                       rho=rho, rho_growth=rho_growth, retrain_epochs=retrain_epochs, quantize_bits=quantize_bits,
                       adversarial=adversarial, adv_eps=parse_eps(adv_eps), adv_steps=adv_steps, seed=seed)
     meta = prune_checkpoint(checkpoint, dataset, cfg, out=out_path, target=target,
@@ -101,8 +121,10 @@ def inspect(
     checkpoint: Path = typer.Argument(..., help="a checkpoint (.safetensors, .pt, .pth)"),
     as_json: bool = typer.Option(False, "--json", metavar=""),
 ) -> None:
-    """Per-layer sparsity, compression ratio, parameter and FLOP counts of a checkpoint."""
+    """Per-layer sparsity, compression ratio, parameter and FLOP counts of a checkpoint, and its sparsity structure
+    verified from the tensors (exit code 1 when the weights break the structure the metadata claims)."""
     from advbench.compression import compression_stats
+    from advbench.compression.checks import verify_checkpoint_structure
     from advbench.compression.shrink import count_flops, count_params
     from advbench.models.loading import load_model
 
@@ -111,9 +133,12 @@ def inspect(
     stats["params"] = count_params(model)
     stats["flops"] = count_flops(model, model.input_shape)
     stats["compression"] = {k: v for k, v in getattr(model, "checkpoint_meta", {}).get("compression", {}).items()
-                            if k in ("parent", "parent_sha256", "quantization", "targets")}
+                            if k in ("parent", "parent_sha256", "quantization", "targets", "family")}
+    stats["structure"] = verify_checkpoint_structure(model)
     if as_json:
         sys.stdout.write(json.dumps(stats) + "\n")
+        if stats["structure"]["violations"]:
+            raise typer.Exit(1)
         return
     table = Table("layer", "shape", "params", "non-zero", "sparsity", title=str(checkpoint))
     for name, layer in stats["per_layer"].items():
@@ -122,3 +147,11 @@ def inspect(
     out.print(table)
     out.print(f"compression ratio {stats['compression_ratio']:.2f}x ({stats['nonzero']}/{stats['weights']} weights "
               f"non-zero); {stats['params']} parameters; {stats['flops']} multiply-accumulates per input")
+    found = stats["structure"]
+    if found["violations"]:
+        for layer, problems in found["violations"].items():
+            err.print(f"[red]{layer} breaks the {found['structure']} structure: {'; '.join(problems[:3])}[/red]")
+        raise typer.Exit(1)
+    if found["structure"]:
+        out.print(f"structure {found['structure']} ({found['source']}) verified on {len(found['layers'])} layers: "
+                  f"{', '.join(found['layers'])}")

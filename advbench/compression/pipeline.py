@@ -59,6 +59,8 @@ def prune_checkpoint(
             "parent_sha256": file_sha256(checkpoint),
             "parent_test_accuracy": dense_acc,
             "config": asdict(cfg),
+            "family": {"method": cfg.method, "structure": report.structure, "quantize_bits": cfg.quantize_bits,
+                       "adversarial": cfg.adversarial},
             "targets": {short_name(k): v for k, v in targets.items()},
             "per_layer_sparsity": {k: v["sparsity"] for k, v in stats["per_layer"].items()},
             "compression_ratio": stats["compression_ratio"],

@@ -336,3 +336,42 @@ class PatternStructure(Structure):
         live = int(kernels.any(dim=1).sum())
         return out + _count_violation("kernels", live, kept_count(kernels.shape[0], ratio))
 
+
+
+def structure_from_metadata(entry: Mapping[str, Any]) -> Structure:
+    """The structure a checkpoint's ``compression.family.structure`` names, with its recorded parameters."""
+    params = {k: v for k, v in entry.items() if k != "name"}
+    if "library" in params:
+        params["library"] = tuple(tuple(p) for p in params["library"])
+    return create_structure(str(entry.get("name", "unstructured")), **params)
+
+
+def verify_layers(weights: Mapping[str, torch.Tensor], structure: Structure,
+                  ratios: Mapping[str, float]) -> dict[str, list[str]]:
+    """Per layer of ``ratios``, where its weight breaks ``structure`` (layers that hold to it are left out)."""
+    problems = {}
+    for name, ratio in ratios.items():
+        if name not in weights:
+            problems[name] = [f"layer {name} is not in the checkpoint"]
+            continue
+        found = structure.violations(weights[name], ratio)
+        if found:
+            problems[name] = found
+    return problems
+
+
+def recognise_nm(weights: Mapping[str, torch.Tensor], n: int = 2, m: int = 4) -> list[str]:
+    """The layers that are N:M sparse (``n`` of every ``m``, 2:4 by default) and actually pruned to it: a 2:4
+    checkpoint made by another tool (PyTorch's semi-structured sparsity, a ``torch.nn.utils.prune`` mask) is
+    recognised from its tensors alone."""
+    structure = NM(n=n, m=m)
+    out = []
+    for name, weight in weights.items():
+        if weight.ndim not in (2, 4):
+            continue
+        matrix = gemm(weight)
+        if matrix.shape[1] < m or structure.violations(weight):
+            continue
+        if float((matrix == 0).float().mean()) >= structure.effective_ratio(0.0) - 1e-6:
+            out.append(name)
+    return out

@@ -38,11 +38,15 @@ def resolve_targets(
 ) -> dict[str, float]:
     """Qualified layer name → pruning ratio.
 
-    A global ``target`` applies to every eligible layer: for filter pruning the classifier's output layer is
+    A structure that fixes its own ratio (N:M) needs no target and records its own.  A global ``target`` applies
+    to every eligible layer: for filter pruning the classifier's output layer is
     left whole (its rows are the classes), for channel pruning the first layer (its channels are the image's).
     ``per_layer`` names layers as ``advbench inspect`` shows them; an unknown name lists the real ones.
     """
     shape = create_structure(structure)  # unknown names list the known structures
+    fixed = shape.effective_ratio(0.0)
+    if fixed and target is None and per_layer is None:  # N:M fixes its own ratio: no target needed
+        target = fixed
     if (target is None) == (per_layer is None):
         raise ConfigError("give exactly one of a global target (--target 0.9) or per-layer ratios (--per-layer)")
     layers = prunable_layers(model)
