@@ -212,8 +212,10 @@ def read_checkpoint(path: str | Path, *, ema: bool = False) -> tuple[dict[str, t
     return normalize_state_dict(tensors), meta
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]) -> Path:
-    """Write ``model``'s state as safetensors plus the JSON sidecar; returns the safetensors path."""
+def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any],
+                    extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``model``'s state (and ``extra`` tensors, such as a nested model's level masks) as safetensors plus
+    the JSON sidecar; returns the safetensors path."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -221,6 +223,10 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
         raise CheckpointError(f"{path}: checkpoints are written as .safetensors; change the file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    clash = sorted(set(state) & set(extra or {}))
+    if clash:
+        raise CheckpointError(f"extra tensors {clash[:3]} would overwrite the model's own; rename them")
+    state.update({k: v.detach().contiguous().cpu() for k, v in (extra or {}).items()})
     text = json.dumps(metadata, indent=2, sort_keys=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={SIDECAR_KEY: text})

@@ -110,3 +110,45 @@ def test_a_two_four_checkpoint_from_torch_prune_is_recognised(tmp_path, monkeypa
     found = json.loads(capsys.readouterr().out)["structure"]
     assert found["structure"] == "nm n=2 m=4" and found["source"] == "tensors"
     assert set(found["layers"]) == {"0.2", "2"}
+
+
+def test_a_nested_checkpoint_is_evaluated_at_each_level(dense_cnn, tmp_path, monkeypatch, capsys) -> None:
+    """One checkpoint, three levels: each level's sub-model is the denser one's subset, ?level=K loads it, and a
+    tampered level mask fails inspect."""
+    from safetensors.torch import save_file
+
+    from advbench.errors import ConfigError
+    from advbench.models.resolve import resolve_model
+
+    child = tmp_path / "nested.safetensors"
+    assert _cli(monkeypatch, capsys, "prune", "--checkpoint", str(dense_cnn), "--dataset", "digits", "--out",
+                str(child), "--rounds", "2", "--retrain-epochs", "1", "--structure", "nested",
+                "--levels", "0.5,0.75,0.9") == 0
+    state, meta = read_checkpoint(child)
+    levels = meta["compression"]["levels"]
+    assert [lv["ratio"] for lv in levels] == [0.5, 0.75, 0.9]
+    assert levels[0]["compression_ratio"] < levels[1]["compression_ratio"] < levels[2]["compression_ratio"]
+    assert _cli(monkeypatch, capsys, "inspect", str(child), "--json") == 0
+    assert not json.loads(capsys.readouterr().out)["structure"]["violations"]
+    nonzero = []
+    for k in range(3):
+        model = resolve_model(f"{child}?level={k}").model
+        w = model.net[2].weight.detach()
+        nonzero.append(w != 0)
+        assert int(nonzero[-1].sum()) <= round((1 - levels[k]["ratio"]) * w.numel())
+    assert not bool((nonzero[2] & ~nonzero[1]).any()) and not bool((nonzero[1] & ~nonzero[0]).any())
+    assert resolve_model(f"{child}?level=2").identity["level"] == 2
+    with pytest.raises(ConfigError, match=r"level must be an integer in \[0, 2\]"):
+        resolve_model(f"{child}?level=3")
+    # a level-2 mask bit outside level 1: inspect names the layer and says it is not nested
+    tampered = dict(state)
+    key = "nested.2.2"
+    mask = tampered[key].clone()
+    row, col = (tampered["nested.2.1"] == 0).nonzero()[0].tolist()
+    mask[row, col] = 1
+    tampered[key] = mask
+    bad = tmp_path / "nested-tampered.safetensors"
+    save_file(tampered, str(bad))
+    bad.with_suffix(".json").write_text(json.dumps(meta))
+    assert _cli(monkeypatch, capsys, "inspect", str(bad), "--json") == 1
+    assert "not nested" in " ".join(json.loads(capsys.readouterr().out)["structure"]["violations"]["2"])

@@ -132,7 +132,7 @@ def test_nm_counts_every_group_and_pattern_learns_its_library() -> None:
 
 
 def test_bad_structures_get_clear_errors() -> None:
-    with pytest.raises(UnknownNameError, match="known pruning structures: block, channel, filter, nm, pattern"):
+    with pytest.raises(UnknownNameError, match="known pruning structures: block, channel, filter, nested, nm, pattern"):
         create_structure("blk")
     with pytest.raises(ConfigError, match="has no parameter 'size'; its parameters are: block_rows, block_cols"):
         create_structure("block", size=4)
@@ -142,7 +142,7 @@ def test_bad_structures_get_clear_errors() -> None:
         create_structure("pattern", library=((0, 1, 3, 4),)).mask(torch.randn(4, 4), 0.5)
     with pytest.raises(ConfigError, match="empty"):
         create_structure("pattern").mask(torch.randn(2, 2, 3, 3), 0.5)
-    assert sorted(STRUCTURES.names()) == ["block", "channel", "filter", "nm", "pattern", "unstructured"]
+    assert sorted(STRUCTURES.names()) == ["block", "channel", "filter", "nested", "nm", "pattern", "unstructured"]
 
 
 def test_binary_quantization_is_the_exact_projection_onto_plus_minus_q() -> None:
@@ -154,3 +154,24 @@ def test_binary_quantization_is_the_exact_projection_onto_plus_minus_q() -> None
     grid = torch.linspace(0.01, 3, 3000)
     errors = [float((weight.sign() * s - weight).square().sum()) for s in grid]
     assert float((binary - weight).square().sum()) <= min(errors) + 1e-9
+
+
+def test_nested_masks_are_each_levels_exact_projection_and_nested() -> None:
+    from advbench.compression.nested import nested_masks, nested_violations
+
+    levels = (0.25, 0.5, 0.75)
+    for seed in range(4):
+        weight = torch.randn(2, 4, generator=torch.Generator().manual_seed(seed))
+        masks = nested_masks(weight, levels)
+        for k, (mask, ratio) in enumerate(zip(masks, levels, strict=True)):
+            brute = _best(weight, _unstructured_members(weight, ratio))
+            assert _distance(weight, mask.float()) == pytest.approx(brute, abs=1e-9), f"level {k}"
+            if k:
+                assert not bool((mask & ~masks[k - 1]).any()), "a sparser level must be a subset of the denser"
+        pruned = weight * masks[0]
+        assert nested_violations({"w": pruned}, {"w": masks}, levels) == {}
+        broken = [m.clone() for m in masks]
+        broken[2][~masks[1]] = True  # level 2 keeps what level 1 pruned
+        assert "not nested" in " ".join(nested_violations({"w": pruned}, {"w": broken}, levels)["w"])
+    with pytest.raises(ConfigError, match="ascending"):
+        nested_masks(torch.randn(4), (0.9, 0.5))

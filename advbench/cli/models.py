@@ -6,6 +6,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -45,11 +46,18 @@ def train(
     err.print(f"saved {out_path} (test accuracy {meta['test_accuracy']:.4f})")
 
 
-def structure_options(block: str | None, nm: str | None, patterns: int | None) -> dict[str, int]:
-    """``--block 4x8``, ``--nm 2:4`` and ``--patterns 8`` as the structure's parameters."""
+def structure_options(block: str | None, nm: str | None, patterns: int | None,
+                      levels: str | None = None) -> dict[str, Any]:
+    """``--block 4x8``, ``--nm 2:4``, ``--patterns 8`` and ``--levels 0.5,0.75,0.9`` as the structure's
+    parameters."""
     from advbench.errors import ConfigError
 
-    options: dict[str, int] = {}
+    options: dict[str, Any] = {}
+    if levels is not None:
+        try:
+            options["levels"] = tuple(float(v) for v in levels.split(","))
+        except ValueError:
+            raise ConfigError(f"--levels takes comma-separated ratios such as 0.5,0.75,0.9, got '{levels}'") from None
     for flag, text, sep, keys in (("--block", block, "x", ("block_rows", "block_cols")), ("--nm", nm, ":", ("n", "m"))):
         if text is None:
             continue
@@ -81,6 +89,8 @@ def prune(
                                                           "e.g. 8x8"),
     nm: str | None = typer.Option(None, "--nm", help="nm structure: N:M, e.g. 2:4"),
     patterns: int | None = typer.Option(None, "--patterns", help="pattern structure: library size (PatDNN uses 8)"),
+    levels: str | None = typer.Option(None, "--levels", help="nested structure: ascending ratios, densest first, "
+                                                             "e.g. 0.5,0.75,0.9 (evaluate one with PATH?level=K)"),
     target: float | None = typer.Option(None, "--target", help="global pruning ratio in [0, 1), e.g. 0.9"),
     per_layer: str | None = typer.Option(None, "--per-layer", help="conv1=0.8,conv2=0.92,... (see inspect)"),
     quantize_bits: int | None = typer.Option(None, "--quantize-bits", help="ADMM-NN quantization width"),
@@ -105,7 +115,7 @@ def prune(
     dev = check_device(device)
 
     cfg = PruneConfig(method=method.value, structure=structure,
-                      structure_options=structure_options(block, nm, patterns), rounds=rounds,
+                      structure_options=structure_options(block, nm, patterns, levels), rounds=rounds,
                       epochs_per_round=epochs_per_round,
                       rho=rho, rho_growth=rho_growth, retrain_epochs=retrain_epochs, quantize_bits=quantize_bits,
                       adversarial=adversarial, adv_eps=parse_eps(adv_eps), adv_steps=adv_steps, seed=seed)

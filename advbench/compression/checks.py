@@ -33,6 +33,14 @@ def verify_checkpoint_structure(model: nn.Module) -> dict[str, Any]:
         structure = structure_from_metadata(entry)
         ratios = {name: float(r) for name, r in compression.get("targets", {}).items()}
         violations = verify_layers(weights, structure, ratios)
+        if entry.get("name") == "nested":
+            from advbench.compression.nested import nested_violations
+
+            masks = getattr(model, "nested_masks", {})
+            for layer, problems in nested_violations(weights, masks, entry["levels"]).items():
+                violations.setdefault(layer, []).extend(problems)
+            for layer in set(ratios) - set(masks):
+                violations.setdefault(layer, []).append("no level masks stored for this pruned layer")
         return {"structure": structure_label(structure), "source": "metadata",
                 "layers": sorted(set(ratios) - set(violations)), "violations": violations}
     two_four = recognise_nm(weights)

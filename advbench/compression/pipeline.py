@@ -69,5 +69,13 @@ def prune_checkpoint(
             **device_entry(dev),
         },
     })
-    save_checkpoint(model, out, meta)
+    extra = None
+    if cfg.structure == "nested":
+        from advbench.compression.nested import level_summary, nested_tensors, split_nested
+
+        levels = report.structure["levels"]
+        extra = nested_tensors(model, list(targets), levels)
+        model.nested_masks = split_nested(dict(extra))
+        meta["compression"]["levels"] = level_summary(model, levels)
+    save_checkpoint(model, out, meta, extra=extra)
     return meta

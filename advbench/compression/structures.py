@@ -193,11 +193,19 @@ class Block(Structure):
 
     def mask(self, weight: torch.Tensor, ratio: float) -> torch.Tensor:
         matrix = gemm(weight.detach())
-        mask = torch.zeros_like(matrix, dtype=torch.bool)
-        for rs, cs in _tiles(*matrix.shape, self.block_rows, self.block_cols):
-            tile = matrix[rs, cs]
-            keep = top_mask(tile.norm(dim=0), kept_count(tile.shape[1], ratio))
-            mask[rs, cs] = keep.expand(tile.shape[0], -1)
+        rows, cols = matrix.shape
+        br, bc = self.block_rows, self.block_cols
+        padded = torch.nn.functional.pad(matrix, (0, (-cols) % bc, 0, (-rows) % br))
+        tiles = padded.reshape(padded.shape[0] // br, br, padded.shape[1] // bc, bc)
+        norms = tiles.square().sum(dim=1)  # (row tiles, column tiles, bc): each column's energy within its tile
+        width = torch.full((norms.shape[1],), bc, device=matrix.device)
+        if cols % bc:
+            width[-1] = cols % bc
+            norms[:, -1, cols % bc:] = -1  # padding is never kept
+        keep_per_tile = torch.tensor([kept_count(int(w), ratio) for w in width.tolist()], device=matrix.device)
+        rank = norms.argsort(dim=2, descending=True, stable=True).argsort(dim=2)
+        keep = rank < keep_per_tile[None, :, None]  # (row tiles, column tiles, bc)
+        mask = keep[:, None, :, :].expand(-1, br, -1, -1).reshape(padded.shape)[:rows, :cols]
         return mask.reshape(weight.shape).to(weight.dtype)
 
     def violations(self, weight: torch.Tensor, ratio: float) -> list[str]:
@@ -338,11 +346,37 @@ class PatternStructure(Structure):
 
 
 
+
+@register_structure("nested")
+@dataclass(frozen=True)
+class Nested(Structure):
+    """Multi-level nested sparsity (Qin et al., 2021): the weights are pruned to the densest of ``levels``
+    (unstructured); the sparser levels are nested masks over them (:mod:`advbench.compression.nested`).  The
+    ratio is the densest level's; a pruning target is not used."""
+
+    levels: tuple[float, ...] = (0.5, 0.75, 0.9)
+
+    def __post_init__(self) -> None:
+        from advbench.compression.nested import check_levels
+
+        object.__setattr__(self, "levels", check_levels(self.levels))
+
+    def effective_ratio(self, ratio: float) -> float:
+        return self.levels[0]
+
+    def mask(self, weight: torch.Tensor, ratio: float = 0.0) -> torch.Tensor:
+        return Unstructured().mask(weight, self.levels[0])
+
+    def violations(self, weight: torch.Tensor, ratio: float = 0.0) -> list[str]:
+        return Unstructured().violations(weight, self.levels[0])
+
 def structure_from_metadata(entry: Mapping[str, Any]) -> Structure:
     """The structure a checkpoint's ``compression.family.structure`` names, with its recorded parameters."""
     params = {k: v for k, v in entry.items() if k != "name"}
     if "library" in params:
         params["library"] = tuple(tuple(p) for p in params["library"])
+    if "levels" in params:
+        params["levels"] = tuple(params["levels"])
     return create_structure(str(entry.get("name", "unstructured")), **params)
 
 

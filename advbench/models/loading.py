@@ -57,6 +57,9 @@ def load_model(
             f"{text} has no sidecar metadata ({sidecar_path(text).name}) naming arch, input_shape and "
             "num_classes; pass them to load_model(..., arch=, input_shape=, num_classes=)"
         )
+    from advbench.compression.nested import split_nested
+
+    nested = split_nested(state)  # a nested checkpoint's level masks live beside the weights
     norm = meta.get("normalization", {})
     model = create_model(arch, input_shape=tuple(shape), num_classes=int(classes),
                          mean=norm.get("mean"), std=norm.get("std"))
@@ -82,5 +85,6 @@ def load_model(
     model.weights_dtype = max(set(floats), key=floats.count) if floats else "float32"  # before the float32 copy
     model.checkpoint_meta = meta
     model.checkpoint_path = text
+    model.nested_masks = nested
     model.eval()
     return model

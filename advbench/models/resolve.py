@@ -702,7 +702,7 @@ def _is_file_spec(name: str) -> bool:
 
 def is_checkpoint_spec(spec: ModelSpec) -> bool:
     """A plain checkpoint path (read with its sidecar), not an architecture spec."""
-    return spec.scheme == "" and not spec.options and _is_file_spec(spec.name)
+    return spec.scheme == "" and set(spec.options) <= {"level"} and _is_file_spec(spec.name)
 
 
 def _resolve_checkpoint(spec: ModelSpec, opts: ModelOptions) -> ResolvedModel:
@@ -719,16 +719,25 @@ def _resolve_checkpoint(spec: ModelSpec, opts: ModelOptions) -> ResolvedModel:
             f"{shlex.quote(f'py:file.py:factory?weights={path}')} (with --num-classes/--input-size), "
             "or write the sidecar (README, 'Evaluate your own model')")
     model = load_model(path, num_classes=opts.num_classes)
+    level = spec.option("level", None)
+    if level is not None:  # one level of a nested checkpoint (Qin et al., 2021)
+        from advbench.compression.nested import apply_level
+
+        apply_level(model, level)
     if opts.mean is not None:
         model.mean.copy_(torch.tensor(opts.mean).reshape(model.mean.shape))
         model.std.copy_(torch.tensor(opts.std).reshape(model.std.shape))
-    identity = {"path": str(path), "name": path.stem, "sha256": file_sha256(path), "arch": model.arch,
+    identity = {"path": str(path), "name": path.stem if level is None else f"{path.stem}@level{level}",
+                "sha256": file_sha256(path), "arch": model.arch,
                 "normalization": model.normalization(), "input_shape": list(model.input_shape),
                 "num_classes": model.num_classes}
     compression = meta.get("compression") or {}
     if compression.get("parent_sha256"):  # a compressed child: leaderboards relate it to its parent
         identity["parent_sha256"] = compression["parent_sha256"]
         identity["compression_ratio"] = compression.get("compression_ratio")
+    if level is not None:
+        identity["level"] = level
+        identity["compression_ratio"] = compression["levels"][level]["compression_ratio"]
     shape = tuple(model.input_shape)
     pre = meta.get("preprocessing")
     if opts.input_size or opts.crop_pct or opts.interpolation:
