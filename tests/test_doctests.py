@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "advbench",
     "advbench.registry",
+    "advbench.compression.admm",
     "advbench.spec_query",
     "advbench.threat",
     "advbench.losses",

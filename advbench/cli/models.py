@@ -73,6 +73,8 @@ def structure_options(block: str | None, nm: str | None, patterns: int | None,
 
 class PruneMethod(str, Enum):
     admm = "admm"
+    progressive = "progressive"
+    reweighted = "reweighted"
     magnitude = "magnitude"
 
 
@@ -93,7 +95,9 @@ def prune(
                                                              "e.g. 0.5,0.75,0.9 (evaluate one with PATH?level=K)"),
     target: float | None = typer.Option(None, "--target", help="global pruning ratio in [0, 1), e.g. 0.9"),
     per_layer: str | None = typer.Option(None, "--per-layer", help="conv1=0.8,conv2=0.92,... (see inspect)"),
-    quantize_bits: int | None = typer.Option(None, "--quantize-bits", help="ADMM-NN quantization width"),
+    quantize_bits: int | None = typer.Option(None, "--quantize-bits", help="ADMM-NN quantization width "
+                                                                           "(1: binary)"),
+    stages: int = typer.Option(3, "--stages", help="progressive: ADMM stages toward the target"),
     adversarial: bool = typer.Option(False, "--adversarial", metavar="",
                                      help="PGD training in the W-step and retraining"),
     adv_eps: str = typer.Option("0.1", "--adv-eps"),
@@ -118,7 +122,8 @@ def prune(
                       structure_options=structure_options(block, nm, patterns, levels), rounds=rounds,
                       epochs_per_round=epochs_per_round,
                       rho=rho, rho_growth=rho_growth, retrain_epochs=retrain_epochs, quantize_bits=quantize_bits,
-                      adversarial=adversarial, adv_eps=parse_eps(adv_eps), adv_steps=adv_steps, seed=seed)
+                      adversarial=adversarial, adv_eps=parse_eps(adv_eps), adv_steps=adv_steps, seed=seed,
+                      stages=stages)
     meta = prune_checkpoint(checkpoint, dataset, cfg, out=out_path, target=target,
                             per_layer=parse_per_layer(per_layer) if per_layer else None, device=dev)
     comp = meta["compression"]

@@ -1,4 +1,5 @@
-"""ADMM weight pruning with masked retraining, and the magnitude-pruning baseline.
+"""ADMM weight pruning with masked retraining, its progressive and reweighted variants, and the magnitude-pruning
+baseline.
 
 Zhang et al., "A Systematic DNN Weight Pruning Framework using Alternating Direction Method of
 Multipliers", ECCV 2018 (StructADMM and progressive ADMM extend it).  Minimise the loss subject to each
@@ -12,6 +13,14 @@ Start with ``Z = proj_S(W_pretrained)`` and ``U = 0``; rho starts at 1e-3 and gr
 published PyTorch schedule).  Then the weights are hard-pruned to the mask and retrained with the mask
 fixed, so pruned weights stay exactly zero.  With ``adversarial`` the W-step and the retraining run on
 PGD examples (Ye et al., "Adversarial Robustness vs. Model Compression, or Both?", ICCV 2019).
+
+* ``progressive`` (progressive ADMM, Ye et al., 2019): ``stages`` ADMM runs toward ratios that grow
+  geometrically in the kept fraction up to the target, each one starting from the last one's weights, with a
+  masked retraining after each stage.
+* ``reweighted`` (unified reweighted dynamic regularisation, Zhang et al., 2020): instead of ADMM's auxiliary
+  variables, each round penalises ``sum_i P_i w_i^2`` over the weights the structure's projection would prune,
+  with ``P_i = 1 / (w_i^2 + eps)`` reweighted after each round; the penalty is bounded by the constraint (the
+  weights the structure keeps are not penalised), so one rate works for every layer without per-layer tuning.
 """
 
 from __future__ import annotations
@@ -23,10 +32,16 @@ import torch
 from torch import nn
 
 from advbench.compression.projections import project_sparse, quantize, sparsity_mask
-from advbench.compression.structures import create_structure
+from advbench.compression.structures import Structure, create_structure
 from advbench.compression.targets import prunable_layers, short_name
 from advbench.devices import module_device
 from advbench.errors import ConfigError
+
+#: Pruning methods: ADMM, its progressive (multi-step) form, the reweighted regulariser and the magnitude baseline.
+METHODS = ("admm", "progressive", "reweighted", "magnitude")
+
+#: Reweighting floor of the reweighted method (P_i = 1 / (w_i^2 + REWEIGHT_EPS)).
+REWEIGHT_EPS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -49,10 +64,14 @@ class PruneConfig:
     adv_eps: float = 0.1
     adv_steps: int = 10
     seed: int = 0
+    #: progressive: the number of ADMM stages toward the target.
+    stages: int = 3
 
     def __post_init__(self) -> None:
-        if self.method not in ("admm", "magnitude"):
-            raise ConfigError(f"--method must be admm or magnitude, got '{self.method}'")
+        if self.method not in METHODS:
+            raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got '{self.method}'")
+        if isinstance(self.stages, bool) or not isinstance(self.stages, int) or self.stages < 1:
+            raise ConfigError(f"stages (progressive ADMM) must be a positive integer, got {self.stages!r}")
         if self.rounds < 1 or self.epochs_per_round < 1 or self.retrain_epochs < 0:
             raise ConfigError("rounds and epochs per round must be >= 1 and retrain epochs >= 0")
         if self.rho <= 0 or self.rho_growth < 1:
@@ -105,9 +124,9 @@ def masked_retrain(model: nn.Module, data, masks: dict[str, torch.Tensor], cfg: 
 
 def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConfig,
                progress: bool = True) -> PruneReport:
-    """ADMM (or magnitude) pruning of ``model`` in place to ``targets``; returns the masks and history."""
-    from advbench.training import accuracy, fit
-
+    """Prune ``model`` in place to ``targets`` with ``cfg.method`` (ADMM, progressive ADMM, the reweighted
+    regulariser or magnitude pruning), retrain with the masks fixed, then quantize if asked; returns the masks,
+    the history and the structure as pruned."""
     layers = prunable_layers(model)
     generator = torch.Generator().manual_seed(cfg.seed)
     # off the CPU the adversarial steps draw from one device stream that runs on across rounds (on the CPU they
@@ -117,29 +136,9 @@ def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConf
     history: list[dict[str, float]] = []
     shape = create_structure(cfg.structure, **cfg.structure_options).prepared(
         {name: layers[name].weight.detach() for name in targets})
-    if cfg.method == "admm":
-        weights = {name: layers[name].weight for name in targets}
-        z = {name: project_sparse(w.detach(), targets[name], shape) for name, w in weights.items()}
-        u = {name: torch.zeros_like(w) for name, w in weights.items()}
-        rho = cfg.rho
-        optimiser = None
-        for round_index in range(cfg.rounds):
-
-            def penalty(rho=rho):
-                return (rho / 2) * sum((weights[n] - z[n] + u[n]).square().sum() for n in weights)
-
-            optimiser = fit(model, data, epochs=cfg.epochs_per_round, lr=cfg.lr, batch_size=cfg.batch_size,
-                            generator=generator, attack=_attack(cfg), attack_generator=attack_gen, penalty=penalty,
-                            optimiser=optimiser,
-                            desc=f"admm round {round_index + 1}/{cfg.rounds}", progress=progress)
-            with torch.no_grad():
-                for name, w in weights.items():
-                    z[name] = project_sparse(w + u[name], targets[name], shape)
-                    u[name] += w - z[name]
-                gap = sum(float((weights[n] - z[n]).norm()) for n in weights)
-            history.append({"round": round_index + 1, "rho": rho, "w_minus_z": gap,
-                            "test_accuracy": accuracy(model, data.x_test, data.y_test)})
-            rho *= cfg.rho_growth
+    run = {"admm": _admm_rounds, "progressive": _progressive, "reweighted": _reweighted_rounds}.get(cfg.method)
+    if run is not None:
+        run(model, data, layers, targets, shape, cfg, generator, attack_gen, history, progress)
     masks = {name: sparsity_mask(layers[name].weight.detach(), ratio, shape) for name, ratio in targets.items()}
     masked_retrain(model, data, masks, cfg, generator, progress, attack_generator=attack_gen)
     report = PruneReport(masks=masks, history=history, structure={"name": shape.name, **shape.parameters()})
@@ -150,6 +149,88 @@ def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConf
                 layers[name].weight.copy_(quantized)
                 report.quantization[short_name(name)] = {"bits": cfg.quantize_bits, "scale": q}
     return report
+
+
+def _admm_rounds(model: nn.Module, data, layers: dict[str, nn.Module], targets: dict[str, float], shape: Structure,
+                 cfg: PruneConfig, generator: torch.Generator, attack_gen: torch.Generator,
+                 history: list[dict[str, float]], progress: bool, stage: str = "") -> None:
+    """``cfg.rounds`` ADMM rounds (W-, Z- and U-steps) toward ``targets`` (see the module docstring)."""
+    from advbench.training import accuracy, fit
+
+    weights = {name: layers[name].weight for name in targets}
+    z = {name: project_sparse(w.detach(), targets[name], shape) for name, w in weights.items()}
+    u = {name: torch.zeros_like(w) for name, w in weights.items()}
+    rho = cfg.rho
+    optimiser = None
+    for round_index in range(cfg.rounds):
+
+        def penalty(rho=rho):
+            return (rho / 2) * sum((weights[n] - z[n] + u[n]).square().sum() for n in weights)
+
+        optimiser = fit(model, data, epochs=cfg.epochs_per_round, lr=cfg.lr, batch_size=cfg.batch_size,
+                        generator=generator, attack=_attack(cfg), attack_generator=attack_gen, penalty=penalty,
+                        optimiser=optimiser, desc=f"{stage}admm round {round_index + 1}/{cfg.rounds}",
+                        progress=progress)
+        with torch.no_grad():
+            for name, w in weights.items():
+                z[name] = project_sparse(w + u[name], targets[name], shape)
+                u[name] += w - z[name]
+            gap = sum(float((weights[n] - z[n]).norm()) for n in weights)
+        history.append({"round": len(history) + 1, "rho": rho, "w_minus_z": gap,
+                        "test_accuracy": accuracy(model, data.x_test, data.y_test)})
+        rho *= cfg.rho_growth
+
+
+def progressive_targets(targets: dict[str, float], stages: int) -> list[dict[str, float]]:
+    """The ratios of each progressive stage: the kept fraction shrinks geometrically to the target's.
+
+    >>> [round(t["fc"], 3) for t in progressive_targets({"fc": 0.99}, 2)]
+    [0.9, 0.99]
+    """
+    return [{name: 1 - (1 - ratio) ** ((k + 1) / stages) for name, ratio in targets.items()} for k in range(stages)]
+
+
+def _progressive(model: nn.Module, data, layers: dict[str, nn.Module], targets: dict[str, float], shape: Structure,
+                 cfg: PruneConfig, generator: torch.Generator, attack_gen: torch.Generator,
+                 history: list[dict[str, float]], progress: bool) -> None:
+    """Progressive ADMM (Ye et al., 2019): ADMM toward each stage's ratios, a masked retraining after each stage
+    but the last (the caller retrains the final masks)."""
+    schedule = progressive_targets(targets, cfg.stages)
+    for k, stage_targets in enumerate(schedule):
+        _admm_rounds(model, data, layers, stage_targets, shape, cfg, generator, attack_gen, history, progress,
+                     stage=f"stage {k + 1}/{cfg.stages} ")
+        if k + 1 < len(schedule):
+            masks = {name: sparsity_mask(layers[name].weight.detach(), ratio, shape)
+                     for name, ratio in stage_targets.items()}
+            masked_retrain(model, data, masks, cfg, generator, progress, attack_generator=attack_gen)
+            history[-1]["stage"] = k + 1
+
+
+def _reweighted_rounds(model: nn.Module, data, layers: dict[str, nn.Module], targets: dict[str, float],
+                       shape: Structure, cfg: PruneConfig, generator: torch.Generator, attack_gen: torch.Generator,
+                       history: list[dict[str, float]], progress: bool) -> None:
+    """Reweighted dynamic regularisation (Zhang et al., 2020): each round penalises the weights outside the
+    structure's projection by ``rho * sum P_i w_i^2`` and then reweights ``P_i = 1 / (w_i^2 + eps)``."""
+    from advbench.training import accuracy, fit
+
+    weights = {name: layers[name].weight for name in targets}
+    optimiser = None
+    for round_index in range(cfg.rounds):
+        with torch.no_grad():
+            outside = {n: 1 - sparsity_mask(w.detach(), targets[n], shape) for n, w in weights.items()}
+            scale = {n: outside[n] / (w.detach().square() + REWEIGHT_EPS) for n, w in weights.items()}
+
+        def penalty(scale=scale):
+            return cfg.rho * sum((scale[n] * weights[n].square()).sum() for n in weights)
+
+        optimiser = fit(model, data, epochs=cfg.epochs_per_round, lr=cfg.lr, batch_size=cfg.batch_size,
+                        generator=generator, attack=_attack(cfg), attack_generator=attack_gen, penalty=penalty,
+                        optimiser=optimiser, desc=f"reweighted round {round_index + 1}/{cfg.rounds}",
+                        progress=progress)
+        with torch.no_grad():
+            residue = sum(float((outside[n] * weights[n]).norm()) for n in weights)
+        history.append({"round": round_index + 1, "rho": cfg.rho, "pruned_weight_norm": residue,
+                        "test_accuracy": accuracy(model, data.x_test, data.y_test)})
 
 
 def compression_stats(model: nn.Module) -> dict[str, Any]:
