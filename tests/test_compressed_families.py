@@ -179,3 +179,30 @@ def test_progressive_and_reweighted_pruning_reach_the_target(method, dense_cnn) 
     else:
         residue = [h["pruned_weight_norm"] for h in report.history]
         assert residue[-1] < residue[0], "the reweighted penalty must shrink the weights the structure prunes"
+
+
+def test_compare_reports_robustness_by_family_with_a_pareto_plot(dense_cnn, tmp_path, monkeypatch, capsys) -> None:
+    """Several families (N:M, block, a nested checkpoint's sparsest level) against the dense parent in one
+    compare run: each row names its family, the transfer and worst-class columns are filled, and the Pareto plot
+    is written."""
+    children = []
+    for name, flags in (("nm", ["--structure", "nm"]), ("block", ["--structure", "block", "--target", "0.75"]),
+                        ("nested", ["--structure", "nested", "--levels", "0.5,0.9"])):
+        child = tmp_path / f"{name}.safetensors"
+        assert _cli(monkeypatch, capsys, "prune", "--checkpoint", str(dense_cnn), "--dataset", "digits", "--out",
+                    str(child), "--rounds", "1", "--retrain-epochs", "1", *flags) == 0
+        children.append(str(child))
+    children[-1] += "?level=1"
+    assert _cli(monkeypatch, capsys, "compare", str(dense_cnn), *children, "--dataset", "digits", "--eps", "0.1",
+                "--n-samples", "60", "--steps", "3", "--store", str(tmp_path / "r.db"), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["family"] for row in report["models"]] == ["dense", "admm nm 2:4", "admm block", "admm nested"]
+    nested = report["models"][-1]
+    assert nested["model"].endswith("@level1")
+    assert nested["compression_ratio"] > report["models"][1]["compression_ratio"]  # level 1 is 90% sparse
+    for row in report["models"][1:]:
+        point = row["curve"][0]
+        assert point["transfer_asr_from_parent"] is not None and point["worst_class_drop"] is not None
+    from pathlib import Path
+
+    assert Path(report["pareto_plot"]).stat().st_size > 1000

@@ -11,6 +11,7 @@ MODULES = [
     "advbench",
     "advbench.registry",
     "advbench.compression.admm",
+    "advbench.experiments.compare",
     "advbench.spec_query",
     "advbench.threat",
     "advbench.losses",

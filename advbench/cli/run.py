@@ -183,8 +183,10 @@ def compare(
     as_json: bool = typer.Option(False, "--json", metavar=""),
 ) -> None:
     """Dense vs compressed: robust accuracy per eps, ASR, transfer ASR both ways, worst per-class drop,
-    compression and CPU latency, as one table and one plot; the comparison is one run in the store."""
-    from advbench.experiments.compare import plot_comparison
+    compression and CPU latency per model and compression family, as one table, a robust-accuracy-vs-eps plot and
+    a robust-accuracy-vs-compression plot per family (the Pareto front); the comparison is one run in the store.
+    A nested checkpoint's levels are PATH?level=K."""
+    from advbench.experiments.compare import plot_comparison, plot_pareto
     from advbench.pipeline.config import RunConfig
     from advbench.pipeline.engine import run as run_pipeline
 
@@ -204,8 +206,9 @@ def compare(
     report = dict(outcome.record.metrics)
     png = plot_comparison(report, plot or store.resolve().parent / "compare.png")
     report["plot"] = str(png)
+    report["pareto_plot"] = str(plot_pareto(report, png.with_name(png.stem + "-pareto.png")))
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
         return
     out.print(renderer_for(outcome.record).render(outcome.record))
-    err.print(f"plot: {png}; run stored in {store}")
+    err.print(f"plots: {png}, {report['pareto_plot']}; run stored in {store}")

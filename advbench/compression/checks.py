@@ -56,3 +56,20 @@ def structure_label(structure: Structure) -> str:
     library = params.pop("library", None)
     text = " ".join([structure.name, *(f"{k}={v}" for k, v in params.items())])
     return f"{text} (library of {len(library)})" if library else text
+
+
+def family_label(compression: dict[str, Any]) -> str | None:
+    """A compressed checkpoint's family in a few words, from its ``compression`` metadata: the method, the
+    structure (with N:M's n:m) and the quantization width, e.g. ``admm nm 2:4``, ``progressive unstructured q1``,
+    ``admm-adv block``.  None for a checkpoint written before families were recorded."""
+    family = compression.get("family")
+    if not family:
+        return None
+    structure = family.get("structure") or {}
+    parts = [f"{family.get('method', '?')}{'-adv' if family.get('adversarial') else ''}",
+             str(structure.get("name", "?"))]
+    if structure.get("name") == "nm":
+        parts.append(f"{structure.get('n')}:{structure.get('m')}")
+    if family.get("quantize_bits"):
+        parts.append(f"q{family['quantize_bits']}")
+    return " ".join(parts)

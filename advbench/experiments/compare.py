@@ -189,6 +189,7 @@ class CompareExperiment(Experiment):
             notes.extend({"name": w["name"], "message": f"{name}: {w['message']}"} for w in merged["warnings"])
             identity = config["models"][i]
             row: dict[str, Any] = {"model": name, "path": identity.get("path") or identity.get("spec"),
+                                   "family": "dense" if i == 0 else identity.get("family", "compressed"),
                                    "sparsity": stats[i]["sparsity"], "compression_ratio": stats[i]["compression_ratio"],
                                    "clean_accuracy": merged["clean_accuracy"], "latency_ms": stats[i]["latency_ms"],
                                    "curve": []}
@@ -236,7 +237,9 @@ class CompareExperiment(Experiment):
         with WandbSink(name=data["name"], config=data["config"], tags=["compare", report["norm"]], **wandb) as sink, \
                 tempfile.TemporaryDirectory() as tmp:
             png = plot_comparison(report, Path(tmp) / "compare.png")
-            sink.log_metrics({"robust_accuracy_vs_eps": wandb_module.Image(str(png))})
+            pareto = plot_pareto(report, Path(tmp) / "pareto.png")
+            sink.log_metrics({"robust_accuracy_vs_eps": wandb_module.Image(str(png)),
+                              "robust_accuracy_vs_compression": wandb_module.Image(str(pareto))})
             sink.log_metrics({"comparison": wandb_module.Table(
                 columns=["model", "eps", "robust_accuracy", "compression_ratio"],
                 data=[[r["model"], p["eps"], p["robust_accuracy"], r["compression_ratio"]]
@@ -254,13 +257,15 @@ def comparison_table(record: Any) -> Any:
     report = data["metrics"]
     table = Table(title=f"dense vs compressed on {report['dataset']} ({', '.join(report['attacks'])}, "
                         f"{report['norm']})")
-    for col in ("model", "compression", "sparsity", "clean acc", "eps", "robust acc", "ASR", "transfer from dense",
+    for col in ("model", "family", "compression", "sparsity", "clean acc", "eps", "robust acc", "ASR",
+                "transfer from dense",
                 "transfer to dense", "worst class drop", "latency ms"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for row in report["models"]:
         for i, point in enumerate(row["curve"]):
             first = i == 0
-            table.add_row(row["model"] if first else "", f"{row['compression_ratio']:.1f}x" if first else "",
+            table.add_row(row["model"] if first else "", row.get("family", "") if first else "",
+                          f"{row['compression_ratio']:.1f}x" if first else "",
                           fmt(row["sparsity"]) if first else "", fmt(row["clean_accuracy"]) if first else "",
                           fmt(point["eps"]), fmt(point["robust_accuracy"]), fmt(point["attack_success_rate"]),
                           fmt(point.get("transfer_asr_from_parent")), fmt(point.get("transfer_asr_to_parent")),
@@ -288,6 +293,58 @@ def plot_comparison(report: dict[str, Any], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title(f"dense vs compressed on {report['dataset']}")
+        fig.tight_layout()
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats in both compression ratio and robust accuracy, by ratio.
+
+    >>> pareto_front([(1.0, 0.8), (4.0, 0.7), (4.0, 0.5), (10.0, 0.72), (20.0, 0.1)])
+    [(1.0, 0.8), (10.0, 0.72), (20.0, 0.1)]
+    """
+    front = []
+    for ratio, acc in sorted(points, key=lambda p: (-p[0], -p[1])):  # most compressed first
+        if not front or acc > front[-1][1]:
+            front.append((ratio, acc))
+    return sorted(front)
+
+
+def plot_pareto(report: dict[str, Any], path: str | Path) -> Path:
+    """A PNG at ``path`` of robust accuracy at the largest eps against the compression ratio, one series per
+    family (the dense parent at 1x), with the Pareto front over every model drawn as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def accuracy(row: dict[str, Any]) -> float:
+        return row["curve"][-1]["robust_accuracy"] if row["curve"] else row["clean_accuracy"]
+
+    families: dict[str, list[tuple[float, float]]] = {}
+    for row in report["models"]:
+        families.setdefault(row.get("family") or "compressed", []).append((row["compression_ratio"], accuracy(row)))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    try:
+        for family, points in families.items():
+            points.sort()
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="*" if family == "dense" else "o",
+                    label=family)
+        front = pareto_front([p for points in families.values() for p in points])
+        ax.plot([p[0] for p in front], [p[1] for p in front], "k--", alpha=0.5, label="Pareto front")
+        ax.set_xscale("log")
+        eps = report["eps"][-1] if report.get("eps") else 0.0
+        ax.set_xlabel("compression ratio (total / non-zero weights)")
+        ax.set_ylabel(f"robust accuracy at eps {eps:g} ({report['norm']})")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"robustness by compression family on {report['dataset']}")
         fig.tight_layout()
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -733,8 +733,13 @@ def _resolve_checkpoint(spec: ModelSpec, opts: ModelOptions) -> ResolvedModel:
                 "num_classes": model.num_classes}
     compression = meta.get("compression") or {}
     if compression.get("parent_sha256"):  # a compressed child: leaderboards relate it to its parent
+        from advbench.compression.checks import family_label
+
         identity["parent_sha256"] = compression["parent_sha256"]
         identity["compression_ratio"] = compression.get("compression_ratio")
+        family = family_label(compression)
+        if family is not None:  # only when recorded, so older children keep their identity (and config hash)
+            identity["family"] = family
     if level is not None:
         identity["level"] = level
         identity["compression_ratio"] = compression["levels"][level]["compression_ratio"]
