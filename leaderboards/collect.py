@@ -175,6 +175,7 @@ def candidates(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         "model_sha256": model_key(model),
         "parent_sha256": model.get("parent_sha256"),
         "compression_ratio": None if ratio is None or not model.get("parent_sha256") else _rounded(ratio),
+        "compression_family": model.get("family") if model.get("parent_sha256") else None,
         "defense": None if defense is None else {
             "name": defense["name"],
             "params": dict(defense.get("params") or {}),

@@ -25,7 +25,7 @@ from html import escape
 from advbench.leaderboards.layout import Board, Row, Section, fmt_defense, fmt_eps, fmt_pct, fmt_ratio, sections
 from advbench.leaderboards.markdown_table import board_note
 from advbench.leaderboards.schema import LeaderboardEntry
-from advbench.leaderboards.svg_plot import colour, render_curve_svg
+from advbench.leaderboards.svg_plot import colour, render_curve_svg, render_pareto_svg
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
@@ -185,7 +185,10 @@ def _row_html(row: Row) -> str:
             value = getattr(entry, col.key)
             cells.append(_num_cell(value, fmt_pct(value)))
         elif col.key == "compression_ratio":
-            cells.append(_num_cell(entry.compression_ratio, fmt_ratio(entry.compression_ratio)))
+            text = fmt_ratio(entry.compression_ratio)
+            if entry.compression_family:
+                text = f"{text} · {entry.compression_family}"
+            cells.append(_num_cell(entry.compression_ratio, text))
         elif col.key == "n_samples":
             cells.append(_num_cell(entry.n_samples, str(entry.n_samples)))
         elif col.key == "date":
@@ -265,8 +268,18 @@ def render_section_html(section: Section) -> str:
         "<figcaption>Robust accuracy vs ε (ε = 0 is clean accuracy): one line per model, defense, attack suite "
         "and sample set; dashed lines are compressed checkpoints.</figcaption>",
         "</figure>",
+        *_pareto_figure(section),
         "</section>",
     ])
+
+
+def _pareto_figure(section: Section) -> list[str]:
+    svg = render_pareto_svg(section)
+    if not svg:
+        return []
+    return ["<figure>", svg, "<figcaption>Robust accuracy at the largest ε vs compression ratio, one series per "
+            "compression family (the dense parent at 1×); the dashed line is the Pareto front.</figcaption>",
+            "</figure>"]
 
 
 def _plural(count: int, one: str, many: str) -> str:

@@ -135,6 +135,8 @@ class Board:
                 children.setdefault(id(row.parent), []).append(row)
             else:
                 heads.append(row)
+        for rows in children.values():  # a parent's compressed children grouped by family, then by rank
+            rows.sort(key=lambda r: (r.entry.compression_family or "", r.rank))
         families = []
         for head in heads:
             family: list[Row] = []

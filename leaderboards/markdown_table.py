@@ -26,6 +26,8 @@ def _compressed_from(board: Board, row: Row) -> str:
     if entry.parent_sha256 is None:
         return ""
     ratio = fmt_ratio(entry.compression_ratio)
+    if entry.compression_family:
+        ratio = f"{ratio}, {entry.compression_family}"
     parent = next((r.label for r in board.rows if r.entry is row.parent), None)
     return f"{parent or entry.parent_sha256[:12]} ({ratio})"
 

@@ -87,6 +87,9 @@ class LeaderboardEntry(BaseModel):
     compression_ratio: Annotated[float, Field(strict=True, gt=0.0, allow_inf_nan=False)] | None = Field(
         None, description="total / nonzero weights of a compressed checkpoint"
     )
+    compression_family: str | None = Field(
+        None, description="how a compressed checkpoint was made: method, structure, quantization (e.g. 'admm nm 2:4')"
+    )
     defense: DefenseInfo | None = Field(None, description="the defense in front of the model; null: none")
     dataset: str = Field(min_length=1)
     norm: str = Field(description=f"the threat model's norm: one of {', '.join(NORMS)}")
@@ -135,6 +138,8 @@ class LeaderboardEntry(BaseModel):
     def _consistent(self) -> LeaderboardEntry:
         if self.compression_ratio is not None and self.parent_sha256 is None:
             raise ValueError("compression_ratio is only meaningful for a compressed checkpoint: set parent_sha256")
+        if self.compression_family is not None and self.parent_sha256 is None:
+            raise ValueError("compression_family is only meaningful for a compressed checkpoint: set parent_sha256")
         if self.parent_sha256 is not None and self.parent_sha256 == self.model_sha256:
             raise ValueError("parent_sha256 equals model_sha256: a checkpoint cannot be its own parent")
         return self

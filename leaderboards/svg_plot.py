@@ -110,4 +110,87 @@ def render_curve_svg(section: Section) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["PALETTE", "colour", "render_curve_svg"]
+def pareto_points(section: Section) -> dict[str, list[tuple[float, float, str]]]:
+    """Per compression family, ``(compression ratio, robust accuracy, label)`` at the section's largest eps; the
+    dense parents of compressed entries are the family ``dense`` at 1x.  Empty without compressed entries."""
+    if not section.boards:
+        return {}
+    board = section.boards[-1]
+    compressed = [r for r in board.rows if r.entry.compression_ratio is not None]
+    parents = {id(r.parent) for r in compressed if r.parent is not None}
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    for row in board.rows:
+        if row.entry.compression_ratio is not None:
+            family = row.entry.compression_family or "compressed"
+            out.setdefault(family, []).append((row.entry.compression_ratio, row.entry.robust_accuracy, row.label))
+        elif id(row.entry) in parents:
+            out.setdefault("dense", []).append((1.0, row.entry.robust_accuracy, row.label))
+    return {family: sorted(points) for family, points in sorted(out.items())} if compressed else {}
+
+
+def render_pareto_svg(section: Section) -> str:
+    """Robust accuracy at the largest eps vs compression ratio (log scale) as an ``<svg>`` element: one series per
+    compression family, the Pareto front (no point better in both) dashed.  ``""`` without compressed entries."""
+    from math import log10
+
+    families = pareto_points(section)
+    if not families:
+        return ""
+    ratios = [p[0] for points in families.values() for p in points]
+    lo, hi = log10(min(ratios)), log10(max(ratios))
+    span = hi - lo or 1.0
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, PLOT_HEIGHT - TOP - BOTTOM
+    height = PLOT_HEIGHT + LEGEND_LINE * len(families) + 8
+
+    def x_of(ratio: float) -> float:
+        return LEFT + plot_w * (log10(ratio) - lo) / span
+
+    def y_of(acc: float) -> float:
+        return TOP + plot_h * (1.0 - acc)
+
+    eps = section.boards[-1].eps
+    title = f"Robust accuracy vs compression, {section.dataset}, {norm_label(section.norm)}, ε = {fmt_eps(eps)}"
+    parts = [
+        f'<svg class="pareto" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(title)}" '
+        f'data-section="{escape(section.slug)}">',
+        f"<title>{escape(title)}</title>",
+        f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#999"/>',
+    ]
+    for acc in _nice_ticks(1.0):
+        y = _f(y_of(acc))
+        parts.append(f'<line class="grid" x1="{LEFT}" y1="{y}" x2="{LEFT + plot_w}" y2="{y}" stroke="#e5e5e5"/>')
+        parts.append(f'<text x="{LEFT - 6}" y="{y}" text-anchor="end" dominant-baseline="middle" '
+                     f'font-size="11">{100 * acc:.0f}%</text>')
+    for ratio in sorted(set(ratios)):
+        x = _f(x_of(ratio))
+        parts.append(f'<text x="{x}" y="{TOP + plot_h + 16}" text-anchor="middle" font-size="11">'
+                     f"{escape(fmt_ratio(ratio))}</text>")
+    parts.append(f'<text x="{_f(LEFT + plot_w / 2)}" y="{TOP + plot_h + 36}" text-anchor="middle" '
+                 'font-size="12">compression ratio (log scale)</text>')
+    front: list[tuple[float, float]] = []
+    for ratio, acc in sorted(((p[0], p[1]) for points in families.values() for p in points),
+                             key=lambda p: (-p[0], -p[1])):
+        if not front or acc > front[-1][1]:
+            front.append((ratio, acc))
+    coords = " ".join(f"{_f(x_of(r))},{_f(y_of(a))}" for r, a in sorted(front))
+    parts.append(f'<polyline class="front" points="{coords}" fill="none" stroke="#555" stroke-dasharray="4 4"/>')
+    for index, (family, points) in enumerate(families.items()):
+        stroke = colour(index)
+        parts.append(f'<g class="family" data-family="{escape(family)}">')
+        if len(points) > 1:
+            line = " ".join(f"{_f(x_of(r))},{_f(y_of(a))}" for r, a, _ in points)
+            parts.append(f'<polyline points="{line}" fill="none" stroke="{stroke}" stroke-width="2"/>')
+        for ratio, acc, label in points:
+            parts.append(f'<circle cx="{_f(x_of(ratio))}" cy="{_f(y_of(acc))}" r="4" fill="{stroke}">'
+                         f"<title>{escape(label)}: {escape(fmt_ratio(ratio))}, {100 * acc:.1f}%</title></circle>")
+        parts.append("</g>")
+        y = PLOT_HEIGHT + LEGEND_LINE * index + 4
+        parts.append(f'<g class="legend-item"><circle cx="{LEFT + 12}" cy="{y}" r="4" fill="{stroke}"/>'
+                     f'<text x="{LEFT + 30}" y="{y}" dominant-baseline="middle" font-size="12">'
+                     f"{escape(family)}</text></g>")
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+__all__ = ["PALETTE", "colour", "pareto_points", "render_curve_svg", "render_pareto_svg"]

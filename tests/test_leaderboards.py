@@ -406,8 +406,10 @@ class _PageParser(HTMLParser):
         self.headers: dict[str, list[dict]] = {}
         self.series: list[dict] = []
         self.polylines = 0
+        self.pareto_families: list[str] = []
         self.external: list[str] = []
         self._table: str | None = None
+        self._svg: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
@@ -424,8 +426,12 @@ class _PageParser(HTMLParser):
             self.tables[self._table][-1].append(a)
         elif tag == "g" and a.get("class") == "series":
             self.series.append(a)
-        elif tag == "polyline":
+        elif tag == "svg":
+            self._svg = a.get("class")
+        elif tag == "polyline" and self._svg == "curve":
             self.polylines += 1
+        elif tag == "g" and a.get("class") == "family" and self._svg == "pareto":
+            self.pareto_families.append(a["data-family"])
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "table":
@@ -642,3 +648,31 @@ def test_example_entries_in_the_repo_are_valid_and_rendered():
     assert entries and any(e.parent_sha256 for e in entries)
     assert (folder / "leaderboard.md").read_text(encoding="utf-8") == render_markdown(entries)
     assert (folder / "leaderboard.html").read_text(encoding="utf-8") == render_html(entries)
+
+
+def test_compressed_entries_are_grouped_by_family_with_a_pareto_plot(entries: list[LeaderboardEntry]):
+    """Two children of one parent, of two compression families: under the parent they are grouped by family,
+    and each (dataset, norm) with compressed entries gets a robust-accuracy-vs-compression plot per family."""
+    from advbench.leaderboards.svg_plot import pareto_points
+
+    children = [e for e in entries if e.parent_sha256]
+    assert children
+    relabelled = [e.model_copy(update={"compression_family": "magnitude unstructured"}) if e.parent_sha256 else e
+                  for e in entries]
+    sibling = [c.model_copy(update={"model": "wide_cnn-nm", "model_sha256": "b" * 64, "compression_ratio": 2.0,
+                                    "compression_family": "admm nm 2:4", "robust_accuracy": 0.0})
+               for c in children]
+    page = render_html(relabelled + sibling)
+    parsed = parse_page(page)
+    assert sorted(set(parsed.pareto_families)) == ["admm nm 2:4", "dense", "magnitude unstructured"]
+    family = next(f for f in parsed.tables[T01] if len(f) > 1)
+    assert [r["data-model"] for r in family] == ["wide_cnn", "wide_cnn-nm", "wide_cnn-pruned"]  # by family name
+    assert "4.0× · magnitude unstructured" in page
+    from advbench.leaderboards.layout import sections
+
+    section = next(s for s in sections(relabelled + sibling) if s.norm == "linf")
+    points = pareto_points(section)
+    assert points["dense"][0][0] == 1.0 and points["admm nm 2:4"][0][:2] == (2.0, 0.0)
+    with pytest.raises(ValueError, match="compression_family is only meaningful"):
+        entries[0].model_copy(update={"compression_family": "x", "parent_sha256": None}).model_validate(
+            {**entries[0].model_dump(), "compression_family": "x", "parent_sha256": None})
