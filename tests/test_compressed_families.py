@@ -193,8 +193,14 @@ def test_compare_reports_robustness_by_family_with_a_pareto_plot(dense_cnn, tmp_
                     str(child), "--rounds", "1", "--retrain-epochs", "1", *flags) == 0
         children.append(str(child))
     children[-1] += "?level=1"
+    from advbench.tracking import WandbSink
+
+    logged: dict = {}
+    monkeypatch.setattr(WandbSink, "log_metrics", lambda self, metrics, step=None: logged.update(metrics))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
     assert _cli(monkeypatch, capsys, "compare", str(dense_cnn), *children, "--dataset", "digits", "--eps", "0.1",
-                "--n-samples", "60", "--steps", "3", "--store", str(tmp_path / "r.db"), "--json") == 0
+                "--n-samples", "60", "--steps", "3", "--store", str(tmp_path / "r.db"), "--json", "--wandb") == 0
+    assert {"robust_accuracy_vs_eps", "robust_accuracy_vs_compression"} <= set(logged)  # both plots reach W&B
     report = json.loads(capsys.readouterr().out)
     assert [row["family"] for row in report["models"]] == ["dense", "admm nm 2:4", "admm block", "admm nested"]
     nested = report["models"][-1]
