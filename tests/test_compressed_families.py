@@ -212,3 +212,27 @@ def test_compare_reports_robustness_by_family_with_a_pareto_plot(dense_cnn, tmp_
     from pathlib import Path
 
     assert Path(report["pareto_plot"]).stat().st_size > 1000
+
+
+def test_nested_levels_transfer_and_a_min_max_attack_over_the_levels(dense_cnn, tmp_path, monkeypatch,
+                                                                      capsys) -> None:
+    """From one nested checkpoint: attacks crafted on the densest level transferred to the sparsest and back
+    (compare), and one perturbation for every level at once (the min-max ensemble recipe, levels as domains)."""
+    child = tmp_path / "nested.safetensors"
+    assert _cli(monkeypatch, capsys, "prune", "--checkpoint", str(dense_cnn), "--dataset", "digits", "--out",
+                str(child), "--rounds", "1", "--retrain-epochs", "1", "--structure", "nested",
+                "--levels", "0.5,0.8,0.95") == 0
+    levels = [f"{child}?level={k}" for k in range(3)]
+    assert _cli(monkeypatch, capsys, "compare", levels[0], levels[2], "--dataset", "digits", "--eps", "0.1",
+                "--n-samples", "60", "--steps", "5", "--store", str(tmp_path / "c.db"), "--json") == 0
+    sparse = json.loads(capsys.readouterr().out)["models"][1]["curve"][0]
+    assert sparse["transfer_asr_from_parent"] is not None and sparse["transfer_asr_to_parent"] is not None
+    outcome = advbench.run(advbench.RunConfig(models=levels, dataset="digits", attacks=["minmax-ensemble"],
+                                              eps=["0.1"], n_samples=40, batch_size=20,
+                                              attack_params={"minmax-ensemble": {"steps": 5}}),
+                           store=tmp_path / "m.db", progress=False)
+    metrics = outcome.record.metrics
+    point = metrics["per_eps"][0] if "per_eps" in metrics else metrics
+    assert outcome.record.config["experiment"] == "minmax"
+    assert len(point["per_domain"]) == 3 and len(point["weights"]) == 3  # one domain per level
+    assert point["asr_all"] <= min(point["per_domain"].values()) + 1e-12
