@@ -236,3 +236,26 @@ def test_nested_levels_transfer_and_a_min_max_attack_over_the_levels(dense_cnn, 
     assert outcome.record.config["experiment"] == "minmax"
     assert len(point["per_domain"]) == 3 and len(point["weights"]) == 3  # one domain per level
     assert point["asr_all"] <= min(point["per_domain"].values()) + 1e-12
+
+
+def test_progressive_quantization_down_to_binary(dense_cnn) -> None:
+    """Progressive ADMM with 1-bit weights: ADMM-NN rounds at 8, 4, 2 and 1 bit after the pruning stages; the
+    result is binary (one magnitude per layer), the pruned weights stay zero, and at 1 bit the ADMM gap between
+    the weights and their binary copy shrinks."""
+    from advbench.compression import PruneConfig, admm_prune, resolve_targets
+    from advbench.datasets import load_dataset
+
+    model = load_model(dense_cnn)
+    data = load_dataset("digits")
+    targets = resolve_targets(model, structure="unstructured", target=0.8)
+    cfg = PruneConfig(method="progressive", stages=2, rounds=2, retrain_epochs=1, quantize_bits=1, rho=1e-1)
+    report = admm_prune(model, data, targets, cfg, progress=False)
+    widths = [h["bits"] for h in report.history if "bits" in h]
+    assert widths == [8, 8, 4, 4, 2, 2, 1, 1]
+    layers = dict(model.named_modules())
+    for name, mask in report.masks.items():
+        w = layers[name].weight.detach()
+        assert bool((w[mask == 0] == 0).all())
+        assert len(w[w != 0].abs().unique()) == 1 and report.quantization[name.removeprefix("net.")]["bits"] == 1
+    binary = [h["w_minus_z"] for h in report.history if h.get("bits") == 1]
+    assert binary[-1] < binary[0], "ADMM-NN must pull the weights toward their binary copy"

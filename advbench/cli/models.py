@@ -98,6 +98,9 @@ def prune(
     quantize_bits: int | None = typer.Option(None, "--quantize-bits", help="ADMM-NN quantization width "
                                                                            "(1: binary)"),
     stages: int = typer.Option(3, "--stages", help="progressive: ADMM stages toward the target"),
+    quantize_admm: bool = typer.Option(False, "--quantize-admm", metavar="",
+                                       help="ADMM-NN rounds toward the quantization levels before snapping to them "
+                                            "(progressive does this from 8 bits down)"),
     adversarial: bool = typer.Option(False, "--adversarial", metavar="",
                                      help="PGD training in the W-step and retraining"),
     adv_eps: str = typer.Option("0.1", "--adv-eps"),
@@ -123,7 +126,7 @@ def prune(
                       epochs_per_round=epochs_per_round,
                       rho=rho, rho_growth=rho_growth, retrain_epochs=retrain_epochs, quantize_bits=quantize_bits,
                       adversarial=adversarial, adv_eps=parse_eps(adv_eps), adv_steps=adv_steps, seed=seed,
-                      stages=stages)
+                      stages=stages, quantize_admm=quantize_admm)
     meta = prune_checkpoint(checkpoint, dataset, cfg, out=out_path, target=target,
                             per_layer=parse_per_layer(per_layer) if per_layer else None, device=dev)
     comp = meta["compression"]

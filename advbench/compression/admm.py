@@ -66,6 +66,9 @@ class PruneConfig:
     seed: int = 0
     #: progressive: the number of ADMM stages toward the target.
     stages: int = 3
+    #: ADMM-NN: ADMM rounds toward the quantization levels before the weights are snapped to them (progressive
+    #: pruning always does this, from 8 bits down to ``quantize_bits``); off, the weights are snapped directly.
+    quantize_admm: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -142,6 +145,9 @@ def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConf
     masks = {name: sparsity_mask(layers[name].weight.detach(), ratio, shape) for name, ratio in targets.items()}
     masked_retrain(model, data, masks, cfg, generator, progress, attack_generator=attack_gen)
     report = PruneReport(masks=masks, history=history, structure={"name": shape.name, **shape.parameters()})
+    if cfg.quantize_bits and (cfg.quantize_admm or cfg.method == "progressive"):  # ADMM-NN: training learns the levels
+        for bits in quantization_schedule(cfg.quantize_bits, progressive=cfg.method == "progressive"):
+            _admm_quantize_rounds(model, data, layers, masks, bits, cfg, generator, attack_gen, history, progress)
     if cfg.quantize_bits:
         with torch.no_grad():
             for name in targets:
@@ -231,6 +237,53 @@ def _reweighted_rounds(model: nn.Module, data, layers: dict[str, nn.Module], tar
             residue = sum(float((outside[n] * weights[n]).norm()) for n in weights)
         history.append({"round": round_index + 1, "rho": cfg.rho, "pruned_weight_norm": residue,
                         "test_accuracy": accuracy(model, data.x_test, data.y_test)})
+
+
+def quantization_schedule(bits: int, *, progressive: bool) -> list[int]:
+    """The widths ADMM-NN quantizes to in turn: the target alone, or (progressive) halving from 8 bits down to it.
+
+    >>> quantization_schedule(1, progressive=True), quantization_schedule(4, progressive=False)
+    ([8, 4, 2, 1], [4])
+    """
+    if not progressive:
+        return [bits]
+    schedule, width = [], 8
+    while width > bits:
+        schedule.append(width)
+        width //= 2
+    return [*schedule, bits]
+
+
+def _admm_quantize_rounds(model: nn.Module, data, layers: dict[str, nn.Module], masks: dict[str, torch.Tensor],
+                          bits: int, cfg: PruneConfig, generator: torch.Generator, attack_gen: torch.Generator,
+                          history: list[dict[str, float]], progress: bool) -> None:
+    """ADMM-NN (Ren et al., ASPLOS 2019): ``cfg.rounds`` rounds whose Z-step quantizes ``W + U`` to ``bits`` on the
+    kept weights (the pruning masks stay applied after every step), so training moves the weights toward the
+    levels before they are snapped to them."""
+    from advbench.training import accuracy, fit
+
+    weights = {name: layers[name].weight for name in masks}
+    z = {name: quantize(w.detach() * masks[name], bits)[0] for name, w in weights.items()}
+    u = {name: torch.zeros_like(w) for name, w in weights.items()}
+    rho = cfg.rho
+    optimiser = None
+    for round_index in range(cfg.rounds):
+
+        def penalty(rho=rho):
+            return (rho / 2) * sum((weights[n] - z[n] + u[n]).square().sum() for n in weights)
+
+        optimiser = fit(model, data, epochs=cfg.epochs_per_round, lr=cfg.lr, batch_size=cfg.batch_size,
+                        generator=generator, attack=_attack(cfg), attack_generator=attack_gen, penalty=penalty,
+                        optimiser=optimiser, after_step=lambda: apply_masks(model, masks),
+                        desc=f"admm-nn {bits}-bit round {round_index + 1}/{cfg.rounds}", progress=progress)
+        with torch.no_grad():
+            for name, w in weights.items():
+                z[name] = quantize((w + u[name]) * masks[name], bits)[0]
+                u[name] += w - z[name]
+            gap = sum(float((weights[n] - z[n]).norm()) for n in weights)
+        history.append({"round": len(history) + 1, "bits": bits, "rho": rho, "w_minus_z": gap,
+                        "test_accuracy": accuracy(model, data.x_test, data.y_test)})
+        rho *= cfg.rho_growth
 
 
 def compression_stats(model: nn.Module) -> dict[str, Any]:
