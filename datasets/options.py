@@ -28,24 +28,6 @@ def parse_options(text: str | None, schema: Mapping[str, Callable[[str], Any]], 
         except (TypeError, ValueError) as exc:
             raise DatasetError(f"{where}: option '{key}' has invalid value '{value}' ({exc})") from None
     return result
-    valid = ", ".join(sorted(schema)) or "(none)"
-    for item in text.replace("&", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key:
-            raise DatasetError(f"{where}: option '{item}' is not of the form key=value; valid options: {valid}")
-        if key not in schema:
-            raise DatasetError(f"{where}: unknown option '{key}'; valid options: {valid}")
-        if key in result:
-            raise DatasetError(f"{where}: option '{key}' is given twice; give it once")
-        try:
-            result[key] = schema[key](value)
-        except (TypeError, ValueError) as exc:
-            raise DatasetError(f"{where}: option '{key}' has invalid value '{value}' ({exc})") from None
-    return result
 
 
 def require_range(where: str, key: str, value: int, lo: int, hi: int) -> int:

@@ -85,7 +85,7 @@ class PruneConfig:
 @dataclass
 class PruneReport:
     masks: dict[str, torch.Tensor]
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
     quantization: dict[str, Any] = field(default_factory=dict)
     #: The structure as pruned with: its name and parameters (a pattern library learned from the dense weights).
     structure: dict[str, Any] = field(default_factory=dict)
@@ -136,7 +136,7 @@ def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConf
     # share ``generator``, as always), instead of fit() reseeding a fresh one at every round
     dev = module_device(model)
     attack_gen = generator if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(cfg.seed)
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     shape = create_structure(cfg.structure, **cfg.structure_options).prepared(
         {name: layers[name].weight.detach() for name in targets})
     run = {"admm": _admm_rounds, "progressive": _progressive, "reweighted": _reweighted_rounds}.get(cfg.method)
@@ -157,14 +157,15 @@ def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConf
     return report
 
 
-def _admm_rounds(model: nn.Module, data, layers: dict[str, nn.Module], targets: dict[str, float], shape: Structure,
-                 cfg: PruneConfig, generator: torch.Generator, attack_gen: torch.Generator,
-                 history: list[dict[str, float]], progress: bool, stage: str = "") -> None:
-    """``cfg.rounds`` ADMM rounds (W-, Z- and U-steps) toward ``targets`` (see the module docstring)."""
+def _admm_loop(model: nn.Module, data, weights: dict[str, nn.Parameter], project, cfg: PruneConfig,
+               generator: torch.Generator, attack_gen: torch.Generator, history: list[dict[str, Any]],
+               progress: bool, desc: str, after_step=None, note: dict[str, Any] | None = None) -> None:
+    """``cfg.rounds`` ADMM rounds on ``weights``: W-step (training plus the proximal penalty), Z-step
+    ``Z = project(name, W + U)``, U-step ``U += W - Z``; rho grows by ``cfg.rho_growth`` per round.  Each round
+    appends its rho, the gap ``sum ||W - Z||``, the test accuracy and ``note`` to ``history``."""
     from advbench.training import accuracy, fit
 
-    weights = {name: layers[name].weight for name in targets}
-    z = {name: project_sparse(w.detach(), targets[name], shape) for name, w in weights.items()}
+    z = {name: project(name, w.detach()) for name, w in weights.items()}
     u = {name: torch.zeros_like(w) for name, w in weights.items()}
     rho = cfg.rho
     optimiser = None
@@ -175,16 +176,25 @@ def _admm_rounds(model: nn.Module, data, layers: dict[str, nn.Module], targets: 
 
         optimiser = fit(model, data, epochs=cfg.epochs_per_round, lr=cfg.lr, batch_size=cfg.batch_size,
                         generator=generator, attack=_attack(cfg), attack_generator=attack_gen, penalty=penalty,
-                        optimiser=optimiser, desc=f"{stage}admm round {round_index + 1}/{cfg.rounds}",
-                        progress=progress)
+                        optimiser=optimiser, after_step=after_step,
+                        desc=f"{desc} round {round_index + 1}/{cfg.rounds}", progress=progress)
         with torch.no_grad():
             for name, w in weights.items():
-                z[name] = project_sparse(w + u[name], targets[name], shape)
+                z[name] = project(name, w + u[name])
                 u[name] += w - z[name]
             gap = sum(float((weights[n] - z[n]).norm()) for n in weights)
-        history.append({"round": len(history) + 1, "rho": rho, "w_minus_z": gap,
+        history.append({"round": len(history) + 1, **(note or {}), "rho": rho, "w_minus_z": gap,
                         "test_accuracy": accuracy(model, data.x_test, data.y_test)})
         rho *= cfg.rho_growth
+
+
+def _admm_rounds(model: nn.Module, data, layers: dict[str, nn.Module], targets: dict[str, float], shape: Structure,
+                 cfg: PruneConfig, generator: torch.Generator, attack_gen: torch.Generator,
+                 history: list[dict[str, Any]], progress: bool, stage: str = "") -> None:
+    """ADMM pruning rounds toward ``targets`` (see the module docstring)."""
+    weights = {name: layers[name].weight for name in targets}
+    _admm_loop(model, data, weights, lambda name, w: project_sparse(w, targets[name], shape), cfg, generator,
+               attack_gen, history, progress, f"{stage}admm")
 
 
 def progressive_targets(targets: dict[str, float], stages: int) -> list[dict[str, float]]:
@@ -198,7 +208,7 @@ def progressive_targets(targets: dict[str, float], stages: int) -> list[dict[str
 
 def _progressive(model: nn.Module, data, layers: dict[str, nn.Module], targets: dict[str, float], shape: Structure,
                  cfg: PruneConfig, generator: torch.Generator, attack_gen: torch.Generator,
-                 history: list[dict[str, float]], progress: bool) -> None:
+                 history: list[dict[str, Any]], progress: bool) -> None:
     """Progressive ADMM (Ye et al., 2019): ADMM toward each stage's ratios, a masked retraining after each stage
     but the last (the caller retrains the final masks)."""
     schedule = progressive_targets(targets, cfg.stages)
@@ -214,7 +224,7 @@ def _progressive(model: nn.Module, data, layers: dict[str, nn.Module], targets: 
 
 def _reweighted_rounds(model: nn.Module, data, layers: dict[str, nn.Module], targets: dict[str, float],
                        shape: Structure, cfg: PruneConfig, generator: torch.Generator, attack_gen: torch.Generator,
-                       history: list[dict[str, float]], progress: bool) -> None:
+                       history: list[dict[str, Any]], progress: bool) -> None:
     """Reweighted dynamic regularisation (Zhang et al., 2020): each round penalises the weights outside the
     structure's projection by ``rho * sum P_i w_i^2`` and then reweights ``P_i = 1 / (w_i^2 + eps)``."""
     from advbench.training import accuracy, fit
@@ -256,34 +266,14 @@ def quantization_schedule(bits: int, *, progressive: bool) -> list[int]:
 
 def _admm_quantize_rounds(model: nn.Module, data, layers: dict[str, nn.Module], masks: dict[str, torch.Tensor],
                           bits: int, cfg: PruneConfig, generator: torch.Generator, attack_gen: torch.Generator,
-                          history: list[dict[str, float]], progress: bool) -> None:
-    """ADMM-NN (Ren et al., ASPLOS 2019): ``cfg.rounds`` rounds whose Z-step quantizes ``W + U`` to ``bits`` on the
-    kept weights (the pruning masks stay applied after every step), so training moves the weights toward the
-    levels before they are snapped to them."""
-    from advbench.training import accuracy, fit
-
+                          history: list[dict[str, Any]], progress: bool) -> None:
+    """ADMM-NN (Ren et al., ASPLOS 2019): ADMM rounds whose Z-step quantizes ``W + U`` to ``bits`` on the kept
+    weights (the pruning masks stay applied after every step), so training moves the weights toward the levels
+    before they are snapped to them."""
     weights = {name: layers[name].weight for name in masks}
-    z = {name: quantize(w.detach() * masks[name], bits)[0] for name, w in weights.items()}
-    u = {name: torch.zeros_like(w) for name, w in weights.items()}
-    rho = cfg.rho
-    optimiser = None
-    for round_index in range(cfg.rounds):
-
-        def penalty(rho=rho):
-            return (rho / 2) * sum((weights[n] - z[n] + u[n]).square().sum() for n in weights)
-
-        optimiser = fit(model, data, epochs=cfg.epochs_per_round, lr=cfg.lr, batch_size=cfg.batch_size,
-                        generator=generator, attack=_attack(cfg), attack_generator=attack_gen, penalty=penalty,
-                        optimiser=optimiser, after_step=lambda: apply_masks(model, masks),
-                        desc=f"admm-nn {bits}-bit round {round_index + 1}/{cfg.rounds}", progress=progress)
-        with torch.no_grad():
-            for name, w in weights.items():
-                z[name] = quantize((w + u[name]) * masks[name], bits)[0]
-                u[name] += w - z[name]
-            gap = sum(float((weights[n] - z[n]).norm()) for n in weights)
-        history.append({"round": len(history) + 1, "bits": bits, "rho": rho, "w_minus_z": gap,
-                        "test_accuracy": accuracy(model, data.x_test, data.y_test)})
-        rho *= cfg.rho_growth
+    _admm_loop(model, data, weights, lambda name, w: quantize(w * masks[name], bits)[0], cfg, generator, attack_gen,
+               history, progress, f"admm-nn {bits}-bit", after_step=lambda: apply_masks(model, masks),
+               note={"bits": bits})
 
 
 def compression_stats(model: nn.Module) -> dict[str, Any]:
