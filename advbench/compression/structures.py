@@ -211,7 +211,8 @@ class Block(Structure):
     def violations(self, weight: torch.Tensor, ratio: float) -> list[str]:
         matrix = gemm(weight)
         out = []
-        for rs, cs in _tiles(*matrix.shape, self.block_rows, self.block_cols):
+        rows, cols = matrix.shape
+        for rs, cs in _tiles(rows, cols, self.block_rows, self.block_cols):
             tile = matrix[rs, cs]
             live = int((tile != 0).any(dim=0).sum())
             out += _count_violation(f"block rows {rs.start}-{rs.stop - 1}, columns {cs.start}-{cs.stop - 1} "

@@ -8,7 +8,7 @@ from advbench.compression.structures import Structure, create_structure, kept_co
 from advbench.errors import ConfigError
 
 
-def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+def prunable_layers(model: nn.Module) -> dict[str, nn.Conv2d | nn.Linear]:
     """Conv2d and Linear layers by qualified name (the weights that pruning acts on)."""
     return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
