@@ -89,6 +89,7 @@ LISTINGS: dict[str, tuple[Listing, ...]] = {
     ),
     "defenses": (Listing("advbench.defenses.registry:DEFENSES", "classification", registers=("advbench.defenses",)),),
     "experiments": (Listing("advbench.pipeline.experiment:EXPERIMENTS", "any", registers=("advbench.experiments",)),),
+    "structures": (Listing("advbench.compression.structures:STRUCTURES", "classification"),),
 }
 
 #: Older kinds, kept as filters of the listings above: kind -> (listing kind, task).

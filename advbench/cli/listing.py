@@ -17,13 +17,14 @@ class Listable(str, Enum):
     datasets = "datasets"
     defenses = "defenses"
     experiments = "experiments"
+    structures = "structures"
     detectors = "detectors"
     patch_attacks = "patch-attacks"
     multitask_attacks = "multitask-attacks"
 
 
 @app.command("list")
-def list_cmd(what: Listable = typer.Argument(..., help="attacks, models, datasets, defenses or experiments (and "
+def list_cmd(what: Listable = typer.Argument(..., help="attacks, models, datasets, defenses, experiments or structures (and "
                                                       "the filters detectors, patch-attacks, multitask-attacks)"),
              names_only: bool = typer.Option(False, "--names", help="one name per line, nothing else")) -> None:
     """List every registered entry of one kind, with the task it serves (generated from the registries)."""
