@@ -37,6 +37,17 @@ def colour(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
+def _accuracy_axis(y_of, plot_w: float) -> list[str]:
+    """Grid lines and labels of the accuracy axis (0 to 100%)."""
+    parts = []
+    for acc in _nice_ticks(1.0):
+        y = _f(y_of(acc))
+        parts.append(f'<line class="grid" x1="{LEFT}" y1="{y}" x2="{LEFT + plot_w}" y2="{y}" stroke="#e5e5e5"/>')
+        parts.append(f'<text x="{LEFT - 6}" y="{y}" text-anchor="end" dominant-baseline="middle" '
+                     f'font-size="11">{100 * acc:.0f}%</text>')
+    return parts
+
+
 def render_curve_svg(section: Section) -> str:
     """The robust-accuracy-vs-eps plot of ``section`` as an ``<svg>`` element (text)."""
     series = section.series
@@ -60,11 +71,7 @@ def render_curve_svg(section: Section) -> str:
         f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#999"/>',
     ]
     # y axis: accuracy 0..100%
-    for acc in _nice_ticks(1.0):
-        y = _f(y_of(acc))
-        parts.append(f'<line class="grid" x1="{LEFT}" y1="{y}" x2="{LEFT + plot_w}" y2="{y}" stroke="#e5e5e5"/>')
-        parts.append(f'<text x="{LEFT - 6}" y="{y}" text-anchor="end" dominant-baseline="middle" '
-                     f'font-size="11">{100 * acc:.0f}%</text>')
+    parts += _accuracy_axis(y_of, plot_w)
     # x axis: the eps values evaluated (or evenly spaced ticks when there are many)
     ticks = [0.0, *eps_values] if len(eps_values) < MAX_EPS_TICKS else _nice_ticks(x_max)
     for eps in sorted(set(ticks)):
@@ -157,11 +164,7 @@ def render_pareto_svg(section: Section) -> str:
         f"<title>{escape(title)}</title>",
         f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#999"/>',
     ]
-    for acc in _nice_ticks(1.0):
-        y = _f(y_of(acc))
-        parts.append(f'<line class="grid" x1="{LEFT}" y1="{y}" x2="{LEFT + plot_w}" y2="{y}" stroke="#e5e5e5"/>')
-        parts.append(f'<text x="{LEFT - 6}" y="{y}" text-anchor="end" dominant-baseline="middle" '
-                     f'font-size="11">{100 * acc:.0f}%</text>')
+    parts += _accuracy_axis(y_of, plot_w)
     for ratio in sorted(set(ratios)):
         x = _f(x_of(ratio))
         parts.append(f'<text x="{x}" y="{TOP + plot_h + 16}" text-anchor="middle" font-size="11">'

@@ -24,8 +24,9 @@ class Listable(str, Enum):
 
 
 @app.command("list")
-def list_cmd(what: Listable = typer.Argument(..., help="attacks, models, datasets, defenses, experiments or structures (and "
-                                                      "the filters detectors, patch-attacks, multitask-attacks)"),
+def list_cmd(what: Listable = typer.Argument(..., help="attacks, models, datasets, defenses, experiments or "
+                                                      "structures (and the filters detectors, patch-attacks, "
+                                                      "multitask-attacks)"),
              names_only: bool = typer.Option(False, "--names", help="one name per line, nothing else")) -> None:
     """List every registered entry of one kind, with the task it serves (generated from the registries)."""
     from advbench.listing import listing_rows

@@ -288,17 +288,22 @@ def plot_comparison(report: dict[str, Any], path: str | Path) -> Path:
             ys = [row["clean_accuracy"], *(point["robust_accuracy"] for point in row["curve"])]
             ax.plot(xs, ys, marker="o", label=f"{row['model']} ({row['compression_ratio']:.1f}x)")
         ax.set_xlabel(f"eps ({report['norm']})")
-        ax.set_ylabel("robust accuracy")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title(f"dense vs compressed on {report['dataset']}")
-        fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=120)
+        return _save(fig, ax, "robust accuracy", f"dense vs compressed on {report['dataset']}", path)
     finally:
         plt.close(fig)
+
+
+def _save(fig: Any, ax: Any, ylabel: str, title: str, path: str | Path) -> Path:
+    """Finish an accuracy plot (y in [0, 1], grid, legend, title) and write it as a PNG at ``path``."""
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
     return out
 
 
@@ -340,15 +345,7 @@ def plot_pareto(report: dict[str, Any], path: str | Path) -> Path:
         ax.set_xscale("log")
         eps = report["eps"][-1] if report.get("eps") else 0.0
         ax.set_xlabel("compression ratio (total / non-zero weights)")
-        ax.set_ylabel(f"robust accuracy at eps {eps:g} ({report['norm']})")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title(f"robustness by compression family on {report['dataset']}")
-        fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=120)
+        return _save(fig, ax, f"robust accuracy at eps {eps:g} ({report['norm']})",
+                     f"robustness by compression family on {report['dataset']}", path)
     finally:
         plt.close(fig)
-    return out
