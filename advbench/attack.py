@@ -345,7 +345,21 @@ class AttackBase(metaclass=_FrozenAfterInit):
         raise NotImplementedError
 
 
-class Attack(AttackBase):
+class ThreatBudget:
+    """Mixin of the attacks with a threat model (``self.threat``): their ``norm`` and ``eps``."""
+
+    threat: ThreatModel
+
+    @property
+    def norm(self) -> str:
+        return self.threat.norm
+
+    @property
+    def eps(self) -> float:
+        return self.threat.eps
+
+
+class Attack(AttackBase, ThreatBudget):
     """Base class of every classifier attack.  Subclasses set the class attributes and write ``_attack``.
 
     Class attributes: ``name`` (registry name), ``norms`` (supported norms), ``kind``
@@ -366,14 +380,6 @@ class Attack(AttackBase):
             raise ConfigError(f"attack '{self.name}' has no targeted mode; use targeted=False")
         self.targeted = bool(targeted)
         self.early_stop = bool(early_stop)
-
-    @property
-    def norm(self) -> str:
-        return self.threat.norm
-
-    @property
-    def eps(self) -> float:
-        return self.threat.eps
 
     def with_eps(self, eps: float) -> Attack:
         """A copy of this attack with another budget (attacks are immutable)."""

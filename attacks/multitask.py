@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advbench.attack import AttackBase, register_attack
+from advbench.attack import AttackBase, ThreatBudget, register_attack
 from advbench.errors import BudgetError, ConfigError, InputError
 from advbench.minmax import APGDA, project_multipliers
 from advbench.task_names import MULTITASK
@@ -81,7 +81,7 @@ class MultiTaskAttackResult:
     gradient_calls: int
 
 
-class MultiTaskAttack(AttackBase):
+class MultiTaskAttack(AttackBase, ThreatBudget):
     """Base: budget, steps and the engine run; subclasses choose the signs, the initial weights and their set.
 
     The call is ``attack(model, x, targets)``: ``model`` returns ``{task: output}``, ``x`` is a (B, C, H, W)
@@ -103,14 +103,6 @@ class MultiTaskAttack(AttackBase):
         if not self.step_size > 0 and self.threat.eps > 0:
             raise ConfigError(f"step_size must be > 0, got {step_size}")
         self.target_task = target_task
-
-    @property
-    def norm(self) -> str:
-        return self.threat.norm
-
-    @property
-    def eps(self) -> float:
-        return self.threat.eps
 
     def _plan(self, tasks: Sequence[str]) -> tuple[list[str], torch.Tensor, APGDA]:
         """The domain order, their signs and the engine."""
