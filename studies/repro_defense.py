@@ -34,7 +34,7 @@ from advbench.datasets.sod import load_sod_dataset
 from advbench.defenses.defensenet import DefenseTrainConfig, train_defensenet, training_inputs
 from advbench.objectives import CLASSIFICATION, SOD
 from advbench.sod.robustness import CloudAttackConfig, sod_robustness
-from advbench.sod.training import train_sod
+from advbench.training.sod import train_sod
 
 COLS = ("mae", "max_f", "mean_f", "s_measure", "mean_e")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "colorwheel",

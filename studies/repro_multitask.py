@@ -18,7 +18,7 @@ from pathlib import Path
 from advbench import create_attack
 from advbench.datasets.multitask import load_multitask_dataset
 from advbench.multitask.robustness import multitask_robustness
-from advbench.multitask.training import train_multitask
+from advbench.training.multitask import train_multitask
 
 ATTACKS = {"automated (stealthy-multitask)": ("stealthy-multitask", {}),
            "fixed weights 1": ("fixed-weight-multitask", {"weights": 1.0}),

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
-from advbench.detection.experiment import split_by_group
-from advbench.detection.training import DetectorTrainConfig, save_detector, train_detector
+from advbench.detection.protocol import split_by_group
 from advbench.pipeline.config import RunConfig
 from advbench.pipeline.engine import run as run_pipeline
 from advbench.pipeline.record import Record
+from advbench.training.detection import DetectorTrainConfig, save_detector, train_detector
 
 ATTACKS = ("patch-whitebox", "patch-transfer", "patch-random-search", "patch-minmax")
 EPOCHS = {"fcos-mnv3": 120, "fasterrcnn-mnv3": 60}

@@ -169,7 +169,7 @@ def test_defense_flags_reach_the_records(digits_model, tmp_path):
 
 def test_defend_train_and_defended_sod_run(run_cli, tmp_path):
     from advbench.datasets.sod import load_sod_dataset
-    from advbench.sod.training import save_sod_model, train_sod
+    from advbench.training.sod import save_sod_model, train_sod
 
     data = load_sod_dataset("synthetic-sod:n=24,size=16")
     model, _ = train_sod(data, epochs=1, batch_size=8, model_options={"base": 4, "depth": 2}, progress=False)

@@ -22,8 +22,9 @@ def test_every_path_in_the_architecture_map_exists() -> None:
 
 
 def test_task_packages_export_only_what_lives_in_them() -> None:
-    """A task package (SOD, multi-task, detection) keeps its metrics, training and protocol; its data, models and
-    attacks have one home each (datasets/, advbench/models/, attacks/) and are never re-exported from it."""
+    """A task package (SOD, multi-task, detection) keeps its metrics and its Experiment; its data, models, attacks
+    and training have one home each (datasets/, advbench/models/, attacks/, advbench/training/) and are never
+    re-exported from it."""
     import importlib
 
     for package in ("advbench.sod", "advbench.multitask", "advbench.detection"):
@@ -41,3 +42,44 @@ def test_every_attack_lives_in_attacks_and_is_in_the_one_registry() -> None:
     for name in advbench.list_attacks():
         cls = ATTACKS.get(name)
         assert issubclass(cls, AttackBase) and cls.__module__.startswith("advbench.attacks."), (name, cls.__module__)
+
+
+#: What each task package may hold: its metrics, its Experiment, and the pieces only that Experiment uses (the
+#: protocol's rows or steps, the report it writes).
+TASK_PACKAGE_MODULES = {
+    "sod": {"metrics", "experiment", "robustness"},
+    "multitask": {"metrics", "experiment", "robustness"},
+    "detection": {"metrics", "experiment", "protocol", "report"},
+}
+
+
+def test_task_packages_hold_only_their_metrics_and_their_experiment() -> None:
+    for package, allowed in TASK_PACKAGE_MODULES.items():
+        modules = {path.stem for path in (ROOT / "advbench" / package).glob("*.py")} - {"__init__"}
+        extra, missing = sorted(modules - allowed), sorted(allowed - modules)
+        assert not extra, f"advbench/{package}/ holds {extra}: move them to their one home (datasets/, " \
+            "advbench/models/, attacks/ or advbench/training/)"
+        assert not missing, f"advbench/{package}/ lacks {missing}"
+
+
+def test_each_experiment_lives_with_its_task() -> None:
+    """Classification experiments in advbench/experiments/, every other task's next to its metrics."""
+    import advbench.experiments  # noqa: F401 - registers every experiment
+    from advbench.pipeline.experiment import EXPERIMENTS
+
+    homes = {name: EXPERIMENTS.get(name).__module__ for name in EXPERIMENTS.names()}
+    assert homes["sod"] == "advbench.sod.experiment"
+    assert homes["multitask"] == "advbench.multitask.experiment"
+    assert homes["detection"] == "advbench.detection.experiment"
+    others = {name: module for name, module in homes.items() if name not in TASK_PACKAGE_MODULES}
+    assert others and all(module.startswith("advbench.experiments.") for module in others.values()), others
+
+
+def test_training_has_one_home() -> None:
+    """Every task's training (and its checkpoints) lives in advbench/training/, nowhere else."""
+    stray = [str(path.relative_to(ROOT)) for folder in ("advbench", "attacks", "datasets", "defenses")
+             for path in (ROOT / folder).rglob("*train*.py")
+             if "advbench/training/" not in path.as_posix() and path.name != "adversarial_training.py"]
+    assert not stray, f"training code outside advbench/training/: {stray}"
+    assert {p.stem for p in (ROOT / "advbench" / "training").glob("*.py")} >= {
+        "classifier", "dense", "sod", "multitask", "detection"}

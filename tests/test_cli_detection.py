@@ -55,7 +55,7 @@ def test_train_then_attack_with_report_and_store(run_cli, aerial, tmp_path) -> N
     # the user's own weights: a bare torchvision state dict, with the architecture and image size given
     import torch
 
-    from advbench.detection.training import load_detector
+    from advbench.training.detection import load_detector
 
     bare = tmp_path / "mine.pt"
     torch.save(load_detector(ckpt).model.state_dict(), bare)

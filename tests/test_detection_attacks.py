@@ -27,14 +27,14 @@ from advbench.attacks.patches import (
     rotated_or_axis_boxes,
 )
 from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
-from advbench.detection.experiment import altitude_subset, split_by_group
-from advbench.detection.training import DetectorTrainConfig, load_detector, save_detector, train_detector
+from advbench.detection.protocol import altitude_subset, split_by_group
 from advbench.errors import CheckpointError, ConfigError, DatasetError, InputError, UnknownNameError
 from advbench.minmax import project_simplex
 from advbench.models.detectors import Candidates, create_detector
 from advbench.models.registry import list_models
 from advbench.pipeline.config import RunConfig
 from advbench.pipeline.engine import run as run_pipeline
+from advbench.training.detection import DetectorTrainConfig, load_detector, save_detector, train_detector
 
 
 @pytest.fixture(scope="module")
@@ -455,7 +455,7 @@ def test_detect_attack_run_is_stored_and_skipped(fcos, aerial, tmp_path):
 
 
 def test_detector_named_by_arch_is_trained_only_when_the_run_is_not_stored(fcos, aerial, tmp_path, monkeypatch):
-    from advbench.detection import experiment
+    from advbench.detection import protocol
 
     root, _ = aerial
     calls = []
@@ -465,7 +465,7 @@ def test_detector_named_by_arch_is_trained_only_when_the_run_is_not_stored(fcos,
         calls.append((cfg.arch, cfg.epochs, cfg.seed))
         return fcos[0], {"final_loss": 0.5}
 
-    monkeypatch.setattr(experiment, "train_detector", fake_train)
+    monkeypatch.setattr(protocol, "train_detector", fake_train)
     dataset, params = f"evd4uav:{root}", {"steps": 1, "batch_size": 2, "patch_size": 8}
     cfg = detection_run(dataset, "fcos-mnv3", "patch-whitebox", params, detector_epochs=3, score_threshold=0.05)
     store = tmp_path / "results.db"

@@ -210,7 +210,7 @@ def test_classifier_training_on_the_device_matches_the_cpu(dev) -> None:
 def test_training_commands_on_the_device_write_cpu_checkpoints(dev, run_cli, tmp_path) -> None:
     from advbench.checkpoints import read_metadata
     from advbench.models.loading import load_model
-    from advbench.sod.training import load_sod_model
+    from advbench.training.sod import load_sod_model
 
     clf, sod, dn = tmp_path / "clf.safetensors", tmp_path / "sod.safetensors", tmp_path / "dn.safetensors"
     code, _, err = run_cli("train", "--model", "small_cnn", "--dataset", "digits", "--epochs", "2", "--out", str(clf),
@@ -229,7 +229,7 @@ def test_training_commands_on_the_device_write_cpu_checkpoints(dev, run_cli, tmp
 
 def test_multitask_training_on_the_device_draws_the_cpu_batches_and_writes_a_cpu_checkpoint(dev, run_cli,
                                                                                             tmp_path) -> None:
-    from advbench.multitask.training import load_multitask_model
+    from advbench.training.multitask import load_multitask_model
 
     summaries = {}
     for where in ("cpu", str(dev)):
@@ -354,7 +354,7 @@ def test_sod_run_with_defensenet_on_the_device_agrees_with_the_cpu(dev, run_cli,
     from advbench.datasets.sod import load_sod_dataset
     from advbench.defenses.defensenet import DefenseTrainConfig, save_defensenet, train_defensenet
     from advbench.objectives import SOD
-    from advbench.sod.training import save_sod_model, train_sod
+    from advbench.training.sod import save_sod_model, train_sod
 
     data = load_sod_dataset("synthetic-sod:n=24,size=32")
     model, _ = train_sod(data, epochs=2, batch_size=8, model_options={"base": 4, "depth": 2}, progress=False)
@@ -374,7 +374,7 @@ def test_sod_run_with_defensenet_on_the_device_agrees_with_the_cpu(dev, run_cli,
 def test_multitask_run_on_the_device_agrees_with_the_cpu(dev, run_cli, tmp_path) -> None:
     """``advbench run --device`` on a multi-task checkpoint: the metrics sum device batches on the CPU."""
     from advbench.datasets.multitask import load_multitask_dataset
-    from advbench.multitask.training import save_multitask_model, train_multitask
+    from advbench.training.multitask import save_multitask_model, train_multitask
 
     data = load_multitask_dataset("synthetic-multitask:n=24,size=16")
     model, _ = train_multitask(data, epochs=1, batch_size=8, model_options={"base": 4, "levels": 2},

@@ -12,15 +12,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-import advbench.experiments.detection  # noqa: F401 - registers "detection"
+import advbench.detection.experiment  # noqa: F401 - registers "detection"
 from advbench.datasets.detection import generate_aerial_dataset, load_detection_dataset
+from advbench.detection.experiment import CONTROL_SEED_OFFSET, DetectionExperiment, detection_table
 from advbench.detection.metrics import attack_success, coco_map, coco_map_by
-from advbench.detection.training import save_detector
 from advbench.errors import ConfigError
-from advbench.experiments.detection import CONTROL_SEED_OFFSET, DetectionExperiment, detection_table
 from advbench.models.detectors import create_detector
 from advbench.pipeline.config import RunConfig
 from advbench.pipeline.engine import run
+from advbench.training.detection import save_detector
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,8 +61,8 @@ def test_pipeline_gives_the_metrics_of_the_patch_fitted_and_measured_by_hand(aer
     from advbench import create_attack
     from advbench.attacks.patch import PatchSet
     from advbench.checkpoints import file_sha256
-    from advbench.detection.experiment import patch_images, split_by_group
-    from advbench.detection.training import load_detector
+    from advbench.detection.protocol import patch_images, split_by_group
+    from advbench.training.detection import load_detector
 
     dataset, path = aerial
     outcome = run(config(aerial, "patch-minmax", MINMAX), store=tmp_path / "r.db", progress=False)
@@ -120,7 +120,7 @@ def made_up_detections(samples, keep_every: int, shift: float) -> list[dict[str,
 
 
 def test_merge_of_batches_equals_the_metrics_over_the_whole_set(aerial):
-    from advbench.experiments.detection import detections_json, image_json
+    from advbench.detection.experiment import detections_json, image_json
 
     samples = load_detection_dataset(aerial[0])[:9]
     clean, adv = made_up_detections(samples, 4, 1.5), made_up_detections(samples, 2, 3.0)

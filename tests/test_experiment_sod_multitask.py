@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import torch
 
-import advbench.experiments.multitask  # noqa: F401 - registers "multitask"
-import advbench.experiments.sod  # noqa: F401 - registers "sod"
+import advbench.multitask.experiment  # noqa: F401 - registers "multitask"
+import advbench.sod.experiment  # noqa: F401 - registers "sod"
 from advbench.errors import ConfigError
 from advbench.pipeline.config import RunConfig
 from advbench.pipeline.engine import run
@@ -36,7 +36,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def sod_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
     from advbench.datasets.sod import load_sod_dataset
-    from advbench.sod.training import save_sod_model, train_sod
+    from advbench.training.sod import save_sod_model, train_sod
 
     torch.manual_seed(0)
     model, _ = train_sod(load_sod_dataset(SOD_DATA), epochs=1, batch_size=8, model_options={"base": 4, "depth": 2},
@@ -47,7 +47,7 @@ def sod_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def mt_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
     from advbench.datasets.multitask import load_multitask_dataset
-    from advbench.multitask.training import save_multitask_model, train_multitask
+    from advbench.training.multitask import save_multitask_model, train_multitask
 
     data = load_multitask_dataset(MT_DATA, seed=0)
     model, _ = train_multitask(data, epochs=1, batch_size=8, model_options={"base": 4, "levels": 2}, progress=False)
@@ -103,7 +103,7 @@ def test_sod_one_batch_equals_sod_robustness(sod_ckpt: str, tmp_path: Path) -> N
     from advbench.datasets.sod import load_sod_dataset
     from advbench.runner import defend
     from advbench.sod.robustness import CloudAttackConfig, sod_robustness
-    from advbench.sod.training import load_sod_model
+    from advbench.training.sod import load_sod_model
 
     config = sod_config(sod_ckpt, defense="bitdepth:bits=5")  # experiment chosen from the checkpoint's task
     outcome = run(config, store=tmp_path / "r.db", progress=False, wandb={"mode": "disabled", "dir": str(tmp_path)})
@@ -135,7 +135,7 @@ def test_sod_one_batch_equals_sod_robustness(sod_ckpt: str, tmp_path: Path) -> N
         for key in ("mae", "s_measure", "adaptive_f"):
             mean = sum(s["rows"][row][key] for s in record.samples) / 6
             assert mean == pytest.approx(record.metrics["rows"][row][key], rel=1e-9), (row, key)
-    table = text_of(advbench.experiments.sod.SODExperiment(config).render(record))
+    table = text_of(advbench.sod.experiment.SODExperiment(config).render(record))
     assert "SOD robustness of sod" in table and "defended adv-cloud (transfer)" in table
 
 
@@ -145,7 +145,7 @@ def test_sod_shards_merge_into_the_record_of_one_run(sod_ckpt: str, tmp_path: Pa
     from advbench.datasets.sod import load_sod_dataset
     from advbench.sod.metrics import sod_metrics
     from advbench.sod.robustness import predict_saliency
-    from advbench.sod.training import load_sod_model
+    from advbench.training.sod import load_sod_model
 
     config = sod_config(sod_ckpt, batch_size=2, attacks=["pgd", "adv-cloud"], experiment="sod")
     first = run(config, store=tmp_path / "shards.db", shard=(1, 2), progress=False)
@@ -195,7 +195,7 @@ def test_multitask_one_batch_equals_multitask_robustness(mt_ckpt: str, tmp_path:
     from advbench import create_attack
     from advbench.datasets.multitask import load_multitask_dataset
     from advbench.multitask.robustness import multitask_robustness
-    from advbench.multitask.training import load_multitask_model
+    from advbench.training.multitask import load_multitask_model
 
     config = mt_config(mt_ckpt, options={"target_task": "seg", "margin": 0.02, "tolerance": 0.5})
     outcome = run(config, store=tmp_path / "r.db", progress=False, wandb={"mode": "disabled", "dir": str(tmp_path)})
@@ -223,7 +223,7 @@ def test_multitask_one_batch_equals_multitask_robustness(mt_ckpt: str, tmp_path:
     assert (cfg["margin"], cfg["tolerance"]) == (0.02, 0.5) and cfg["model"]["name"] == "mt"
     assert cfg["attacks"][0]["name"] == "stealthy-multitask" and cfg["attacks"][0]["target_task"] == "seg"
     assert "eps" not in cfg["attacks"][0] and cfg["eps"] == [8 / 255]
-    table = text_of(advbench.experiments.multitask.MultiTaskExperiment(config).render(record))
+    table = text_of(advbench.multitask.experiment.MultiTaskExperiment(config).render(record))
     assert "stealthy-multitask on mt (target seg" in table and "degradation" in table
 
 
@@ -232,7 +232,7 @@ def test_multitask_shards_merge_into_the_record_of_one_run(mt_ckpt: str, tmp_pat
     intersections and unions, not a mean of batch mIoUs) and equal ``evaluate_multitask`` on the whole set."""
     from advbench.datasets.multitask import load_multitask_dataset
     from advbench.multitask.metrics import evaluate_multitask
-    from advbench.multitask.training import load_multitask_model
+    from advbench.training.multitask import load_multitask_model
 
     config = mt_config(mt_ckpt, batch_size=2, experiment="multitask")
     assert run(config, store=tmp_path / "shards.db", shard=(2, 2), progress=False).record is None

@@ -40,7 +40,7 @@ from advbench.multitask.metrics import (
     seg_miou,
     stealth_success,
 )
-from advbench.multitask.training import (
+from advbench.training.multitask import (
     baseline_metrics,
     flip_batch,
     load_multitask_model,

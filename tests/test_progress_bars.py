@@ -48,7 +48,7 @@ def single_json(out: str) -> dict:
 @pytest.fixture(scope="module")
 def sod_victim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from advbench.datasets.sod import load_sod_dataset
-    from advbench.sod.training import save_sod_model, train_sod
+    from advbench.training.sod import save_sod_model, train_sod
 
     data = load_sod_dataset(SOD)
     model, _ = train_sod(data, epochs=1, batch_size=8, model_options={"base": 4, "depth": 2}, progress=False)
@@ -79,7 +79,7 @@ def test_defensenet_library_default_is_silent(sod_victim: Path, capsys: pytest.C
     from advbench.datasets.sod import load_sod_dataset
     from advbench.defenses.defensenet import DefenseTrainConfig, train_defensenet
     from advbench.objectives import SOD as SOD_TASK
-    from advbench.sod.training import load_sod_model
+    from advbench.training.sod import load_sod_model
 
     data = load_sod_dataset(SOD)
     cfg = DefenseTrainConfig(epochs=1, batch_size=8, attack_steps=1, base=4, depth=1, inputs=("clean", "cloudy"))
@@ -91,7 +91,7 @@ def test_sod_run_with_defensenet_counts_attack_steps(run_cli, sod_victim: Path, 
     from advbench.datasets.sod import load_sod_dataset
     from advbench.defenses.defensenet import DefenseTrainConfig, save_defensenet, train_defensenet
     from advbench.objectives import SOD as SOD_TASK
-    from advbench.sod.training import load_sod_model
+    from advbench.training.sod import load_sod_model
 
     data = load_sod_dataset(SOD)
     cfg = DefenseTrainConfig(epochs=1, batch_size=8, attack_steps=1, base=4, depth=1, inputs=("clean", "cloudy"))
@@ -114,7 +114,7 @@ def test_sod_run_with_defensenet_counts_attack_steps(run_cli, sod_victim: Path, 
 def test_sod_robustness_library_default_is_silent(sod_victim: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from advbench.datasets.sod import load_sod_dataset
     from advbench.sod.robustness import CloudAttackConfig, sod_robustness
-    from advbench.sod.training import load_sod_model
+    from advbench.training.sod import load_sod_model
 
     data = load_sod_dataset(SOD)
     cfg = CloudAttackConfig(steps=1, pgd_steps=1)
@@ -151,7 +151,7 @@ def test_multitask_run_counts_attack_steps(run_cli, tmp_path: Path, capsys: pyte
     from advbench import create_attack
     from advbench.datasets.multitask import load_multitask_dataset
     from advbench.multitask.robustness import multitask_robustness
-    from advbench.multitask.training import save_multitask_model, train_multitask
+    from advbench.training.multitask import save_multitask_model, train_multitask
 
     data = load_multitask_dataset(MULTITASK, seed=0)
     model, _ = train_multitask(data, epochs=1, batch_size=8, model_options={"base": 4, "levels": 2}, progress=False)
@@ -180,7 +180,7 @@ def aerial(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_detect_attack_shows_every_phase(run_cli, aerial: Path, tmp_path: Path) -> None:
     from advbench.datasets.detection import load_detection_dataset
-    from advbench.detection.experiment import split_by_group
+    from advbench.detection.protocol import split_by_group
 
     train, test = split_by_group(load_detection_dataset(f"evd4uav:{aerial}"), 0.5, 0)
     code, out, err = run_cli("detect-attack", "--dataset", f"evd4uav:{aerial}", "--detector", "fcos-mnv3",

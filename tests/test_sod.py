@@ -29,7 +29,7 @@ from advbench.sod.metrics import (
     s_measure,
     sod_metrics,
 )
-from advbench.sod.training import load_sod_model, save_sod_model, train_sod
+from advbench.training.sod import load_sod_model, save_sod_model, train_sod
 
 TINY = "synthetic-sod:n=10,size=32"
 TINY_UNET = {"base": 4, "depth": 2}

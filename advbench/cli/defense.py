@@ -38,7 +38,7 @@ def _victim_and_data(victim: str, dataset: str, n_train: int | None) -> tuple[An
 
     if is_sod_checkpoint(victim):
         from advbench.datasets.sod import load_sod_dataset
-        from advbench.sod.training import load_sod_model
+        from advbench.training.sod import load_sod_model
 
         model = load_sod_model(victim)
         data = load_sod_dataset(dataset)

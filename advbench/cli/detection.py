@@ -33,8 +33,8 @@ def train_detector_cmd(
 ) -> None:
     """Train a small detector from scratch (no download) and save it as safetensors + JSON sidecar."""
     from advbench.datasets.detection import load_detection_dataset
-    from advbench.detection.training import DetectorTrainConfig, save_detector, train_detector
     from advbench.devices import check_device
+    from advbench.training.detection import DetectorTrainConfig, save_detector, train_detector
 
     dev = check_device(device)
     samples = load_detection_dataset(dataset)
@@ -134,6 +134,6 @@ def detect_attack_cmd(
 
 
 def _render(record: Any) -> Any:
-    from advbench.experiments.detection import detection_table
+    from advbench.detection.experiment import detection_table
 
     return detection_table(record)

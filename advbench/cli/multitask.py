@@ -43,7 +43,7 @@ def train_multitask_cmd(
     from advbench.datasets.multitask import load_multitask_dataset
     from advbench.devices import check_device
     from advbench.models.task_heads import check_tasks, get_task
-    from advbench.multitask.training import save_multitask_model, train_multitask
+    from advbench.training.multitask import save_multitask_model, train_multitask
 
     dev = check_device(device)
     if out_path.suffix != ".safetensors":

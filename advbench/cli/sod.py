@@ -41,7 +41,7 @@ def train_sod_cmd(
     """Train a salient-object-detection model (BCE + IoU, Adam) and save it as safetensors + JSON sidecar."""
     from advbench.datasets.sod import load_sod_dataset
     from advbench.devices import check_device
-    from advbench.sod.training import save_sod_model, train_sod
+    from advbench.training.sod import save_sod_model, train_sod
 
     dev = check_device(device)
     if out_path.suffix != ".safetensors":

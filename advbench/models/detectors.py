@@ -258,7 +258,7 @@ def create_detector(arch: str, *, class_names: Sequence[str], image_size: tuple[
     """A randomly initialised (seeded) detector of architecture ``arch`` for ``class_names``.
 
     ``image_size`` is the ``(width, height)`` the detector works at; other sizes are rescaled internally.
-    Weights are never downloaded: train with :func:`advbench.detection.training.train_detector` or load
+    Weights are never downloaded: train with :func:`advbench.training.detection.train_detector` or load
     your own with :func:`advbench.detection.checkpoints.load_detector`.
     """
     factory = MODELS.get(arch, task=DETECTION)

@@ -43,9 +43,9 @@ def load_model(
     state, meta = read_checkpoint(text)
     task = meta.get("task")
     if task not in (None, "classification"):
-        how = {"sod": "advbench.sod.load_sod_model (`advbench run --model` takes it too)",
-               "multitask": "advbench.multitask.load_multitask_model (`advbench run --model` takes it too)",
-               "detection": "advbench.detection.training.load_detector (`advbench detect-attack --detector`)",
+        how = {"sod": "advbench.training.sod.load_sod_model (`advbench run --model` takes it too)",
+               "multitask": "advbench.training.multitask.load_multitask_model (`advbench run --model` takes it too)",
+               "detection": "advbench.training.detection.load_detector (`advbench detect-attack --detector`)",
                "defense": "advbench.defenses.defensenet.load_defensenet (`advbench run --defense defensenet:PATH`)"}
         raise CheckpointError(f"{text} is a '{task}' checkpoint (arch {meta.get('arch')!r}), not an image "
                               f"classifier; load it with {how.get(str(task), 'the loader of its task')}")

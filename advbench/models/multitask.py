@@ -135,7 +135,7 @@ class MultiTaskNet(nn.Module):
         return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
 
     def metadata(self) -> dict[str, Any]:
-        """What :func:`advbench.multitask.training.load_multitask_model` needs to rebuild this model."""
+        """What :func:`advbench.training.multitask.load_multitask_model` needs to rebuild this model."""
         return {"task": "multitask", "arch": self.arch, "tasks": list(self.tasks), "num_classes": self.num_classes,
                 "class_names": None if self.class_names is None else list(self.class_names),
                 "model_options": dict(self.options), "normalization": self.normalization(),

@@ -63,7 +63,7 @@ class SODModel(nn.Module):
         return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
 
     def metadata(self) -> dict[str, Any]:
-        """What :func:`advbench.sod.training.load_sod_model` needs to rebuild this model."""
+        """What :func:`advbench.training.sod.load_sod_model` needs to rebuild this model."""
         return {"task": "sod", "arch": self.arch, "model_options": dict(self.options),
                 "normalization": self.normalization(),
                 "input_size": None if self.input_size is None else list(self.input_size)}

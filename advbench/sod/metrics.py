@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from advbench.devices import module_device
 from advbench.errors import InputError
 
 NUM_THRESHOLDS = 256
@@ -51,6 +52,7 @@ __all__ = [
     "adaptive_e_measure",
     "adaptive_f_measure",
     "e_measure_curve",
+    "evaluate_sod",
     "f_measure_curve",
     "mae",
     "precision_recall_curve",
@@ -332,3 +334,18 @@ def sod_metrics(pred_probs: torch.Tensor, gt: torch.Tensor, *, beta2: float = BE
     acc = SODMetrics(beta2=beta2, alpha=alpha)
     acc.update(pred_probs, gt)
     return acc.compute()
+
+
+def evaluate_sod(model: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, *,
+                 batch_size: int = 64) -> dict[str, Any]:
+    """:func:`~advbench.sod.metrics.sod_metrics` of ``sigmoid(model(x))`` against ``masks`` (eval mode, no grad;
+    batches move to the model's device)."""
+    was_training = model.training
+    model.eval()
+    dev = module_device(model, default=x.device)
+    try:
+        with torch.no_grad():
+            probs = torch.cat([model(x[i:i + batch_size].to(dev)).sigmoid() for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+    return sod_metrics(probs, masks)

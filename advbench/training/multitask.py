@@ -20,12 +20,12 @@ import torch.nn.functional as F
 
 from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_task_checkpoint
 from advbench.datasets.multitask import MultiTaskData, load_multitask_dataset
-from advbench.dense_training import fit_dense
 from advbench.errors import CheckpointError, ConfigError, UnknownNameError
 from advbench.models.multitask import MultiTaskNet, create_multitask_model
 from advbench.models.task_heads import IGNORE_INDEX, check_tasks, get_task
 from advbench.multitask.metrics import MultiTaskMetrics, evaluate_multitask
 from advbench.records import device_name
+from advbench.training.dense import fit_dense
 
 STD_FLOOR = 1e-3
 

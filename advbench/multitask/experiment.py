@@ -34,8 +34,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from advbench.errors import ConfigError
-from advbench.experiments.sod import TensorPairs, check_common, checkpoint_identity, run_warnings, tensor_fingerprint
 from advbench.pipeline.config import ResolvedConfig
+from advbench.pipeline.dense_tasks import (
+    TensorPairs,
+    check_common,
+    checkpoint_identity,
+    run_warnings,
+    tensor_fingerprint,
+)
 from advbench.pipeline.experiment import EXPERIMENTS, BatchResult, Experiment, Plan
 
 #: The options a multi-task run reads, with their defaults.
@@ -125,7 +131,7 @@ class MultiTaskExperiment(Experiment):
         from advbench import create_attack
         from advbench.attack import check_attack_task
         from advbench.datasets.multitask import load_multitask_dataset
-        from advbench.multitask.training import load_multitask_model
+        from advbench.training.multitask import load_multitask_model
 
         cfg = self.run_config
         check_common(cfg, "multi-task")

@@ -19,12 +19,11 @@ import torch.nn.functional as F
 
 from advbench.checkpoints import load_state_strict, read_checkpoint, require_task, save_task_checkpoint
 from advbench.datasets.sod import SODData, load_sod_dataset
-from advbench.dense_training import fit_dense
-from advbench.devices import module_device
 from advbench.errors import CheckpointError, ConfigError, UnknownNameError
 from advbench.models.sod import SODModel, create_sod_model
 from advbench.records import device_name
-from advbench.sod.metrics import sod_metrics
+from advbench.sod.metrics import evaluate_sod, sod_metrics
+from advbench.training.dense import fit_dense
 
 STD_FLOOR = 1e-3
 
@@ -55,21 +54,6 @@ def _check_hyper(epochs: int, batch_size: int, lr: float, iou_weight: float) -> 
         raise ConfigError(f"train_sod: lr must be a positive number, got {lr!r}")
     if not isinstance(iou_weight, (int, float)) or not math.isfinite(iou_weight) or iou_weight < 0:
         raise ConfigError(f"train_sod: iou_weight must be >= 0 (0 trains on BCE alone), got {iou_weight!r}")
-
-
-def evaluate_sod(model: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, *,
-                 batch_size: int = 64) -> dict[str, Any]:
-    """:func:`~advbench.sod.metrics.sod_metrics` of ``sigmoid(model(x))`` against ``masks`` (eval mode, no grad;
-    batches move to the model's device)."""
-    was_training = model.training
-    model.eval()
-    dev = module_device(model, default=x.device)
-    try:
-        with torch.no_grad():
-            probs = torch.cat([model(x[i:i + batch_size].to(dev)).sigmoid() for i in range(0, len(x), batch_size)])
-    finally:
-        model.train(was_training)
-    return sod_metrics(probs, masks)
 
 
 def train_sod(
