@@ -82,7 +82,8 @@ class Study:
         self.quick = args.quick
         scale = 0.3 if args.quick else 1.0
         self.scale = scale
-        self.rounds, self.retrain = max(2, int(6 * scale)), max(1, int(6 * scale))
+        self.rounds = args.rounds or max(2, int(6 * scale))
+        self.retrain = args.retrain or max(1, int(6 * scale))
         self.aa_samples = min(args.aa_samples, 50) if args.quick else args.aa_samples
         self.archs = [a for a in args.archs.split(",") if a]
         unknown = sorted(set(self.archs) - set(ARCH_DATA))
@@ -242,6 +243,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short schedules (a smoke run, not the result)")
     parser.add_argument("--archs", default="lenet5,small_cnn", help=f"comma list from {sorted(ARCH_DATA)}")
     parser.add_argument("--sections", default=",".join(RUNNERS), help=f"comma list from {list(RUNNERS)}")
+    parser.add_argument("--rounds", type=int, default=None, help="ADMM rounds (default 6)")
+    parser.add_argument("--retrain", type=int, default=None, help="masked retraining epochs (default 6)")
     parser.add_argument("--test-samples", type=int, default=1000, help="test digits PGD runs on")
     parser.add_argument("--aa-samples", type=int, default=200, help="test digits AutoAttack runs on")
     args = parser.parse_args()
