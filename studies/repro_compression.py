@@ -2,9 +2,9 @@
 the standard AutoAttack, adversarial vs standard ADMM within each family, a nested model's levels, and how far
 progressive ADMM compresses LeNet-5 within one point of accuracy.
 
-    .venv/bin/python studies/repro_compression.py --out docs/compression_results.md [--quick]
-    .venv/bin/python studies/repro_compression.py --archs resnet20 --sections families,nested \
-        --out docs/compression_results_resnet20.md
+    .venv/bin/python studies/repro_compression.py --aa-samples 100 --out docs/compression_results.md [--quick]
+    .venv/bin/python studies/repro_compression.py --archs resnet20 --sections families,nested --rounds 3 \
+        --retrain 3 --test-samples 500 --aa-samples 50 --out docs/compression_results_resnet20.md
 
 Families (``advbench prune --structure ...``, :mod:`advbench.compression.structures`): unstructured (Zhang et al.,
 ECCV 2018), filter (StructADMM), block (BLK-REW, Ma et al. 2020; 8x16 tiles), pattern (PatDNN, Ma et al. 2020;
