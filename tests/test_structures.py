@@ -9,7 +9,7 @@ import itertools
 import pytest
 import torch
 
-from advbench.compression.projections import quantize
+from advbench.compression.projections import quantization_levels, quantize, scale_error
 from advbench.compression.structures import STRUCTURES, create_structure, kept_count
 from advbench.errors import ConfigError, UnknownNameError
 
@@ -154,6 +154,45 @@ def test_binary_quantization_is_the_exact_projection_onto_plus_minus_q() -> None
     grid = torch.linspace(0.01, 3, 3000)
     errors = [float((weight.sign() * s - weight).square().sum()) for s in grid]
     assert float((binary - weight).square().sum()) <= min(errors) + 1e-9
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+def test_multi_bit_quantization_is_the_exact_projection(bits: int) -> None:
+    """ADMM-NN's projection onto {±q, ±2q, ..., ±nq} (zeros stay zero), against brute force: for every assignment
+    of levels to the non-zero weights the best scale is closed-form, and the least error over all of them is the
+    projection's error.  A grid search over q (the old way) lands above it."""
+    n = quantization_levels(bits)
+    for seed in range(6):
+        weight = torch.randn(7, generator=torch.Generator().manual_seed(10 + seed), dtype=torch.float64)
+        weight[3] = 0
+        quantized, q = quantize(weight, bits)
+        a = weight[weight != 0].abs()
+        brute = float("inf")
+        for levels in itertools.product(range(1, n + 1), repeat=a.numel()):
+            k = torch.tensor(levels, dtype=torch.float64)
+            brute = min(brute, scale_error(a, float((a * k).sum() / k.square().sum()), n))
+        error = float((quantized - weight).square().sum())
+        assert error == pytest.approx(brute, rel=1e-9, abs=1e-12), f"seed {seed}"
+        assert quantized[3] == 0 and bool((quantized[weight != 0] != 0).all())
+        assert len(torch.unique(quantized[weight != 0].abs())) <= n
+        assert error == pytest.approx(scale_error(a, q, n), rel=1e-9, abs=1e-12)
+
+
+def test_quantization_scale_search_is_the_same_in_small_memory_windows(monkeypatch) -> None:
+    """The sweep over change points holds a bounded number of them at once; the answer does not depend on it."""
+    import advbench.compression.projections as projections
+
+    weight = torch.randn(5000, generator=torch.Generator().manual_seed(4))
+    for bits in (4, 8):
+        whole = projections.best_scale(weight.abs(), quantization_levels(bits))
+        monkeypatch.setattr(projections, "SWEEP_CHUNK", 6000)
+        windowed = projections.best_scale(weight.abs(), quantization_levels(bits))
+        monkeypatch.undo()
+        assert windowed == pytest.approx(whole, rel=1e-12)
+        grid = torch.linspace(float(weight.abs().max()) / 400, float(weight.abs().max()), 2000)
+        n = quantization_levels(bits)
+        assert scale_error(weight.abs().double(), whole, n) <= min(
+            scale_error(weight.abs().double(), float(g), n) for g in grid) + 1e-9
 
 
 def test_nested_masks_are_each_levels_exact_projection_and_nested() -> None:
