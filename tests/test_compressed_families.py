@@ -259,3 +259,40 @@ def test_progressive_quantization_down_to_binary(dense_cnn) -> None:
         assert len(w[w != 0].abs().unique()) == 1 and report.quantization[name.removeprefix("net.")]["bits"] == 1
     binary = [h["w_minus_z"] for h in report.history if h.get("bits") == 1]
     assert binary[-1] < binary[0], "ADMM-NN must pull the weights toward their binary copy"
+
+
+def test_block_row_pruning_of_a_transformer(tmp_path, monkeypatch, capsys) -> None:
+    """Block-structured pruning of transformer layers (Li et al., 2020): a timm ViT (random init, no download) is
+    pruned with rows removed inside every 16x16 tile of its attention (qkv, proj) and MLP projections; inspect
+    verifies the structure from the tensors, and the pruned ViT is attacked like any other classifier."""
+    from advbench.checkpoints import save_checkpoint
+    from advbench.compression.structures import create_structure
+    from advbench.training import TrainConfig, train_classifier
+
+    data = "synthetic:n=200,classes=4,size=32"
+    model, meta = train_classifier(TrainConfig(arch="timm:vit_tiny_patch16_224", dataset=data, epochs=1),
+                                   progress=False)
+    parent = save_checkpoint(model, tmp_path / "vit.safetensors", meta)
+    child = tmp_path / "vit-block-rows.safetensors"
+    assert _cli(monkeypatch, capsys, "prune", "--checkpoint", str(parent), "--dataset", data, "--out", str(child),
+                "--structure", "block", "--block", "16x16", "--block-prune", "rows", "--target", "0.5",
+                "--rounds", "1", "--retrain-epochs", "1") == 0
+    state, child_meta = read_checkpoint(child)
+    assert child_meta["compression"]["family"]["structure"] == {
+        "name": "block", "block_rows": 16, "block_cols": 16, "prune": "rows"}
+    targets = child_meta["compression"]["targets"]
+    assert {"blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1", "blocks.11.mlp.fc2"} <= set(targets)
+    rows = create_structure("block", block_rows=16, block_cols=16, prune="rows")
+    columns = create_structure("block", block_rows=16, block_cols=16)
+    qkv = state["net.blocks.0.attn.qkv.weight"]
+    assert rows.violations(qkv, 0.5) == [] and columns.violations(qkv, 0.5), "rows, not columns, are pruned"
+    tile = qkv[:16, :16]
+    assert int((tile != 0).any(dim=1).sum()) == 8, "half the rows of each tile are kept, whole"
+    assert _cli(monkeypatch, capsys, "inspect", str(child), "--json") == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["structure"]["structure"].startswith("block") and not stats["structure"]["violations"]
+    pruned = load_model(child)
+    x = advbench.datasets.load_dataset(data).x_test[:8]
+    y = advbench.datasets.load_dataset(data).y_test[:8]
+    out = advbench.create_attack("pgd", eps=0.03, steps=2)(pruned, x, y, generator=torch.Generator().manual_seed(0))
+    assert out.x_adv.shape == x.shape

@@ -47,9 +47,9 @@ def train(
 
 
 def structure_options(block: str | None, nm: str | None, patterns: int | None,
-                      levels: str | None = None) -> dict[str, Any]:
-    """``--block 4x8``, ``--nm 2:4``, ``--patterns 8`` and ``--levels 0.5,0.75,0.9`` as the structure's
-    parameters."""
+                      levels: str | None = None, block_prune: str | None = None) -> dict[str, Any]:
+    """``--block 4x8``, ``--block-prune rows``, ``--nm 2:4``, ``--patterns 8`` and ``--levels 0.5,0.75,0.9`` as the
+    structure's parameters."""
     from advbench.errors import ConfigError
 
     options: dict[str, Any] = {}
@@ -68,6 +68,8 @@ def structure_options(block: str | None, nm: str | None, patterns: int | None,
         options.update(zip(keys, (int(p) for p in parts), strict=True))
     if patterns is not None:
         options["library_size"] = patterns
+    if block_prune is not None:
+        options["prune"] = block_prune
     return options
 
 
@@ -89,6 +91,8 @@ def prune(
                                        "structures)"),
     block: str | None = typer.Option(None, "--block", help="block structure: tile ROWSxCOLS of the GEMM matrix, "
                                                           "e.g. 8x8"),
+    block_prune: str | None = typer.Option(None, "--block-prune", help="block structure: prune 'columns' "
+                                                                      "(default) or 'rows' within each tile"),
     nm: str | None = typer.Option(None, "--nm", help="nm structure: N:M, e.g. 2:4"),
     patterns: int | None = typer.Option(None, "--patterns", help="pattern structure: library size (PatDNN uses 8)"),
     levels: str | None = typer.Option(None, "--levels", help="nested structure: ascending ratios, densest first, "
@@ -122,7 +126,7 @@ def prune(
     dev = check_device(device)
 
     cfg = PruneConfig(method=method.value, structure=structure,
-                      structure_options=structure_options(block, nm, patterns, levels), rounds=rounds,
+                      structure_options=structure_options(block, nm, patterns, levels, block_prune), rounds=rounds,
                       epochs_per_round=epochs_per_round,
                       rho=rho, rho_growth=rho_growth, retrain_epochs=retrain_epochs, quantize_bits=quantize_bits,
                       adversarial=adversarial, adv_eps=parse_eps(adv_eps), adv_steps=adv_steps, seed=seed,

@@ -179,22 +179,34 @@ def _tiles(rows: int, cols: int, block_rows: int, block_cols: int):
 @register_structure("block")
 @dataclass(frozen=True)
 class Block(Structure):
-    """BLK-REW block-column sparsity (Ma et al., 2020): in every ``block_rows x block_cols`` tile of the GEMM
-    matrix, the same share of the tile's columns is kept, each kept or pruned for all the tile's rows."""
+    """BLK-REW block sparsity (Ma et al., 2020): the GEMM matrix (a conv's ``(out, in·kh·kw)``, a linear or
+    transformer projection's weight) is cut into ``block_rows x block_cols`` tiles, and in every tile the same
+    share of its columns (``prune="columns"``, the default) or of its rows (``prune="rows"``) is kept, each kept or
+    pruned whole within its tile.  The block-structured pruning of transformer layers (Li et al., 2020) is the
+    same set on the attention and feed-forward projections."""
 
     block_rows: int = 8
     block_cols: int = 8
+    prune: str = "columns"
 
     def __post_init__(self) -> None:
         for key in ("block_rows", "block_cols"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"block structure: {key} must be a positive integer, got {value!r}")
+        if self.prune not in ("columns", "rows"):
+            raise ConfigError(f"block structure: prune must be 'columns' or 'rows', got {self.prune!r}")
+
+    def _oriented(self, weight: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """The GEMM matrix with the pruned units as its columns, and the tile shape in that orientation."""
+        matrix = gemm(weight)
+        if self.prune == "rows":
+            return matrix.t(), self.block_cols, self.block_rows
+        return matrix, self.block_rows, self.block_cols
 
     def mask(self, weight: torch.Tensor, ratio: float) -> torch.Tensor:
-        matrix = gemm(weight.detach())
+        matrix, br, bc = self._oriented(weight.detach())
         rows, cols = matrix.shape
-        br, bc = self.block_rows, self.block_cols
         padded = torch.nn.functional.pad(matrix, (0, (-cols) % bc, 0, (-rows) % br))
         tiles = padded.reshape(padded.shape[0] // br, br, padded.shape[1] // bc, bc)
         norms = tiles.square().sum(dim=1)  # (row tiles, column tiles, bc): each column's energy within its tile
@@ -206,17 +218,21 @@ class Block(Structure):
         rank = norms.argsort(dim=2, descending=True, stable=True).argsort(dim=2)
         keep = rank < keep_per_tile[None, :, None]  # (row tiles, column tiles, bc)
         mask = keep[:, None, :, :].expand(-1, br, -1, -1).reshape(padded.shape)[:rows, :cols]
+        if self.prune == "rows":
+            mask = mask.t()
         return mask.reshape(weight.shape).to(weight.dtype)
 
     def violations(self, weight: torch.Tensor, ratio: float) -> list[str]:
-        matrix = gemm(weight)
+        matrix, br, bc = self._oriented(weight)
+        unit = "rows" if self.prune == "rows" else "columns"
         out = []
         rows, cols = matrix.shape
-        for rs, cs in _tiles(rows, cols, self.block_rows, self.block_cols):
+        for rs, cs in _tiles(rows, cols, br, bc):
             tile = matrix[rs, cs]
             live = int((tile != 0).any(dim=0).sum())
-            out += _count_violation(f"block rows {rs.start}-{rs.stop - 1}, columns {cs.start}-{cs.stop - 1} "
-                                    "(live columns)", live, kept_count(tile.shape[1], ratio))
+            r, c = (cs, rs) if self.prune == "rows" else (rs, cs)
+            out += _count_violation(f"block rows {r.start}-{r.stop - 1}, columns {c.start}-{c.stop - 1} "
+                                    f"(live {unit})", live, kept_count(tile.shape[1], ratio))
         return out
 
 
