@@ -1,12 +1,14 @@
 """One ADMM epoch per sparsity structure vs a plain training epoch (same model, data, batch size and optimiser).
 
     .venv/bin/python benchmarks/bench_admm_epoch.py [--arch small_cnn] [--dataset mnist5k] [--repeats 3]
-        [--structures unstructured,filter,channel,block,pattern,nm,nested] [--json]
+        [--structures unstructured,filter,channel,block,block-rows,pattern,nm,nested,quantize-4,quantize-8] [--json]
 
 An ADMM epoch is the W-step (every step's loss plus the proximal penalty (rho/2) sum_l ||W_l - Z_l + U_l||^2:
 one extra element-wise pass over the pruned layers' weights and its gradient) followed by the Z-step (the
-structure's projection of W + U, :mod:`advbench.compression.structures`) and the U-step.  small_cnn has the 3x3
-kernels PatDNN's patterns need.  Goal: <= 1.2x for every structure.
+structure's projection of W + U, :mod:`advbench.compression.structures`) and the U-step.  ``block-rows`` prunes
+rows inside the tiles; ``quantize-B`` is ADMM-NN's Z-step, the exact projection onto B-bit levels
+(:func:`advbench.compression.projections.quantize`).  small_cnn has the 3x3 kernels PatDNN's patterns need.
+Goal: <= 1.2x for every structure.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from advbench.compression import create_structure, project_sparse, resolve_targets  # noqa: E402
+from advbench.compression.projections import quantize  # noqa: E402
 from advbench.compression.targets import prunable_layers  # noqa: E402
 from advbench.datasets import load_dataset  # noqa: E402
 from advbench.models import create_model  # noqa: E402
@@ -32,7 +35,8 @@ from advbench.training import fit  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="small_cnn")
-    parser.add_argument("--structures", default="unstructured,filter,channel,block,pattern,nm,nested")
+    parser.add_argument("--structures",
+                        default="unstructured,filter,channel,block,block-rows,pattern,nm,nested,quantize-4,quantize-8")
     parser.add_argument("--dataset", default="mnist5k")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
@@ -52,7 +56,7 @@ def main() -> None:
         if structure is None:
             fit(model, data, epochs=1, generator=gen, progress=False)
             return time.perf_counter() - start
-        shape, targets, z, u = structure
+        shape, targets, z, u, project = structure
         weights = {n: layers[n].weight for n in targets}
 
         def penalty() -> torch.Tensor:
@@ -61,16 +65,22 @@ def main() -> None:
         fit(model, data, epochs=1, generator=gen, penalty=penalty, progress=False)
         with torch.no_grad():
             for n, w in weights.items():
-                z[n] = project_sparse(w + u[n], targets[n], shape)
+                z[n] = project(w + u[n], targets[n])
                 u[n] += w - z[n]
         return time.perf_counter() - start
 
     def admm_state(name: str):
-        shape = create_structure(name)
+        bits = int(name.split("-")[1]) if name.startswith("quantize-") else None
+        shape = create_structure("unstructured" if bits else name.split("-")[0],
+                                 **({"prune": "rows"} if name == "block-rows" else {}))
         targets = resolve_targets(model, structure=shape, target=0.9)
         shape = shape.prepared({n: layers[n].weight.detach() for n in targets})  # a pattern library, once
-        z = {n: project_sparse(layers[n].weight.detach(), targets[n], shape) for n in targets}
-        return shape, targets, z, {n: torch.zeros_like(layers[n].weight) for n in targets}
+
+        def project(w: torch.Tensor, ratio: float) -> torch.Tensor:
+            return quantize(w, bits)[0] if bits else project_sparse(w, ratio, shape)
+
+        z = {n: project(layers[n].weight.detach(), targets[n]) for n in targets}
+        return shape, targets, z, {n: torch.zeros_like(layers[n].weight) for n in targets}, project
 
     states = {name: admm_state(name) for name in args.structures.split(",")}
     epoch(None)  # warm-up
