@@ -3,8 +3,8 @@ the standard AutoAttack, adversarial vs standard ADMM within each family, a nest
 progressive ADMM compresses LeNet-5 within one point of accuracy.
 
     .venv/bin/python studies/repro_compression.py --aa-samples 100 --out docs/compression_results.md [--quick]
-    .venv/bin/python studies/repro_compression.py --archs resnet20 --sections families,nested --rounds 3 \
-        --retrain 3 --test-samples 500 --aa-samples 50 --eps 0.03 --out docs/compression_results_resnet20.md
+    .venv/bin/python studies/repro_compression.py --archs resnet20 --sections families --middle-only \
+        --rounds 3 --retrain 3 --test-samples 500 --aa-samples 50 --eps 0.03 --out docs/compression_results_resnet20.md
 
 Families (``advbench prune --structure ...``, :mod:`advbench.compression.structures`): unstructured (Zhang et al.,
 ECCV 2018), filter (StructADMM), block (BLK-REW, Ma et al. 2020; 8x16 tiles), pattern (PatDNN, Ma et al. 2020;
@@ -82,6 +82,7 @@ class Study:
     def __init__(self, args: argparse.Namespace) -> None:
         self.quick = args.quick
         self.eps = args.eps
+        self.middle_only = args.middle_only
         scale = 0.3 if args.quick else 1.0
         self.scale = scale
         self.rounds = args.rounds or max(2, int(6 * scale))
@@ -151,7 +152,7 @@ def families(study: Study) -> None:
         for family, (structure, ratios, archs) in FAMILIES.items():
             if arch not in archs:
                 continue
-            for label, options in ratios.items():
+            for label, options in list(ratios.items())[1:2] if study.middle_only else ratios.items():
                 out, meta = study.prune(arch, structure, label, options)
                 res = study.robustness(arch, str(out))
                 study.emit(f"| {arch} | {family} | {label} | {meta['compression']['compression_ratio']:.1f}x | "
@@ -247,6 +248,7 @@ def main() -> None:
     parser.add_argument("--archs", default="lenet5,small_cnn", help=f"comma list from {sorted(ARCH_DATA)}")
     parser.add_argument("--sections", default=",".join(RUNNERS), help=f"comma list from {list(RUNNERS)}")
     parser.add_argument("--eps", type=float, default=EPS, help="linf budget of every attack and of adversarial ADMM")
+    parser.add_argument("--middle-only", action="store_true", help="families section: only each family's middle ratio")
     parser.add_argument("--rounds", type=int, default=None, help="ADMM rounds (default 6)")
     parser.add_argument("--retrain", type=int, default=None, help="masked retraining epochs (default 6)")
     parser.add_argument("--test-samples", type=int, default=1000, help="test digits PGD runs on")
