@@ -143,7 +143,8 @@ class Study:
 
 def families(study: Study) -> None:
     """Every family at three ratios, PGD-20 and AutoAttack."""
-    study.lines += ["## Every family at three ratios", "",
+    title = "## Every family at its middle ratio" if study.middle_only else "## Every family at three ratios"
+    study.lines += [title, "",
                     "| model | family | ratio | compression | clean | PGD-20 | AutoAttack |", "|---" * 7 + "|"]
     for arch in study.archs:
         base = study.robustness(arch, study.parent(arch, adversarial=False))
