@@ -21,6 +21,8 @@ PGD examples (Ye et al., "Adversarial Robustness vs. Model Compression, or Both?
   variables, each round penalises ``sum_i P_i w_i^2`` over the weights the structure's projection would prune,
   with ``P_i = 1 / (w_i^2 + eps)`` reweighted after each round; the penalty is bounded by the constraint (the
   weights the structure keeps are not penalised), so one rate works for every layer without per-layer tuning.
+* the ``nested`` structure (Qin et al., 2021): ADMM toward the densest level, then a retraining whose loss is the
+  mean over every level's sub-model (:func:`nested_retrain`), so the sparser levels are trained too.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from advbench.compression.projections import project_sparse, quantize, sparsity_mask
-from advbench.compression.structures import Structure, create_structure
+from advbench.compression.structures import Nested, Structure, create_structure
 from advbench.compression.targets import prunable_layers, short_name
 from advbench.devices import module_device
 from advbench.errors import ConfigError
@@ -125,6 +128,36 @@ def masked_retrain(model: nn.Module, data, masks: dict[str, torch.Tensor], cfg: 
             desc="masked retrain", progress=progress)
 
 
+def nested_retrain(model: nn.Module, data, masks: dict[str, torch.Tensor], levels: tuple[float, ...],
+                   cfg: PruneConfig, generator: torch.Generator, progress: bool = True,
+                   attack_generator: torch.Generator | None = None) -> None:
+    """Masked retraining of a nested model (Qin et al., 2021) with every level trained at once: each step's loss is
+    the mean cross-entropy of the sub-models at all levels, each level's weights masked by
+    :func:`~advbench.compression.nested.nested_masks` of the current weights (the masks the checkpoint will store,
+    so each sparser level is a subset of the denser one and is trained, not only cut from the densest).  The
+    densest level's mask is re-applied after every step, as in :func:`masked_retrain`."""
+    from advbench.compression.nested import nested_masks
+    from advbench.training import fit
+
+    apply_masks(model, masks)
+    if not cfg.retrain_epochs:
+        return
+    modules = dict(model.named_modules())
+
+    def level_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
+        with torch.no_grad():
+            level_masks = {name: nested_masks(modules[name].weight, levels) for name in masks}
+        total = torch.zeros((), device=x.device)
+        for k in range(len(levels)):
+            weights = {f"{name}.weight": modules[name].weight * level_masks[name][k] for name in masks}
+            total = total + F.cross_entropy(torch.func.functional_call(net, weights, (x,)), y)
+        return total / len(levels)
+
+    fit(model, data, epochs=cfg.retrain_epochs, lr=cfg.lr, batch_size=cfg.batch_size, generator=generator,
+        attack=_attack(cfg), attack_generator=attack_generator, batch_loss=level_loss,
+        after_step=lambda: apply_masks(model, masks), desc="nested retrain (every level)", progress=progress)
+
+
 def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConfig,
                progress: bool = True) -> PruneReport:
     """Prune ``model`` in place to ``targets`` with ``cfg.method`` (ADMM, progressive ADMM, the reweighted
@@ -143,7 +176,10 @@ def admm_prune(model: nn.Module, data, targets: dict[str, float], cfg: PruneConf
     if run is not None:
         run(model, data, layers, targets, shape, cfg, generator, attack_gen, history, progress)
     masks = {name: sparsity_mask(layers[name].weight.detach(), ratio, shape) for name, ratio in targets.items()}
-    masked_retrain(model, data, masks, cfg, generator, progress, attack_generator=attack_gen)
+    if isinstance(shape, Nested):
+        nested_retrain(model, data, masks, shape.levels, cfg, generator, progress, attack_generator=attack_gen)
+    else:
+        masked_retrain(model, data, masks, cfg, generator, progress, attack_generator=attack_gen)
     report = PruneReport(masks=masks, history=history, structure={"name": shape.name, **shape.parameters()})
     if cfg.quantize_bits and (cfg.quantize_admm or cfg.method == "progressive"):  # ADMM-NN: training learns the levels
         for bits in quantization_schedule(cfg.quantize_bits, progressive=cfg.method == "progressive"):
