@@ -53,7 +53,7 @@ def scale_error(a: torch.Tensor, q: float, n: int) -> float:
 
 def _bisect(predicate_ok, lo: float, hi: float, *, want_low: bool) -> float:
     """The boundary of a monotone predicate on ``[lo, hi]`` by bisection in log space, rounded outwards."""
-    for _ in range(80):
+    for _ in range(48):
         mid = (lo * hi) ** 0.5
         if predicate_ok(mid) == want_low:
             hi = mid
@@ -83,7 +83,7 @@ def best_scale(magnitudes: torch.Tensor, n: int) -> float:
     if n == 1:
         return float(a.mean())
     top = float(a.max())
-    starts = torch.linspace(top / (2 * n), 2 * top / n, 64, dtype=torch.float64)
+    starts = torch.linspace(top / (2 * n), 2 * top / n, 16, dtype=torch.float64)
     errors = [scale_error(a, float(q), n) for q in starts]
     best_q = float(starts[int(torch.tensor(errors).argmin())])
     best_err = min(errors)
