@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,15 @@ class Study:
         return out, meta
 
 
+def arch_families(arch: str, middle_only: bool) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """(family, structure, ratio label, structure options) of every family that applies to ``arch``: each ratio,
+    or only the middle one."""
+    for family, (structure, ratios, archs) in FAMILIES.items():
+        if arch in archs:
+            for label, options in list(ratios.items())[1:2] if middle_only else ratios.items():
+                yield family, structure, label, options
+
+
 def families(study: Study) -> None:
     """Every family at three ratios, PGD-20 and AutoAttack."""
     title = "## Every family at its middle ratio" if study.middle_only else "## Every family at three ratios"
@@ -150,14 +160,11 @@ def families(study: Study) -> None:
         base = study.robustness(arch, study.parent(arch, adversarial=False))
         study.emit(f"| {arch} | dense | - | 1.0x | {pct(base['clean'])} | {pct(base['pgd'])} | "
                    f"{pct(base['autoattack'])} |")
-        for family, (structure, ratios, archs) in FAMILIES.items():
-            if arch not in archs:
-                continue
-            for label, options in list(ratios.items())[1:2] if study.middle_only else ratios.items():
-                out, meta = study.prune(arch, structure, label, options)
-                res = study.robustness(arch, str(out))
-                study.emit(f"| {arch} | {family} | {label} | {meta['compression']['compression_ratio']:.1f}x | "
-                           f"{pct(res['clean'])} | {pct(res['pgd'])} | {pct(res['autoattack'])} |")
+        for family, structure, label, options in arch_families(arch, study.middle_only):
+            out, meta = study.prune(arch, structure, label, options)
+            res = study.robustness(arch, str(out))
+            study.emit(f"| {arch} | {family} | {label} | {meta['compression']['compression_ratio']:.1f}x | "
+                       f"{pct(res['clean'])} | {pct(res['pgd'])} | {pct(res['autoattack'])} |")
 
 
 def adversarial(study: Study) -> None:
@@ -169,10 +176,7 @@ def adversarial(study: Study) -> None:
         adv_base = study.robustness(arch, study.parent(arch, adversarial=True))
         study.emit(f"| {arch} | dense (PGD-trained parent) | - | - | {pct(adv_base['clean'])} / "
                    f"{pct(adv_base['pgd'])} / {pct(adv_base['autoattack'])} |")
-        for family, (structure, ratios, archs) in FAMILIES.items():
-            if arch not in archs:
-                continue
-            label, options = list(ratios.items())[1]
+        for family, structure, label, options in arch_families(arch, middle_only=True):
             std_path = study.work / f"{arch}-{structure}-{label.replace(':', '-')}.safetensors"
             if not std_path.exists():
                 std_path, _ = study.prune(arch, structure, label, options)
