@@ -34,6 +34,7 @@ import math
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -213,6 +214,24 @@ class SavedRun:
     existing: dict[str, Any] | None = None
 
 
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> str:
+    """Switch the store to write-ahead logging and return the journal mode.  Two processes opening a new store at
+    once both try the switch, which needs the file to themselves; SQLite answers one of them "database is locked"
+    at once, without waiting for the busy timeout.  So the switch is retried until the other one has made it (the
+    mode then reads ``wal``) or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return str(mode)
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class ResultsStore:
     """SQLite-backed store of run records, one row per config hash.
 
@@ -241,7 +260,7 @@ class ResultsStore:
         conn.row_factory = sqlite3.Row
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _enable_wal(conn, busy_timeout)
             if isinstance(self.path, Path) and str(mode).lower() != "wal":
                 logger.warning("results store %s: journal_mode is %s, not wal", self.path, mode)
             conn.execute("PRAGMA synchronous = FULL")
