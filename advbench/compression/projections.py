@@ -11,6 +11,8 @@ Each projection is exact: no other weight tensor of the set is closer to the inp
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from advbench.compression.structures import Structure, create_structure
@@ -51,7 +53,7 @@ def scale_error(a: torch.Tensor, q: float, n: int) -> float:
     return float((a - q * (a / q).round().clamp(1, n)).square().sum())
 
 
-def _bisect(predicate_ok, lo: float, hi: float, *, want_low: bool) -> float:
+def _bisect(predicate_ok: Callable[[float], bool], lo: float, hi: float, *, want_low: bool) -> float:
     """The boundary of a monotone predicate on ``[lo, hi]`` by bisection in log space, rounded outwards."""
     for _ in range(48):
         mid = (lo * hi) ** 0.5
