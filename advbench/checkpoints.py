@@ -8,6 +8,10 @@
   run code is refused with :class:`~advbench.errors.UnsafeCheckpointError`, which says how to convert it.
 * State dicts brought by users are normalised: ``module.`` prefixes (DataParallel) are stripped, and
   ``torch.nn.utils.prune`` pairs ``<layer>.weight_orig`` × ``<layer>.weight_mask`` become ``<layer>.weight``.
+* Weights saved as PyTorch's 2:4 semi-structured tensors (``torch.sparse.to_sparse_semi_structured``, Mishra et
+  al. 2021, "Accelerating Sparse Deep Neural Networks") are allowed by the safe loader (they are PyTorch's own
+  tensor classes, rebuilt from plain tensors) and read back as dense tensors: the CUTLASS layout on any device,
+  the cuSPARSELt one, whose packing only the CUDA library can undo, where a GPU is present.
 """
 
 from __future__ import annotations
@@ -109,13 +113,52 @@ NESTED_KEYS = ("state_dict", "model", "net", "module")
 EMA_KEYS = ("state_dict_ema", "model_ema")
 
 
+def _semi_structured_classes() -> list[type]:
+    """PyTorch's 2:4 semi-structured tensor classes (empty where this torch lacks them)."""
+    try:
+        from torch.sparse.semi_structured import (
+            SparseSemiStructuredTensorCUSPARSELT,
+            SparseSemiStructuredTensorCUTLASS,
+        )
+    except ImportError:  # pragma: no cover - every supported torch has them
+        return []
+    return [SparseSemiStructuredTensorCUTLASS, SparseSemiStructuredTensorCUSPARSELT]
+
+
+def densify_semi_structured(state: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """``state`` with every 2:4 semi-structured tensor replaced by its dense form (zeros where it was pruned).
+
+    The CUTLASS layout (values plus index metadata) is unpacked on any device.  The cuSPARSELt layout is packed by
+    the CUDA library, so it needs a GPU; without one the error says how to convert the file where one is."""
+    classes = tuple(_semi_structured_classes())
+    if not classes or not any(isinstance(v, classes) for v in state.values()):
+        return state
+    out = dict(state)
+    for key, value in state.items():
+        if not isinstance(value, classes):
+            continue
+        if type(value).__name__.endswith("CUSPARSELT") and value.packed is not None and not value.packed.is_cuda:
+            if not torch.cuda.is_available():
+                raise CheckpointError(
+                    f"{path}: '{key}' is a cuSPARSELt-packed 2:4 tensor (to_sparse_semi_structured on a GPU), and "
+                    "only the CUDA library can unpack it; this machine has no GPU. On a GPU machine, re-save the "
+                    "dense form: {k: (v.to_dense() if hasattr(v, 'packed') else v) for k, v in state.items()}")
+            value = type(value)(value.shape, value.packed.cuda(), None, None, None, None,
+                                fuse_transpose_cusparselt=value.fuse_transpose_cusparselt,
+                                alg_id_cusparselt=value.alg_id_cusparselt)
+        out[key] = value.to_dense().cpu()
+    return _keep_metadata(state, out, lambda key: key)
+
+
 def _read_torch(path: Path) -> dict[str, Any]:
     import argparse
 
     try:
         # timm's train.py stores its argparse.Namespace next to the weights; a Namespace only holds plain
-        # attributes, so it is allowed.  Anything else that needs code is refused.
-        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+        # attributes, so it is allowed, as are PyTorch's semi-structured sparse tensors (rebuilt from plain
+        # tensors by torch itself).  Anything else that needs code is refused.
+        allowed = [argparse.Namespace, *_semi_structured_classes()]
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torch's note on a raw pickle's protocol, before refusing
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -200,6 +243,7 @@ def read_checkpoint(path: str | Path, *, ema: bool = False) -> tuple[dict[str, t
             meta = json.loads(header[SIDECAR_KEY])
     elif path.suffix in TORCH_SUFFIXES:
         tensors, _ = unwrap_state_dict(_read_torch(path), path, ema=ema)
+        tensors = densify_semi_structured(tensors, path)
     else:
         raise CheckpointError(f"{path}: unknown checkpoint format '{path.suffix}'; use .safetensors, .pt, .pth "
                               "or .pth.tar")

@@ -3,7 +3,7 @@ the standard AutoAttack, adversarial vs standard ADMM within each family, a nest
 progressive ADMM compresses LeNet-5 within one point of accuracy.
 
     .venv/bin/python studies/repro_compression.py --aa-samples 100 --out docs/compression_results.md [--quick]
-    .venv/bin/python studies/repro_compression.py --archs resnet20 --sections families --middle-only \
+    .venv/bin/python studies/repro_compression.py --archs resnet20 --sections families --ratios middle \
         --rounds 3 --retrain 3 --test-samples 500 --aa-samples 50 --eps 0.03 --out docs/compression_results_resnet20.md
 
 Families (``advbench prune --structure ...``, :mod:`advbench.compression.structures`): unstructured (Zhang et al.,
@@ -83,7 +83,8 @@ class Study:
     def __init__(self, args: argparse.Namespace) -> None:
         self.quick = args.quick
         self.eps = args.eps
-        self.middle_only = args.middle_only
+        self.ratios = parse_ratios(args.ratios)
+        self.standard_from_families = args.standard_from_families
         scale = 0.3 if args.quick else 1.0
         self.scale = scale
         self.rounds = args.rounds or max(2, int(6 * scale))
@@ -142,25 +143,39 @@ class Study:
         return out, meta
 
 
-def arch_families(arch: str, middle_only: bool) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
-    """(family, structure, ratio label, structure options) of every family that applies to ``arch``: each ratio,
-    or only the middle one."""
+RATIO_NAMES = ("low", "middle", "high")  #: the positions of each family's three ratios (--ratios)
+
+
+def parse_ratios(text: str) -> tuple[int, ...]:
+    """``--ratios`` as positions into each family's three ratios, e.g. "low,high" -> (0, 2)."""
+    names = [name for name in text.split(",") if name]
+    unknown = sorted(set(names) - set(RATIO_NAMES))
+    if unknown or not names:
+        raise SystemExit(f"--ratios: unknown {unknown or 'empty list'}; give a comma list from {list(RATIO_NAMES)}")
+    return tuple(i for i, name in enumerate(RATIO_NAMES) if name in names)
+
+
+def arch_families(arch: str, positions: tuple[int, ...]) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """(family, structure, ratio label, structure options) of every family that applies to ``arch``, at the ratios
+    in ``positions`` (0 low, 1 middle, 2 high)."""
     for family, (structure, ratios, archs) in FAMILIES.items():
         if arch in archs:
-            for label, options in list(ratios.items())[1:2] if middle_only else ratios.items():
-                yield family, structure, label, options
+            for i, (label, options) in enumerate(ratios.items()):
+                if i in positions:
+                    yield family, structure, label, options
 
 
 def families(study: Study) -> None:
     """Every family at three ratios, PGD-20 and AutoAttack."""
-    title = "## Every family at its middle ratio" if study.middle_only else "## Every family at three ratios"
+    title = f"## Every family at its {' and '.join(RATIO_NAMES[i] for i in study.ratios)} ratio" \
+        if len(study.ratios) < 3 else "## Every family at three ratios"
     study.lines += [title, "",
                     "| model | family | ratio | compression | clean | PGD-20 | AutoAttack |", "|---" * 7 + "|"]
     for arch in study.archs:
         base = study.robustness(arch, study.parent(arch, adversarial=False))
         study.emit(f"| {arch} | dense | - | 1.0x | {pct(base['clean'])} | {pct(base['pgd'])} | "
                    f"{pct(base['autoattack'])} |")
-        for family, structure, label, options in arch_families(arch, study.middle_only):
+        for family, structure, label, options in arch_families(arch, study.ratios):
             out, meta = study.prune(arch, structure, label, options)
             res = study.robustness(arch, str(out))
             study.emit(f"| {arch} | {family} | {label} | {meta['compression']['compression_ratio']:.1f}x | "
@@ -176,12 +191,15 @@ def adversarial(study: Study) -> None:
         adv_base = study.robustness(arch, study.parent(arch, adversarial=True))
         study.emit(f"| {arch} | dense (PGD-trained parent) | - | - | {pct(adv_base['clean'])} / "
                    f"{pct(adv_base['pgd'])} / {pct(adv_base['autoattack'])} |")
-        for family, structure, label, options in arch_families(arch, middle_only=True):
-            std_path = study.work / f"{arch}-{structure}-{label.replace(':', '-')}.safetensors"
-            if not std_path.exists():
-                std_path, _ = study.prune(arch, structure, label, options)
+        for family, structure, label, options in arch_families(arch, (1,)):
             adv_path, _ = study.prune(arch, structure, label, options, adversarial=True)
-            std, adv = (study.robustness(arch, str(path)) for path in (std_path, adv_path))
+            adv = study.robustness(arch, str(adv_path))
+            std = {"clean": None, "pgd": None, "autoattack": None}
+            if not study.standard_from_families:
+                std_path = study.work / f"{arch}-{structure}-{label.replace(':', '-')}.safetensors"
+                if not std_path.exists():
+                    std_path, _ = study.prune(arch, structure, label, options)
+                std = study.robustness(arch, str(std_path))
             study.emit(f"| {arch} | {family} | {label} | {pct(std['clean'])} / {pct(std['pgd'])} / "
                        f"{pct(std['autoattack'])} | {pct(adv['clean'])} / {pct(adv['pgd'])} / "
                        f"{pct(adv['autoattack'])} |")
@@ -253,7 +271,12 @@ def main() -> None:
     parser.add_argument("--archs", default="lenet5,small_cnn", help=f"comma list from {sorted(ARCH_DATA)}")
     parser.add_argument("--sections", default=",".join(RUNNERS), help=f"comma list from {list(RUNNERS)}")
     parser.add_argument("--eps", type=float, default=EPS, help="linf budget of every attack and of adversarial ADMM")
-    parser.add_argument("--middle-only", action="store_true", help="families section: only each family's middle ratio")
+    parser.add_argument("--ratios", default=",".join(RATIO_NAMES),
+                        help=f"families section: which of each family's three ratios, a comma list from "
+                             f"{list(RATIO_NAMES)}")
+    parser.add_argument("--standard-from-families", action="store_true",
+                        help="adversarial section: leave the standard-ADMM column to the families table (same "
+                             "seeds and schedule) instead of pruning those children again")
     parser.add_argument("--rounds", type=int, default=None, help="ADMM rounds (default 6)")
     parser.add_argument("--retrain", type=int, default=None, help="masked retraining epochs (default 6)")
     parser.add_argument("--test-samples", type=int, default=1000, help="test digits PGD runs on")

@@ -112,6 +112,88 @@ def test_a_two_four_checkpoint_from_torch_prune_is_recognised(tmp_path, monkeypa
     assert set(found["layers"]) == {"0.2", "2"}
 
 
+def _two_four_model() -> torch.nn.Module:
+    """small_cnn whose second conv and first linear layer keep the 2 largest weights of every 4."""
+    from advbench.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", input_shape=(1, 8, 8), num_classes=10)
+    with torch.no_grad():
+        for layer in (model.net[0][2], model.net[2]):
+            groups = layer.weight.reshape(layer.weight.shape[0], -1, 4)
+            keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(2, groups.abs().topk(2, dim=2).indices, True)
+            layer.weight.mul_(keep.reshape(layer.weight.shape))
+    return model
+
+
+def _semi_structured_cpu(monkeypatch, layout: str, dense: torch.Tensor) -> torch.Tensor:
+    """``dense`` as PyTorch's semi-structured tensor of ``layout``, built on the CPU.
+
+    ``to_sparse_semi_structured`` refuses CPU tensors, so its device check is lifted here; the CUTLASS packing is
+    torch's own CPU-capable code, and the saved file is what a GPU run writes (its device is remapped on load).
+    cuSPARSELt's packing is a CUDA library call, so that layout gets stand-in packed values: only its refusal is
+    tested here (the real one is tested on a GPU below)."""
+    from torch.sparse.semi_structured import (
+        SparseSemiStructuredTensor,
+        SparseSemiStructuredTensorCUSPARSELT,
+        SparseSemiStructuredTensorCUTLASS,
+    )
+
+    monkeypatch.setattr(SparseSemiStructuredTensor, "_validate_device_dim_dtype_shape",
+                        classmethod(lambda cls, tensor: None))
+    if layout == "cutlass":
+        return SparseSemiStructuredTensorCUTLASS.from_dense(dense)
+    packed = torch.zeros(dense.numel() * 9 // 16, dtype=dense.dtype)
+    return SparseSemiStructuredTensorCUSPARSELT(dense.shape, packed, None, None, None, None)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of SparseSemiStructuredTensor")
+def test_a_checkpoint_of_torch_semi_structured_tensors_loads_as_its_dense_two_four_weights(
+        tmp_path, monkeypatch, capsys) -> None:
+    """A state dict whose linear weight is a ``to_sparse_semi_structured`` tensor (CUTLASS layout), saved with
+    torch.save: the safe loader accepts it, the weight comes back equal to the 2:4 dense tensor, inspect names the
+    family, and the model attacks.  A cuSPARSELt tensor on a machine without a GPU is refused, saying why."""
+    model = _two_four_model().half()
+    dense = model.net[2].weight.detach().clone()
+    model.net[2].weight = torch.nn.Parameter(_semi_structured_cpu(monkeypatch, "cutlass", dense), requires_grad=False)
+    path = tmp_path / "semi.pt"
+    torch.save(model.state_dict(), path)
+    (tmp_path / "semi.json").write_text(json.dumps({"arch": "small_cnn", "input_shape": [1, 8, 8],
+                                                    "num_classes": 10}))
+    state, _ = read_checkpoint(path)
+    assert type(state["net.2.weight"]) is torch.Tensor and torch.equal(state["net.2.weight"], dense)
+    assert _cli(monkeypatch, capsys, "inspect", str(path), "--json") == 0
+    found = json.loads(capsys.readouterr().out)["structure"]
+    assert found["structure"] == "nm n=2 m=4" and {"0.2", "2"} <= set(found["layers"])
+    loaded = load_model(path)
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.allclose(loaded(x), _two_four_model()(x), atol=0.05)  # same function up to fp16 rounding
+
+    if torch.cuda.is_available():
+        return
+    model.net[2].weight = torch.nn.Parameter(_semi_structured_cpu(monkeypatch, "cusparselt", dense),
+                                             requires_grad=False)
+    torch.save(model.state_dict(), tmp_path / "cusparselt.pt")
+    with pytest.raises(advbench.errors.CheckpointError, match=r"cusparselt\.pt: 'net\.2\.weight' is a cuSPARSELt"):
+        read_checkpoint(tmp_path / "cusparselt.pt")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="to_sparse_semi_structured needs a CUDA GPU")
+def test_a_gpu_semi_structured_checkpoint_loads_as_two_four(tmp_path) -> None:
+    """The real thing on a GPU: to_sparse_semi_structured with PyTorch's default backend, saved, read back dense."""
+    from torch.sparse import to_sparse_semi_structured
+
+    from advbench.compression.structures import recognise_nm
+
+    model = _two_four_model().half().cuda()
+    dense = model.net[2].weight.detach().clone()
+    model.net[2].weight = torch.nn.Parameter(to_sparse_semi_structured(dense), requires_grad=False)
+    torch.save(model.state_dict(), tmp_path / "gpu_semi.pt")
+    state, _ = read_checkpoint(tmp_path / "gpu_semi.pt")
+    assert torch.equal(state["net.2.weight"], dense.cpu())
+    assert recognise_nm({"fc": state["net.2.weight"]}) == ["fc"]
+
+
 def test_a_nested_checkpoint_is_evaluated_at_each_level(dense_cnn, tmp_path, monkeypatch, capsys) -> None:
     """One checkpoint, three levels: each level's sub-model is the denser one's subset, ?level=K loads it, and a
     tampered level mask fails inspect."""
