@@ -54,7 +54,6 @@ FAMILIES: dict[str, tuple[str, dict[str, dict[str, Any]], tuple[str, ...]]] = {
 }
 #: the data set each architecture trains and is tested on
 ARCH_DATA = {"lenet5": "mnist5k", "small_cnn": "mnist5k", "resnet20": "mnist5k:pad=2"}
-SECTIONS = ("families", "adversarial", "nested", "progressive")
 STRUCTURE_OPTIONS = {"block": {"block_rows": 8, "block_cols": 16}, "pattern": {"library_size": 8}}
 NESTED_LEVELS = (0.5, 0.75, 0.9)
 PROGRESSIVE_TARGETS = (0.9, 0.95, 0.97, 0.98, 0.99)
@@ -261,7 +260,21 @@ def progressive(study: Study) -> None:
                     "fc1); ours has about 61K, and every conv and linear layer is pruned to the target."]
 
 
-RUNNERS = {"families": families, "adversarial": adversarial, "nested": nested, "progressive": progressive}
+def control(study: Study) -> None:
+    """The dense model trained for as many epochs as a compressed child gets in all (its parent's epochs plus the
+    ADMM rounds and the masked retraining), so a child-vs-dense gap is not just extra training."""
+    study.lines += ["", "## Control: the dense model trained as long as its children", "",
+                    "| model | epochs | clean | PGD-20 | AutoAttack |", "|---" * 5 + "|"]
+    for arch in study.archs:
+        epochs = max(2, int(10 * study.scale)) + study.rounds + study.retrain
+        model, meta = train_classifier(TrainConfig(arch=arch, dataset=ARCH_DATA[arch], epochs=epochs), progress=False)
+        path = save_checkpoint(model, study.work / f"{arch}-dense-{epochs}.safetensors", meta)
+        res = study.robustness(arch, str(path))
+        study.emit(f"| {arch} | {epochs} | {pct(res['clean'])} | {pct(res['pgd'])} | {pct(res['autoattack'])} |")
+
+
+RUNNERS = {"families": families, "adversarial": adversarial, "nested": nested, "progressive": progressive,
+           "control": control}
 
 
 def main() -> None:
