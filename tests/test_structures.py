@@ -9,6 +9,7 @@ import itertools
 import pytest
 import torch
 
+from advbench.compression import projections
 from advbench.compression.projections import quantization_levels, quantize, scale_error
 from advbench.compression.structures import STRUCTURES, create_structure, kept_count
 from advbench.errors import ConfigError, UnknownNameError
@@ -196,6 +197,48 @@ def test_quantization_scale_search_is_the_same_in_small_memory_windows(monkeypat
         n = quantization_levels(bits)
         assert scale_error(weight.abs().double(), whole, n) <= min(
             scale_error(weight.abs().double(), float(g), n) for g in grid) + 1e-9
+
+
+def _exhaustive_least_error(a: torch.Tensor, n: int) -> float:
+    """The least quantization error over every scale, by brute force on the change points: all N (n - 1) of them
+    sorted, the level sums accumulated, and each interval's quadratic minimised (no bounds, no pruning)."""
+    a = a.double()
+    j = torch.arange(1, n, dtype=torch.float64).repeat(a.numel())
+    owner = torch.arange(a.numel()).repeat_interleave(n - 1)
+    u = (j + 0.5) / a[owner]
+    order = torch.argsort(u)
+    u, j, owner = u[order], j[order], owner[order]
+    zero = torch.zeros(1, dtype=torch.float64)
+    big_a = a.numel() + torch.cat([zero, (2 * j + 1).cumsum(0)])  # every level starts at 1 (q above them all)
+    big_b = float(a.sum()) + torch.cat([zero, a[owner].cumsum(0)])
+    q_high = torch.cat([torch.tensor([torch.inf], dtype=torch.float64), 1 / u])
+    q_low = torch.cat([1 / u, zero])
+    q = (big_b / big_a).clamp(min=q_low, max=q_high)
+    return float((float(a.square().sum()) - 2 * big_b * q + big_a * q.square()).min())
+
+
+@pytest.mark.parametrize("bits", [3, 4, 6, 8])
+def test_quantization_scale_search_prunes_nothing_it_should_keep(bits: int) -> None:
+    """The branch and bound behind best_scale against the exhaustive sweep of every change point, on weights shaped
+    like real layers (normal, heavy-tailed, uniform), on ties (already quantized, or nearly), and at three sizes."""
+    n = quantization_levels(bits)
+    gen = torch.Generator().manual_seed(bits)
+    for size in (50, 600, 2500):
+        normal = torch.randn(size, generator=gen, dtype=torch.float64)
+        cases = {
+            "normal": normal * 0.02,
+            "heavy-tailed": normal.abs() ** 3,
+            "uniform": torch.rand(size, generator=gen, dtype=torch.float64),
+            "quantized": (normal * 7).round() / 7,
+            "nearly quantized": (normal * 7).round() / 7 + 1e-6 * torch.randn(size, generator=gen,
+                                                                               dtype=torch.float64),
+            "float32": (normal * 0.05).float(),
+        }
+        for name, weight in cases.items():
+            a = weight[weight != 0].abs()
+            found = scale_error(a.double(), projections.best_scale(a, n), n)
+            least = _exhaustive_least_error(a, n)
+            assert found <= least + 1e-9 * least + 1e-12 * float(a.double().square().sum()), (name, size)
 
 
 def test_nested_masks_are_each_levels_exact_projection_and_nested() -> None:

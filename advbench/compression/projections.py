@@ -46,6 +46,14 @@ def quantize_with_scale(weight: torch.Tensor, q: float, n: int) -> torch.Tensor:
 
 #: At most this many change points (see :func:`best_scale`) are held in memory at once.
 SWEEP_CHUNK = 4_000_000
+#: At most this many thresholds are looked up in one batch (see :class:`_SortedMagnitudes`).
+QUERY_CHUNK = 1_000_000
+#: The scale intervals of the first pruning round (fewer for wide codes: each costs 2n look-ups), and at most how
+#: many exact-sweep windows are left at the end.
+FIRST_INTERVALS, SWEEP_WINDOWS = 1024, 64
+#: Pruning rounds stop once about SWEEP_START change points are left, or before a round would look up more than
+#: ROUND_QUERIES thresholds.
+SWEEP_START, ROUND_QUERIES = 500_000, 16_000_000
 
 
 def scale_error(a: torch.Tensor, q: float, n: int) -> float:
@@ -64,48 +72,98 @@ def _bisect(predicate_ok: Callable[[float], bool], lo: float, hi: float, *, want
     return lo if want_low else hi
 
 
-def best_scale(magnitudes: torch.Tensor, n: int) -> float:
-    """The scale ``q > 0`` minimising ``E(q) = sum_i (a_i - q k_i)^2`` with ``k_i = clamp(round(a_i / q), 1, n)``
-    over the non-zero magnitudes ``a``: the squared error of quantizing them to ``{q, 2q, ..., nq}``.
+def _prefix_sums(x: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """``[0, x0, x0 + x1, ...]`` (length N + 1), summed in blocks so the rounding error grows like
+    ``block + N / block`` additions instead of ``N``."""
+    pad = (-x.numel()) % block
+    rows = torch.cat([x, x.new_zeros(pad)]).view(-1, block).cumsum(1)
+    offsets = torch.cat([x.new_zeros(1), rows[:, -1].cumsum(0)[:-1]])
+    return torch.cat([x.new_zeros(1), (rows + offsets[:, None]).flatten()[: x.numel()]])
 
-    Exact.  The assignment ``k`` only changes where ``a_i / q`` crosses a half-integer, at ``1/q = (j + 1/2) / a_i``
-    (``j = 1..n-1``); between two such change points ``E`` is the quadratic ``C - 2 B q + A q^2`` with
-    ``A = sum k^2`` and ``B = sum a k`` fixed, smallest at ``B / A`` clipped to the interval.  Sorting the change
-    points and accumulating ``A`` and ``B`` gives every interval's minimum; the least of them is the global one.
 
-    Only change points between two bounds are visited: with ``E_0`` the error of a good starting scale, the
-    optimum satisfies ``sum_{a_i > n q} (a_i - n q)^2 <= E_0`` (a lower bound on ``q``) and
-    ``sum_{a_i < q} (q - a_i)^2 <= E_0`` (an upper bound).  The sweep runs in float64 over windows of ``1/q``
-    holding at most about :data:`SWEEP_CHUNK` change points each, so memory stays bounded for any layer size.
-    One level (``n = 1``, binary) is the mean magnitude.
-    """
-    a = magnitudes.detach().to(torch.float64).flatten().cpu()
-    if a.numel() == 0:
-        return 0.0
-    if n == 1:
-        return float(a.mean())
-    top = float(a.max())
-    starts = torch.linspace(top / (2 * n), 2 * top / n, 16, dtype=torch.float64)
-    errors = [scale_error(a, float(q), n) for q in starts]
-    best_q = float(starts[int(torch.tensor(errors).argmin())])
-    best_err = min(errors)
-    bound = best_err * (1 + 1e-9) + 1e-300
+class _SortedMagnitudes:
+    """Sorted magnitudes with prefix sums: the sums of ``a`` and ``a^2`` over any range of values in O(log N)."""
 
-    def above_ok(q: float) -> bool:
-        return float((a - n * q).clamp(min=0).square().sum()) <= bound
+    def __init__(self, magnitudes: torch.Tensor, n: int) -> None:
+        # sorted in the weights' own dtype (a float32 sort is twice as fast), then widened: the same values
+        self.a, self.n, self.size = magnitudes.sort().values.to(torch.float64), n, magnitudes.numel()
+        self.s1, self.s2 = _prefix_sums(self.a), _prefix_sums(self.a.square())
+        self.total, self.c = float(self.s1[-1]), float(self.s2[-1])
+        self.k = torch.arange(1, n + 1, dtype=torch.float64)
 
-    def below_ok(q: float) -> bool:
-        return float((q - a).clamp(min=0).square().sum()) <= bound
+    def below(self, t: float) -> tuple[int, float, float]:
+        """Count, sum and sum of squares of the magnitudes below ``t``."""
+        i = int(torch.searchsorted(self.a, torch.tensor([t], dtype=torch.float64)))
+        return i, float(self.s1[i]), float(self.s2[i])
 
-    q_low = _bisect(above_ok, top / (4 * n * n + 4), best_q, want_low=True)
-    q_high = _bisect(below_ok, best_q, 4 * top + 1.0, want_low=False)
-    u_start, u_stop = 1.0 / q_high, 1.0 / q_low
-    total_a, c = float(a.sum()), float(a.square().sum())
-    step = max(SWEEP_CHUNK - a.numel(), SWEEP_CHUNK // 2) / total_a
+    def _level_quadratics(self, low_scale: torch.Tensor, high_scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``sum k^2``, ``sum a k`` and ``sum a^2`` over the magnitudes that sit at level ``k`` when level ``k``
+        holds ``[(k - 1/2) low_scale, (k + 1/2) high_scale)`` (level 1 from 0, level n to infinity), for each
+        row of scales; the thresholds are built :data:`QUERY_CHUNK` at a time."""
+        out: list[tuple[torch.Tensor, ...]] = []
+        rows = max(1, QUERY_CHUNK // self.n)
+        for low_s, high_s in zip(low_scale.split(rows), high_scale.split(rows), strict=True):
+            lower, upper = (self.k - 0.5)[None, :] * low_s[:, None], (self.k + 0.5)[None, :] * high_s[:, None]
+            lower[:, 0], upper[:, -1] = 0.0, torch.inf
+            i = torch.searchsorted(self.a, lower)
+            j = torch.maximum(torch.searchsorted(self.a, upper), i)
+            count = (j - i).to(torch.float64)
+            out.append(((count * self.k.square()).sum(1), ((self.s1[j] - self.s1[i]) * self.k).sum(1),
+                        (self.s2[j] - self.s2[i]).sum(1)))
+        return tuple(torch.cat(parts) for parts in zip(*out, strict=True))
+
+    def errors(self, q: torch.Tensor) -> torch.Tensor:
+        """The squared quantization error at each scale ``q``: level ``k`` holds ``[(k - 1/2) q, (k + 1/2) q)``."""
+        big_a, big_b, c = self._level_quadratics(q, q)
+        return c - 2 * big_b * q + big_a * q.square()
+
+    def floors(self, u_lo: torch.Tensor, u_hi: torch.Tensor) -> torch.Tensor:
+        """A lower bound of the error over each interval ``1/q`` in ``[u_lo, u_hi]``: the weights whose level is
+        the same at both ends keep it throughout (levels only grow with ``1/q``), so their error is one quadratic in
+        ``q``, minimised in closed form; the weights that change level count as zero."""
+        big_a, big_b, c = self._level_quadratics(1.0 / u_lo, 1.0 / u_hi)
+        q = torch.where(big_a > 0, big_b / big_a.clamp(min=1e-300), 1.0 / u_hi).clamp(min=1.0 / u_hi, max=1.0 / u_lo)
+        return c - 2 * big_b * q + big_a * q.square()
+
+
+def _partition(mags: _SortedMagnitudes, u_a: float, u_b: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which sorted magnitudes may change level for ``1/q`` in ``(u_a, u_b]`` (a mask, a little wider so rounding
+    cannot hide one), and the runs of the others as ``(starts, ends)``: runs split at every level boundary, so
+    each keeps one level throughout the window."""
+    j = torch.arange(1, mags.n, dtype=torch.float64) + 0.5
+    low = torch.searchsorted(mags.a, j / u_b * (1 - 1e-12))
+    high = torch.searchsorted(mags.a, j / u_a * (1 + 1e-12))
+    marks = torch.zeros(mags.size + 1, dtype=torch.int64)
+    marks.index_add_(0, low, torch.ones_like(low))
+    marks.index_add_(0, high, -torch.ones_like(high))
+    changing = marks.cumsum(0)[:-1] > 0
+    edges = torch.unique(torch.cat([torch.tensor([0, mags.size]), low, high]))
+    starts, ends = edges[:-1], edges[1:]
+    steady = (ends > starts) & ~changing[starts.clamp(max=mags.size - 1)]
+    return changing, starts[steady], ends[steady]
+
+
+def _steady_sums(mags: _SortedMagnitudes, starts: torch.Tensor, ends: torch.Tensor, u: float) -> tuple[float, float]:
+    """``sum k^2`` and ``sum a k`` at ``1/q = u`` over runs of magnitudes that share one level: read from each
+    run's first element, summed through the prefix sums."""
+    k = torch.floor(mags.a[starts] * u + 0.5).clamp(1, mags.n)
+    return float((k.square() * (ends - starts)).sum()), float((k * (mags.s1[ends] - mags.s1[starts])).sum())
+
+
+def _sweep(mags: _SortedMagnitudes, u_start: float, u_stop: float) -> float:
+    """The scale of least error over ``1/q`` in ``[u_start, u_stop]``: every change point of the window in order
+    and the closed-form minimum between two of them (see :func:`best_scale`), in sub-windows of at most about
+    :data:`SWEEP_CHUNK` change points.  Only the magnitudes that change level are visited one by one; the others
+    enter through their prefix sums."""
+    n, best_q, best_err = mags.n, 1.0 / u_start, float("inf")
+    step = max(SWEEP_CHUNK - mags.size, SWEEP_CHUNK // 2) / mags.total
     u_a = u_start
     while u_a < u_stop:
         u_b = min(u_a + step, u_stop)
-        # the state at 1/q = u_a, then every change point in [u_a, u_b) in order
+        changing, starts, ends = _partition(mags, u_a, u_b)
+        steady_a, steady_b = _steady_sums(mags, starts, ends, u_a)
+        a = mags.a[changing]
+        # the state at 1/q = u_a, then every change point in (u_a, u_b] in order
         k = torch.floor(a * u_a + 0.5).clamp(1, n)
         first = k.long()
         last = (torch.ceil(a * u_b - 0.5) - 1).clamp(max=n - 1).long()
@@ -117,17 +175,92 @@ def best_scale(magnitudes: torch.Tensor, n: int) -> float:
         order = torch.argsort(u)
         u, j, owner = u[order], j[order], owner[order]
         zero = torch.zeros(1, dtype=torch.float64)
-        big_a = float(k.square().sum()) + torch.cat([zero, ((j + 1).square() - j.square()).cumsum(0)])
-        big_b = float((a * k).sum()) + torch.cat([zero, a[owner].cumsum(0)])
+        big_a = steady_a + float(k.square().sum()) + torch.cat([zero, ((j + 1).square() - j.square()).cumsum(0)])
+        big_b = steady_b + float((a * k).sum()) + torch.cat([zero, a[owner].cumsum(0)])
         u_lo = torch.cat([torch.tensor([u_a], dtype=torch.float64), u])
         u_hi = torch.cat([u, torch.tensor([u_b], dtype=torch.float64)])
         q = (big_b / big_a).clamp(min=1.0 / u_hi, max=1.0 / u_lo)
-        err = c - 2 * big_b * q + big_a * q.square()
+        err = mags.c - 2 * big_b * q + big_a * q.square()
         m = int(err.argmin())
         if float(err[m]) < best_err:
             best_q, best_err = float(q[m]), float(err[m])
         u_a = u_b
     return best_q
+
+
+def _windows(lo: torch.Tensor, hi: torch.Tensor, most: int) -> list[tuple[float, float]]:
+    """Sorted intervals merged where they touch, then across the smallest gaps until at most ``most`` remain."""
+    breaks = torch.nonzero(lo[1:] != hi[:-1]).flatten()
+    if breaks.numel() >= most:
+        gaps = lo[breaks + 1] - hi[breaks]
+        breaks = breaks[gaps.topk(most - 1).indices].sort().values
+    starts = torch.cat([torch.tensor([0]), breaks + 1])
+    ends = torch.cat([breaks, torch.tensor([lo.numel() - 1])])
+    return list(zip(lo[starts].tolist(), hi[ends].tolist(), strict=True))
+
+
+def best_scale(magnitudes: torch.Tensor, n: int) -> float:
+    """The scale ``q > 0`` minimising ``E(q) = sum_i (a_i - q k_i)^2`` with ``k_i = clamp(round(a_i / q), 1, n)``
+    over the non-zero magnitudes ``a``: the squared error of quantizing them to ``{q, 2q, ..., nq}``.
+
+    Exact.  The assignment ``k`` only changes where ``a_i / q`` crosses a half-integer, at ``u = 1/q = (j + 1/2) /
+    a_i`` (``j = 1..n-1``); between two such change points ``E`` is the quadratic ``C - 2 B q + A q^2`` with
+    ``A = sum k^2`` and ``B = sum a k`` fixed, smallest at ``B / A`` clipped to the interval.  Sorting the change
+    points and accumulating ``A`` and ``B`` gives every interval's minimum; the least of them is the global one.
+
+    A layer at 8 bits has tens of millions of change points, so only the scales that can still hold the optimum
+    are swept (branch and bound):
+
+    1. With the magnitudes sorted and prefix-summed, ``E`` at any scale takes ``2n`` binary searches.  The best of a
+       few hundred scales, ``E_0``, bounds the optimum, and so do ``sum_{a_i > n q} (a_i - n q)^2 <= E_0``
+       (clipping) and ``sum_{a_i < q} (q - a_i)^2 <= E_0``.
+    2. Between those bounds, each interval of ``u`` gets a lower bound of ``E`` (:meth:`_SortedMagnitudes.floors`);
+       the intervals whose bound exceeds ``E_0`` are dropped, the rest split and bounded again.
+    3. What is left is swept exactly, in float64 and in windows of at most about :data:`SWEEP_CHUNK` change
+       points.  The answer is chosen by direct evaluation; prefix sums only prune, with a margin for rounding.
+
+    One level (``n = 1``, binary) is the mean magnitude.
+    """
+    flat = magnitudes.detach().flatten().cpu()
+    a = flat.to(torch.float64)
+    if a.numel() == 0:
+        return 0.0
+    if n == 1:
+        return float(a.mean())
+    mags = _SortedMagnitudes(flat, n)
+    top = float(mags.a[-1])
+    coarse = torch.logspace(torch.log10(torch.tensor(top / (2 * n))), torch.log10(torch.tensor(2 * top / n)), 64,
+                            dtype=torch.float64)
+    near = float(coarse[int(mags.errors(coarse).argmin())]) * torch.logspace(-0.05, 0.05, 256, dtype=torch.float64)
+    errors = mags.errors(near)
+    best_q, best_err = float(near[int(errors.argmin())]), float(errors.min())
+    bound = best_err + 1e-9 * best_err + 1e-11 * mags.c  # prefix sums round to about 1e-13 C
+
+    def above_ok(q: float) -> bool:  # sum_{a > nq} (a - nq)^2 <= bound
+        i, s1, s2 = mags.below(n * q)
+        return (mags.c - s2) - 2 * n * q * (mags.total - s1) + (n * q) ** 2 * (mags.size - i) <= bound
+
+    def below_ok(q: float) -> bool:  # sum_{a < q} (q - a)^2 <= bound
+        i, s1, s2 = mags.below(q)
+        return q * q * i - 2 * q * s1 + s2 <= bound
+
+    q_low = _bisect(above_ok, top / (4 * n * n + 4), best_q, want_low=True)
+    q_high = _bisect(below_ok, best_q, 4 * top + 1.0, want_low=False)
+    first = min(FIRST_INTERVALS, max(16, ROUND_QUERIES // (16 * n)))
+    edges = torch.linspace(1.0 / q_high, 1.0 / q_low, first + 1, dtype=torch.float64)
+    lo, hi = edges[:-1], edges[1:]
+    for _ in range(8):
+        keep = mags.floors(lo, hi) <= bound
+        lo, hi = lo[keep], hi[keep]
+        few_left = mags.total * float((hi - lo).sum()) <= SWEEP_START  # about that many change points remain
+        if few_left or not 0 < 8 * lo.numel() * 2 * n <= ROUND_QUERIES:
+            break
+        split = lo[:, None] + (hi - lo)[:, None] * (torch.arange(9, dtype=torch.float64) / 8)
+        split[:, -1] = hi  # the parent's edges stay exact, so neighbours still touch
+        lo, hi = split[:, :-1].flatten(), split[:, 1:].flatten()
+    windows = _windows(lo, hi, SWEEP_WINDOWS) if lo.numel() else []
+    candidates = [best_q] + [_sweep(mags, u_a, u_b) for u_a, u_b in windows]
+    return min(candidates, key=lambda q: scale_error(a, q, n))
 
 
 def quantize(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, float]:
