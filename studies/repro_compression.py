@@ -93,7 +93,12 @@ class Study:
         unknown = sorted(set(self.archs) - set(ARCH_DATA))
         if unknown:
             raise SystemExit(f"--archs: unknown {unknown}; choose from {sorted(ARCH_DATA)}")
-        self.work = Path(tempfile.mkdtemp(prefix="advbench-compression-"))
+        self.work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="advbench-compression-"))
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.families = [f for f in args.families.split(",") if f] if args.families else list(FAMILIES)
+        unknown_families = sorted(set(self.families) - set(FAMILIES))
+        if unknown_families:
+            raise SystemExit(f"--families: unknown {unknown_families}; choose from {list(FAMILIES)}")
         self.test: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for arch in self.archs:
             data = load_dataset(ARCH_DATA[arch], seed=0)
@@ -116,8 +121,11 @@ class Study:
         return robustness(spec, x, y, self.aa_samples, aa=True, eps=self.eps)
 
     def parent(self, arch: str, adversarial: bool) -> str:
-        """Train (once) and return the dense parent, standard or PGD-trained."""
+        """Train (once, or reuse the one in ``--work``) and return the dense parent, standard or PGD-trained."""
         table = self.adv_dense if adversarial else self.dense
+        saved = self.work / f"{arch}-pgd.safetensors" if adversarial else self.work / f"{arch}.safetensors"
+        if arch not in table and saved.exists():
+            table[arch] = str(saved)
         if arch not in table:
             epochs = max(2, int((8 if adversarial else 10) * self.scale))
             extra: dict[str, Any] = {"adversarial": "pgd", "adv_eps": self.eps, "adv_steps": 5} if adversarial else {}
@@ -154,11 +162,12 @@ def parse_ratios(text: str) -> tuple[int, ...]:
     return tuple(i for i, name in enumerate(RATIO_NAMES) if name in names)
 
 
-def arch_families(arch: str, positions: tuple[int, ...]) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
-    """(family, structure, ratio label, structure options) of every family that applies to ``arch``, at the ratios
-    in ``positions`` (0 low, 1 middle, 2 high)."""
+def arch_families(arch: str, positions: tuple[int, ...], chosen: list[str]
+                  ) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """(family, structure, ratio label, structure options) of every ``chosen`` family that applies to ``arch``, at
+    the ratios in ``positions`` (0 low, 1 middle, 2 high)."""
     for family, (structure, ratios, archs) in FAMILIES.items():
-        if arch in archs:
+        if arch in archs and family in chosen:
             for i, (label, options) in enumerate(ratios.items()):
                 if i in positions:
                     yield family, structure, label, options
@@ -174,7 +183,7 @@ def families(study: Study) -> None:
         base = study.robustness(arch, study.parent(arch, adversarial=False))
         study.emit(f"| {arch} | dense | - | 1.0x | {pct(base['clean'])} | {pct(base['pgd'])} | "
                    f"{pct(base['autoattack'])} |")
-        for family, structure, label, options in arch_families(arch, study.ratios):
+        for family, structure, label, options in arch_families(arch, study.ratios, study.families):
             out, meta = study.prune(arch, structure, label, options)
             res = study.robustness(arch, str(out))
             study.emit(f"| {arch} | {family} | {label} | {meta['compression']['compression_ratio']:.1f}x | "
@@ -190,7 +199,7 @@ def adversarial(study: Study) -> None:
         adv_base = study.robustness(arch, study.parent(arch, adversarial=True))
         study.emit(f"| {arch} | dense (PGD-trained parent) | - | - | {pct(adv_base['clean'])} / "
                    f"{pct(adv_base['pgd'])} / {pct(adv_base['autoattack'])} |")
-        for family, structure, label, options in arch_families(arch, (1,)):
+        for family, structure, label, options in arch_families(arch, (1,), study.families):
             adv_path, _ = study.prune(arch, structure, label, options, adversarial=True)
             adv = study.robustness(arch, str(adv_path))
             std = {"clean": None, "pgd": None, "autoattack": None}
@@ -290,6 +299,10 @@ def main() -> None:
     parser.add_argument("--standard-from-families", action="store_true",
                         help="adversarial section: leave the standard-ADMM column to the families table (same "
                              "seeds and schedule) instead of pruning those children again")
+    parser.add_argument("--families", default=None, help=f"comma list from {list(FAMILIES)} (default: all)")
+    parser.add_argument("--work", default=None,
+                        help="folder for the checkpoints (default: a new temporary one); dense parents already "
+                             "there are reused, so runs of separate sections share them")
     parser.add_argument("--rounds", type=int, default=None, help="ADMM rounds (default 6)")
     parser.add_argument("--retrain", type=int, default=None, help="masked retraining epochs (default 6)")
     parser.add_argument("--test-samples", type=int, default=1000, help="test digits PGD runs on")
