@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from advbench.compression.structures import Structure, create_structure
@@ -85,8 +86,9 @@ class _SortedMagnitudes:
     """Sorted magnitudes with prefix sums: the sums of ``a`` and ``a^2`` over any range of values in O(log N)."""
 
     def __init__(self, magnitudes: torch.Tensor, n: int) -> None:
-        # sorted in the weights' own dtype (a float32 sort is twice as fast), then widened: the same values
-        self.a, self.n, self.size = magnitudes.sort().values.to(torch.float64), n, magnitudes.numel()
+        # sorted in the weights' own dtype, then widened (the same values); numpy's sort is about 3x torch's on CPU
+        self.a = torch.from_numpy(np.sort(magnitudes.numpy())).to(torch.float64)
+        self.n, self.size = n, magnitudes.numel()
         self.s1, self.s2 = _prefix_sums(self.a), _prefix_sums(self.a.square())
         self.total, self.c = float(self.s1[-1]), float(self.s2[-1])
         self.k = torch.arange(1, n + 1, dtype=torch.float64)
@@ -222,6 +224,8 @@ def best_scale(magnitudes: torch.Tensor, n: int) -> float:
     One level (``n = 1``, binary) is the mean magnitude.
     """
     flat = magnitudes.detach().flatten().cpu()
+    if flat.dtype not in (torch.float16, torch.float32, torch.float64):
+        flat = flat.float()  # bfloat16 (numpy has no such type) widens exactly
     a = flat.to(torch.float64)
     if a.numel() == 0:
         return 0.0
