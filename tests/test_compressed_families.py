@@ -194,6 +194,46 @@ def test_a_gpu_semi_structured_checkpoint_loads_as_two_four(tmp_path) -> None:
     assert recognise_nm({"fc": state["net.2.weight"]}) == ["fc"]
 
 
+def test_each_level_of_a_nested_batchnorm_model_gets_its_own_statistics(tmp_path, monkeypatch, capsys) -> None:
+    """ResNet-20 (21 BatchNorms): levels share weights but not activations, so each level's BatchNorm statistics are
+    re-estimated with its own weights and ?level=K loads them.  Checked against the activations themselves: the
+    first BatchNorm's running mean equals the mean of its inputs over the training images at that level."""
+    from advbench.checkpoints import save_checkpoint
+    from advbench.compression.nested import NORM_PREFIX
+    from advbench.datasets import load_dataset
+    from advbench.models.resolve import resolve_model
+    from advbench.training import TrainConfig, train_classifier
+
+    model, meta = train_classifier(TrainConfig(arch="resnet20", dataset="digits", epochs=1), progress=False)
+    parent = save_checkpoint(model, tmp_path / "resnet.safetensors", meta)
+    child = tmp_path / "nested.safetensors"
+    assert _cli(monkeypatch, capsys, "prune", "--checkpoint", str(parent), "--dataset", "digits", "--out",
+                str(child), "--rounds", "1", "--retrain-epochs", "1", "--structure", "nested",
+                "--levels", "0.5,0.9") == 0
+    from safetensors import safe_open
+
+    with safe_open(str(child), framework="pt") as fh:
+        stored = [k for k in fh.keys() if k.startswith(NORM_PREFIX)]
+    assert len(stored) == 21 * 3 * 2  # every BatchNorm, its three buffers, both levels
+    x = load_dataset("digits", seed=int(meta["training"]["seed"])).x_train
+    means = []
+    for level in (0, 1):
+        net = resolve_model(f"{child}?level={level}").model
+        first = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        seen: list[torch.Tensor] = []
+        hook = first.register_forward_pre_hook(lambda _m, args, seen=seen: seen.append(args[0].mean(dim=(0, 2, 3))))
+        with torch.no_grad():
+            for batch in x.split(256):
+                net(batch)
+        hook.remove()
+        assert torch.allclose(first.running_mean, torch.stack(seen).mean(0), atol=1e-5), level
+        means.append(first.running_mean.clone())
+    assert not torch.allclose(means[0], means[1], atol=1e-4)  # the sparser level's activations differ
+    plain = resolve_model(str(child)).model
+    first_plain = next(m for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.equal(first_plain.running_mean, means[0])  # without ?level: level 0, statistics included
+
+
 def test_a_nested_checkpoint_is_evaluated_at_each_level(dense_cnn, tmp_path, monkeypatch, capsys) -> None:
     """One checkpoint, three levels: each level's sub-model is the denser one's subset, ?level=K loads it, and a
     tampered level mask fails inspect."""

@@ -7,6 +7,12 @@ subset of the denser one.  A checkpoint stores one boolean mask per level and la
 ``nested.<layer>.<k>`` in the same safetensors file); ``model.safetensors?level=K`` evaluates level ``K``.
 The masks are read back and checked, not recomputed: a tampered mask that is not a subset of the next denser
 one fails :func:`nested_violations`.
+
+Each level's sub-model computes different activations, so one set of BatchNorm running statistics cannot serve
+them all: trained jointly, they end up a blend that fits no level (a ResNet-20 level read 14% clean accuracy).  As
+in switchable BatchNorm (Yu et al., "Slimmable Neural Networks", ICLR 2019), every level gets its own statistics,
+re-estimated on the training images with that level's weights (:func:`calibrate_level_norms`), stored as
+``nested_norm.<module>.<buffer>.<k>`` and swapped in by ``?level=K``.  The plain weights carry level 0's.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from advbench.errors import ConfigError
 
 #: Prefix of the mask tensors in a nested checkpoint's safetensors file.
 NESTED_PREFIX = "nested."
+#: Prefix of the per-level BatchNorm statistics (not under NESTED_PREFIX: "nested_norm." does not start with it).
+NORM_PREFIX = "nested_norm."
+NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
@@ -67,8 +76,70 @@ def split_nested(state: dict[str, torch.Tensor]) -> dict[str, list[torch.Tensor]
     return {layer: [masks[k] for k in sorted(masks)] for layer, masks in found.items()}
 
 
+def split_level_norms(state: dict[str, torch.Tensor]) -> dict[int, dict[str, torch.Tensor]]:
+    """Remove the per-level BatchNorm statistics from a checkpoint's ``state`` (in place); returns level ->
+    {``<module>.<buffer>``: tensor}."""
+    found: dict[int, dict[str, torch.Tensor]] = {}
+    for key in [k for k in state if k.startswith(NORM_PREFIX)]:
+        name, _, level = key[len(NORM_PREFIX):].rpartition(".")
+        found.setdefault(int(level), {})[name] = state.pop(key)
+    return found
+
+
+def _norm_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
+
+
+def _reestimate_norms(model: nn.Module, norms: Mapping[str, nn.modules.batchnorm._BatchNorm], x: torch.Tensor,
+                      batch_size: int) -> None:
+    """Running statistics of ``norms`` re-estimated from scratch on ``x``: the exact average over its batches
+    (momentum ``None``), everything else in eval mode, no gradients."""
+    modes = {m: m.training for m in model.modules()}
+    momenta = {name: m.momentum for name, m in norms.items()}
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    model.eval()
+    try:
+        for m in norms.values():
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        with torch.no_grad():
+            for batch in x.split(batch_size):
+                model(batch.to(device))
+    finally:
+        for module, mode in modes.items():
+            module.train(mode)
+        for name, norm in norms.items():
+            norm.momentum = momenta[name]
+
+
+def calibrate_level_norms(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Each level's BatchNorm statistics, re-estimated on the images ``x`` with that level's weights: the tensors
+    a nested checkpoint stores (empty for a model without BatchNorm).  The model keeps its weights and ends with
+    level 0's statistics, so it is level 0 as loaded without ``?level``."""
+    norms = _norm_layers(model)
+    masks: Mapping[str, list[torch.Tensor]] = getattr(model, "nested_masks", {})
+    if not norms or not masks:
+        return {}
+    layers = prunable_layers(model)
+    kept = {name: layer.weight.detach().clone() for name, layer in layers.items()}
+    out: dict[str, torch.Tensor] = {}
+    for k in reversed(range(len(next(iter(masks.values()))))):  # level 0 last, so its statistics stay
+        apply_level(model, k)
+        _reestimate_norms(model, norms, x, batch_size)
+        for name, m in norms.items():
+            for buffer in NORM_BUFFERS:
+                out[f"{NORM_PREFIX}{name}.{buffer}.{k}"] = getattr(m, buffer).detach().clone().cpu()
+        with torch.no_grad():
+            for name, layer in layers.items():
+                layer.weight.copy_(kept[name])
+    return out
+
+
 def apply_level(model: nn.Module, level: int) -> None:
-    """Zero, in place, every weight that level ``level`` of a nested model prunes (0: the stored weights)."""
+    """Zero, in place, every weight that level ``level`` of a nested model prunes (0: the stored weights), and
+    load that level's BatchNorm statistics where the checkpoint has them."""
     masks: Mapping[str, list[torch.Tensor]] = getattr(model, "nested_masks", {})
     if not masks:
         raise ConfigError("?level= applies to nested checkpoints (advbench prune --structure nested); this one "
@@ -82,6 +153,14 @@ def apply_level(model: nn.Module, level: int) -> None:
         for layer, layer_masks in masks.items():
             weight = modules[layer].weight
             weight.mul_(layer_masks[level].to(weight.device, weight.dtype))
+        norms: Mapping[int, Mapping[str, torch.Tensor]] = getattr(model, "nested_norms", {})
+        if norms:
+            buffers = dict(model.named_buffers())
+            for name, value in norms[level].items():
+                if name not in buffers:
+                    raise ConfigError(f"this nested checkpoint has level statistics for '{name}', which the model "
+                                      "does not have; the checkpoint does not match its architecture")
+                buffers[name].copy_(value.to(buffers[name].device, buffers[name].dtype))
 
 
 def nested_violations(weights: Mapping[str, torch.Tensor], masks: Mapping[str, list[torch.Tensor]],

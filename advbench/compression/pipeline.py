@@ -48,6 +48,13 @@ def prune_checkpoint(
     targets = resolve_targets(model, structure=cfg.structure, target=target, per_layer=per_layer)
     dense_acc = accuracy(model, data.x_test, data.y_test)
     report = admm_prune(model, data, targets, cfg, progress=progress)
+    extra = None
+    if cfg.structure == "nested":
+        from advbench.compression.nested import calibrate_level_norms, nested_tensors, split_nested
+
+        extra = nested_tensors(model, list(targets), report.structure["levels"])
+        model.nested_masks = split_nested(dict(extra))
+        extra.update(calibrate_level_norms(model, data.x_train))  # before the accuracy: level 0's statistics
     stats = compression_stats(model)
     meta = {k: v for k, v in parent.items() if k not in ("compression", "test_accuracy")}
     meta.update({
@@ -69,13 +76,9 @@ def prune_checkpoint(
             **device_entry(dev),
         },
     })
-    extra = None
     if cfg.structure == "nested":
-        from advbench.compression.nested import level_summary, nested_tensors, split_nested
+        from advbench.compression.nested import level_summary
 
-        levels = report.structure["levels"]
-        extra = nested_tensors(model, list(targets), levels)
-        model.nested_masks = split_nested(dict(extra))
-        meta["compression"]["levels"] = level_summary(model, levels)
+        meta["compression"]["levels"] = level_summary(model, report.structure["levels"])
     save_checkpoint(model, out, meta, extra=extra)
     return meta

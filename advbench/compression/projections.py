@@ -256,9 +256,10 @@ def best_scale(magnitudes: torch.Tensor, n: int) -> float:
     for _ in range(8):
         keep = mags.floors(lo, hi) <= bound
         lo, hi = lo[keep], hi[keep]
-        few_left = mags.total * float((hi - lo).sum()) <= SWEEP_START  # about that many change points remain
-        if few_left or not 0 < 8 * lo.numel() * 2 * n <= ROUND_QUERIES:
-            break
+        changes = mags.total * float((hi - lo).sum())  # about that many change points remain
+        queries = 8 * lo.numel() * 2 * n  # the next round's look-ups
+        if changes <= SWEEP_START or queries > min(changes, ROUND_QUERIES) or lo.numel() == 0:
+            break  # sweeping what is left costs less than bounding it further
         split = lo[:, None] + (hi - lo)[:, None] * (torch.arange(9, dtype=torch.float64) / 8)
         split[:, -1] = hi  # the parent's edges stay exact, so neighbours still touch
         lo, hi = split[:, :-1].flatten(), split[:, 1:].flatten()

@@ -57,9 +57,10 @@ def load_model(
             f"{text} has no sidecar metadata ({sidecar_path(text).name}) naming arch, input_shape and "
             "num_classes; pass them to load_model(..., arch=, input_shape=, num_classes=)"
         )
-    from advbench.compression.nested import split_nested
+    from advbench.compression.nested import split_level_norms, split_nested
 
     nested = split_nested(state)  # a nested checkpoint's level masks live beside the weights
+    level_norms = split_level_norms(state)  # and so do its per-level BatchNorm statistics
     norm = meta.get("normalization", {})
     model = create_model(arch, input_shape=tuple(shape), num_classes=int(classes),
                          mean=norm.get("mean"), std=norm.get("std"))
@@ -86,5 +87,6 @@ def load_model(
     model.checkpoint_meta = meta
     model.checkpoint_path = text
     model.nested_masks = nested
+    model.nested_norms = level_norms
     model.eval()
     return model
