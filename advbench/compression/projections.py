@@ -11,6 +11,7 @@ Each projection is exact: no other weight tensor of the set is closer to the inp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -129,20 +130,22 @@ class _SortedMagnitudes:
 
 
 def _partition(mags: _SortedMagnitudes, u_a: float, u_b: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Which sorted magnitudes may change level for ``1/q`` in ``(u_a, u_b]`` (a mask, a little wider so rounding
-    cannot hide one), and the runs of the others as ``(starts, ends)``: runs split at every level boundary, so
-    each keeps one level throughout the window."""
+    """The indices of the sorted magnitudes that may change level for ``1/q`` in ``(u_a, u_b]`` (level boundary
+    ``j`` moves over ``[(j + 1/2) / u_b, (j + 1/2) / u_a)``, taken a little wider so rounding cannot hide one),
+    and the runs of the others as ``(starts, ends)``, split at every boundary so each keeps one level throughout.
+    Costs O(n log N) plus the changing ones, not O(N)."""
     j = torch.arange(1, mags.n, dtype=torch.float64) + 0.5
     low = torch.searchsorted(mags.a, j / u_b * (1 - 1e-12))
     high = torch.searchsorted(mags.a, j / u_a * (1 + 1e-12))
-    marks = torch.zeros(mags.size + 1, dtype=torch.int64)
-    marks.index_add_(0, low, torch.ones_like(low))
-    marks.index_add_(0, high, -torch.ones_like(high))
-    changing = marks.cumsum(0)[:-1] > 0
     edges = torch.unique(torch.cat([torch.tensor([0, mags.size]), low, high]))
     starts, ends = edges[:-1], edges[1:]
-    steady = (ends > starts) & ~changing[starts.clamp(max=mags.size - 1)]
-    return changing, starts[steady], ends[steady]
+    # a run is covered when some boundary's range opened at or before its start and closes after it
+    covered = (torch.searchsorted(low.sort().values, starts, right=True)
+               - torch.searchsorted(high.sort().values, starts, right=True)) > 0
+    first, length = starts[covered], ends[covered] - starts[covered]
+    index = torch.repeat_interleave(first - (torch.cumsum(length, 0) - length), length) + torch.arange(
+        int(length.sum()))
+    return index, starts[~covered], ends[~covered]
 
 
 def _steady_sums(mags: _SortedMagnitudes, starts: torch.Tensor, ends: torch.Tensor, u: float) -> tuple[float, float]:
@@ -152,11 +155,11 @@ def _steady_sums(mags: _SortedMagnitudes, starts: torch.Tensor, ends: torch.Tens
     return float((k.square() * (ends - starts)).sum()), float((k * (mags.s1[ends] - mags.s1[starts])).sum())
 
 
-def _sweep(mags: _SortedMagnitudes, u_start: float, u_stop: float) -> float:
-    """The scale of least error over ``1/q`` in ``[u_start, u_stop]``: every change point of the window in order
-    and the closed-form minimum between two of them (see :func:`best_scale`), in sub-windows of at most about
-    :data:`SWEEP_CHUNK` change points.  Only the magnitudes that change level are visited one by one; the others
-    enter through their prefix sums."""
+def _sweep(mags: _SortedMagnitudes, u_start: float, u_stop: float) -> tuple[float, float]:
+    """The scale of least error over ``1/q`` in ``[u_start, u_stop]``, and that error: every change point of the
+    window in order and the closed-form minimum between two of them (see :func:`best_scale`), in sub-windows of
+    at most about :data:`SWEEP_CHUNK` change points.  Only the magnitudes that change level are visited one by
+    one; the others enter through their prefix sums."""
     n, best_q, best_err = mags.n, 1.0 / u_start, float("inf")
     step = max(SWEEP_CHUNK - mags.size, SWEEP_CHUNK // 2) / mags.total
     u_a = u_start
@@ -187,7 +190,7 @@ def _sweep(mags: _SortedMagnitudes, u_start: float, u_stop: float) -> float:
         if float(err[m]) < best_err:
             best_q, best_err = float(q[m]), float(err[m])
         u_a = u_b
-    return best_q
+    return best_q, best_err
 
 
 def _windows(lo: torch.Tensor, hi: torch.Tensor, most: int) -> list[tuple[float, float]]:
@@ -233,9 +236,10 @@ def best_scale(magnitudes: torch.Tensor, n: int) -> float:
         return float(a.mean())
     mags = _SortedMagnitudes(flat, n)
     top = float(mags.a[-1])
-    coarse = torch.logspace(torch.log10(torch.tensor(top / (2 * n))), torch.log10(torch.tensor(2 * top / n)), 64,
-                            dtype=torch.float64)
-    near = float(coarse[int(mags.errors(coarse).argmin())]) * torch.logspace(-0.05, 0.05, 256, dtype=torch.float64)
+    # from the whole bisection bracket's low end (outliers can put the optimum far below top / n) to 2 top / n
+    coarse = torch.logspace(math.log10(top / (4 * n * n + 4)), math.log10(2 * top / n), 160, dtype=torch.float64)
+    step = math.log10(float(coarse[1] / coarse[0]))
+    near = float(coarse[int(mags.errors(coarse).argmin())]) * torch.logspace(-step, step, 256, dtype=torch.float64)
     errors = mags.errors(near)
     best_q, best_err = float(near[int(errors.argmin())]), float(errors.min())
     bound = best_err + 1e-9 * best_err + 1e-11 * mags.c  # prefix sums round to about 1e-13 C
@@ -264,7 +268,10 @@ def best_scale(magnitudes: torch.Tensor, n: int) -> float:
         split[:, -1] = hi  # the parent's edges stay exact, so neighbours still touch
         lo, hi = split[:, :-1].flatten(), split[:, 1:].flatten()
     windows = _windows(lo, hi, SWEEP_WINDOWS) if lo.numel() else []
-    candidates = [best_q] + [_sweep(mags, u_a, u_b) for u_a, u_b in windows]
+    swept = [_sweep(mags, u_a, u_b) for u_a, u_b in windows]
+    least = min([best_err, *(err for _, err in swept)])
+    # the sweeps' errors use prefix sums too, so every scale within the margin of the least is evaluated directly
+    candidates = [best_q] + [q for q, err in swept if err <= least + (bound - best_err)]
     return min(candidates, key=lambda q: scale_error(a, q, n))
 
 
