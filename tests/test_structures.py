@@ -233,6 +233,11 @@ def test_quantization_scale_search_prunes_nothing_it_should_keep(bits: int) -> N
             "nearly quantized": (normal * 7).round() / 7 + 1e-6 * torch.randn(size, generator=gen,
                                                                                dtype=torch.float64),
             "float32": (normal * 0.05).float(),
+            # one weight 50 sigma out: the optimum clips it, far below top / n (found by review; the old search
+            # started its bracket at top / (4 n^2 + 4) and missed it, up to 2x the least error)
+            "outlier": torch.cat([normal[1:] * 0.02, torch.tensor([1.0], dtype=torch.float64)]),
+            "cluster and outlier": torch.cat([torch.full((size,), 1e-3, dtype=torch.float64),
+                                              torch.tensor([1.0], dtype=torch.float64)]),
         }
         for name, weight in cases.items():
             a = weight[weight != 0].abs()

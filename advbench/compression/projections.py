@@ -164,7 +164,7 @@ def _sweep(mags: _SortedMagnitudes, u_start: float, u_stop: float) -> tuple[floa
     step = max(SWEEP_CHUNK - mags.size, SWEEP_CHUNK // 2) / mags.total
     u_a = u_start
     while u_a < u_stop:
-        u_b = min(u_a + step, u_stop)
+        u_b = max(min(u_a + step, u_stop), math.nextafter(u_a, math.inf))  # a step below u_a's spacing still moves
         changing, starts, ends = _partition(mags, u_a, u_b)
         steady_a, steady_b = _steady_sums(mags, starts, ends, u_a)
         a = mags.a[changing]
@@ -216,9 +216,10 @@ def best_scale(magnitudes: torch.Tensor, n: int) -> float:
     A layer at 8 bits has tens of millions of change points, so only the scales that can still hold the optimum
     are swept (branch and bound):
 
-    1. With the magnitudes sorted and prefix-summed, ``E`` at any scale takes ``2n`` binary searches.  The best of a
-       few hundred scales, ``E_0``, bounds the optimum, and so do ``sum_{a_i > n q} (a_i - n q)^2 <= E_0``
-       (clipping) and ``sum_{a_i < q} (q - a_i)^2 <= E_0``.
+    1. With the magnitudes sorted and prefix-summed, ``E`` at any scale takes ``2n`` binary searches.  The optimum
+       lies in ``[a_min / n, top]``: below, every magnitude is at level n and ``E`` falls as ``q`` grows; above,
+       all are at level 1 and it grows.  The best of a few hundred scales there, ``E_0``, bounds the optimum, and
+       so do ``sum_{a_i > n q} (a_i - n q)^2 <= E_0`` (clipping) and ``sum_{a_i < q} (q - a_i)^2 <= E_0``.
     2. Between those bounds, each interval of ``u`` gets a lower bound of ``E`` (:meth:`_SortedMagnitudes.floors`);
        the intervals whose bound exceeds ``E_0`` are dropped, the rest split and bounded again.
     3. What is left is swept exactly, in float64 and in windows of at most about :data:`SWEEP_CHUNK` change
@@ -236,8 +237,12 @@ def best_scale(magnitudes: torch.Tensor, n: int) -> float:
         return float(a.mean())
     mags = _SortedMagnitudes(flat, n)
     top = float(mags.a[-1])
-    # from the whole bisection bracket's low end (outliers can put the optimum far below top / n) to 2 top / n
-    coarse = torch.logspace(math.log10(top / (4 * n * n + 4)), math.log10(2 * top / n), 160, dtype=torch.float64)
+    # Below a_min / n every magnitude sits at level n and each (a - n q)^2 falls as q grows, so the optimum is at
+    # least a_min / n: a proven floor (top / (4 n^2 + 4) is not one; an outlier can put the optimum below it).
+    # Above top every magnitude sits at level 1 and the error grows with q, so 4 top + 1 is a proven ceiling.
+    floor_q = max(float(mags.a[0]) / n, math.ulp(0.0))
+    low_end, high_end = (max(v, math.ulp(0.0)) for v in (min(floor_q, top / (4 * n * n + 4)), 2 * top / n))
+    coarse = torch.logspace(math.log10(low_end), math.log10(high_end), 160, dtype=torch.float64)
     step = math.log10(float(coarse[1] / coarse[0]))
     near = float(coarse[int(mags.errors(coarse).argmin())]) * torch.logspace(-step, step, 256, dtype=torch.float64)
     errors = mags.errors(near)
@@ -252,7 +257,7 @@ def best_scale(magnitudes: torch.Tensor, n: int) -> float:
         i, s1, s2 = mags.below(q)
         return q * q * i - 2 * q * s1 + s2 <= bound
 
-    q_low = _bisect(above_ok, top / (4 * n * n + 4), best_q, want_low=True)
+    q_low = _bisect(above_ok, min(floor_q, best_q), best_q, want_low=True)
     q_high = _bisect(below_ok, best_q, 4 * top + 1.0, want_low=False)
     first = min(FIRST_INTERVALS, max(16, ROUND_QUERIES // (16 * n)))
     edges = torch.linspace(1.0 / q_high, 1.0 / q_low, first + 1, dtype=torch.float64)
